@@ -1,0 +1,275 @@
+//! Whole GetChatData batches: parsing a response document into items, and decrypting and
+//! parsing every item in parallel (rayon) into storage records, quarantine records and
+//! counts.
+//!
+//! Cost: one RSA private-key operation per item that is not already stored (dominant),
+//! plus base64, AES and JSON parsing (a few µs). Items whose seq the caller marks as
+//! already seen are skipped before any decryption, so re-ingest spends no RSA.
+
+use std::collections::{BTreeMap, HashSet};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::crypto::open::open_decrypt;
+use crate::crypto::{KeyRing, MessageCipher};
+use crate::error::{Error, ItemError, Reason, Result};
+use crate::message::{parse_message, Record};
+
+/// The fields of one chatdata item; `raw` is the item's JSON exactly as received, kept so
+/// that a quarantined item can be re-driven later (archive data is not re-fetchable).
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub raw: String,
+    pub seq: Option<u64>,
+    pub fields: Result<ItemFields, ItemError>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ItemFields {
+    pub seq: u64,
+    #[serde(default)]
+    pub msgid: String,
+    pub publickey_ver: u32,
+    pub encrypt_random_key: String,
+    pub encrypt_chat_msg: String,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+    #[serde(borrow)]
+    chatdata: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+/// A parsed GetChatData response.
+#[derive(Debug, Clone, Default)]
+pub struct ChatBatch {
+    pub items: Vec<Item>,
+}
+
+impl ChatBatch {
+    /// Parses one response document (`{"errcode":0,"errmsg":"ok","chatdata":[…]}`). A
+    /// document that is not JSON, has a non-zero errcode or no `chatdata` array is an
+    /// error for the whole document; a broken item is kept as an item with an error.
+    pub fn parse(doc: &[u8]) -> Result<ChatBatch> {
+        let env: Envelope = serde_json::from_slice(doc).map_err(|e| Error::BatchFormat(format!("not a GetChatData response: {e}")))?;
+        if env.errcode != 0 {
+            return Err(Error::BatchFormat(format!("errcode {} ({})", env.errcode, env.errmsg)));
+        }
+        let chatdata = env.chatdata.ok_or_else(|| Error::BatchFormat("no chatdata array".into()))?;
+        Ok(ChatBatch { items: chatdata.into_iter().map(|r| Item::parse(r.get())).collect() })
+    }
+
+    /// Rebuilds a batch from raw item JSON texts (quarantine retry).
+    pub fn from_items<S: AsRef<str>>(raws: &[S]) -> ChatBatch {
+        ChatBatch { items: raws.iter().map(|r| Item::parse(r.as_ref())).collect() }
+    }
+
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.items.iter().filter_map(|i| i.seq)
+    }
+}
+
+impl Item {
+    pub fn parse(raw: &str) -> Item {
+        let seq = serde_json::from_str::<SeqOnly>(raw).ok().map(|s| s.seq);
+        let fields = serde_json::from_str::<ItemFields>(raw)
+            .map_err(|e| ItemError::new(Reason::BadItem, format!("chatdata item: {e}")));
+        Item { raw: raw.to_string(), seq, fields }
+    }
+}
+
+/// What became of one item.
+pub enum Outcome {
+    Skipped,
+    Stored(Record),
+    Quarantined { seq: u64, error: ItemError },
+    /// An item without a usable seq: it cannot be keyed by seq, so it is kept by content.
+    Rejected { error: ItemError },
+}
+
+/// A quarantine record as stored (msgpack; keep field names stable).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    pub seq: Option<u64>,
+    pub msgid: String,
+    pub publickey_ver: Option<u32>,
+    pub reason: String,
+    pub detail: String,
+    /// The chatdata item JSON exactly as received.
+    pub item: String,
+    pub at_ms: i64,
+}
+
+/// The result of one batch call.
+#[derive(Default)]
+pub struct Decoded {
+    pub records: Vec<Record>,
+    pub quarantined: Vec<(u64, QuarantineRecord)>,
+    pub rejected: Vec<QuarantineRecord>,
+    pub skipped: u64,
+    pub unknown_msgtypes: u64,
+    /// Quarantine and reject counts by reason code.
+    pub reasons: BTreeMap<&'static str, u64>,
+    pub max_seq: Option<u64>,
+}
+
+fn decrypt_item(f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Result<Record, ItemError> {
+    let ek = STANDARD
+        .decode(f.encrypt_random_key.trim())
+        .map_err(|e| ItemError::new(Reason::BadBase64Key, format!("seq {}: encrypt_random_key: {e}", f.seq)))?;
+    let em = STANDARD
+        .decode(f.encrypt_chat_msg.trim())
+        .map_err(|e| ItemError::new(Reason::BadBase64Msg, format!("seq {}: encrypt_chat_msg: {e}", f.seq)))?;
+    let random_key = keys.decrypt_key(f.publickey_ver, &ek).map_err(|e| ItemError::new(e.reason, format!("seq {}: {}", f.seq, e.detail)))?;
+    let plain = match cipher {
+        MessageCipher::Open => open_decrypt(&random_key, &em),
+        MessageCipher::Vendor(sdk) => sdk.decrypt(&random_key, f.encrypt_chat_msg.trim(), em.len()),
+    }
+    .map_err(|e| ItemError::new(e.reason, format!("seq {}: {}", f.seq, e.detail)))?;
+    parse_message(f.seq, f.publickey_ver, &f.msgid, plain)
+}
+
+/// Decrypts and parses every item of `batch` whose seq is not in `seen`, in parallel.
+pub fn decode_batch(batch: &ChatBatch, keys: &KeyRing, cipher: &MessageCipher, seen: &HashSet<u64>, now_ms: i64) -> Decoded {
+    let outcomes: Vec<(usize, Outcome)> = batch
+        .items
+        .par_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            if let Some(seq) = item.seq {
+                if seen.contains(&seq) {
+                    return (i, Outcome::Skipped);
+                }
+            }
+            let out = match (&item.fields, item.seq) {
+                (Ok(f), _) => match decrypt_item(f, keys, cipher) {
+                    Ok(r) => Outcome::Stored(r),
+                    Err(error) => Outcome::Quarantined { seq: f.seq, error },
+                },
+                (Err(e), Some(seq)) => Outcome::Quarantined { seq, error: e.clone() },
+                (Err(e), None) => Outcome::Rejected { error: e.clone() },
+            };
+            (i, out)
+        })
+        .collect();
+
+    let mut d = Decoded::default();
+    let mut in_batch: HashSet<u64> = HashSet::new();
+    for (i, out) in outcomes {
+        let item = &batch.items[i];
+        if let Some(s) = item.seq {
+            d.max_seq = Some(d.max_seq.map_or(s, |m| m.max(s)));
+        }
+        let qrec = |error: ItemError| QuarantineRecord {
+            seq: item.seq,
+            msgid: item.fields.as_ref().map(|f| f.msgid.clone()).unwrap_or_default(),
+            publickey_ver: item.fields.as_ref().ok().map(|f| f.publickey_ver),
+            reason: error.reason.as_str().to_string(),
+            detail: error.detail,
+            item: item.raw.clone(),
+            at_ms: now_ms,
+        };
+        match out {
+            Outcome::Skipped => d.skipped += 1,
+            Outcome::Stored(r) => {
+                // The same seq twice inside one document: the first wins, the rest are duplicates.
+                if !in_batch.insert(r.seq) {
+                    d.skipped += 1;
+                    continue;
+                }
+                if !r.known {
+                    d.unknown_msgtypes += 1;
+                }
+                d.records.push(r);
+            }
+            Outcome::Quarantined { seq, error } => {
+                if !in_batch.insert(seq) {
+                    d.skipped += 1;
+                    continue;
+                }
+                *d.reasons.entry(error.reason.as_str()).or_default() += 1;
+                d.quarantined.push((seq, qrec(error)));
+            }
+            Outcome::Rejected { error } => {
+                *d.reasons.entry(error.reason.as_str()).or_default() += 1;
+                d.rejected.push(qrec(error));
+            }
+        }
+    }
+    d
+}
+
+impl QuarantineRecord {
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::seal::{generate_key_pem, public_pem_of, Sealer};
+
+    fn ring_and_sealer() -> (KeyRing, Sealer) {
+        let pem = generate_key_pem(2048, true).unwrap();
+        let ring = KeyRing::from_pems(BTreeMap::from([(1, pem.clone())])).unwrap();
+        (ring, Sealer::new(&public_pem_of(&pem).unwrap()).unwrap())
+    }
+
+    fn item(s: &Sealer, seq: u64, ver: u32, plain: &str) -> String {
+        let (ek, em) = s.seal(plain.as_bytes()).unwrap();
+        format!(
+            r#"{{"seq":{seq},"msgid":"m{seq}","publickey_ver":{ver},"encrypt_random_key":"{}","encrypt_chat_msg":"{}"}}"#,
+            STANDARD.encode(ek),
+            STANDARD.encode(em)
+        )
+    }
+
+    fn text(seq: u64) -> String {
+        format!(r#"{{"msgid":"m{seq}","action":"send","from":"a","tolist":["b"],"roomid":"","msgtime":{seq},"msgtype":"text","text":{{"content":"hi {seq}"}}}}"#)
+    }
+
+    #[test]
+    fn good_bad_and_skipped_items() {
+        let (ring, s) = ring_and_sealer();
+        let mut items = vec![item(&s, 1, 1, &text(1)), item(&s, 2, 9, &text(2)), item(&s, 3, 1, "{broken"), item(&s, 4, 1, &text(4))];
+        items.push(r#"{"seq":5,"msgid":"m5","publickey_ver":1,"encrypt_random_key":"!!notbase64","encrypt_chat_msg":"AAAA"}"#.into());
+        items.push(r#"{"msgid":"nos"}"#.into());
+        items.push(item(&s, 1, 1, &text(1)));
+        let doc = format!(r#"{{"errcode":0,"errmsg":"ok","chatdata":[{}]}}"#, items.join(","));
+        let batch = ChatBatch::parse(doc.as_bytes()).unwrap();
+        assert_eq!(batch.items.len(), 7);
+        let d = decode_batch(&batch, &ring, &MessageCipher::Open, &HashSet::from([4]), 99);
+        assert_eq!(d.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(d.records[0].text, "hi 1");
+        let q: Vec<(u64, &str)> = d.quarantined.iter().map(|(s, q)| (*s, q.reason.as_str())).collect();
+        assert_eq!(q, vec![(2, "unknown_key_version"), (3, "bad_json"), (5, "bad_base64_key")]);
+        assert_eq!(d.rejected.len(), 1);
+        assert_eq!(d.rejected[0].reason, "bad_item");
+        assert_eq!(d.skipped, 2); // seq 4 (seen) and the second seq 1
+        assert_eq!(d.max_seq, Some(5));
+        assert_eq!(d.quarantined[0].1.at_ms, 99);
+        assert!(d.quarantined[0].1.item.contains("\"seq\":2"));
+    }
+
+    #[test]
+    fn whole_document_errors() {
+        assert!(ChatBatch::parse(b"{oops").is_err());
+        let e = ChatBatch::parse(br#"{"errcode":10001,"errmsg":"network"}"#).unwrap_err().to_string();
+        assert!(e.contains("10001"), "{e}");
+        assert!(ChatBatch::parse(br#"{"errcode":0}"#).is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! Cryptography of the chat archive: the RSA key ring (one private key per
+//! `publickey_ver`), the message ciphers (the open scheme, native; the vendor SDK, through
+//! dlopen), and the sealing side used by the simulator. Pure Rust over OpenSSL; no PyO3.
+
+pub mod keyring;
+pub mod open;
+pub mod seal;
+pub mod vendor;
+
+pub use keyring::KeyRing;
+pub use vendor::VendorSdk;
+
+/// The symmetric layer chosen for a pipeline (spec §3).
+pub enum MessageCipher {
+    /// AES-256-CBC, key = the 32 key bytes, IV = the first 16 (the project's open scheme).
+    Open,
+    /// The vendor SDK's `DecryptData`.
+    Vendor(std::sync::Arc<VendorSdk>),
+}

@@ -1,0 +1,13 @@
+//! scrm-fast's engine: bulk decryption and parsing of WeCom chat-archive batches.
+//!
+//! Engine modules are plain Rust (tested with `cargo test`); only `py` (behind the
+//! `python` feature, enabled by maturin) knows Python.
+
+pub mod batch;
+pub mod crypto;
+pub mod error;
+pub mod export;
+pub mod message;
+
+#[cfg(feature = "python")]
+mod py;

@@ -1,0 +1,149 @@
+//! Decrypted message JSON → one normalized [`Record`] plus its searchable text (spec §4).
+//!
+//! Cost: one `serde_json::Value` parse per message (a few µs for chat-sized JSON) and a
+//! walk of the payload fields that carry text. Unknown fields are kept because the raw
+//! plaintext is kept whole; an unknown `msgtype` is a record with `known = false`.
+
+mod text;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{ItemError, Reason};
+pub use text::{is_known_msgtype, payload_key, searchable_text, KNOWN_MSGTYPES};
+
+/// The normalized form of one archived message, stored as msgpack (field names are the
+/// stored keys: keep them stable).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub seq: u64,
+    pub msgid: String,
+    pub publickey_ver: u32,
+    pub action: String,
+    pub from: String,
+    pub tolist: Vec<String>,
+    pub roomid: String,
+    pub msgtime: i64,
+    pub msgtype: String,
+    /// False when `msgtype` is not one this version knows (stored whole all the same).
+    pub known: bool,
+    /// Searchable text extracted per msgtype (spec §4 table), parts joined by `\n`.
+    pub text: String,
+    /// The decrypted message JSON exactly as it came.
+    #[serde(with = "serde_bytes")]
+    pub raw: Vec<u8>,
+}
+
+fn str_field(obj: &serde_json::Map<String, Value>, key: &str) -> String {
+    match obj.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn int_field(obj: &serde_json::Map<String, Value>, key: &str) -> i64 {
+    match obj.get(key) {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Parses one decrypted plaintext. `envelope_msgid` is the msgid of the chatdata item; a
+/// message that names a different one is refused (it would be evidence of tampering).
+pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Vec<u8>) -> Result<Record, ItemError> {
+    let value: Value = serde_json::from_slice(&raw)
+        .map_err(|e| ItemError::new(Reason::BadJson, format!("seq {seq}: plaintext is not JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ItemError::new(Reason::BadJson, format!("seq {seq}: plaintext is not a JSON object")))?;
+    let msgid = match obj.get("msgid") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(ItemError::new(Reason::BadMessage, format!("seq {seq}: message has no msgid"))),
+    };
+    if !envelope_msgid.is_empty() && msgid != envelope_msgid {
+        return Err(ItemError::new(
+            Reason::MsgidMismatch,
+            format!("seq {seq}: envelope msgid {envelope_msgid} but message says {msgid}"),
+        ));
+    }
+    let action = str_field(obj, "action");
+    let (msgtype, from, msgtime) = if action == "switch" {
+        ("switch".to_string(), str_field(obj, "user"), int_field(obj, "time"))
+    } else {
+        let msgtype = match obj.get("msgtype") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(ItemError::new(Reason::BadMessage, format!("seq {seq}: message {msgid} has no msgtype"))),
+        };
+        (msgtype, str_field(obj, "from"), int_field(obj, "msgtime"))
+    };
+    let tolist = match obj.get("tolist") {
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    };
+    let known = is_known_msgtype(&msgtype);
+    let text = searchable_text(&msgtype, obj);
+    Ok(Record {
+        seq,
+        msgid,
+        publickey_ver,
+        action,
+        from,
+        tolist,
+        roomid: str_field(obj, "roomid"),
+        msgtime,
+        msgtype,
+        known,
+        text,
+        raw,
+    })
+}
+
+impl Record {
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        // Serialising a plain struct of strings and integers cannot fail.
+        rmp_serde::to_vec_named(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Record, ItemError> {
+        parse_message(7, 1, "m1", json.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn text_message() {
+        let r = parse(r#"{"msgid":"m1","action":"send","from":"zhangsan","tolist":["wmA"],"roomid":"","msgtime":1700000000000,"msgtype":"text","text":{"content":"你好 World"},"extra":1}"#).unwrap();
+        assert_eq!(r.msgtype, "text");
+        assert_eq!(r.text, "你好 World");
+        assert_eq!(r.tolist, vec!["wmA"]);
+        assert_eq!(r.msgtime, 1700000000000);
+        assert!(r.known);
+        assert!(String::from_utf8(r.raw).unwrap().contains("\"extra\":1"));
+    }
+
+    #[test]
+    fn switch_record() {
+        let r = parse(r#"{"msgid":"m1","action":"switch","time":1700000000123,"user":"lisi"}"#).unwrap();
+        assert_eq!((r.msgtype.as_str(), r.from.as_str(), r.msgtime), ("switch", "lisi", 1700000000123));
+    }
+
+    #[test]
+    fn unknown_type_is_kept() {
+        let r = parse(r#"{"msgid":"m1","action":"send","from":"a","msgtime":1,"msgtype":"hologram","hologram":{"x":1}}"#).unwrap();
+        assert!(!r.known);
+        assert_eq!(r.msgtype, "hologram");
+    }
+
+    #[test]
+    fn failures_have_reasons() {
+        assert_eq!(parse("{not json").unwrap_err().reason, Reason::BadJson);
+        assert_eq!(parse("[1,2]").unwrap_err().reason, Reason::BadJson);
+        assert_eq!(parse(r#"{"action":"send"}"#).unwrap_err().reason, Reason::BadMessage);
+        assert_eq!(parse(r#"{"msgid":"m1","action":"send"}"#).unwrap_err().reason, Reason::BadMessage);
+        assert_eq!(parse(r#"{"msgid":"m2","action":"send","msgtype":"text"}"#).unwrap_err().reason, Reason::MsgidMismatch);
+    }
+}
