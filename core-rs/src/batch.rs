@@ -64,17 +64,27 @@ impl ChatBatch {
     /// document that is not JSON, has a non-zero errcode or no `chatdata` array is an
     /// error for the whole document; a broken item is kept as an item with an error.
     pub fn parse(doc: &[u8]) -> Result<ChatBatch> {
-        let env: Envelope = serde_json::from_slice(doc).map_err(|e| Error::BatchFormat(format!("not a GetChatData response: {e}")))?;
+        let env: Envelope = serde_json::from_slice(doc)
+            .map_err(|e| Error::BatchFormat(format!("not a GetChatData response: {e}")))?;
         if env.errcode != 0 {
-            return Err(Error::BatchFormat(format!("errcode {} ({})", env.errcode, env.errmsg)));
+            return Err(Error::BatchFormat(format!(
+                "errcode {} ({})",
+                env.errcode, env.errmsg
+            )));
         }
-        let chatdata = env.chatdata.ok_or_else(|| Error::BatchFormat("no chatdata array".into()))?;
-        Ok(ChatBatch { items: chatdata.into_iter().map(|r| Item::parse(r.get())).collect() })
+        let chatdata = env
+            .chatdata
+            .ok_or_else(|| Error::BatchFormat("no chatdata array".into()))?;
+        Ok(ChatBatch {
+            items: chatdata.into_iter().map(|r| Item::parse(r.get())).collect(),
+        })
     }
 
     /// Rebuilds a batch from raw item JSON texts (quarantine retry).
     pub fn from_items<S: AsRef<str>>(raws: &[S]) -> ChatBatch {
-        ChatBatch { items: raws.iter().map(|r| Item::parse(r.as_ref())).collect() }
+        ChatBatch {
+            items: raws.iter().map(|r| Item::parse(r.as_ref())).collect(),
+        }
     }
 
     pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
@@ -87,7 +97,11 @@ impl Item {
         let seq = serde_json::from_str::<SeqOnly>(raw).ok().map(|s| s.seq);
         let fields = serde_json::from_str::<ItemFields>(raw)
             .map_err(|e| ItemError::new(Reason::BadItem, format!("chatdata item: {e}")));
-        Item { raw: raw.to_string(), seq, fields }
+        Item {
+            raw: raw.to_string(),
+            seq,
+            fields,
+        }
     }
 }
 
@@ -95,9 +109,14 @@ impl Item {
 pub enum Outcome {
     Skipped,
     Stored(Record),
-    Quarantined { seq: u64, error: ItemError },
+    Quarantined {
+        seq: u64,
+        error: ItemError,
+    },
     /// An item without a usable seq: it cannot be keyed by seq, so it is kept by content.
-    Rejected { error: ItemError },
+    Rejected {
+        error: ItemError,
+    },
 }
 
 /// A quarantine record as stored (msgpack; keep field names stable).
@@ -127,13 +146,21 @@ pub struct Decoded {
 }
 
 fn decrypt_item(f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Result<Record, ItemError> {
-    let ek = STANDARD
-        .decode(f.encrypt_random_key.trim())
-        .map_err(|e| ItemError::new(Reason::BadBase64Key, format!("seq {}: encrypt_random_key: {e}", f.seq)))?;
-    let em = STANDARD
-        .decode(f.encrypt_chat_msg.trim())
-        .map_err(|e| ItemError::new(Reason::BadBase64Msg, format!("seq {}: encrypt_chat_msg: {e}", f.seq)))?;
-    let random_key = keys.decrypt_key(f.publickey_ver, &ek).map_err(|e| ItemError::new(e.reason, format!("seq {}: {}", f.seq, e.detail)))?;
+    let ek = STANDARD.decode(f.encrypt_random_key.trim()).map_err(|e| {
+        ItemError::new(
+            Reason::BadBase64Key,
+            format!("seq {}: encrypt_random_key: {e}", f.seq),
+        )
+    })?;
+    let em = STANDARD.decode(f.encrypt_chat_msg.trim()).map_err(|e| {
+        ItemError::new(
+            Reason::BadBase64Msg,
+            format!("seq {}: encrypt_chat_msg: {e}", f.seq),
+        )
+    })?;
+    let random_key = keys
+        .decrypt_key(f.publickey_ver, &ek)
+        .map_err(|e| ItemError::new(e.reason, format!("seq {}: {}", f.seq, e.detail)))?;
     let plain = match cipher {
         MessageCipher::Open => open_decrypt(&random_key, &em),
         MessageCipher::Vendor(sdk) => sdk.decrypt(&random_key, f.encrypt_chat_msg.trim(), em.len()),
@@ -143,7 +170,13 @@ fn decrypt_item(f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Resul
 }
 
 /// Decrypts and parses every item of `batch` whose seq is not in `seen`, in parallel.
-pub fn decode_batch(batch: &ChatBatch, keys: &KeyRing, cipher: &MessageCipher, seen: &HashSet<u64>, now_ms: i64) -> Decoded {
+pub fn decode_batch(
+    batch: &ChatBatch,
+    keys: &KeyRing,
+    cipher: &MessageCipher,
+    seen: &HashSet<u64>,
+    now_ms: i64,
+) -> Decoded {
     let outcomes: Vec<(usize, Outcome)> = batch
         .items
         .par_iter()
@@ -159,7 +192,10 @@ pub fn decode_batch(batch: &ChatBatch, keys: &KeyRing, cipher: &MessageCipher, s
                     Ok(r) => Outcome::Stored(r),
                     Err(error) => Outcome::Quarantined { seq: f.seq, error },
                 },
-                (Err(e), Some(seq)) => Outcome::Quarantined { seq, error: e.clone() },
+                (Err(e), Some(seq)) => Outcome::Quarantined {
+                    seq,
+                    error: e.clone(),
+                },
                 (Err(e), None) => Outcome::Rejected { error: e.clone() },
             };
             (i, out)
@@ -239,24 +275,41 @@ mod tests {
     }
 
     fn text(seq: u64) -> String {
-        format!(r#"{{"msgid":"m{seq}","action":"send","from":"a","tolist":["b"],"roomid":"","msgtime":{seq},"msgtype":"text","text":{{"content":"hi {seq}"}}}}"#)
+        format!(
+            r#"{{"msgid":"m{seq}","action":"send","from":"a","tolist":["b"],"roomid":"","msgtime":{seq},"msgtype":"text","text":{{"content":"hi {seq}"}}}}"#
+        )
     }
 
     #[test]
     fn good_bad_and_skipped_items() {
         let (ring, s) = ring_and_sealer();
-        let mut items = vec![item(&s, 1, 1, &text(1)), item(&s, 2, 9, &text(2)), item(&s, 3, 1, "{broken"), item(&s, 4, 1, &text(4))];
+        let mut items = vec![
+            item(&s, 1, 1, &text(1)),
+            item(&s, 2, 9, &text(2)),
+            item(&s, 3, 1, "{broken"),
+            item(&s, 4, 1, &text(4)),
+        ];
         items.push(r#"{"seq":5,"msgid":"m5","publickey_ver":1,"encrypt_random_key":"!!notbase64","encrypt_chat_msg":"AAAA"}"#.into());
         items.push(r#"{"msgid":"nos"}"#.into());
         items.push(item(&s, 1, 1, &text(1)));
-        let doc = format!(r#"{{"errcode":0,"errmsg":"ok","chatdata":[{}]}}"#, items.join(","));
+        let doc = format!(
+            r#"{{"errcode":0,"errmsg":"ok","chatdata":[{}]}}"#,
+            items.join(",")
+        );
         let batch = ChatBatch::parse(doc.as_bytes()).unwrap();
         assert_eq!(batch.items.len(), 7);
         let d = decode_batch(&batch, &ring, &MessageCipher::Open, &HashSet::from([4]), 99);
         assert_eq!(d.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
         assert_eq!(d.records[0].text, "hi 1");
-        let q: Vec<(u64, &str)> = d.quarantined.iter().map(|(s, q)| (*s, q.reason.as_str())).collect();
-        assert_eq!(q, vec![(2, "unknown_key_version"), (3, "bad_json"), (5, "bad_base64_key")]);
+        let q: Vec<(u64, &str)> = d
+            .quarantined
+            .iter()
+            .map(|(s, q)| (*s, q.reason.as_str()))
+            .collect();
+        assert_eq!(
+            q,
+            vec![(2, "unknown_key_version"), (3, "bad_json"), (5, "bad_base64_key")]
+        );
         assert_eq!(d.rejected.len(), 1);
         assert_eq!(d.rejected[0].reason, "bad_item");
         assert_eq!(d.skipped, 2); // seq 4 (seen) and the second seq 1
@@ -268,7 +321,9 @@ mod tests {
     #[test]
     fn whole_document_errors() {
         assert!(ChatBatch::parse(b"{oops").is_err());
-        let e = ChatBatch::parse(br#"{"errcode":10001,"errmsg":"network"}"#).unwrap_err().to_string();
+        let e = ChatBatch::parse(br#"{"errcode":10001,"errmsg":"network"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("10001"), "{e}");
         assert!(ChatBatch::parse(br#"{"errcode":0}"#).is_err());
     }

@@ -79,6 +79,9 @@ pub struct ItemError {
 
 impl ItemError {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        ItemError { reason, detail: detail.into() }
+        ItemError {
+            reason,
+            detail: detail.into(),
+        }
     }
 }

@@ -23,11 +23,16 @@ pub struct KeyRing {
 impl KeyRing {
     /// Reads every `<publickey_ver>.pem` in `dir` (PKCS#1 or PKCS#8).
     pub fn load_dir(dir: &Path) -> Result<KeyRing> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|source| Error::KeyDirIo { path: dir.to_path_buf(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| Error::KeyDirIo {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut pems = BTreeMap::new();
         for entry in entries {
-            let entry = entry.map_err(|source| Error::KeyDirIo { path: dir.to_path_buf(), source })?;
+            let entry = entry.map_err(|source| Error::KeyDirIo {
+                path: dir.to_path_buf(),
+                source,
+            })?;
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("pem") {
                 continue;
@@ -37,8 +42,10 @@ impl KeyRing {
                 path: path.clone(),
                 detail: "name must be <publickey_ver>.pem with a numeric version".into(),
             })?;
-            let pem = std::fs::read(&path)
-                .map_err(|source| Error::KeyDirIo { path: path.clone(), source })?;
+            let pem = std::fs::read(&path).map_err(|source| Error::KeyDirIo {
+                path: path.clone(),
+                source,
+            })?;
             pems.insert(ver, (path, pem));
         }
         if pems.is_empty() {
@@ -46,8 +53,10 @@ impl KeyRing {
         }
         let mut der = BTreeMap::new();
         for (ver, (path, pem)) in pems {
-            let key = parse_private_pem(&pem)
-                .map_err(|detail| Error::KeyParse { path: path.clone(), detail })?;
+            let key = parse_private_pem(&pem).map_err(|detail| Error::KeyParse {
+                path: path.clone(),
+                detail,
+            })?;
             der.insert(ver, key);
         }
         Self::from_der(der)
@@ -69,8 +78,10 @@ impl KeyRing {
         for _ in 0..n_slots {
             let mut set = BTreeMap::new();
             for (ver, d) in &der {
-                let rsa = Rsa::private_key_from_der(d)
-                    .map_err(|e| Error::KeyVersion { ver: *ver, detail: e.to_string() })?;
+                let rsa = Rsa::private_key_from_der(d).map_err(|e| Error::KeyVersion {
+                    ver: *ver,
+                    detail: e.to_string(),
+                })?;
                 set.insert(*ver, rsa);
             }
             slots.push(set);
@@ -119,7 +130,10 @@ pub fn rsa_decrypt(rsa: &Rsa<Private>, ciphertext: &[u8]) -> Result<Vec<u8>, Ite
     if ciphertext.len() != size {
         return Err(ItemError::new(
             Reason::RsaFailed,
-            format!("encrypt_random_key is {} bytes, key needs {size}", ciphertext.len()),
+            format!(
+                "encrypt_random_key is {} bytes, key needs {size}",
+                ciphertext.len()
+            ),
         ));
     }
     let mut out = vec![0u8; size];
@@ -132,10 +146,11 @@ pub fn rsa_decrypt(rsa: &Rsa<Private>, ciphertext: &[u8]) -> Result<Vec<u8>, Ite
 
 /// PKCS#1 or PKCS#8 PEM → PKCS#1 DER of an RSA private key.
 fn parse_private_pem(pem: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let pkey: PKey<Private> =
-        PKey::private_key_from_pem(pem).map_err(|_| "not a PEM private key (PKCS#1 or PKCS#8)".to_string())?;
+    let pkey: PKey<Private> = PKey::private_key_from_pem(pem)
+        .map_err(|_| "not a PEM private key (PKCS#1 or PKCS#8)".to_string())?;
     let rsa = pkey.rsa().map_err(|_| "not an RSA key".to_string())?;
-    rsa.check_key().map_err(|e| format!("inconsistent RSA key: {e}"))?;
+    rsa.check_key()
+        .map_err(|e| format!("inconsistent RSA key: {e}"))?;
     rsa.private_key_to_der().map_err(|e| e.to_string())
 }
 
@@ -155,7 +170,10 @@ mod tests {
         for (ver, pem) in [(1u32, &pem1), (2u32, &pem8)] {
             let sealer = Sealer::new(&public_pem_of(pem).unwrap()).unwrap();
             let ct = sealer.rsa_encrypt(b"0123456789abcdefghijABCDEFGHIJkl").unwrap();
-            assert_eq!(ring.decrypt_key(ver, &ct).unwrap(), b"0123456789abcdefghijABCDEFGHIJkl");
+            assert_eq!(
+                ring.decrypt_key(ver, &ct).unwrap(),
+                b"0123456789abcdefghijABCDEFGHIJkl"
+            );
         }
         let err = ring.decrypt_key(9, &[0u8; 256]).unwrap_err();
         assert_eq!(err.reason, Reason::UnknownKeyVersion);
@@ -164,7 +182,10 @@ mod tests {
         let sealer = Sealer::new(&public_pem_of(&pem1).unwrap()).unwrap();
         let ct = sealer.rsa_encrypt(b"k").unwrap();
         assert_eq!(ring.decrypt_key(2, &ct).unwrap_err().reason, Reason::RsaFailed);
-        assert_eq!(ring.decrypt_key(1, &ct[..100]).unwrap_err().reason, Reason::RsaFailed);
+        assert_eq!(
+            ring.decrypt_key(1, &ct[..100]).unwrap_err().reason,
+            Reason::RsaFailed
+        );
     }
 
     #[test]
@@ -182,4 +203,44 @@ mod tests {
         assert!(e.contains("new.pem"), "{e}");
         assert!(KeyRing::load_dir(&dir.path().join("missing")).is_err());
     }
+}
+
+/// Measures the machine's RSA bound: PKCS#1 v1.5 private decryptions per second with
+/// `threads` OS threads, each with its own copy of the key (no shared state), cycling
+/// through `ciphertexts` for at least `seconds`. Returns (operations, elapsed seconds).
+pub fn measure_rsa_rate(
+    der: &[u8],
+    ciphertexts: &[Vec<u8>],
+    threads: usize,
+    seconds: f64,
+) -> Result<(u64, f64)> {
+    if ciphertexts.is_empty() {
+        return Err(Error::Crypto("no ciphertexts to measure with".into()));
+    }
+    let keys: Vec<Rsa<Private>> = (0..threads.max(1))
+        .map(|_| Rsa::private_key_from_der(der).map_err(|e| Error::Crypto(e.to_string())))
+        .collect::<Result<_>>()?;
+    let start = std::time::Instant::now();
+    let total: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(t, rsa)| {
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    let mut i = t;
+                    while start.elapsed().as_secs_f64() < seconds {
+                        for _ in 0..16 {
+                            let _ = rsa_decrypt(rsa, &ciphertexts[i % ciphertexts.len()]);
+                            i += 1;
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    Ok((total, start.elapsed().as_secs_f64()))
 }

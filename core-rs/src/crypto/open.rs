@@ -11,24 +11,46 @@ pub fn open_decrypt(random_key: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, Ite
     if random_key.len() != KEY_LEN {
         return Err(ItemError::new(
             Reason::AesFailed,
-            format!("random key is {} bytes, the open scheme needs {KEY_LEN}", random_key.len()),
+            format!(
+                "random key is {} bytes, the open scheme needs {KEY_LEN}",
+                random_key.len()
+            ),
         ));
     }
     if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
         return Err(ItemError::new(
             Reason::BadBase64Msg,
-            format!("encrypt_chat_msg is {} bytes, not a whole number of AES blocks", ciphertext.len()),
+            format!(
+                "encrypt_chat_msg is {} bytes, not a whole number of AES blocks",
+                ciphertext.len()
+            ),
         ));
     }
-    decrypt(Cipher::aes_256_cbc(), random_key, Some(&random_key[..16]), ciphertext)
-        .map_err(|_| ItemError::new(Reason::AesFailed, "AES-256-CBC: bad padding (wrong key or corrupted ciphertext)"))
+    decrypt(
+        Cipher::aes_256_cbc(),
+        random_key,
+        Some(&random_key[..16]),
+        ciphertext,
+    )
+    .map_err(|_| {
+        ItemError::new(
+            Reason::AesFailed,
+            "AES-256-CBC: bad padding (wrong key or corrupted ciphertext)",
+        )
+    })
 }
 
 pub fn open_encrypt(random_key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String> {
     if random_key.len() != KEY_LEN {
         return Err(format!("random key must be {KEY_LEN} bytes"));
     }
-    encrypt(Cipher::aes_256_cbc(), random_key, Some(&random_key[..16]), plaintext).map_err(|e| e.to_string())
+    encrypt(
+        Cipher::aes_256_cbc(),
+        random_key,
+        Some(&random_key[..16]),
+        plaintext,
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -46,8 +68,14 @@ mod tests {
         // A wrong key almost always breaks the padding; when it does not, the JSON
         // layer catches it. Either way no panic.
         let _ = open_decrypt(wrong, &ct);
-        assert_eq!(open_decrypt(key, &ct[..ct.len() - 1]).unwrap_err().reason, Reason::BadBase64Msg);
-        assert_eq!(open_decrypt(&key[..16], &ct).unwrap_err().reason, Reason::AesFailed);
+        assert_eq!(
+            open_decrypt(key, &ct[..ct.len() - 1]).unwrap_err().reason,
+            Reason::BadBase64Msg
+        );
+        assert_eq!(
+            open_decrypt(&key[..16], &ct).unwrap_err().reason,
+            Reason::AesFailed
+        );
         let mut flipped = ct.clone();
         let n = flipped.len();
         flipped[n - 1] ^= 0x5a;

@@ -14,7 +14,8 @@ pub fn generate_key_pem(bits: u32, pkcs8: bool) -> Result<Vec<u8>> {
     let rsa = Rsa::generate(bits).map_err(|e| Error::Crypto(e.to_string()))?;
     if pkcs8 {
         let pkey = PKey::from_rsa(rsa).map_err(|e| Error::Crypto(e.to_string()))?;
-        pkey.private_key_to_pem_pkcs8().map_err(|e| Error::Crypto(e.to_string()))
+        pkey.private_key_to_pem_pkcs8()
+            .map_err(|e| Error::Crypto(e.to_string()))
     } else {
         rsa.private_key_to_pem().map_err(|e| Error::Crypto(e.to_string()))
     }
@@ -70,4 +71,36 @@ impl Sealer {
         let em = open_encrypt(&key, plaintext).map_err(Error::Crypto)?;
         Ok((ek, em))
     }
+}
+
+/// One message to seal: (seq, msgid, publickey_ver, plaintext JSON).
+pub type PlainItem = (u64, String, u32, Vec<u8>);
+
+/// Seals `items` (in parallel) into one GetChatData response document, the way WeCom
+/// hands it out. `sealers` maps publickey_ver to its public key.
+pub fn seal_response(
+    sealers: &std::collections::BTreeMap<u32, Sealer>,
+    items: &[PlainItem],
+) -> Result<Vec<u8>> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use rayon::prelude::*;
+    let parts: Vec<String> = items
+        .par_iter()
+        .map(|(seq, msgid, ver, plain)| {
+            let sealer = sealers.get(ver).ok_or_else(|| Error::Crypto(format!("seq {seq}: no public key for version {ver}")))?;
+            let (ek, em) = sealer.seal(plain)?;
+            let msgid_json = serde_json::to_string(msgid).map_err(|e| Error::Crypto(e.to_string()))?;
+            Ok(format!(
+                r#"{{"seq":{seq},"msgid":{msgid_json},"publickey_ver":{ver},"encrypt_random_key":"{}","encrypt_chat_msg":"{}"}}"#,
+                STANDARD.encode(ek),
+                STANDARD.encode(em)
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut doc = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 48);
+    doc.push_str(r#"{"errcode":0,"errmsg":"ok","chatdata":["#);
+    doc.push_str(&parts.join(","));
+    doc.push_str("]}");
+    Ok(doc.into_bytes())
 }

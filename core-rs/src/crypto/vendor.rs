@@ -51,18 +51,39 @@ pub fn vendor_code_meaning(code: i32) -> &'static str {
 
 impl VendorSdk {
     pub fn load(path: &str) -> Result<VendorSdk> {
-        let load_err = |detail: String| Error::VendorLoad { path: path.to_string(), detail };
+        let load_err = |detail: String| Error::VendorLoad {
+            path: path.to_string(),
+            detail,
+        };
         // SAFETY: loading a shared library runs its initialisers; the vendor SDK's are
         // plain C++ static constructors. The path is the operator's explicit choice.
         let lib = unsafe { Library::new(path) }.map_err(|e| load_err(e.to_string()))?;
         // SAFETY: the signatures are those of the vendor's C header (spec §1).
         unsafe {
-            let new_slice = *lib.get::<NewSliceFn>(b"NewSlice\0").map_err(|e| load_err(e.to_string()))?;
-            let free_slice = *lib.get::<FreeSliceFn>(b"FreeSlice\0").map_err(|e| load_err(e.to_string()))?;
-            let content = *lib.get::<ContentFn>(b"GetContentFromSlice\0").map_err(|e| load_err(e.to_string()))?;
-            let len = *lib.get::<LenFn>(b"GetSliceLen\0").map_err(|e| load_err(e.to_string()))?;
-            let decrypt = *lib.get::<DecryptFn>(b"DecryptData\0").map_err(|e| load_err(e.to_string()))?;
-            Ok(VendorSdk { path: path.to_string(), new_slice, free_slice, content, len, decrypt, _lib: lib })
+            let new_slice = *lib
+                .get::<NewSliceFn>(b"NewSlice\0")
+                .map_err(|e| load_err(e.to_string()))?;
+            let free_slice = *lib
+                .get::<FreeSliceFn>(b"FreeSlice\0")
+                .map_err(|e| load_err(e.to_string()))?;
+            let content = *lib
+                .get::<ContentFn>(b"GetContentFromSlice\0")
+                .map_err(|e| load_err(e.to_string()))?;
+            let len = *lib
+                .get::<LenFn>(b"GetSliceLen\0")
+                .map_err(|e| load_err(e.to_string()))?;
+            let decrypt = *lib
+                .get::<DecryptFn>(b"DecryptData\0")
+                .map_err(|e| load_err(e.to_string()))?;
+            Ok(VendorSdk {
+                path: path.to_string(),
+                new_slice,
+                free_slice,
+                content,
+                len,
+                decrypt,
+                _lib: lib,
+            })
         }
     }
 
@@ -72,9 +93,17 @@ impl VendorSdk {
 
     /// Validates then decrypts one message. `msg_b64` is `encrypt_chat_msg` as received and
     /// `decoded_len` the length of its base64 decoding (already checked by the caller).
-    pub fn decrypt(&self, random_key: &[u8], msg_b64: &str, decoded_len: usize) -> Result<Vec<u8>, ItemError> {
+    pub fn decrypt(
+        &self,
+        random_key: &[u8],
+        msg_b64: &str,
+        decoded_len: usize,
+    ) -> Result<Vec<u8>, ItemError> {
         if random_key.is_empty() || random_key.contains(&0) {
-            return Err(ItemError::new(Reason::RsaFailed, "decrypted random key is empty or contains NUL"));
+            return Err(ItemError::new(
+                Reason::RsaFailed,
+                "decrypted random key is empty or contains NUL",
+            ));
         }
         if decoded_len < 16 || decoded_len % 16 != 0 {
             return Err(ItemError::new(
@@ -82,8 +111,10 @@ impl VendorSdk {
                 format!("encrypt_chat_msg decodes to {decoded_len} bytes, not whole 16-byte blocks; not passed to the vendor SDK"),
             ));
         }
-        let key = CString::new(random_key).map_err(|_| ItemError::new(Reason::RsaFailed, "random key contains NUL"))?;
-        let msg = CString::new(msg_b64).map_err(|_| ItemError::new(Reason::BadBase64Msg, "encrypt_chat_msg contains NUL"))?;
+        let key = CString::new(random_key)
+            .map_err(|_| ItemError::new(Reason::RsaFailed, "random key contains NUL"))?;
+        let msg = CString::new(msg_b64)
+            .map_err(|_| ItemError::new(Reason::BadBase64Msg, "encrypt_chat_msg contains NUL"))?;
         // SAFETY: the slice is created and freed by the library's own helpers; the
         // inputs are NUL-terminated and validated above.
         unsafe {
@@ -101,7 +132,10 @@ impl VendorSdk {
                 let n = (self.len)(slice);
                 let p = (self.content)(slice);
                 if n < 0 || (p.is_null() && n > 0) {
-                    Err(ItemError::new(Reason::VendorError, format!("DecryptData gave a bad slice (len {n})")))
+                    Err(ItemError::new(
+                        Reason::VendorError,
+                        format!("DecryptData gave a bad slice (len {n})"),
+                    ))
                 } else if n == 0 {
                     Ok(Vec::new())
                 } else {
@@ -120,7 +154,10 @@ mod tests {
 
     #[test]
     fn missing_library_is_a_clear_error() {
-        let e = VendorSdk::load("/nonexistent/libWeWorkFinanceSdk_C.so").err().unwrap().to_string();
+        let e = VendorSdk::load("/nonexistent/libWeWorkFinanceSdk_C.so")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("/nonexistent/libWeWorkFinanceSdk_C.so"), "{e}");
     }
 

@@ -51,15 +51,28 @@ fn int_field(obj: &serde_json::Map<String, Value>, key: &str) -> i64 {
 
 /// Parses one decrypted plaintext. `envelope_msgid` is the msgid of the chatdata item; a
 /// message that names a different one is refused (it would be evidence of tampering).
-pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Vec<u8>) -> Result<Record, ItemError> {
+pub fn parse_message(
+    seq: u64,
+    publickey_ver: u32,
+    envelope_msgid: &str,
+    raw: Vec<u8>,
+) -> Result<Record, ItemError> {
     let value: Value = serde_json::from_slice(&raw)
         .map_err(|e| ItemError::new(Reason::BadJson, format!("seq {seq}: plaintext is not JSON: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ItemError::new(Reason::BadJson, format!("seq {seq}: plaintext is not a JSON object")))?;
+    let obj = value.as_object().ok_or_else(|| {
+        ItemError::new(
+            Reason::BadJson,
+            format!("seq {seq}: plaintext is not a JSON object"),
+        )
+    })?;
     let msgid = match obj.get("msgid") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(ItemError::new(Reason::BadMessage, format!("seq {seq}: message has no msgid"))),
+        _ => {
+            return Err(ItemError::new(
+                Reason::BadMessage,
+                format!("seq {seq}: message has no msgid"),
+            ))
+        }
     };
     if !envelope_msgid.is_empty() && msgid != envelope_msgid {
         return Err(ItemError::new(
@@ -69,11 +82,20 @@ pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Ve
     }
     let action = str_field(obj, "action");
     let (msgtype, from, msgtime) = if action == "switch" {
-        ("switch".to_string(), str_field(obj, "user"), int_field(obj, "time"))
+        (
+            "switch".to_string(),
+            str_field(obj, "user"),
+            int_field(obj, "time"),
+        )
     } else {
         let msgtype = match obj.get("msgtype") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(ItemError::new(Reason::BadMessage, format!("seq {seq}: message {msgid} has no msgtype"))),
+            _ => {
+                return Err(ItemError::new(
+                    Reason::BadMessage,
+                    format!("seq {seq}: message {msgid} has no msgtype"),
+                ))
+            }
         };
         (msgtype, str_field(obj, "from"), int_field(obj, "msgtime"))
     };
@@ -128,7 +150,10 @@ mod tests {
     #[test]
     fn switch_record() {
         let r = parse(r#"{"msgid":"m1","action":"switch","time":1700000000123,"user":"lisi"}"#).unwrap();
-        assert_eq!((r.msgtype.as_str(), r.from.as_str(), r.msgtime), ("switch", "lisi", 1700000000123));
+        assert_eq!(
+            (r.msgtype.as_str(), r.from.as_str(), r.msgtime),
+            ("switch", "lisi", 1700000000123)
+        );
     }
 
     #[test]
@@ -142,8 +167,19 @@ mod tests {
     fn failures_have_reasons() {
         assert_eq!(parse("{not json").unwrap_err().reason, Reason::BadJson);
         assert_eq!(parse("[1,2]").unwrap_err().reason, Reason::BadJson);
-        assert_eq!(parse(r#"{"action":"send"}"#).unwrap_err().reason, Reason::BadMessage);
-        assert_eq!(parse(r#"{"msgid":"m1","action":"send"}"#).unwrap_err().reason, Reason::BadMessage);
-        assert_eq!(parse(r#"{"msgid":"m2","action":"send","msgtype":"text"}"#).unwrap_err().reason, Reason::MsgidMismatch);
+        assert_eq!(
+            parse(r#"{"action":"send"}"#).unwrap_err().reason,
+            Reason::BadMessage
+        );
+        assert_eq!(
+            parse(r#"{"msgid":"m1","action":"send"}"#).unwrap_err().reason,
+            Reason::BadMessage
+        );
+        assert_eq!(
+            parse(r#"{"msgid":"m2","action":"send","msgtype":"text"}"#)
+                .unwrap_err()
+                .reason,
+            Reason::MsgidMismatch
+        );
     }
 }

@@ -6,10 +6,37 @@ use serde_json::{Map, Value};
 
 /// Every msgtype of spec §4, plus `switch` (which has no msgtype of its own).
 pub const KNOWN_MSGTYPES: &[&str] = &[
-    "text", "image", "revoke", "agree", "disagree", "voice", "video", "card", "location", "emotion", "file", "link",
-    "weapp", "chatrecord", "todo", "vote", "collect", "redpacket", "external_redpacket", "meeting", "docmsg",
-    "markdown", "news", "calendar", "mixed", "meeting_voice_call", "voip_doc_share", "sphfeed", "voiptext",
-    "qydiskfile", "switch",
+    "text",
+    "image",
+    "revoke",
+    "agree",
+    "disagree",
+    "voice",
+    "video",
+    "card",
+    "location",
+    "emotion",
+    "file",
+    "link",
+    "weapp",
+    "chatrecord",
+    "todo",
+    "vote",
+    "collect",
+    "redpacket",
+    "external_redpacket",
+    "meeting",
+    "docmsg",
+    "markdown",
+    "news",
+    "calendar",
+    "mixed",
+    "meeting_voice_call",
+    "voip_doc_share",
+    "sphfeed",
+    "voiptext",
+    "qydiskfile",
+    "switch",
 ];
 
 pub fn is_known_msgtype(t: &str) -> bool {
@@ -32,7 +59,13 @@ pub fn searchable_text(msgtype: &str, msg: &Map<String, Value>) -> String {
     let payload = msg
         .get(payload_key(msgtype))
         .or_else(|| msg.get(msgtype))
-        .or_else(|| if msgtype == "external_redpacket" { msg.get("redpacket") } else { None });
+        .or_else(|| {
+            if msgtype == "external_redpacket" {
+                msg.get("redpacket")
+            } else {
+                None
+            }
+        });
     let mut parts: Vec<String> = Vec::new();
     if let Some(Value::Object(p)) = payload {
         payload_text(msgtype, p, 0, &mut parts);
@@ -61,7 +94,11 @@ fn nested_text(item: &Value, depth: u32, out: &mut Vec<String>) {
         return;
     }
     let Some(obj) = item.as_object() else { return };
-    let kind = obj.get("type").and_then(Value::as_str).map(nested_kind).unwrap_or_default();
+    let kind = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .map(nested_kind)
+        .unwrap_or_default();
     let content = match obj.get("content") {
         Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
         Some(v @ Value::Object(_)) => Some(v.clone()),
@@ -161,13 +198,22 @@ mod tests {
     #[test]
     fn payload_exceptions() {
         assert_eq!(text_of("markdown", r#"{"info":{"content":"**hi**"}}"#), "**hi**");
-        assert_eq!(text_of("docmsg", r#"{"doc":{"title":"周报","doc_creator":"a"}}"#), "周报");
+        assert_eq!(
+            text_of("docmsg", r#"{"doc":{"title":"周报","doc_creator":"a"}}"#),
+            "周报"
+        );
         assert_eq!(text_of("qydiskfile", r#"{"info":{"filename":"a.pdf"}}"#), "a.pdf");
         assert_eq!(
-            text_of("news", r#"{"info":{"item":[{"title":"T1","description":"D1"},{"title":"T2"}]}}"#),
+            text_of(
+                "news",
+                r#"{"info":{"item":[{"title":"T1","description":"D1"},{"title":"T2"}]}}"#
+            ),
             "T1\nD1\nT2"
         );
-        assert_eq!(text_of("external_redpacket", r#"{"redpacket":{"wish":"恭喜发财"}}"#), "恭喜发财");
+        assert_eq!(
+            text_of("external_redpacket", r#"{"redpacket":{"wish":"恭喜发财"}}"#),
+            "恭喜发财"
+        );
         assert_eq!(text_of("image", r#"{"image":{"sdkfileid":"x"}}"#), "");
     }
 

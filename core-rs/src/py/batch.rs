@@ -1,0 +1,264 @@
+//! `ChatBatch`, `decode_batch` and `DecodedBatch` for Python, plus export and sealing.
+//! Everything crossing here is a whole batch: lists of `(key, value)` byte pairs shaped
+//! for LMDB's `putmulti`, so Python never loops over messages.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use openssl::sha::sha256;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use super::detached;
+use super::keys::{PyCipher, PyKeyRing};
+use crate::batch::{decode_batch as engine_decode, ChatBatch};
+use crate::crypto::seal::{seal_response as engine_seal, PlainItem, Sealer};
+use crate::error::Error;
+use crate::export::record_line;
+
+/// Status bytes of the `seen` table: every seq that ever arrived has exactly one.
+pub const SEEN_STORED: &[u8] = b"S";
+pub const SEEN_QUARANTINED: &[u8] = b"Q";
+
+pub fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+#[pyclass(name = "ChatBatch", module = "scrm_fast._core", frozen)]
+pub struct PyChatBatch {
+    inner: ChatBatch,
+}
+
+#[pymethods]
+impl PyChatBatch {
+    /// Parses one GetChatData response document. Raises `BatchFormatError` when the
+    /// document as a whole is unusable (not JSON, errcode ≠ 0, no chatdata).
+    #[staticmethod]
+    fn parse(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        let owned = data.to_vec();
+        let inner = detached(py, move || ChatBatch::parse(&owned))?;
+        Ok(PyChatBatch { inner })
+    }
+
+    /// Rebuilds a batch from chatdata item JSON texts (as kept in quarantine).
+    #[staticmethod]
+    fn from_items(items: Vec<String>) -> Self {
+        PyChatBatch {
+            inner: ChatBatch::from_items(&items),
+        }
+    }
+
+    /// The 8-byte big-endian storage keys of the items' seqs (items without seq omitted).
+    fn seq_keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let keys: Vec<_> = self.inner.seqs().map(|s| PyBytes::new(py, &seq_key(s))).collect();
+        PyList::new(py, keys)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.items.len()
+    }
+}
+
+#[pyclass(name = "DecodedBatch", module = "scrm_fast._core", frozen)]
+pub struct PyDecoded {
+    records: Vec<(u64, String, Vec<u8>)>,
+    quarantined: Vec<(u64, Vec<u8>)>,
+    rejected: Vec<([u8; 32], Vec<u8>)>,
+    #[pyo3(get)]
+    skipped: u64,
+    #[pyo3(get)]
+    unknown_msgtypes: u64,
+    #[pyo3(get)]
+    max_seq: Option<u64>,
+    reasons: BTreeMap<&'static str, u64>,
+    msgtypes: HashMap<String, u64>,
+}
+
+fn pairs<'py, K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    py: Python<'py>,
+    it: impl Iterator<Item = (K, V)>,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut out = Vec::new();
+    for (k, v) in it {
+        out.push(PyTuple::new(
+            py,
+            [PyBytes::new(py, k.as_ref()), PyBytes::new(py, v.as_ref())],
+        )?);
+    }
+    PyList::new(py, out)
+}
+
+#[pymethods]
+impl PyDecoded {
+    /// `(seq_key, record_msgpack)` for the `records` table.
+    fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pairs(py, self.records.iter().map(|(s, _, v)| (seq_key(*s), v)))
+    }
+
+    /// `(msgid_utf8, seq_key)` for the `msgids` table.
+    fn msgids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pairs(
+            py,
+            self.records.iter().map(|(s, m, _)| (m.as_bytes(), seq_key(*s))),
+        )
+    }
+
+    /// `(seq_key, status)` for the `seen` table: `S` stored, `Q` quarantined.
+    fn seen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let stored = self.records.iter().map(|(s, _, _)| (seq_key(*s), SEEN_STORED));
+        let quarantined = self
+            .quarantined
+            .iter()
+            .map(|(s, _)| (seq_key(*s), SEEN_QUARANTINED));
+        pairs(py, stored.chain(quarantined))
+    }
+
+    /// `(seq_key, quarantine_msgpack)` for the `quarantine` table.
+    fn quarantine<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pairs(py, self.quarantined.iter().map(|(s, v)| (seq_key(*s), v)))
+    }
+
+    /// `(sha256_of_item, msgpack)` for items without a usable seq (`rejects` table).
+    fn rejects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pairs(py, self.rejected.iter().map(|(k, v)| (k, v)))
+    }
+
+    #[getter]
+    fn stored(&self) -> usize {
+        self.records.len()
+    }
+
+    #[getter]
+    fn quarantined(&self) -> usize {
+        self.quarantined.len() + self.rejected.len()
+    }
+
+    /// Quarantined and rejected counts by reason code.
+    #[getter]
+    fn reasons(&self) -> BTreeMap<&'static str, u64> {
+        self.reasons.clone()
+    }
+
+    /// Stored counts by msgtype.
+    #[getter]
+    fn msgtypes(&self) -> HashMap<String, u64> {
+        self.msgtypes.clone()
+    }
+}
+
+fn seen_set(seen: Option<Bound<'_, PyAny>>) -> PyResult<HashSet<u64>> {
+    let mut set = HashSet::new();
+    let Some(seen) = seen else { return Ok(set) };
+    for entry in seen.try_iter()? {
+        let entry = entry?;
+        let key = match entry.cast::<PyTuple>() {
+            Ok(t) => t.get_item(0)?,
+            Err(_) => entry,
+        };
+        let b: &[u8] = key.extract()?;
+        let arr: [u8; 8] = b.try_into().map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err(format!("seen key must be 8 bytes, got {}", b.len()))
+        })?;
+        set.insert(u64::from_be_bytes(arr));
+    }
+    Ok(set)
+}
+
+/// Decrypts and parses a whole batch in parallel with the GIL released. `seen` holds the
+/// seqs already in storage (keys, or `(key, value)` pairs as LMDB's `getmulti` returns
+/// them): those items are skipped before any RSA work.
+#[pyfunction]
+#[pyo3(signature = (batch, keys, cipher, seen = None, now_ms = 0))]
+fn decode_batch(
+    py: Python<'_>,
+    batch: &Bound<'_, PyChatBatch>,
+    keys: &Bound<'_, PyKeyRing>,
+    cipher: &Bound<'_, PyCipher>,
+    seen: Option<Bound<'_, PyAny>>,
+    now_ms: i64,
+) -> PyResult<PyDecoded> {
+    let seen = seen_set(seen)?;
+    let b = batch.get();
+    let ring = keys.get().inner.clone();
+    let cipher = cipher.get().inner.clone();
+    detached(py, move || {
+        let d = engine_decode(&b.inner, &ring, &cipher, &seen, now_ms);
+        let mut msgtypes: HashMap<String, u64> = HashMap::new();
+        for r in &d.records {
+            *msgtypes.entry(r.msgtype.clone()).or_default() += 1;
+        }
+        Ok(PyDecoded {
+            records: d
+                .records
+                .iter()
+                .map(|r| (r.seq, r.msgid.clone(), r.to_msgpack()))
+                .collect(),
+            quarantined: d.quarantined.iter().map(|(s, q)| (*s, q.to_msgpack())).collect(),
+            rejected: d
+                .rejected
+                .iter()
+                .map(|q| (sha256(q.item.as_bytes()), q.to_msgpack()))
+                .collect(),
+            skipped: d.skipped,
+            unknown_msgtypes: d.unknown_msgtypes,
+            max_seq: d.max_seq,
+            reasons: d.reasons,
+            msgtypes,
+        })
+    })
+}
+
+/// Stored record values (msgpack) → JSONL bytes, one message a line with `seq` first.
+#[pyfunction]
+fn records_to_jsonl<'py>(py: Python<'py>, values: Vec<Bound<'py, PyBytes>>) -> PyResult<Bound<'py, PyBytes>> {
+    let owned: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
+    let out = detached(py, move || {
+        let mut out = Vec::with_capacity(owned.iter().map(|v| v.len()).sum());
+        for v in &owned {
+            record_line(v, &mut out)?;
+        }
+        Ok(out)
+    })?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Seals plaintext messages into one GetChatData response (open scheme), in parallel.
+/// `public_pems` maps publickey_ver → public key PEM; `items` are
+/// `(seq, msgid, publickey_ver, plaintext_json_bytes)`.
+#[pyfunction]
+fn seal_response<'py>(
+    py: Python<'py>,
+    public_pems: BTreeMap<u32, Bound<'py, PyBytes>>,
+    items: Vec<(u64, String, u32, Bound<'py, PyBytes>)>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let pems: BTreeMap<u32, Vec<u8>> = public_pems
+        .into_iter()
+        .map(|(k, v)| (k, v.as_bytes().to_vec()))
+        .collect();
+    let owned: Vec<PlainItem> = items
+        .into_iter()
+        .map(|(s, m, v, p)| (s, m, v, p.as_bytes().to_vec()))
+        .collect();
+    let doc = detached(py, move || {
+        let mut sealers = BTreeMap::new();
+        for (ver, pem) in &pems {
+            sealers.insert(
+                *ver,
+                Sealer::new(pem).map_err(|e| Error::KeyVersion {
+                    ver: *ver,
+                    detail: e.to_string(),
+                })?,
+            );
+        }
+        engine_seal(&sealers, &owned)
+    })?;
+    Ok(PyBytes::new(py, &doc))
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyChatBatch>()?;
+    m.add_class::<PyDecoded>()?;
+    m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(records_to_jsonl, m)?)?;
+    m.add_function(wrap_pyfunction!(seal_response, m)?)?;
+    Ok(())
+}

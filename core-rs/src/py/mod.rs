@@ -1,0 +1,20 @@
+//! All PyO3 code: the `scrm_fast._core` module. Engine types are wrapped here once; every
+//! long call goes through [`detached`], which releases the GIL and maps engine errors.
+
+mod batch;
+mod errors;
+mod keys;
+
+use pyo3::prelude::*;
+
+pub(crate) use errors::detached;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    keys::register(m)?;
+    batch::register(m)?;
+    m.add("KNOWN_MSGTYPES", crate::message::KNOWN_MSGTYPES.to_vec())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
