@@ -1,0 +1,39 @@
+"""scrm-fast: a WeCom chat-archive processor with a Rust core.
+
+Batches cross into Rust whole (``decode_batch``); Python orchestrates sources, storage and
+the CLI. See ``scrm --help``.
+"""
+
+from scrm_fast._core import (
+    KNOWN_MSGTYPES,
+    ChatBatch,
+    Cipher,
+    DecodedBatch,
+    KeyRing,
+    decode_batch,
+    records_to_jsonl,
+)
+from scrm_fast.errors import (
+    BatchFormatError,
+    InputError,
+    KeyRingError,
+    RecordError,
+    ScrmError,
+    VendorSdkError,
+)
+
+__all__ = [
+    "KNOWN_MSGTYPES",
+    "BatchFormatError",
+    "ChatBatch",
+    "Cipher",
+    "DecodedBatch",
+    "InputError",
+    "KeyRing",
+    "KeyRingError",
+    "RecordError",
+    "ScrmError",
+    "VendorSdkError",
+    "decode_batch",
+    "records_to_jsonl",
+]

@@ -1,0 +1,249 @@
+"""The ``scrm`` command line. Every command has ``--help``; bad input exits non-zero with a
+one-line reason on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+from scrm_fast.errors import InputError, ScrmError
+
+
+def _default_sdk_path() -> str:
+    try:
+        import pywecomarchive  # the vendor's .so ships inside this wheel
+    except ImportError as e:
+        raise InputError("--cipher vendor needs --sdk PATH (or the pywecomarchive package installed)") from e
+    p = Path(pywecomarchive.__file__).parent / "lib" / "linux" / "x86_64" / "libWeWorkFinanceSdk_C.so"
+    if not p.exists():
+        raise InputError(f"pywecomarchive has no vendor library at {p}; pass --sdk PATH")
+    return str(p)
+
+
+def make_cipher(kind: str, sdk: str | None):
+    from scrm_fast import Cipher
+
+    if kind == "open":
+        if sdk:
+            raise InputError("--sdk is only for --cipher vendor")
+        return Cipher.open()
+    return Cipher.vendor(sdk or _default_sdk_path())
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _summary_text(s: dict) -> str:
+    lines = [
+        f"ingested            {s['ingested']:,}",
+        f"duplicates skipped  {s['duplicates_skipped']:,}",
+        f"quarantined         {s['quarantined']:,}",
+    ]
+    for reason, n in s["quarantined_by_reason"].items():
+        lines.append(f"  {reason:<18}{n:,}")
+    lines += [
+        f"unknown msgtypes    {s['unknown_msgtypes']:,} (stored)",
+        f"documents           {s['documents']:,} ({s['rejected_documents']:,} rejected)",
+        f"checkpoint          seq {s['checkpoint']}",
+        f"elapsed             {s['elapsed_s']:.2f} s ({s['msgs_per_s']:,.0f} msg/s)",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    from scrm_fast.simulate import simulate
+
+    s = simulate(a.out, a.messages, a.seed, key_versions=a.key_versions)
+    if a.json:
+        _print_json(s)
+    else:
+        print(f"simulated {s['messages']:,} messages in {s['documents']:,} documents ({s['files']} files), "
+              f"{s['key_versions']} key versions, {len(s['msgtypes'])} msgtypes → {s['out']}")
+    return 0
+
+
+def cmd_ingest(a: argparse.Namespace) -> int:
+    from scrm_fast import KeyRing
+    from scrm_fast.directory import load_directory, save_directory
+    from scrm_fast.pipeline import Progress, ingest_files
+    from scrm_fast.sources import expand_inputs
+    from scrm_fast.storage import ArchiveStore
+
+    keys = KeyRing.load_dir(a.keys)
+    cipher = make_cipher(a.cipher, a.sdk)
+    files = expand_inputs(a.inputs)
+    directory = load_directory(a.directory) if a.directory else None
+    with ArchiveStore(a.data) as store:
+        if directory is not None:
+            save_directory(a.data, directory)
+        progress = Progress(enabled=False if a.no_progress else None)
+        summary = ingest_files(files, keys, cipher, store, progress=progress).as_dict()
+    if a.json:
+        _print_json(summary)
+    else:
+        print(_summary_text(summary))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from scrm_fast import records_to_jsonl
+    from scrm_fast.storage import ArchiveStore
+
+    out = open(a.out, "wb") if a.out else sys.stdout.buffer  # noqa: SIM115
+    try:
+        with ArchiveStore(a.data, readonly=True) as store:
+            for chunk in store.record_value_chunks():
+                out.write(records_to_jsonl(chunk))
+    finally:
+        if a.out:
+            out.close()
+        else:
+            out.flush()
+    return 0
+
+
+def cmd_quarantine(a: argparse.Namespace) -> int:
+    from scrm_fast import KeyRing
+    from scrm_fast.pipeline import retry_quarantine
+    from scrm_fast.storage import ArchiveStore
+
+    if a.retry:
+        if not a.keys:
+            raise InputError("--retry needs --keys DIR")
+        keys = KeyRing.load_dir(a.keys)
+        with ArchiveStore(a.data) as store:
+            res = retry_quarantine(keys, make_cipher(a.cipher, a.sdk), store)
+        _print_json(res)
+        return 0
+    with ArchiveStore(a.data, readonly=True) as store:
+        entries = store.quarantine_entries()
+    for e in entries:
+        if not a.with_items:
+            e.pop("item", None)
+        elif isinstance(e.get("item"), bytes):
+            e["item"] = e["item"].decode("utf-8", "replace")
+        sys.stdout.buffer.write(orjson.dumps(e) + b"\n")
+    if not a.quiet:
+        print(f"{len(entries)} quarantined", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from scrm_fast import Cipher, KeyRing
+    from scrm_fast.directory import load_directory, save_directory
+    from scrm_fast.pipeline import Progress, ingest_files
+    from scrm_fast.simulate import simulate
+    from scrm_fast.sources import expand_inputs
+    from scrm_fast.storage import ArchiveStore
+
+    root = Path(a.dir)
+    sim = root / "sim"
+    if not (sim / "truth.jsonl").exists() or a.fresh:
+        print(f"simulating {a.messages:,} messages into {sim} …")
+        simulate(sim, a.messages, a.seed)
+    data = root / "archive"
+    with ArchiveStore(data) as store:
+        save_directory(data, load_directory(sim / "directory.json"))
+        summary = ingest_files(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"), Cipher.open(),
+                               store, progress=Progress()).as_dict()
+        counts = store.counts()
+    print(_summary_text(summary))
+    print(f"archive: {counts['records']:,} records, {counts['quarantine']:,} quarantined in {data}")
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from scrm_fast.bench import bench_ingest, format_report
+
+    report = bench_ingest(messages=a.messages, corpus=a.corpus, seconds=a.rsa_seconds,
+                          ref_messages=a.ref_messages, threads=a.threads)
+    if a.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scrm", description="WeCom chat-archive processor (scrm-fast)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("simulate", help="write a simulated enterprise: keys, GetChatData batches, directory, truth")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--messages", type=int, default=10_000, help="number of messages (default 10000)")
+    s.add_argument("--seed", type=int, default=1, help="random seed (same seed → same plaintext stream)")
+    s.add_argument("--key-versions", type=int, default=2, help="RSA key versions, rotated mid-stream (default 2)")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(func=cmd_simulate)
+
+    def cipher_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--cipher", choices=["open", "vendor"], default="open",
+                       help="symmetric layer: the open scheme (default) or the vendor SDK's DecryptData")
+        q.add_argument("--sdk", help="path of libWeWorkFinanceSdk_C.so for --cipher vendor "
+                                     "(default: the one in the pywecomarchive package)")
+
+    s = sub.add_parser("ingest", help="decrypt, parse and store GetChatData files")
+    s.add_argument("--keys", required=True, help="directory of <publickey_ver>.pem private keys")
+    s.add_argument("--data", required=True, help="the tenant's data directory")
+    s.add_argument("--directory", help="directory.json to import with the data (spec §6)")
+    cipher_args(s)
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL/JSON files or directories of them")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("export", help="every stored message as JSONL (decrypted JSON plus seq), in seq order")
+    s.add_argument("--data", required=True, help="the tenant's data directory")
+    s.add_argument("--out", help="output file (default stdout)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("quarantine", help="list quarantined items with reasons, or re-drive them")
+    s.add_argument("--data", required=True, help="the tenant's data directory")
+    s.add_argument("--retry", action="store_true", help="decrypt the quarantined items again (needs --keys)")
+    s.add_argument("--keys", help="key directory for --retry")
+    cipher_args(s)
+    s.add_argument("--with-items", action="store_true", help="include the raw chatdata items")
+    s.add_argument("--quiet", action="store_true", help="no count on stderr")
+    s.set_defaults(func=cmd_quarantine)
+
+    s = sub.add_parser("demo", help="the main job: simulate an enterprise, ingest it, print a summary")
+    s.add_argument("--dir", default="demo-data", help="working directory (default ./demo-data)")
+    s.add_argument("--messages", type=int, default=20_000, help="messages to simulate (default 20000)")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--fresh", action="store_true", help="simulate again even if a corpus exists")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("bench", help="benchmarks with same-run baselines")
+    bsub = s.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    b = bsub.add_parser("ingest", help="end-to-end ingest vs the RSA bound and a pure-Python reference")
+    b.add_argument("--messages", type=int, default=100_000, help="corpus size (default 100000)")
+    b.add_argument("--corpus", help="reuse a simulated corpus directory (simulated if missing)")
+    b.add_argument("--rsa-seconds", type=float, default=3.0, help="duration of the RSA-bound measurement")
+    b.add_argument("--ref-messages", type=int, default=20_000,
+                   help="messages the pure-Python reference ingests (its rate is per message)")
+    b.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
+    b.add_argument("--json", action="store_true", help="print the figures as JSON")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ScrmError, OSError, ValueError) as e:
+        print(f"scrm {args.command}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"scrm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The scrm_fast exception hierarchy: one root, specific leaves.
+
+The engine's exceptions are declared by the extension (``scrm_fast._core``) and re-exported
+here; ``InputError`` is raised by the Python layer for bad arguments and bad files.
+"""
+
+from scrm_fast._core import BatchFormatError, KeyRingError, RecordError, ScrmError, VendorSdkError
+
+
+class InputError(ScrmError):
+    """A command-line argument, input file or data directory is not usable."""
+
+
+__all__ = ["BatchFormatError", "InputError", "KeyRingError", "RecordError", "ScrmError", "VendorSdkError"]

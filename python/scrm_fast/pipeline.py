@@ -1,0 +1,142 @@
+"""The ingest pipeline: documents → Rust batch decode → LMDB, with one batch of lookahead.
+
+Python handles one GetChatData document (≤ 1000 messages) at a time; everything per
+message happens in Rust with the GIL released. While batch *n* is committed (LMDB write
+and fsync on this thread), batch *n + 1* is decrypted on all cores by the worker.
+Idempotent: seqs already seen are skipped before any RSA work; a crash at any point
+leaves whole committed batches, and a re-run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scrm_fast._core import ChatBatch, Cipher, DecodedBatch, KeyRing, decode_batch
+from scrm_fast.errors import BatchFormatError
+from scrm_fast.sources import iter_documents
+from scrm_fast.storage import ArchiveStore, now_ms, reject_record
+
+
+@dataclass
+class IngestSummary:
+    documents: int = 0
+    items: int = 0
+    ingested: int = 0
+    duplicates_skipped: int = 0
+    quarantined: int = 0
+    rejected_documents: int = 0
+    unknown_msgtypes: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    msgtypes: Counter = field(default_factory=Counter)
+    checkpoint: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.ingested / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "documents": self.documents, "items": self.items, "ingested": self.ingested,
+            "duplicates_skipped": self.duplicates_skipped, "quarantined": self.quarantined,
+            "quarantined_by_reason": dict(sorted(self.reasons.items())),
+            "rejected_documents": self.rejected_documents, "unknown_msgtypes": self.unknown_msgtypes,
+            "msgtypes": dict(sorted(self.msgtypes.items())), "checkpoint": self.checkpoint,
+            "elapsed_s": round(self.elapsed_s, 3), "msgs_per_s": round(self.msgs_per_s, 1),
+        }
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when it is a terminal, or when forced)."""
+
+    def __init__(self, enabled: bool | None = None, interval: float = 0.5) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.interval = interval
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, s: IngestSummary, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not final and now - self.last < self.interval:
+            return
+        self.last = now
+        rate = s.ingested / max(now - self.start, 1e-9)
+        sys.stderr.write(f"\r  {s.ingested:>10,} ingested  {rate:>9,.0f} msg/s  "
+                         f"dup {s.duplicates_skipped:,}  quarantined {s.quarantined:,}   ")
+        if final:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _account(summary: IngestSummary, d: DecodedBatch) -> None:
+    summary.ingested += d.stored
+    summary.duplicates_skipped += d.skipped
+    summary.quarantined += d.quarantined
+    summary.unknown_msgtypes += d.unknown_msgtypes
+    summary.reasons.update(d.reasons)
+    summary.msgtypes.update(d.msgtypes)
+
+
+def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
+                 progress: Progress | None = None,
+                 on_commit: Callable[[IngestSummary], None] | None = None) -> IngestSummary:
+    """Ingests every document of ``files`` into ``store``; returns the counts."""
+    summary = IngestSummary()
+    t0 = time.perf_counter()
+    pending: tuple[Future[DecodedBatch], list[bytes]] | None = None
+
+    def finish(p: tuple[Future[DecodedBatch], list[bytes]]) -> None:
+        decoded = p[0].result()
+        store.commit_batch(decoded)
+        _account(summary, decoded)
+        if on_commit is not None:
+            on_commit(summary)
+        if progress is not None:
+            progress.update(summary)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrm-decode") as pool:
+        for doc in iter_documents(files):
+            summary.documents += 1
+            try:
+                batch = ChatBatch.parse(doc.data)
+            except BatchFormatError as e:
+                summary.rejected_documents += 1
+                summary.reasons["bad_document"] += 1
+                store.commit_rejects([reject_record(doc.data, "bad_document", str(e), doc.source)])
+                continue
+            summary.items += len(batch)
+            keys_ = batch.seq_keys()
+            seen = store.seen_among(keys_)
+            if pending is not None:
+                # The in-flight batch is not committed yet: its seqs count as seen too.
+                seen = seen + pending[1]
+            fut = pool.submit(decode_batch, batch, keys, cipher, seen, now_ms())
+            if pending is not None:
+                finish(pending)
+            pending = (fut, keys_)
+        if pending is not None:
+            finish(pending)
+    summary.elapsed_s = time.perf_counter() - t0
+    summary.checkpoint = store.checkpoint()
+    if progress is not None:
+        progress.update(summary, final=True)
+    return summary
+
+
+def retry_quarantine(keys: KeyRing, cipher: Cipher, store: ArchiveStore) -> dict:
+    """Re-drives every quarantined item (e.g. after a missing key version is installed)."""
+    items = store.quarantined_items()
+    if not items:
+        return {"retried": 0, "recovered": 0, "still_quarantined": 0, "reasons": {}}
+    decoded = decode_batch(ChatBatch.from_items(items), keys, cipher, None, now_ms())
+    res = store.release_quarantine(decoded)
+    return {"retried": len(items), "recovered": res.stored, "still_quarantined": res.quarantined,
+            "reasons": dict(decoded.reasons)}
