@@ -1,0 +1,160 @@
+"""simulate → ingest → export, idempotence, corrupted input, quarantine retry."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+
+import orjson
+import pytest
+from conftest import run_scrm
+
+from scrm_fast import Cipher, KeyRing, _core
+from scrm_fast.pipeline import ingest_files
+from scrm_fast.simulate import simulate
+from scrm_fast.sources import expand_inputs
+from scrm_fast.storage import ArchiveStore
+
+
+def ingest_json(*args: str) -> dict:
+    proc = run_scrm("ingest", "--json", "--no-progress", *args, check=True)
+    return orjson.loads(proc.stdout)
+
+
+def test_round_trip_and_idempotent(small_corpus, tmp_path):
+    data = tmp_path / "data"
+    keys = str(small_corpus / "keys")
+    s = ingest_json("--keys", keys, "--data", str(data), "--directory", str(small_corpus / "directory.json"),
+                    str(small_corpus / "batches"))
+    assert s["ingested"] == 3000 and s["quarantined"] == 0 and s["duplicates_skipped"] == 0
+    assert s["unknown_msgtypes"] == s["msgtypes"]["meeting_notification"] + s["msgtypes"]["note"] > 0
+    assert (data / "directory.json").exists()
+    export = run_scrm("export", "--data", str(data), check=True).stdout
+    assert export == (small_corpus / "truth.jsonl").read_bytes()
+
+    # Re-ingest with keys that cannot decrypt anything: if a single stored item were
+    # decrypted again it would be quarantined. Nothing is: duplicates skip before RSA.
+    wrong = tmp_path / "wrongkeys"
+    wrong.mkdir()
+    for ver in (1, 2):
+        (wrong / f"{ver}.pem").write_bytes(_core.generate_private_key(2048))
+    s2 = ingest_json("--keys", str(wrong), "--data", str(data), str(small_corpus / "batches"))
+    assert s2["ingested"] == 0 and s2["quarantined"] == 0 and s2["duplicates_skipped"] == 3000
+    assert run_scrm("export", "--data", str(data), check=True).stdout == export
+
+
+def test_same_seq_twice_in_one_run(small_corpus, tmp_path):
+    """Overlapping inputs in one run: the lookahead batch must not store a seq twice."""
+    f = sorted((small_corpus / "batches").glob("*.jsonl"))[0]
+    s = ingest_json("--keys", str(small_corpus / "keys"), "--data", str(tmp_path / "d"), str(f), str(f))
+    assert s["ingested"] == 1250 and s["duplicates_skipped"] == 1250
+
+
+def _doc(items: list[str]) -> bytes:
+    return b'{"errcode":0,"errmsg":"ok","chatdata":[' + ",".join(items).encode() + b"]}\n"
+
+
+def test_corrupted_items_are_quarantined_with_reasons(small_corpus, tmp_path):
+    first = sorted((small_corpus / "batches").glob("*.jsonl"))[0].read_bytes().splitlines()[0]
+    items = orjson.loads(first)["chatdata"][:20]
+    bad = [dict(it) for it in items[:6]]
+    bad[0]["encrypt_random_key"] = bad[0]["encrypt_random_key"][:-7]           # truncated base64
+    bad[1]["publickey_ver"] = 9                                                # wrong key version
+    raw = bytearray(base64.b64decode(bad[2]["encrypt_chat_msg"]))
+    raw[-3] ^= 0xFF                                                            # flipped ciphertext byte
+    bad[2]["encrypt_chat_msg"] = base64.b64encode(bytes(raw)).decode()
+    bad[3]["encrypt_chat_msg"] = "AAAA"                                        # too short to be a ciphertext
+    ek = bytearray(base64.b64decode(bad[4]["encrypt_random_key"]))
+    ek[10] ^= 0x01                                                             # corrupted RSA block
+    bad[4]["encrypt_random_key"] = base64.b64encode(bytes(ek)).decode()
+    del bad[5]["encrypt_chat_msg"]                                             # missing field
+    # plaintext that is not JSON, sealed properly
+    pub = _core.public_key_of((small_corpus / "keys" / "1.pem").read_bytes())
+    broken = orjson.loads(_core.seal_response({1: pub}, [(999_001, "brk", 1, b'{"msgid": "brk", oops')]))
+    docs = _doc([orjson.dumps(x).decode() for x in bad + items[6:]]
+                + [orjson.dumps(broken["chatdata"][0]).decode(), '{"msgid":"no-seq"}'])
+    docs += b"this line is not JSON at all\n" + b'{"errcode":10010,"errmsg":"data expired"}\n'
+    inp = tmp_path / "bad.jsonl"
+    inp.write_bytes(docs)
+    data = tmp_path / "data"
+    proc = run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(data), "--no-progress", str(inp))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert "ingested            14" in out and "quarantined         8" in out
+    assert "documents           3 (2 rejected)" in out
+    s = ingest_json("--keys", str(small_corpus / "keys"), "--data", str(tmp_path / "data2"), str(inp))
+    assert s["ingested"] == 14
+    reasons = s["quarantined_by_reason"]
+    assert reasons["bad_base64_key"] == 1 and reasons["unknown_key_version"] == 1
+    assert reasons["bad_base64_msg"] == 1 and reasons["bad_json"] == 1
+    # the flipped AES byte breaks the padding; the flipped RSA byte breaks PKCS#1
+    assert reasons["aes_failed"] + reasons.get("bad_json", 0) >= 2 and reasons["rsa_failed"] == 1
+    assert reasons["bad_item"] == 2 and reasons["bad_document"] == 2
+
+    q = run_scrm("quarantine", "--data", str(data), "--with-items", check=True).stdout.splitlines()
+    entries = [orjson.loads(line) for line in q]
+    assert len(entries) == 10
+    by_seq = {e["seq"]: e for e in entries if e["table"] == "quarantine"}
+    assert by_seq[bad[1]["seq"]]["reason"] == "unknown_key_version"
+    assert "publickey_ver 9 has no key; known: 1, 2" in by_seq[bad[1]["seq"]]["detail"]
+    # the raw ciphertext is kept verbatim, forever
+    assert orjson.loads(by_seq[bad[2]["seq"]]["item"]) == bad[2]
+    assert {e["reason"] for e in entries if e["table"] == "rejects"} == {"bad_item", "bad_document"}
+    stored = [orjson.loads(line) for line in run_scrm("export", "--data", str(data), check=True).stdout.splitlines()]
+    assert [m["seq"] for m in stored] == [it["seq"] for it in items[6:]]
+
+
+def test_quarantine_retry_after_key_installed(small_corpus, tmp_path):
+    keys1 = tmp_path / "keys1"
+    keys1.mkdir()
+    shutil.copy(small_corpus / "keys" / "1.pem", keys1 / "1.pem")
+    data = tmp_path / "data"
+    s = ingest_json("--keys", str(keys1), "--data", str(data), str(small_corpus / "batches"))
+    assert s["quarantined"] == s["quarantined_by_reason"]["unknown_key_version"] > 1000
+    assert s["ingested"] + s["quarantined"] == 3000
+    # a second ingest does not re-decrypt quarantined items either
+    s2 = ingest_json("--keys", str(keys1), "--data", str(data), str(small_corpus / "batches"))
+    assert s2["duplicates_skipped"] == 3000 and s2["quarantined"] == 0
+    bad = run_scrm("quarantine", "--data", str(data), "--retry")
+    assert bad.returncode == 1 and b"--keys" in bad.stderr
+    res = orjson.loads(run_scrm("quarantine", "--data", str(data), "--retry", "--keys",
+                                str(small_corpus / "keys"), check=True).stdout)
+    assert res["recovered"] == s["quarantined"] and res["still_quarantined"] == 0
+    assert run_scrm("quarantine", "--data", str(data), check=True).stdout == b""
+    assert run_scrm("export", "--data", str(data), check=True).stdout == (small_corpus / "truth.jsonl").read_bytes()
+
+
+def test_single_document_file(small_corpus, tmp_path):
+    """A file holding one pretty-printed GetChatData response is one document."""
+    line = sorted((small_corpus / "batches").glob("*.jsonl"))[0].read_bytes().splitlines()[1]
+    (tmp_path / "one.json").write_bytes(orjson.dumps(orjson.loads(line), option=orjson.OPT_INDENT_2))
+    s = ingest_json("--keys", str(small_corpus / "keys"), "--data", str(tmp_path / "d"), str(tmp_path / "one.json"))
+    assert s["documents"] == 1 and s["ingested"] == 250
+
+
+def test_library_api_in_process(small_corpus, tmp_path):
+    keys = KeyRing.load_dir(small_corpus / "keys")
+    assert keys.versions() == [1, 2]
+    with ArchiveStore(tmp_path / "d") as store:
+        summary = ingest_files(expand_inputs([small_corpus / "batches"]), keys, Cipher.open(), store)
+        assert summary.ingested == 3000
+        truth = [orjson.loads(x) for x in (small_corpus / "truth.jsonl").read_bytes().splitlines()]
+        m = truth[1234]
+        rec = store.get_record(m["seq"])
+        assert rec["msgid"] == m["msgid"] and rec["publickey_ver"] in (1, 2)
+        assert store.seq_of_msgid(m["msgid"]) == m["seq"]
+        texts = [t for t in truth if t.get("msgtype") == "text"]
+        assert store.get_record(texts[0]["seq"])["text"] == texts[0]["text"]["content"]
+        assert store.checkpoint() == truth[-1]["seq"]
+
+
+@pytest.mark.slow
+def test_100k_two_key_versions(tmp_path):
+    sim = tmp_path / "sim"
+    simulate(sim, 100_000, seed=100)
+    data = tmp_path / "data"
+    s = ingest_json("--keys", str(sim / "keys"), "--data", str(data), str(sim / "batches"))
+    assert s["ingested"] == 100_000 and s["quarantined"] == 0
+    out = tmp_path / "export.jsonl"
+    run_scrm("export", "--data", str(data), "--out", str(out), check=True)
+    assert out.read_bytes() == (sim / "truth.jsonl").read_bytes()
