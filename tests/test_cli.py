@@ -1,0 +1,71 @@
+"""CLI contract: --help everywhere; bad arguments exit non-zero with a one-line reason."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_scrm
+
+
+@pytest.mark.parametrize("cmd", [[], ["simulate"], ["ingest"], ["export"], ["quarantine"], ["demo"],
+                                 ["bench"], ["bench", "ingest"]])
+def test_help(cmd):
+    proc = run_scrm(*cmd, "--help")
+    assert proc.returncode == 0
+    assert b"usage: scrm" in proc.stdout
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode != 0
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, proc.stderr.decode()
+    return lines[0]
+
+
+def test_missing_key_dir(tmp_path, small_corpus):
+    msg = one_line_error(run_scrm("ingest", "--keys", str(tmp_path / "nope"), "--data", str(tmp_path / "d"),
+                                  str(small_corpus / "batches")))
+    assert "nope" in msg
+
+
+def test_unreadable_key(tmp_path, small_corpus):
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "4.pem").write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    msg = one_line_error(run_scrm("ingest", "--keys", str(tmp_path / "k"), "--data", str(tmp_path / "d"),
+                                  str(small_corpus / "batches")))
+    assert "4.pem" in msg and "not a PEM private key" in msg
+
+
+def test_empty_key_dir(tmp_path, small_corpus):
+    (tmp_path / "k").mkdir()
+    msg = one_line_error(run_scrm("ingest", "--keys", str(tmp_path / "k"), "--data", str(tmp_path / "d"),
+                                  str(small_corpus / "batches")))
+    assert "no <publickey_ver>.pem" in msg
+
+
+def test_missing_input(tmp_path, small_corpus):
+    msg = one_line_error(run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(tmp_path / "d"),
+                                  str(tmp_path / "missing.jsonl")))
+    assert "missing.jsonl" in msg and "no such input" in msg
+
+
+def test_bad_directory_file(tmp_path, small_corpus):
+    (tmp_path / "dir.json").write_text('{"corp": {"name": "x"}}')
+    msg = one_line_error(run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(tmp_path / "d"),
+                                  "--directory", str(tmp_path / "dir.json"), str(small_corpus / "batches")))
+    assert "missing required key 'corpid'" in msg
+
+
+def test_export_without_archive(tmp_path):
+    msg = one_line_error(run_scrm("export", "--data", str(tmp_path / "empty")))
+    assert "no archive here" in msg
+
+
+def test_bad_arguments_exit_2():
+    proc = run_scrm("ingest", "--cipher", "rot13")
+    assert proc.returncode == 2 and b"invalid choice" in proc.stderr
+
+
+def test_sdk_only_with_vendor(tmp_path, small_corpus):
+    msg = one_line_error(run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(tmp_path / "d"),
+                                  "--sdk", "/x.so", str(small_corpus / "batches")))
+    assert "--sdk is only for --cipher vendor" in msg
