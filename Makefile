@@ -29,4 +29,5 @@ bench: setup  ## benchmarks with same-run baselines
 lint: setup  ## rustfmt, clippy, ruff
 	cargo fmt --all -- --check
 	cargo clippy -q -p scrm-core --all-targets -- -D warnings
+	cargo clippy -q -p scrm-core --features python -- -D warnings
 	$(VENV)/ruff check .

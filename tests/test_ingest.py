@@ -8,7 +8,6 @@ import shutil
 import orjson
 import pytest
 from conftest import run_scrm
-
 from scrm_fast import Cipher, KeyRing, _core
 from scrm_fast.pipeline import ingest_files
 from scrm_fast.simulate import simulate

@@ -15,7 +15,6 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import run_scrm
-
 from scrm_fast import ChatBatch, Cipher, KeyRing, VendorSdkError, decode_batch
 
 HERE = Path(__file__).parent

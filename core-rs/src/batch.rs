@@ -64,13 +64,10 @@ impl ChatBatch {
     /// document that is not JSON, has a non-zero errcode or no `chatdata` array is an
     /// error for the whole document; a broken item is kept as an item with an error.
     pub fn parse(doc: &[u8]) -> Result<ChatBatch> {
-        let env: Envelope = serde_json::from_slice(doc)
-            .map_err(|e| Error::BatchFormat(format!("not a GetChatData response: {e}")))?;
+        let env: Envelope =
+            serde_json::from_slice(doc).map_err(|e| Error::BatchFormat(format!("not a GetChatData response: {e}")))?;
         if env.errcode != 0 {
-            return Err(Error::BatchFormat(format!(
-                "errcode {} ({})",
-                env.errcode, env.errmsg
-            )));
+            return Err(Error::BatchFormat(format!("errcode {} ({})", env.errcode, env.errmsg)));
         }
         let chatdata = env
             .chatdata
@@ -146,18 +143,12 @@ pub struct Decoded {
 }
 
 fn decrypt_item(f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Result<Record, ItemError> {
-    let ek = STANDARD.decode(f.encrypt_random_key.trim()).map_err(|e| {
-        ItemError::new(
-            Reason::BadBase64Key,
-            format!("seq {}: encrypt_random_key: {e}", f.seq),
-        )
-    })?;
-    let em = STANDARD.decode(f.encrypt_chat_msg.trim()).map_err(|e| {
-        ItemError::new(
-            Reason::BadBase64Msg,
-            format!("seq {}: encrypt_chat_msg: {e}", f.seq),
-        )
-    })?;
+    let ek = STANDARD
+        .decode(f.encrypt_random_key.trim())
+        .map_err(|e| ItemError::new(Reason::BadBase64Key, format!("seq {}: encrypt_random_key: {e}", f.seq)))?;
+    let em = STANDARD
+        .decode(f.encrypt_chat_msg.trim())
+        .map_err(|e| ItemError::new(Reason::BadBase64Msg, format!("seq {}: encrypt_chat_msg: {e}", f.seq)))?;
     let random_key = keys
         .decrypt_key(f.publickey_ver, &ek)
         .map_err(|e| ItemError::new(e.reason, format!("seq {}: {}", f.seq, e.detail)))?;
@@ -192,10 +183,7 @@ pub fn decode_batch(
                     Ok(r) => Outcome::Stored(r),
                     Err(error) => Outcome::Quarantined { seq: f.seq, error },
                 },
-                (Err(e), Some(seq)) => Outcome::Quarantined {
-                    seq,
-                    error: e.clone(),
-                },
+                (Err(e), Some(seq)) => Outcome::Quarantined { seq, error: e.clone() },
                 (Err(e), None) => Outcome::Rejected { error: e.clone() },
             };
             (i, out)
@@ -289,23 +277,19 @@ mod tests {
             item(&s, 3, 1, "{broken"),
             item(&s, 4, 1, &text(4)),
         ];
-        items.push(r#"{"seq":5,"msgid":"m5","publickey_ver":1,"encrypt_random_key":"!!notbase64","encrypt_chat_msg":"AAAA"}"#.into());
+        items.push(
+            r#"{"seq":5,"msgid":"m5","publickey_ver":1,"encrypt_random_key":"!!notbase64","encrypt_chat_msg":"AAAA"}"#
+                .into(),
+        );
         items.push(r#"{"msgid":"nos"}"#.into());
         items.push(item(&s, 1, 1, &text(1)));
-        let doc = format!(
-            r#"{{"errcode":0,"errmsg":"ok","chatdata":[{}]}}"#,
-            items.join(",")
-        );
+        let doc = format!(r#"{{"errcode":0,"errmsg":"ok","chatdata":[{}]}}"#, items.join(","));
         let batch = ChatBatch::parse(doc.as_bytes()).unwrap();
         assert_eq!(batch.items.len(), 7);
         let d = decode_batch(&batch, &ring, &MessageCipher::Open, &HashSet::from([4]), 99);
         assert_eq!(d.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
         assert_eq!(d.records[0].text, "hi 1");
-        let q: Vec<(u64, &str)> = d
-            .quarantined
-            .iter()
-            .map(|(s, q)| (*s, q.reason.as_str()))
-            .collect();
+        let q: Vec<(u64, &str)> = d.quarantined.iter().map(|(s, q)| (*s, q.reason.as_str())).collect();
         assert_eq!(
             q,
             vec![(2, "unknown_key_version"), (3, "bad_json"), (5, "bad_base64_key")]

@@ -161,7 +161,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from scrm_fast.bench import bench_ingest, format_report
 
     report = bench_ingest(messages=a.messages, corpus=a.corpus, seconds=a.rsa_seconds,
-                          ref_messages=a.ref_messages, threads=a.threads)
+                          ref_messages=a.ref_messages, threads=a.threads, rounds=a.rounds)
     if a.json:
         _print_json(report)
     else:
@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("ingest", help="end-to-end ingest vs the RSA bound and a pure-Python reference")
     b.add_argument("--messages", type=int, default=100_000, help="corpus size (default 100000)")
     b.add_argument("--corpus", help="reuse a simulated corpus directory (simulated if missing)")
-    b.add_argument("--rsa-seconds", type=float, default=3.0, help="duration of the RSA-bound measurement")
+    b.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds (default 5)")
+    b.add_argument("--rsa-seconds", type=float, default=2.0, help="duration of the RSA-bound measurement")
     b.add_argument("--ref-messages", type=int, default=20_000,
                    help="messages the pure-Python reference ingests (its rate is per message)")
     b.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")

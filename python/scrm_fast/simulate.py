@@ -30,7 +30,7 @@ DOCS_PER_FILE = 100
 START_MS = 1_700_000_000_000
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
-_GIVEN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀英", "霞", "平"]
+_GIVEN = "伟 芳 娜 敏 静 丽 强 磊 军 洋 勇 艳 杰 娟 涛 明 超 秀英 霞 平".split()
 _PINYIN = ["zhangsan", "lisi", "wangwu", "zhaoliu", "sunqi", "zhouba", "wujiu", "zhengshi", "chenyi", "liuer",
            "yangfan", "huangli", "linxi", "heyu", "gaoyang", "luoyi", "songjia", "tangning", "hanmei", "fengtao"]
 _DEPTS = ["总经办", "销售一部", "销售二部", "客户成功部", "市场部", "风控合规部", "华东大区", "华南大区"]
@@ -148,7 +148,8 @@ class _Stream:
         if t == "text":
             return "text", {"content": self.text()}
         if t == "image":
-            return "image", {"md5sum": self._md5(), "filesize": r.randint(10_000, 3_000_000), "sdkfileid": self._fileid()}
+            return "image", {"md5sum": self._md5(), "filesize": r.randint(10_000, 3_000_000),
+                             "sdkfileid": self._fileid()}
         if t == "voice":
             return "voice", {"md5sum": self._md5(), "voice_size": r.randint(2000, 90_000),
                              "play_length": r.randint(1, 60), "sdkfileid": self._fileid()}
@@ -164,7 +165,8 @@ class _Stream:
                             "description": self.text(), "link_url": f"https://example.com/a/{r.randint(1, 99999)}",
                             "image_url": "https://example.com/img.png"}
         if t == "emotion":
-            return "emotion", {"type": r.choice([1, 2]), "width": 240, "height": 240, "imagesize": r.randint(1000, 90000),
+            return "emotion", {"type": r.choice([1, 2]), "width": 240, "height": 240,
+                               "imagesize": r.randint(1000, 90000),
                                "md5sum": self._md5(), "sdkfileid": self._fileid()}
         if t == "card":
             return "card", {"corpname": "某某科技有限公司", "userid": r.choice(self.ent.employees)}
@@ -199,7 +201,8 @@ class _Stream:
                                "endtime": self.msgtime // 1000 + 7200, "address": "3楼会议室", "remarks": "请准时参加",
                                "meetingtype": 102, "meetingid": r.getrandbits(40), "status": 1}
         if t == "docmsg":
-            return "doc", {"title": "客户跟进周报", "link_url": "https://doc.weixin.qq.com/doc/x", "doc_creator": sender}
+            return "doc", {"title": "客户跟进周报", "link_url": "https://doc.weixin.qq.com/doc/x",
+                           "doc_creator": sender}
         if t == "markdown":
             return "info", {"content": "**通知**：系统将于今晚22:00维护"}
         if t == "news":
@@ -210,9 +213,9 @@ class _Stream:
                                 "starttime": self.msgtime // 1000 + 86400, "endtime": self.msgtime // 1000 + 90000,
                                 "place": "客户公司", "remarks": "带上样品"}
         if t == "mixed":
+            image = {"md5sum": self._md5(), "filesize": 1024, "sdkfileid": self._fileid()}
             return "mixed", {"item": [{"type": "text", "content": orjson.dumps({"content": self.text()}).decode()},
-                                      {"type": "image", "content": orjson.dumps(
-                                          {"md5sum": self._md5(), "filesize": 1024, "sdkfileid": self._fileid()}).decode()}]}
+                                      {"type": "image", "content": orjson.dumps(image).decode()}]}
         if t == "meeting_voice_call":
             return "meeting_voice_call", {"endtime": self.msgtime // 1000 + 600, "sdkfileid": self._fileid(),
                                           "demofiledata": [], "sharescreendata": []}

@@ -130,10 +130,7 @@ pub fn rsa_decrypt(rsa: &Rsa<Private>, ciphertext: &[u8]) -> Result<Vec<u8>, Ite
     if ciphertext.len() != size {
         return Err(ItemError::new(
             Reason::RsaFailed,
-            format!(
-                "encrypt_random_key is {} bytes, key needs {size}",
-                ciphertext.len()
-            ),
+            format!("encrypt_random_key is {} bytes, key needs {size}", ciphertext.len()),
         ));
     }
     let mut out = vec![0u8; size];
@@ -146,74 +143,17 @@ pub fn rsa_decrypt(rsa: &Rsa<Private>, ciphertext: &[u8]) -> Result<Vec<u8>, Ite
 
 /// PKCS#1 or PKCS#8 PEM → PKCS#1 DER of an RSA private key.
 fn parse_private_pem(pem: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let pkey: PKey<Private> = PKey::private_key_from_pem(pem)
-        .map_err(|_| "not a PEM private key (PKCS#1 or PKCS#8)".to_string())?;
+    let pkey: PKey<Private> =
+        PKey::private_key_from_pem(pem).map_err(|_| "not a PEM private key (PKCS#1 or PKCS#8)".to_string())?;
     let rsa = pkey.rsa().map_err(|_| "not an RSA key".to_string())?;
-    rsa.check_key()
-        .map_err(|e| format!("inconsistent RSA key: {e}"))?;
+    rsa.check_key().map_err(|e| format!("inconsistent RSA key: {e}"))?;
     rsa.private_key_to_der().map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crypto::seal::{generate_key_pem, public_pem_of, Sealer};
-
-    #[test]
-    fn pkcs1_and_pkcs8_load_and_decrypt() {
-        let pem8 = generate_key_pem(2048, true).unwrap();
-        let pem1 = generate_key_pem(2048, false).unwrap();
-        assert!(String::from_utf8_lossy(&pem8).contains("BEGIN PRIVATE KEY"));
-        assert!(String::from_utf8_lossy(&pem1).contains("BEGIN RSA PRIVATE KEY"));
-        let ring = KeyRing::from_pems(BTreeMap::from([(1, pem1.clone()), (2, pem8.clone())])).unwrap();
-        assert_eq!(ring.versions(), vec![1, 2]);
-        for (ver, pem) in [(1u32, &pem1), (2u32, &pem8)] {
-            let sealer = Sealer::new(&public_pem_of(pem).unwrap()).unwrap();
-            let ct = sealer.rsa_encrypt(b"0123456789abcdefghijABCDEFGHIJkl").unwrap();
-            assert_eq!(
-                ring.decrypt_key(ver, &ct).unwrap(),
-                b"0123456789abcdefghijABCDEFGHIJkl"
-            );
-        }
-        let err = ring.decrypt_key(9, &[0u8; 256]).unwrap_err();
-        assert_eq!(err.reason, Reason::UnknownKeyVersion);
-        assert!(err.detail.contains("known: 1, 2"), "{}", err.detail);
-        // A key of the wrong version fails the RSA layer instead of producing garbage.
-        let sealer = Sealer::new(&public_pem_of(&pem1).unwrap()).unwrap();
-        let ct = sealer.rsa_encrypt(b"k").unwrap();
-        assert_eq!(ring.decrypt_key(2, &ct).unwrap_err().reason, Reason::RsaFailed);
-        assert_eq!(
-            ring.decrypt_key(1, &ct[..100]).unwrap_err().reason,
-            Reason::RsaFailed
-        );
-    }
-
-    #[test]
-    fn load_dir_errors_name_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(KeyRing::load_dir(dir.path()), Err(Error::NoKeys(_))));
-        std::fs::write(dir.path().join("3.pem"), b"garbage").unwrap();
-        let e = KeyRing::load_dir(dir.path()).err().unwrap().to_string();
-        assert!(e.contains("3.pem") && e.contains("not a PEM"), "{e}");
-        std::fs::write(dir.path().join("3.pem"), generate_key_pem(2048, true).unwrap()).unwrap();
-        std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
-        assert_eq!(KeyRing::load_dir(dir.path()).unwrap().versions(), vec![3]);
-        std::fs::write(dir.path().join("new.pem"), b"x").unwrap();
-        let e = KeyRing::load_dir(dir.path()).err().unwrap().to_string();
-        assert!(e.contains("new.pem"), "{e}");
-        assert!(KeyRing::load_dir(&dir.path().join("missing")).is_err());
-    }
 }
 
 /// Measures the machine's RSA bound: PKCS#1 v1.5 private decryptions per second with
 /// `threads` OS threads, each with its own copy of the key (no shared state), cycling
 /// through `ciphertexts` for at least `seconds`. Returns (operations, elapsed seconds).
-pub fn measure_rsa_rate(
-    der: &[u8],
-    ciphertexts: &[Vec<u8>],
-    threads: usize,
-    seconds: f64,
-) -> Result<(u64, f64)> {
+pub fn measure_rsa_rate(der: &[u8], ciphertexts: &[Vec<u8>], threads: usize, seconds: f64) -> Result<(u64, f64)> {
     if ciphertexts.is_empty() {
         return Err(Error::Crypto("no ciphertexts to measure with".into()));
     }
@@ -243,4 +183,49 @@ pub fn measure_rsa_rate(
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     });
     Ok((total, start.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::seal::{generate_key_pem, public_pem_of, Sealer};
+
+    #[test]
+    fn pkcs1_and_pkcs8_load_and_decrypt() {
+        let pem8 = generate_key_pem(2048, true).unwrap();
+        let pem1 = generate_key_pem(2048, false).unwrap();
+        assert!(String::from_utf8_lossy(&pem8).contains("BEGIN PRIVATE KEY"));
+        assert!(String::from_utf8_lossy(&pem1).contains("BEGIN RSA PRIVATE KEY"));
+        let ring = KeyRing::from_pems(BTreeMap::from([(1, pem1.clone()), (2, pem8.clone())])).unwrap();
+        assert_eq!(ring.versions(), vec![1, 2]);
+        for (ver, pem) in [(1u32, &pem1), (2u32, &pem8)] {
+            let sealer = Sealer::new(&public_pem_of(pem).unwrap()).unwrap();
+            let ct = sealer.rsa_encrypt(b"0123456789abcdefghijABCDEFGHIJkl").unwrap();
+            assert_eq!(ring.decrypt_key(ver, &ct).unwrap(), b"0123456789abcdefghijABCDEFGHIJkl");
+        }
+        let err = ring.decrypt_key(9, &[0u8; 256]).unwrap_err();
+        assert_eq!(err.reason, Reason::UnknownKeyVersion);
+        assert!(err.detail.contains("known: 1, 2"), "{}", err.detail);
+        // A key of the wrong version fails the RSA layer instead of producing garbage.
+        let sealer = Sealer::new(&public_pem_of(&pem1).unwrap()).unwrap();
+        let ct = sealer.rsa_encrypt(b"k").unwrap();
+        assert_eq!(ring.decrypt_key(2, &ct).unwrap_err().reason, Reason::RsaFailed);
+        assert_eq!(ring.decrypt_key(1, &ct[..100]).unwrap_err().reason, Reason::RsaFailed);
+    }
+
+    #[test]
+    fn load_dir_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(KeyRing::load_dir(dir.path()), Err(Error::NoKeys(_))));
+        std::fs::write(dir.path().join("3.pem"), b"garbage").unwrap();
+        let e = KeyRing::load_dir(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("3.pem") && e.contains("not a PEM"), "{e}");
+        std::fs::write(dir.path().join("3.pem"), generate_key_pem(2048, true).unwrap()).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+        assert_eq!(KeyRing::load_dir(dir.path()).unwrap().versions(), vec![3]);
+        std::fs::write(dir.path().join("new.pem"), b"x").unwrap();
+        let e = KeyRing::load_dir(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("new.pem"), "{e}");
+        assert!(KeyRing::load_dir(&dir.path().join("missing")).is_err());
+    }
 }

@@ -17,7 +17,7 @@ pub fn open_decrypt(random_key: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, Ite
             ),
         ));
     }
-    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
         return Err(ItemError::new(
             Reason::BadBase64Msg,
             format!(
@@ -26,13 +26,7 @@ pub fn open_decrypt(random_key: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, Ite
             ),
         ));
     }
-    decrypt(
-        Cipher::aes_256_cbc(),
-        random_key,
-        Some(&random_key[..16]),
-        ciphertext,
-    )
-    .map_err(|_| {
+    decrypt(Cipher::aes_256_cbc(), random_key, Some(&random_key[..16]), ciphertext).map_err(|_| {
         ItemError::new(
             Reason::AesFailed,
             "AES-256-CBC: bad padding (wrong key or corrupted ciphertext)",
@@ -44,13 +38,7 @@ pub fn open_encrypt(random_key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Stri
     if random_key.len() != KEY_LEN {
         return Err(format!("random key must be {KEY_LEN} bytes"));
     }
-    encrypt(
-        Cipher::aes_256_cbc(),
-        random_key,
-        Some(&random_key[..16]),
-        plaintext,
-    )
-    .map_err(|e| e.to_string())
+    encrypt(Cipher::aes_256_cbc(), random_key, Some(&random_key[..16]), plaintext).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -72,10 +60,7 @@ mod tests {
             open_decrypt(key, &ct[..ct.len() - 1]).unwrap_err().reason,
             Reason::BadBase64Msg
         );
-        assert_eq!(
-            open_decrypt(&key[..16], &ct).unwrap_err().reason,
-            Reason::AesFailed
-        );
+        assert_eq!(open_decrypt(&key[..16], &ct).unwrap_err().reason, Reason::AesFailed);
         let mut flipped = ct.clone();
         let n = flipped.len();
         flipped[n - 1] ^= 0x5a;

@@ -78,10 +78,7 @@ pub type PlainItem = (u64, String, u32, Vec<u8>);
 
 /// Seals `items` (in parallel) into one GetChatData response document, the way WeCom
 /// hands it out. `sealers` maps publickey_ver to its public key.
-pub fn seal_response(
-    sealers: &std::collections::BTreeMap<u32, Sealer>,
-    items: &[PlainItem],
-) -> Result<Vec<u8>> {
+pub fn seal_response(sealers: &std::collections::BTreeMap<u32, Sealer>, items: &[PlainItem]) -> Result<Vec<u8>> {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
     use rayon::prelude::*;

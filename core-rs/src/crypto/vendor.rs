@@ -93,28 +93,22 @@ impl VendorSdk {
 
     /// Validates then decrypts one message. `msg_b64` is `encrypt_chat_msg` as received and
     /// `decoded_len` the length of its base64 decoding (already checked by the caller).
-    pub fn decrypt(
-        &self,
-        random_key: &[u8],
-        msg_b64: &str,
-        decoded_len: usize,
-    ) -> Result<Vec<u8>, ItemError> {
+    pub fn decrypt(&self, random_key: &[u8], msg_b64: &str, decoded_len: usize) -> Result<Vec<u8>, ItemError> {
         if random_key.is_empty() || random_key.contains(&0) {
             return Err(ItemError::new(
                 Reason::RsaFailed,
                 "decrypted random key is empty or contains NUL",
             ));
         }
-        if decoded_len < 16 || decoded_len % 16 != 0 {
+        if decoded_len < 16 || !decoded_len.is_multiple_of(16) {
             return Err(ItemError::new(
                 Reason::BadBase64Msg,
                 format!("encrypt_chat_msg decodes to {decoded_len} bytes, not whole 16-byte blocks; not passed to the vendor SDK"),
             ));
         }
-        let key = CString::new(random_key)
-            .map_err(|_| ItemError::new(Reason::RsaFailed, "random key contains NUL"))?;
-        let msg = CString::new(msg_b64)
-            .map_err(|_| ItemError::new(Reason::BadBase64Msg, "encrypt_chat_msg contains NUL"))?;
+        let key = CString::new(random_key).map_err(|_| ItemError::new(Reason::RsaFailed, "random key contains NUL"))?;
+        let msg =
+            CString::new(msg_b64).map_err(|_| ItemError::new(Reason::BadBase64Msg, "encrypt_chat_msg contains NUL"))?;
         // SAFETY: the slice is created and freed by the library's own helpers; the
         // inputs are NUL-terminated and validated above.
         unsafe {

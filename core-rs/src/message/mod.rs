@@ -51,20 +51,12 @@ fn int_field(obj: &serde_json::Map<String, Value>, key: &str) -> i64 {
 
 /// Parses one decrypted plaintext. `envelope_msgid` is the msgid of the chatdata item; a
 /// message that names a different one is refused (it would be evidence of tampering).
-pub fn parse_message(
-    seq: u64,
-    publickey_ver: u32,
-    envelope_msgid: &str,
-    raw: Vec<u8>,
-) -> Result<Record, ItemError> {
+pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Vec<u8>) -> Result<Record, ItemError> {
     let value: Value = serde_json::from_slice(&raw)
         .map_err(|e| ItemError::new(Reason::BadJson, format!("seq {seq}: plaintext is not JSON: {e}")))?;
-    let obj = value.as_object().ok_or_else(|| {
-        ItemError::new(
-            Reason::BadJson,
-            format!("seq {seq}: plaintext is not a JSON object"),
-        )
-    })?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ItemError::new(Reason::BadJson, format!("seq {seq}: plaintext is not a JSON object")))?;
     let msgid = match obj.get("msgid") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => {
@@ -82,11 +74,7 @@ pub fn parse_message(
     }
     let action = str_field(obj, "action");
     let (msgtype, from, msgtime) = if action == "switch" {
-        (
-            "switch".to_string(),
-            str_field(obj, "user"),
-            int_field(obj, "time"),
-        )
+        ("switch".to_string(), str_field(obj, "user"), int_field(obj, "time"))
     } else {
         let msgtype = match obj.get("msgtype") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -158,7 +146,9 @@ mod tests {
 
     #[test]
     fn unknown_type_is_kept() {
-        let r = parse(r#"{"msgid":"m1","action":"send","from":"a","msgtime":1,"msgtype":"hologram","hologram":{"x":1}}"#).unwrap();
+        let r =
+            parse(r#"{"msgid":"m1","action":"send","from":"a","msgtime":1,"msgtype":"hologram","hologram":{"x":1}}"#)
+                .unwrap();
         assert!(!r.known);
         assert_eq!(r.msgtype, "hologram");
     }
@@ -167,10 +157,7 @@ mod tests {
     fn failures_have_reasons() {
         assert_eq!(parse("{not json").unwrap_err().reason, Reason::BadJson);
         assert_eq!(parse("[1,2]").unwrap_err().reason, Reason::BadJson);
-        assert_eq!(
-            parse(r#"{"action":"send"}"#).unwrap_err().reason,
-            Reason::BadMessage
-        );
+        assert_eq!(parse(r#"{"action":"send"}"#).unwrap_err().reason, Reason::BadMessage);
         assert_eq!(
             parse(r#"{"msgid":"m1","action":"send"}"#).unwrap_err().reason,
             Reason::BadMessage

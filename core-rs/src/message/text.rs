@@ -56,16 +56,13 @@ const MAX_DEPTH: u32 = 6;
 
 /// The searchable text of a whole message object.
 pub fn searchable_text(msgtype: &str, msg: &Map<String, Value>) -> String {
-    let payload = msg
-        .get(payload_key(msgtype))
-        .or_else(|| msg.get(msgtype))
-        .or_else(|| {
-            if msgtype == "external_redpacket" {
-                msg.get("redpacket")
-            } else {
-                None
-            }
-        });
+    let payload = msg.get(payload_key(msgtype)).or_else(|| msg.get(msgtype)).or_else(|| {
+        if msgtype == "external_redpacket" {
+            msg.get("redpacket")
+        } else {
+            None
+        }
+    });
     let mut parts: Vec<String> = Vec::new();
     if let Some(Value::Object(p)) = payload {
         payload_text(msgtype, p, 0, &mut parts);
@@ -225,7 +222,8 @@ mod tests {
             {"type":"ChatRecordMixed","content":"{\"item\":[{\"type\":\"text\",\"content\":\"{\\\"content\\\":\\\"深层\\\"}\"}]}"},
             {"type":"ChatRecordText","content":"not json"}]}}"#;
         assert_eq!(text_of("chatrecord", j), "群聊记录\n第一条\n合同.docx\n深层");
-        let m = r#"{"mixed":{"item":[{"type":"text","content":"{\"content\":\"A\"}"},{"type":"image","content":"{}"}]}}"#;
+        let m =
+            r#"{"mixed":{"item":[{"type":"text","content":"{\"content\":\"A\"}"},{"type":"image","content":"{}"}]}}"#;
         assert_eq!(text_of("mixed", m), "A");
     }
 

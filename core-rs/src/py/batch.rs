@@ -96,19 +96,13 @@ impl PyDecoded {
 
     /// `(msgid_utf8, seq_key)` for the `msgids` table.
     fn msgids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        pairs(
-            py,
-            self.records.iter().map(|(s, m, _)| (m.as_bytes(), seq_key(*s))),
-        )
+        pairs(py, self.records.iter().map(|(s, m, _)| (m.as_bytes(), seq_key(*s))))
     }
 
     /// `(seq_key, status)` for the `seen` table: `S` stored, `Q` quarantined.
     fn seen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let stored = self.records.iter().map(|(s, _, _)| (seq_key(*s), SEEN_STORED));
-        let quarantined = self
-            .quarantined
-            .iter()
-            .map(|(s, _)| (seq_key(*s), SEEN_QUARANTINED));
+        let quarantined = self.quarantined.iter().map(|(s, _)| (seq_key(*s), SEEN_QUARANTINED));
         pairs(py, stored.chain(quarantined))
     }
 

@@ -26,12 +26,7 @@ create_exception!(
     ScrmError,
     "The vendor SDK library cannot be loaded or used."
 );
-create_exception!(
-    _core,
-    RecordError,
-    ScrmError,
-    "A stored record cannot be decoded."
-);
+create_exception!(_core, RecordError, ScrmError, "A stored record cannot be decoded.");
 
 pub(crate) fn to_pyerr(e: Error) -> PyErr {
     let msg = e.to_string();

@@ -24,22 +24,15 @@ impl PyKeyRing {
     #[staticmethod]
     fn load_dir(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let ring = detached(py, move || KeyRing::load_dir(&path))?;
-        Ok(PyKeyRing {
-            inner: Arc::new(ring),
-        })
+        Ok(PyKeyRing { inner: Arc::new(ring) })
     }
 
     /// Builds a ring from `{publickey_ver: pem_bytes}`.
     #[staticmethod]
     fn from_pems(py: Python<'_>, pems: BTreeMap<u32, Bound<'_, PyBytes>>) -> PyResult<Self> {
-        let owned: BTreeMap<u32, Vec<u8>> = pems
-            .into_iter()
-            .map(|(k, v)| (k, v.as_bytes().to_vec()))
-            .collect();
+        let owned: BTreeMap<u32, Vec<u8>> = pems.into_iter().map(|(k, v)| (k, v.as_bytes().to_vec())).collect();
         let ring = detached(py, move || KeyRing::from_pems(owned))?;
-        Ok(PyKeyRing {
-            inner: Arc::new(ring),
-        })
+        Ok(PyKeyRing { inner: Arc::new(ring) })
     }
 
     fn versions(&self) -> Vec<u32> {
