@@ -1,0 +1,109 @@
+"""Typed stub of the Rust extension ``scrm_fast._core``: the user-facing documentation of
+the engine. Every function that does real work releases the GIL and runs on all cores."""
+
+from collections.abc import Iterable
+from os import PathLike
+
+__version__: str
+KNOWN_MSGTYPES: list[str]
+
+class ScrmError(Exception):
+    """Root of every scrm_fast error."""
+
+class KeyRingError(ScrmError):
+    """A key file or key directory cannot be used (message names the file)."""
+
+class BatchFormatError(ScrmError):
+    """A GetChatData document is unusable as a whole (not JSON, errcode ≠ 0, no chatdata)."""
+
+class VendorSdkError(ScrmError):
+    """The vendor SDK library cannot be loaded or lacks a required symbol."""
+
+class RecordError(ScrmError):
+    """A stored record cannot be decoded."""
+
+class KeyRing:
+    """RSA private keys by ``publickey_ver``. Build once, reuse for every batch."""
+
+    @staticmethod
+    def load_dir(path: str | PathLike[str]) -> KeyRing:
+        """Loads every ``<publickey_ver>.pem`` (PKCS#1 or PKCS#8) of a directory. Raises
+        ``FileNotFoundError``/``OSError`` for I/O and ``KeyRingError`` for bad keys."""
+    @staticmethod
+    def from_pems(pems: dict[int, bytes]) -> KeyRing: ...
+    def versions(self) -> list[int]: ...
+    def __len__(self) -> int: ...
+    def measure_rsa_rate(self, ver: int, ciphertexts: list[bytes], threads: int, seconds: float) -> tuple[int, float]:
+        """RSA PKCS#1 v1.5 private decryptions with ``threads`` threads (each its own key
+        copy) for ``seconds``: returns (operations, elapsed seconds). The RSA bound."""
+
+class Cipher:
+    """The symmetric layer: the open scheme (native) or the vendor SDK's DecryptData."""
+
+    @staticmethod
+    def open() -> Cipher: ...
+    @staticmethod
+    def vendor(path: str) -> Cipher:
+        """Loads ``libWeWorkFinanceSdk_C.so`` (or a library with its C ABI) with dlopen.
+        Inputs that would abort the vendor library are rejected before it sees them."""
+    @property
+    def kind(self) -> str: ...
+
+class ChatBatch:
+    """One parsed GetChatData response (≤ 1000 items)."""
+
+    @staticmethod
+    def parse(data: bytes) -> ChatBatch:
+        """Raises ``BatchFormatError`` if the document as a whole is unusable; broken items
+        are kept as items and quarantined by ``decode_batch``."""
+    @staticmethod
+    def from_items(items: list[str]) -> ChatBatch:
+        """A batch of raw chatdata item JSON texts (as kept in quarantine)."""
+    def seq_keys(self) -> list[bytes]:
+        """8-byte big-endian seq keys of the items that have a seq."""
+    def __len__(self) -> int: ...
+
+class DecodedBatch:
+    """The outcome of ``decode_batch``, shaped for LMDB ``putmulti``."""
+
+    skipped: int
+    unknown_msgtypes: int
+    max_seq: int | None
+    @property
+    def stored(self) -> int: ...
+    @property
+    def quarantined(self) -> int: ...
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Quarantined/rejected counts by reason code (``bad_base64_key``, ``unknown_key_version``,
+        ``rsa_failed``, ``aes_failed``, ``vendor_error``, ``bad_json``, ``bad_message``,
+        ``msgid_mismatch``, ``bad_item``, ``bad_base64_msg``)."""
+    @property
+    def msgtypes(self) -> dict[str, int]: ...
+    def records(self) -> list[tuple[bytes, bytes]]:
+        """(seq_key, msgpack record): seq, msgid, publickey_ver, action, from, tolist, roomid,
+        msgtime, msgtype, known, text, raw (the decrypted JSON bytes)."""
+    def msgids(self) -> list[tuple[bytes, bytes]]: ...
+    def seen(self) -> list[tuple[bytes, bytes]]: ...
+    def quarantine(self) -> list[tuple[bytes, bytes]]: ...
+    def rejects(self) -> list[tuple[bytes, bytes]]: ...
+
+def decode_batch(
+    batch: ChatBatch,
+    keys: KeyRing,
+    cipher: Cipher,
+    seen: Iterable[bytes | tuple[bytes, bytes]] | None = None,
+    now_ms: int = 0,
+) -> DecodedBatch:
+    """Decrypts and parses every item whose seq is not in ``seen``, in parallel, with the
+    GIL released. One bad item never fails the batch: it becomes a quarantine record."""
+
+def records_to_jsonl(values: list[bytes]) -> bytes:
+    """Stored record values → JSONL (decrypted JSON with ``seq`` first), one line each."""
+
+def seal_response(public_pems: dict[int, bytes], items: list[tuple[int, str, int, bytes]]) -> bytes:
+    """Seals (seq, msgid, publickey_ver, plaintext) items into one GetChatData response
+    (open scheme), in parallel. For the simulator and tests."""
+
+def generate_private_key(bits: int = 2048, pkcs8: bool = True) -> bytes: ...
+def public_key_of(private_pem: bytes) -> bytes: ...
