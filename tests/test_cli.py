@@ -69,3 +69,17 @@ def test_sdk_only_with_vendor(tmp_path, small_corpus):
     msg = one_line_error(run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(tmp_path / "d"),
                                   "--sdk", "/x.so", str(small_corpus / "batches")))
     assert "--sdk is only for --cipher vendor" in msg
+
+
+def test_bench_ingest_json_keys(tmp_path):
+    """`scrm bench ingest --json` prints the figures under their stable keys, and the run's
+    own correctness check passed."""
+    import orjson
+
+    proc = run_scrm("bench", "ingest", "--messages", "1500", "--ref-messages", "300", "--rounds", "1",
+                    "--rsa-seconds", "0.2", "--json", check=True)
+    r = orjson.loads(proc.stdout)
+    for key in ("msgs_per_s", "rsa_bound_msgs_per_s", "python_ref_msgs_per_s", "ratio_vs_rsa_bound",
+                "ratio_vs_python_ref", "cpu_efficiency_vs_rsa", "peak_rss_mib"):
+        assert r[key] > 0, key
+    assert r["correct"] is True and r["messages"] == 1500
