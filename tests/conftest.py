@@ -33,7 +33,7 @@ def small_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def crash_corpus(tmp_path_factory) -> Path:
-    """6,000 messages in documents of 100 items: many commits to be killed between."""
+    """12,000 messages in documents of 100 items: many commits to be killed between."""
     out = tmp_path_factory.mktemp("corpus-crash")
-    simulate(out, 6000, seed=23, doc_items=100, docs_per_file=20)
+    simulate(out, 12_000, seed=23, doc_items=100, docs_per_file=20, service_requires_consent=True)
     return out

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_scrm
+
+from tests.conftest import run_scrm
 
 
 @pytest.mark.parametrize("cmd", [[], ["simulate"], ["ingest"], ["export"], ["quarantine"], ["demo"],

@@ -7,12 +7,13 @@ import shutil
 
 import orjson
 import pytest
-from conftest import run_scrm
 from scrm_fast import Cipher, KeyRing, _core
 from scrm_fast.pipeline import ingest_files
 from scrm_fast.simulate import simulate
 from scrm_fast.sources import expand_inputs
 from scrm_fast.storage import ArchiveStore
+
+from tests.conftest import run_scrm
 
 
 def ingest_json(*args: str) -> dict:
@@ -23,11 +24,11 @@ def ingest_json(*args: str) -> dict:
 def test_round_trip_and_idempotent(small_corpus, tmp_path):
     data = tmp_path / "data"
     keys = str(small_corpus / "keys")
-    s = ingest_json("--keys", keys, "--data", str(data), "--directory", str(small_corpus / "directory.json"),
-                    str(small_corpus / "batches"))
+    # no directory: no consent policy, every message is kept (consent: tests/test_consent.py)
+    s = ingest_json("--keys", keys, "--data", str(data), str(small_corpus / "batches"))
     assert s["ingested"] == 3000 and s["quarantined"] == 0 and s["duplicates_skipped"] == 0
+    assert s["consent_applied"] is False
     assert s["unknown_msgtypes"] == s["msgtypes"]["meeting_notification"] + s["msgtypes"]["note"] > 0
-    assert (data / "directory.json").exists()
     export = run_scrm("export", "--data", str(data), check=True).stdout
     assert export == (small_corpus / "truth.jsonl").read_bytes()
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import run_scrm
 from scrm_fast import ChatBatch, Cipher, KeyRing, VendorSdkError, decode_batch
+
+from tests.conftest import run_scrm
 
 HERE = Path(__file__).parent
 

@@ -18,6 +18,7 @@ use crate::crypto::open::open_decrypt;
 use crate::crypto::{KeyRing, MessageCipher};
 use crate::error::{Error, ItemError, Reason, Result};
 use crate::message::{parse_message, Record};
+use crate::policy::{ConsentPolicy, PolicyDelta};
 
 /// The fields of one chatdata item; `raw` is the item's JSON exactly as received, kept so
 /// that a quarantined item can be re-driven later (archive data is not re-fetchable).
@@ -140,6 +141,13 @@ pub struct Decoded {
     /// Quarantine and reject counts by reason code.
     pub reasons: BTreeMap<&'static str, u64>,
     pub max_seq: Option<u64>,
+    /// Messages the consent policy dropped: (seq, rule). Never stored, indexed or audited.
+    pub dropped: Vec<(u64, &'static str)>,
+    /// Stored messages by the consent rule that kept them.
+    pub kept_by_rule: BTreeMap<&'static str, u64>,
+    pub dropped_by_rule: BTreeMap<&'static str, u64>,
+    /// Consent-state changes made while judging this batch (persist them with it).
+    pub delta: PolicyDelta,
 }
 
 fn decrypt_item(f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Result<Record, ItemError> {
@@ -160,13 +168,16 @@ fn decrypt_item(f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Resul
     parse_message(f.seq, f.publickey_ver, &f.msgid, plain)
 }
 
-/// Decrypts and parses every item of `batch` whose seq is not in `seen`, in parallel.
+/// Decrypts and parses every item of `batch` whose seq is not in `seen`, in parallel, then
+/// (when a policy is given) judges the messages in seq order and keeps only what consent
+/// allows.
 pub fn decode_batch(
     batch: &ChatBatch,
     keys: &KeyRing,
     cipher: &MessageCipher,
     seen: &HashSet<u64>,
     now_ms: i64,
+    policy: Option<&ConsentPolicy>,
 ) -> Decoded {
     let outcomes: Vec<(usize, Outcome)> = batch
         .items
@@ -233,7 +244,30 @@ pub fn decode_batch(
             }
         }
     }
+    if let Some(policy) = policy {
+        apply_policy(&mut d, policy);
+    }
     d
+}
+
+fn apply_policy(d: &mut Decoded, policy: &ConsentPolicy) {
+    d.records.sort_by_key(|r| r.seq);
+    let (verdicts, delta) = policy.judge_batch(&d.records);
+    d.delta = delta;
+    let records = std::mem::take(&mut d.records);
+    for (mut r, v) in records.into_iter().zip(verdicts) {
+        if v.keep {
+            *d.kept_by_rule.entry(v.rule).or_default() += 1;
+            r.rule = v.rule.to_string();
+            d.records.push(r);
+        } else {
+            *d.dropped_by_rule.entry(v.rule).or_default() += 1;
+            if !r.known {
+                d.unknown_msgtypes -= 1;
+            }
+            d.dropped.push((r.seq, v.rule));
+        }
+    }
 }
 
 impl QuarantineRecord {
@@ -286,7 +320,7 @@ mod tests {
         let doc = format!(r#"{{"errcode":0,"errmsg":"ok","chatdata":[{}]}}"#, items.join(","));
         let batch = ChatBatch::parse(doc.as_bytes()).unwrap();
         assert_eq!(batch.items.len(), 7);
-        let d = decode_batch(&batch, &ring, &MessageCipher::Open, &HashSet::from([4]), 99);
+        let d = decode_batch(&batch, &ring, &MessageCipher::Open, &HashSet::from([4]), 99, None);
         assert_eq!(d.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
         assert_eq!(d.records[0].text, "hi 1");
         let q: Vec<(u64, &str)> = d.quarantined.iter().map(|(s, q)| (*s, q.reason.as_str())).collect();

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod error;
 pub mod export;
 pub mod message;
+pub mod policy;
 
 #[cfg(feature = "python")]
 mod py;

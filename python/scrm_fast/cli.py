@@ -46,6 +46,14 @@ def _summary_text(s: dict) -> str:
     ]
     for reason, n in s["quarantined_by_reason"].items():
         lines.append(f"  {reason:<18}{n:,}")
+    if s["consent_applied"]:
+        lines.append(f"dropped by consent  {s['dropped_by_consent']:,}")
+        for rule, n in sorted(s["dropped_by_rule"].items(), key=lambda x: _rule_order(x[0])):
+            lines.append(f"  {rule:<18}{n:,}")
+        kept = ", ".join(f"{r} {n:,}" for r, n in sorted(s["kept_by_rule"].items(), key=lambda x: _rule_order(x[0])))
+        lines.append(f"kept by rule        {kept}")
+    else:
+        lines.append("consent             NOT APPLIED: no directory imported (pass --directory FILE)")
     lines += [
         f"unknown msgtypes    {s['unknown_msgtypes']:,} (stored)",
         f"documents           {s['documents']:,} ({s['rejected_documents']:,} rejected)",
@@ -55,21 +63,40 @@ def _summary_text(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _rule_order(rule: str) -> tuple[int, str]:
+    tail = rule.rsplit("-", 1)[-1]
+    return (int(tail), rule) if tail.isdigit() else (99, rule)
+
+
+def _tenant_directory(data: str, given: str | None) -> dict | None:
+    """The directory given on the command line (validated, then kept in the data
+    directory), else the one kept from an earlier import, else None."""
+    from scrm_fast.directory import load_directory
+
+    if given:
+        return load_directory(given)
+    kept = Path(data) / "directory.json"
+    return load_directory(kept) if kept.exists() else None
+
+
 def cmd_simulate(a: argparse.Namespace) -> int:
     from scrm_fast.simulate import simulate
 
-    s = simulate(a.out, a.messages, a.seed, key_versions=a.key_versions)
+    s = simulate(a.out, a.messages, a.seed, key_versions=a.key_versions,
+                 service_requires_consent=a.consent_switch == "on")
     if a.json:
         _print_json(s)
     else:
         print(f"simulated {s['messages']:,} messages in {s['documents']:,} documents ({s['files']} files), "
-              f"{s['key_versions']} key versions, {len(s['msgtypes'])} msgtypes → {s['out']}")
+              f"{s['key_versions']} key versions, {len(s['msgtypes'])} msgtypes, "
+              f"{s['archivable']:,} archivable under consent → {s['out']}")
     return 0
 
 
 def cmd_ingest(a: argparse.Namespace) -> int:
     from scrm_fast import KeyRing
-    from scrm_fast.directory import load_directory, save_directory
+    from scrm_fast.consent import build_policy
+    from scrm_fast.directory import save_directory
     from scrm_fast.pipeline import Progress, ingest_files
     from scrm_fast.sources import expand_inputs
     from scrm_fast.storage import ArchiveStore
@@ -77,12 +104,13 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     keys = KeyRing.load_dir(a.keys)
     cipher = make_cipher(a.cipher, a.sdk)
     files = expand_inputs(a.inputs)
-    directory = load_directory(a.directory) if a.directory else None
+    directory = _tenant_directory(a.data, a.directory)
     with ArchiveStore(a.data) as store:
-        if directory is not None:
+        if a.directory:
             save_directory(a.data, directory)
         progress = Progress(enabled=False if a.no_progress else None)
-        summary = ingest_files(files, keys, cipher, store, progress=progress).as_dict()
+        summary = ingest_files(files, keys, cipher, store, progress=progress,
+                               policy=build_policy(directory, store)).as_dict()
     if a.json:
         _print_json(summary)
     else:
@@ -115,9 +143,12 @@ def cmd_quarantine(a: argparse.Namespace) -> int:
     if a.retry:
         if not a.keys:
             raise InputError("--retry needs --keys DIR")
+        from scrm_fast.consent import build_policy
+
         keys = KeyRing.load_dir(a.keys)
         with ArchiveStore(a.data) as store:
-            res = retry_quarantine(keys, make_cipher(a.cipher, a.sdk), store)
+            policy = build_policy(_tenant_directory(a.data, None), store)
+            res = retry_quarantine(keys, make_cipher(a.cipher, a.sdk), store, policy)
         _print_json(res)
         return 0
     with ArchiveStore(a.data, readonly=True) as store:
@@ -135,6 +166,7 @@ def cmd_quarantine(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from scrm_fast import Cipher, KeyRing
+    from scrm_fast.consent import build_policy
     from scrm_fast.directory import load_directory, save_directory
     from scrm_fast.pipeline import Progress, ingest_files
     from scrm_fast.simulate import simulate
@@ -148,12 +180,49 @@ def cmd_demo(a: argparse.Namespace) -> int:
         simulate(sim, a.messages, a.seed)
     data = root / "archive"
     with ArchiveStore(data) as store:
-        save_directory(data, load_directory(sim / "directory.json"))
+        directory = load_directory(sim / "directory.json")
+        save_directory(data, directory)
         summary = ingest_files(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"), Cipher.open(),
-                               store, progress=Progress()).as_dict()
+                               store, progress=Progress(), policy=build_policy(directory, store)).as_dict()
         counts = store.counts()
     print(_summary_text(summary))
     print(f"archive: {counts['records']:,} records, {counts['quarantine']:,} quarantined in {data}")
+    return 0
+
+
+def cmd_consent(a: argparse.Namespace) -> int:
+    from scrm_fast.storage import ArchiveStore
+
+    if a.consent == "refresh":
+        from scrm_fast.consent import ConsentApi, refresh_consent
+
+        directory = _tenant_directory(a.data, None)
+        if directory is None:
+            raise InputError(f"{a.data}: no directory imported; run `scrm directory import` first")
+        with ArchiveStore(a.data) as store:
+            _print_json(refresh_consent(ConsentApi(a.api_base, a.access_token), directory, store))
+        return 0
+    with ArchiveStore(a.data, readonly=True) as store:
+        if a.consent == "events":
+            for e in store.enforcement_events():
+                sys.stdout.buffer.write(orjson.dumps(e) + b"\n")
+        elif a.consent == "changes":
+            for c in store.consent_changes():
+                sys.stdout.buffer.write(orjson.dumps(c) + b"\n")
+        else:
+            _print_json(store.rule_counts())
+    return 0
+
+
+def cmd_directory(a: argparse.Namespace) -> int:
+    from scrm_fast.directory import load_directory, save_directory
+    from scrm_fast.storage import ArchiveStore
+
+    doc = load_directory(a.file)
+    with ArchiveStore(a.data):
+        dest = save_directory(a.data, doc)
+    print(f"directory: {len(doc.get('employees', []))} employees, {len(doc.get('customers', []))} customers, "
+          f"{len(doc.get('groups', []))} groups, {len(doc.get('consent', []))} consent results → {dest}")
     return 0
 
 
@@ -178,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--messages", type=int, default=10_000, help="number of messages (default 10000)")
     s.add_argument("--seed", type=int, default=1, help="random seed (same seed → same plaintext stream)")
     s.add_argument("--key-versions", type=int, default=2, help="RSA key versions, rotated mid-stream (default 2)")
+    s.add_argument("--consent-switch", choices=["on", "off"], default="off",
+                   help="the enterprise switch 'service requires consent' (default off)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_simulate)
 
@@ -210,6 +281,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--with-items", action="store_true", help="include the raw chatdata items")
     s.add_argument("--quiet", action="store_true", help="no count on stderr")
     s.set_defaults(func=cmd_quarantine)
+
+    s = sub.add_parser("consent", help="consent decisions: enforcement events, changes, rule counts, API refresh")
+    csub = s.add_subparsers(dest="consent", required=True, metavar="WHAT")
+    for name, text in (("events", "enforcement events (C-3 block chat, C-9/C-12 remove from group) as JSONL"),
+                       ("changes", "every known consent change as JSONL"),
+                       ("rules", "messages kept and dropped per consent rule id, as JSON")):
+        c = csub.add_parser(name, help=text)
+        c.add_argument("--data", required=True, help="the tenant's data directory")
+        c.set_defaults(func=cmd_consent)
+    c = csub.add_parser("refresh", help="ask msgaudit/check_single_agree and check_room_agree, store the answers")
+    c.add_argument("--data", required=True, help="the tenant's data directory")
+    c.add_argument("--api-base", required=True, help="base URL of the WeCom API (e.g. https://qyapi.weixin.qq.com/cgi-bin)")
+    c.add_argument("--access-token", required=True, help="access_token for the API")
+    c.set_defaults(func=cmd_consent)
+
+    s = sub.add_parser("directory", help="the directory file (spec §6)")
+    dsub = s.add_subparsers(dest="directory_cmd", required=True, metavar="WHAT")
+    d = dsub.add_parser("import", help="validate a directory.json and keep it in the data directory")
+    d.add_argument("--data", required=True, help="the tenant's data directory")
+    d.add_argument("file", help="directory.json")
+    d.set_defaults(func=cmd_directory)
 
     s = sub.add_parser("demo", help="the main job: simulate an enterprise, ingest it, print a summary")
     s.add_argument("--dir", default="demo-data", help="working directory (default ./demo-data)")

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrm_fast._core import ChatBatch, Cipher, DecodedBatch, KeyRing, decode_batch
+from scrm_fast._core import ChatBatch, Cipher, ConsentPolicy, DecodedBatch, KeyRing, decode_batch
 from scrm_fast.errors import BatchFormatError
 from scrm_fast.sources import iter_documents
 from scrm_fast.storage import ArchiveStore, now_ms, reject_record
@@ -36,10 +36,15 @@ class IngestSummary:
     msgtypes: Counter = field(default_factory=Counter)
     checkpoint: int = 0
     elapsed_s: float = 0.0
+    consent_applied: bool = False
+    dropped: int = 0
+    kept_by_rule: Counter = field(default_factory=Counter)
+    dropped_by_rule: Counter = field(default_factory=Counter)
 
     @property
     def msgs_per_s(self) -> float:
-        return self.ingested / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Messages decrypted and judged per second (stored or dropped by consent)."""
+        return (self.ingested + self.dropped) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -49,6 +54,9 @@ class IngestSummary:
             "rejected_documents": self.rejected_documents, "unknown_msgtypes": self.unknown_msgtypes,
             "msgtypes": dict(sorted(self.msgtypes.items())), "checkpoint": self.checkpoint,
             "elapsed_s": round(self.elapsed_s, 3), "msgs_per_s": round(self.msgs_per_s, 1),
+            "consent_applied": self.consent_applied, "dropped_by_consent": self.dropped,
+            "kept_by_rule": dict(sorted(self.kept_by_rule.items())),
+            "dropped_by_rule": dict(sorted(self.dropped_by_rule.items())),
         }
 
 
@@ -83,13 +91,18 @@ def _account(summary: IngestSummary, d: DecodedBatch) -> None:
     summary.unknown_msgtypes += d.unknown_msgtypes
     summary.reasons.update(d.reasons)
     summary.msgtypes.update(d.msgtypes)
+    summary.dropped += d.dropped
+    summary.kept_by_rule.update(d.kept_by_rule)
+    summary.dropped_by_rule.update(d.dropped_by_rule)
 
 
 def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
                  progress: Progress | None = None,
-                 on_commit: Callable[[IngestSummary], None] | None = None) -> IngestSummary:
-    """Ingests every document of ``files`` into ``store``; returns the counts."""
-    summary = IngestSummary()
+                 on_commit: Callable[[IngestSummary], None] | None = None,
+                 policy: ConsentPolicy | None = None) -> IngestSummary:
+    """Ingests every document of ``files`` into ``store``; returns the counts. With a
+    consent ``policy`` only what the rules allow is stored (rules C-0 … C-12)."""
+    summary = IngestSummary(consent_applied=policy is not None)
     t0 = time.perf_counter()
     pending: tuple[Future[DecodedBatch], list[bytes]] | None = None
 
@@ -118,7 +131,7 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
             if pending is not None:
                 # The in-flight batch is not committed yet: its seqs count as seen too.
                 seen = seen + pending[1]
-            fut = pool.submit(decode_batch, batch, keys, cipher, seen, now_ms())
+            fut = pool.submit(decode_batch, batch, keys, cipher, seen, now_ms(), policy)
             if pending is not None:
                 finish(pending)
             pending = (fut, keys_)
@@ -131,12 +144,14 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
     return summary
 
 
-def retry_quarantine(keys: KeyRing, cipher: Cipher, store: ArchiveStore) -> dict:
-    """Re-drives every quarantined item (e.g. after a missing key version is installed)."""
+def retry_quarantine(keys: KeyRing, cipher: Cipher, store: ArchiveStore,
+                     policy: ConsentPolicy | None = None) -> dict:
+    """Re-drives every quarantined item (e.g. after a missing key version is installed).
+    Recovered messages are judged by the consent policy like any other."""
     items = store.quarantined_items()
     if not items:
-        return {"retried": 0, "recovered": 0, "still_quarantined": 0, "reasons": {}}
-    decoded = decode_batch(ChatBatch.from_items(items), keys, cipher, None, now_ms())
+        return {"retried": 0, "recovered": 0, "still_quarantined": 0, "dropped_by_consent": 0, "reasons": {}}
+    decoded = decode_batch(ChatBatch.from_items(items), keys, cipher, None, now_ms(), policy)
     res = store.release_quarantine(decoded)
     return {"retried": len(items), "recovered": res.stored, "still_quarantined": res.quarantined,
-            "reasons": dict(decoded.reasons)}
+            "dropped_by_consent": decoded.dropped, "reasons": dict(decoded.reasons)}

@@ -7,7 +7,16 @@
 - ``batches/chatdata-NNNN.jsonl``: GetChatData responses (≤ 1000 items each), one a line,
   sealed with the open scheme (spec §3) in Rust on all cores;
 - ``directory.json`` (spec §6) and ``truth.jsonl``: every plaintext message with its seq,
-  byte-identical to what ``scrm export`` prints for a complete archive.
+  byte-identical to what ``scrm export`` prints when everything is kept (no directory);
+- ``expected.jsonl``: the archivable subset under the consent rules (C-0 … C-12) as
+  labelled message by message by ``consent_reference``, byte-identical to ``scrm export``
+  after an ingest with ``--directory``; ``expected_rules.json``: kept/dropped per rule.
+
+Consent scenarios: one-to-one chats with archived and non-archived employees; groups of
+five kinds (archived owner; archived members who speak late; archived members who never
+speak; an owner transfer to an archived employee; no archived employee at all);
+customers who disagree (from the directory and by ``disagree`` messages) and agree again;
+the enterprise switch ``service_requires_consent`` on or off.
 
 Same seed → same enterprise and same plaintext stream (keys and ciphertexts are random).
 Generation is per message in Python (a simulator, not a hot path); sealing a document
@@ -24,6 +33,7 @@ from pathlib import Path
 import orjson
 
 from scrm_fast import _core
+from scrm_fast.consent_reference import ConsentReference
 
 DOC_ITEMS = 1000
 DOCS_PER_FILE = 100
@@ -67,10 +77,18 @@ class Enterprise:
     archived: list[str]
     customers: list[str]
     groups: list[dict]
+    # simulation-only facts (not in the directory): per roomid, archived members who never
+    # speak, and the time before which archived members stay silent
+    silent: dict[str, set[str]]
+    speak_after: dict[str, int]
+
+
+GROUP_KINDS = ("archived_owner", "speaks_late", "never_speaks", "transfer", "unarchived")
 
 
 def build_enterprise(rng: random.Random, n_employees: int = 40, n_customers: int = 300,
-                     n_groups: int = 25) -> Enterprise:
+                     n_groups: int = 25, service_requires_consent: bool = False,
+                     span_ms: int = 30 * 86_400_000) -> Enterprise:
     depts = [{"id": 1, "name": "某某科技有限公司", "parent": 0}]
     for i, name in enumerate(_DEPTS, start=2):
         depts.append({"id": i, "name": name, "parent": 1 if i < 6 else 2})
@@ -93,29 +111,47 @@ def build_enterprise(rng: random.Random, n_employees: int = 40, n_customers: int
         customers.append({"external_userid": ext, "name": rng.choice(_SURNAMES) + rng.choice(["女士", "先生", "总"]),
                           "follow_users": follow, "collaborators": rng.sample(uids, k=rng.choice([0, 1]))})
     cids = [c["external_userid"] for c in customers]
+    archived_ids = [e["userid"] for e in employees if e["archived"]]
+    plain_ids = [e["userid"] for e in employees if not e["archived"]]
     groups = []
+    silent: dict[str, set[str]] = {}
+    speak_after: dict[str, int] = {}
     for i in range(n_groups):
-        owner = rng.choice(uids)
-        staff = list({owner, *rng.sample(uids, k=rng.randint(0, 3))})
+        kind = GROUP_KINDS[i % len(GROUP_KINDS)]
+        roomid = f"wr{rng.getrandbits(72):018x}"
+        changes = []
+        if kind == "archived_owner":
+            owner = rng.choice(archived_ids)
+            staff = [owner, *rng.sample(uids, k=rng.randint(0, 2))]
+        elif kind == "unarchived":
+            owner = rng.choice(plain_ids)
+            staff = [owner, *rng.sample(plain_ids, k=rng.randint(0, 2))]
+        else:
+            owner = rng.choice(plain_ids)
+            staff = [owner, *rng.sample(archived_ids, k=rng.randint(1, 3))]
+            if kind == "never_speaks":
+                silent[roomid] = set(staff) - {owner}
+            elif kind == "speaks_late":
+                speak_after[roomid] = START_MS + rng.randint(span_ms // 5, span_ms // 2)
+            else:  # transfer: an archived admin becomes owner part-way through
+                new_owner = rng.choice([s for s in staff if s != owner])
+                changes.append({"owner": new_owner, "time": START_MS + rng.randint(span_ms // 5, span_ms // 2)})
+        staff = list(dict.fromkeys(staff))
         members = [{"id": m, "join_time": START_MS - rng.randint(1, 100) * 86_400_000}
                    for m in staff + rng.sample(cids, k=rng.randint(2, 25))]
-        g = {"roomid": f"wr{rng.getrandbits(72):018x}", "name": rng.choice(["VIP客户群", "售后服务群", "新品体验群",
-                                                                           "理财交流群", "项目沟通群"]) + str(i + 1),
-             "owner": owner, "members": members, "owner_changes": []}
-        if i % 7 == 3:
-            g["owner_changes"].append({"owner": rng.choice(staff), "time": START_MS + rng.randint(1, 5) * 86_400_000})
-        groups.append(g)
+        name = rng.choice(["VIP客户群", "售后服务群", "新品体验群", "理财交流群", "项目沟通群"]) + str(i + 1)
+        groups.append({"roomid": roomid, "name": name, "owner": owner, "members": members,
+                       "owner_changes": changes})
     consent = []
     for c in rng.sample(customers, k=max(1, n_customers // 20)):
         consent.append({"userid": c["follow_users"][0], "external_userid": c["external_userid"],
                         "status": rng.choice(["Disagree", "Agree", "Default_Agree"]),
                         "time": START_MS + rng.randint(0, 20) * 86_400_000})
     directory = {"corp": {"corpid": f"ww{rng.getrandbits(64):016x}", "name": "某某科技有限公司",
-                          "service_requires_consent": False},
+                          "service_requires_consent": service_requires_consent},
                  "departments": depts, "employees": employees, "customers": customers, "groups": groups,
                  "consent": consent}
-    archived = [e["userid"] for e in employees if e["archived"]]
-    return Enterprise(directory, uids, archived, cids, groups)
+    return Enterprise(directory, uids, archived_ids, cids, groups, silent, speak_after)
 
 
 class _Stream:
@@ -124,11 +160,13 @@ class _Stream:
         self.ent = ent
         self.recent: list[str] = []
         self.msgtime = START_MS
+        self.texts = 0
 
     def text(self) -> str:
         r = self.rng
         roll = r.random()
-        if roll < 0.002:  # an occasional very long message
+        self.texts += 1
+        if roll < 0.002 or self.texts % 997 == 500:  # an occasional very long message
             return "".join(r.choice(_PHRASES) for _ in range(r.randint(200, 600)))
         parts = [r.choice(_PHRASES) for _ in range(r.choice([1, 1, 1, 2, 3]))]
         if roll < 0.2:
@@ -243,7 +281,7 @@ class _Stream:
             return msgid, {"msgid": msgid, "action": "switch", "time": self.msgtime, "user": r.choice(ent.employees)}
         roll = r.random()
         if roll < 0.6:
-            emp, cust = r.choice(ent.archived), r.choice(ent.customers)
+            emp, cust = r.choice(ent.employees), r.choice(ent.customers)
             sender, peers, roomid = (emp, [cust], "") if r.random() < 0.6 else (cust, [emp], "")
         elif roll < 0.7:
             a, b = r.sample(ent.employees, 2)
@@ -251,8 +289,13 @@ class _Stream:
         else:
             g = r.choice(ent.groups)
             ids = [m["id"] for m in g["members"]]
-            sender = r.choice(ids)
-            peers, roomid = [i for i in ids if i != sender], g["roomid"]
+            room = g["roomid"]
+            quiet = ent.silent.get(room, set())
+            if self.msgtime < ent.speak_after.get(room, 0):
+                quiet = set(ent.archived)
+            speakers = [i for i in ids if i not in quiet] or ids
+            sender = r.choice(speakers)
+            peers, roomid = [i for i in ids if i != sender], room
         msg = {"msgid": msgid, "action": "send", "from": sender, "tolist": peers, "roomid": roomid,
                "msgtime": self.msgtime, "msgtype": t}
         if t == "revoke":
@@ -286,7 +329,8 @@ def _write_keys(keys_dir: Path, versions: int) -> dict[int, bytes]:
 
 
 def simulate(out: str | Path, messages: int, seed: int = 1, key_versions: int = 2,
-             doc_items: int = DOC_ITEMS, docs_per_file: int = DOCS_PER_FILE) -> dict:
+             doc_items: int = DOC_ITEMS, docs_per_file: int = DOCS_PER_FILE,
+             service_requires_consent: bool = False) -> dict:
     """Writes a simulated enterprise to ``out``; returns a summary."""
     if messages < 0:
         raise ValueError("messages must be >= 0")
@@ -295,7 +339,12 @@ def simulate(out: str | Path, messages: int, seed: int = 1, key_versions: int = 
     out = Path(out)
     (out / "batches").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    ent = build_enterprise(rng)
+    # the stream's time span grows with N (about 40 s between messages on average)
+    ent = build_enterprise(rng, service_requires_consent=service_requires_consent,
+                           span_ms=max(86_400_000, messages * 40_000))
+    reference = ConsentReference(ent.directory)
+    kept_by_rule: dict[str, int] = {}
+    dropped_by_rule: dict[str, int] = {}
     (out / "directory.json").write_bytes(orjson.dumps(ent.directory, option=orjson.OPT_INDENT_2))
     publics = _write_keys(out / "keys", key_versions)
     stream = _Stream(rng, ent)
@@ -307,7 +356,8 @@ def simulate(out: str | Path, messages: int, seed: int = 1, key_versions: int = 
     pending: Future[bytes] | None = None
     files = []
     fh = None
-    with open(out / "truth.jsonl", "wb") as truth, ThreadPoolExecutor(1) as pool:
+    with open(out / "truth.jsonl", "wb") as truth, open(out / "expected.jsonl", "wb") as expected, \
+            ThreadPoolExecutor(1) as pool:
         written = 0
 
         def flush(f: Future[bytes]) -> None:
@@ -333,7 +383,14 @@ def simulate(out: str | Path, messages: int, seed: int = 1, key_versions: int = 
                 plain = orjson.dumps(msg)
                 ver = min(key_versions, produced // per_version + 1)
                 items.append((seq, msgid, ver, plain))
-                lines.append(b'{"seq":%d,' % seq + plain[1:] + b"\n")
+                line = b'{"seq":%d,' % seq + plain[1:] + b"\n"
+                lines.append(line)
+                keep, rule = reference.judge(msg)
+                if keep:
+                    expected.write(line)
+                    kept_by_rule[rule] = kept_by_rule.get(rule, 0) + 1
+                else:
+                    dropped_by_rule[rule] = dropped_by_rule.get(rule, 0) + 1
                 types_seen[t] = types_seen.get(t, 0) + 1
                 produced += 1
             truth.writelines(lines)
@@ -346,5 +403,9 @@ def simulate(out: str | Path, messages: int, seed: int = 1, key_versions: int = 
             flush(pending)
         if fh is not None:
             fh.close()
+    rules = {"kept_by_rule": dict(sorted(kept_by_rule.items())),
+             "dropped_by_rule": dict(sorted(dropped_by_rule.items()))}
+    (out / "expected_rules.json").write_bytes(orjson.dumps(rules, option=orjson.OPT_INDENT_2))
     return {"out": str(out), "messages": messages, "documents": doc_no, "files": len(files),
-            "key_versions": key_versions, "last_seq": seq, "msgtypes": dict(sorted(types_seen.items()))}
+            "key_versions": key_versions, "last_seq": seq, "msgtypes": dict(sorted(types_seen.items())),
+            "archivable": sum(kept_by_rule.values()), **rules}

@@ -7,6 +7,10 @@ Tables (all keys of seq-keyed tables are 8-byte big-endian seqs, so LMDB order =
 - ``seen``       seq → ``S`` stored / ``Q`` quarantined: every seq that ever arrived
 - ``quarantine`` seq → msgpack (reason, detail, the chatdata item exactly as received)
 - ``rejects``    sha256 → msgpack: documents and items that have no usable seq
+- ``consent``    customer \0 time status → msgpack: consent changes (stream, APIs)
+- ``spoken``     roomid \0 userid → first message time: archived members who spoke (C-5)
+- ``events``     rule \0 employee \0 customer \0 roomid \0 since → msgpack enforcement event
+- ``rulecounts`` ``kept:C-1`` / ``dropped:C-2`` … → 8-byte count of consent decisions
 - ``meta``       ``checkpoint`` (8-byte seq) and schema version
 
 Durability: :meth:`ArchiveStore.commit_batch` writes one batch in one LMDB write
@@ -31,7 +35,8 @@ from scrm_fast._core import DecodedBatch
 from scrm_fast.errors import InputError
 
 SCHEMA_VERSION = 1
-_TABLES = (b"records", b"msgids", b"seen", b"quarantine", b"rejects", b"meta")
+_TABLES = (b"records", b"msgids", b"seen", b"quarantine", b"rejects", b"consent", b"spoken", b"events",
+           b"rulecounts", b"meta")
 _CHECKPOINT = b"checkpoint"
 # Virtual address space only: LMDB files grow with the data, not to this size.
 DEFAULT_MAP_SIZE = 1 << 40
@@ -54,6 +59,7 @@ class CommitResult:
     stored: int
     quarantined: int
     rejected: int
+    dropped: int = 0
 
 
 class ArchiveStore:
@@ -115,13 +121,64 @@ class ArchiveStore:
                 txn.cursor(db=self._db[b"msgids"]).putmulti(decoded.msgids())
             if quarantine:
                 txn.cursor(db=self._db[b"quarantine"]).putmulti(quarantine)
-            if records or quarantine:
+            if records or quarantine or decoded.dropped:
                 txn.cursor(db=self._db[b"seen"]).putmulti(decoded.seen())
             if rejects:
                 txn.cursor(db=self._db[b"rejects"]).putmulti(rejects)
+            self._commit_policy_delta(txn, decoded)
             if decoded.max_seq is not None:
                 self._advance_checkpoint(txn, decoded.max_seq)
-        return CommitResult(len(records), len(quarantine), len(rejects))
+        return CommitResult(len(records), len(quarantine), len(rejects), decoded.dropped)
+
+    def _commit_policy_delta(self, txn: lmdb.Transaction, decoded: DecodedBatch) -> None:
+        """Consent state changes and decision counts, in the batch's own transaction: after
+        a crash the state always matches the stored messages."""
+        consent = decoded.consent_entries()
+        if consent:
+            txn.cursor(db=self._db[b"consent"]).putmulti(consent)
+        spoken = decoded.spoken_entries()
+        if spoken:
+            txn.cursor(db=self._db[b"spoken"]).putmulti(spoken, overwrite=False)
+        events = decoded.events()
+        if events:
+            txn.cursor(db=self._db[b"events"]).putmulti(events, overwrite=False)
+        counts = self._db[b"rulecounts"]
+        for prefix, by_rule in ((b"kept:", decoded.kept_by_rule), (b"dropped:", decoded.dropped_by_rule)):
+            for rule, n in by_rule.items():  # a handful of rule ids per batch
+                key = prefix + rule.encode()
+                cur = txn.get(key, db=counts)
+                txn.put(key, struct.pack(">Q", (struct.unpack(">Q", cur)[0] if cur else 0) + n), db=counts)
+
+    # -- consent state ----------------------------------------------------------------
+    def consent_state(self) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+        """The persisted consent and spoken tables as (key, value) pairs, for the policy."""
+        with self.env.begin() as txn:
+            return list(txn.cursor(db=self._db[b"consent"])), list(txn.cursor(db=self._db[b"spoken"]))
+
+    def put_consent(self, entries: list[tuple[bytes, bytes]]) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.cursor(db=self._db[b"consent"]).putmulti(entries)
+
+    def consent_changes(self) -> list[dict]:
+        out = []
+        with self.env.begin() as txn:
+            for k, v in txn.cursor(db=self._db[b"consent"]):
+                customer, _, rest = k.partition(b"\0")
+                out.append({"external_userid": customer.decode(), "time": key_seq(rest[:8]), **msgpack.unpackb(v)})
+        return out
+
+    def enforcement_events(self) -> list[dict]:
+        with self.env.begin() as txn:
+            events = [msgpack.unpackb(v) for _, v in txn.cursor(db=self._db[b"events"])]
+        return sorted(events, key=lambda e: (e["time"], e["rule"], e["customer"]))
+
+    def rule_counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {"kept": {}, "dropped": {}}
+        with self.env.begin() as txn:
+            for k, v in txn.cursor(db=self._db[b"rulecounts"]):
+                kind, _, rule = k.decode().partition(":")
+                out[kind][rule] = struct.unpack(">Q", v)[0]
+        return out
 
     def commit_rejects(self, rejects: list[tuple[bytes, bytes]]) -> None:
         with self.env.begin(write=True) as txn:
@@ -181,22 +238,25 @@ class ArchiveStore:
             return [msgpack.unpackb(v)["item"] for _, v in txn.cursor()]
 
     def release_quarantine(self, decoded: DecodedBatch) -> CommitResult:
-        """Stores the records a quarantine retry recovered and removes them from the
-        quarantine table; items that failed again get their new reason."""
+        """Stores what a quarantine retry recovered, removes recovered and consent-dropped
+        items from the quarantine table; items that failed again get their new reason."""
         records = decoded.records()
+        done = [k for k, v in decoded.seen() if v != b"Q"]
         with self.env.begin(write=True) as txn:
             if records:
                 txn.cursor(db=self._db[b"records"]).putmulti(records)
                 txn.cursor(db=self._db[b"msgids"]).putmulti(decoded.msgids())
+            if done:
                 txn.cursor(db=self._db[b"seen"]).putmulti(decoded.seen())
                 q = txn.cursor(db=self._db[b"quarantine"])
-                for key, _ in records:  # per recovered item; retries are rare and small
+                for key in done:  # per recovered item; retries are rare and small
                     if q.set_key(key):
                         q.delete()
             quarantine = decoded.quarantine()
             if quarantine:
                 txn.cursor(db=self._db[b"quarantine"]).putmulti(quarantine)
-        return CommitResult(len(records), len(quarantine), 0)
+            self._commit_policy_delta(txn, decoded)
+        return CommitResult(len(records), len(quarantine), 0, decoded.dropped)
 
 
 def reject_record(data: bytes, reason: str, detail: str, source: str) -> tuple[bytes, bytes]:

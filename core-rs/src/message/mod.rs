@@ -32,6 +32,9 @@ pub struct Record {
     /// The decrypted message JSON exactly as it came.
     #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
+    /// The consent rule that let the message be stored (`C-1`, `C-4`, …), or empty when
+    /// no consent policy was applied.
+    pub rule: String,
 }
 
 fn str_field(obj: &serde_json::Map<String, Value>, key: &str) -> String {
@@ -106,6 +109,7 @@ pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Ve
         known,
         text,
         raw,
+        rule: String::new(),
     })
 }
 

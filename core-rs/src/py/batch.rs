@@ -10,14 +10,17 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::detached;
 use super::keys::{PyCipher, PyKeyRing};
+use super::policy::PyConsentPolicy;
 use crate::batch::{decode_batch as engine_decode, ChatBatch};
 use crate::crypto::seal::{seal_response as engine_seal, PlainItem, Sealer};
 use crate::error::Error;
 use crate::export::record_line;
+use crate::policy::{consent_key, spoken_key};
 
 /// Status bytes of the `seen` table: every seq that ever arrived has exactly one.
 pub const SEEN_STORED: &[u8] = b"S";
 pub const SEEN_QUARANTINED: &[u8] = b"Q";
+pub const SEEN_DROPPED: &[u8] = b"D";
 
 pub fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
@@ -71,6 +74,14 @@ pub struct PyDecoded {
     max_seq: Option<u64>,
     reasons: BTreeMap<&'static str, u64>,
     msgtypes: HashMap<String, u64>,
+    dropped: Vec<u64>,
+    #[pyo3(get)]
+    kept_by_rule: BTreeMap<&'static str, u64>,
+    #[pyo3(get)]
+    dropped_by_rule: BTreeMap<&'static str, u64>,
+    consent: Vec<(Vec<u8>, Vec<u8>)>,
+    spoken: Vec<(Vec<u8>, [u8; 8])>,
+    events: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn pairs<'py, K: AsRef<[u8]>, V: AsRef<[u8]>>(
@@ -99,11 +110,33 @@ impl PyDecoded {
         pairs(py, self.records.iter().map(|(s, m, _)| (m.as_bytes(), seq_key(*s))))
     }
 
-    /// `(seq_key, status)` for the `seen` table: `S` stored, `Q` quarantined.
+    /// `(seq_key, status)` for the `seen` table: `S` stored, `Q` quarantined, `D` dropped
+    /// by the consent policy (so that a re-ingest skips it before any RSA work).
     fn seen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let stored = self.records.iter().map(|(s, _, _)| (seq_key(*s), SEEN_STORED));
         let quarantined = self.quarantined.iter().map(|(s, _)| (seq_key(*s), SEEN_QUARANTINED));
-        pairs(py, stored.chain(quarantined))
+        let dropped = self.dropped.iter().map(|s| (seq_key(*s), SEEN_DROPPED));
+        pairs(py, stored.chain(quarantined).chain(dropped))
+    }
+
+    /// `(key, msgpack)` for the `consent` table: consent changes from agree/disagree messages.
+    fn consent_entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pairs(py, self.consent.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// `(roomid\0userid, time)` for the `spoken` table: archived members' first words.
+    fn spoken_entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pairs(py, self.spoken.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// `(key, msgpack)` for the `events` table: enforcement events (C-3, C-9, C-12).
+    fn events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pairs(py, self.events.iter().map(|(k, v)| (k, v)))
+    }
+
+    #[getter]
+    fn dropped(&self) -> usize {
+        self.dropped.len()
     }
 
     /// `(seq_key, quarantine_msgpack)` for the `quarantine` table.
@@ -139,6 +172,13 @@ impl PyDecoded {
     }
 }
 
+#[derive(serde::Serialize)]
+struct ConsentValue<'a> {
+    status: &'a str,
+    source: &'a str,
+    msgid: &'a str,
+}
+
 fn seen_set(seen: Option<Bound<'_, PyAny>>) -> PyResult<HashSet<u64>> {
     let mut set = HashSet::new();
     let Some(seen) = seen else { return Ok(set) };
@@ -161,7 +201,7 @@ fn seen_set(seen: Option<Bound<'_, PyAny>>) -> PyResult<HashSet<u64>> {
 /// seqs already in storage (keys, or `(key, value)` pairs as LMDB's `getmulti` returns
 /// them): those items are skipped before any RSA work.
 #[pyfunction]
-#[pyo3(signature = (batch, keys, cipher, seen = None, now_ms = 0))]
+#[pyo3(signature = (batch, keys, cipher, seen = None, now_ms = 0, policy = None))]
 fn decode_batch(
     py: Python<'_>,
     batch: &Bound<'_, PyChatBatch>,
@@ -169,13 +209,40 @@ fn decode_batch(
     cipher: &Bound<'_, PyCipher>,
     seen: Option<Bound<'_, PyAny>>,
     now_ms: i64,
+    policy: Option<&Bound<'_, PyConsentPolicy>>,
 ) -> PyResult<PyDecoded> {
     let seen = seen_set(seen)?;
     let b = batch.get();
     let ring = keys.get().inner.clone();
     let cipher = cipher.get().inner.clone();
+    let policy = policy.map(|p| p.get().inner.clone());
     detached(py, move || {
-        let d = engine_decode(&b.inner, &ring, &cipher, &seen, now_ms);
+        let d = engine_decode(&b.inner, &ring, &cipher, &seen, now_ms, policy.as_deref());
+        let consent = d
+            .delta
+            .consent
+            .iter()
+            .map(|(c, t, s, msgid)| {
+                let v = rmp_serde::to_vec_named(&ConsentValue {
+                    status: s.as_str(),
+                    source: "stream",
+                    msgid,
+                });
+                (consent_key(c, *t, *s), v.unwrap_or_default())
+            })
+            .collect();
+        let spoken = d
+            .delta
+            .spoken
+            .iter()
+            .map(|(r, u, t)| (spoken_key(r, u), (*t as u64).to_be_bytes()))
+            .collect();
+        let events = d
+            .delta
+            .events
+            .iter()
+            .map(|e| (e.key(), rmp_serde::to_vec_named(e).unwrap_or_default()))
+            .collect();
         let mut msgtypes: HashMap<String, u64> = HashMap::new();
         for r in &d.records {
             *msgtypes.entry(r.msgtype.clone()).or_default() += 1;
@@ -197,6 +264,12 @@ fn decode_batch(
             max_seq: d.max_seq,
             reasons: d.reasons,
             msgtypes,
+            dropped: d.dropped.iter().map(|(s, _)| *s).collect(),
+            kept_by_rule: d.kept_by_rule,
+            dropped_by_rule: d.dropped_by_rule,
+            consent,
+            spoken,
+            events,
         })
     })
 }

@@ -4,6 +4,7 @@
 mod batch;
 mod errors;
 mod keys;
+mod policy;
 
 use pyo3::prelude::*;
 
@@ -14,6 +15,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     keys::register(m)?;
     batch::register(m)?;
+    policy::register(m)?;
     m.add("KNOWN_MSGTYPES", crate::message::KNOWN_MSGTYPES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
