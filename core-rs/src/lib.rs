@@ -3,10 +3,12 @@
 //! Engine modules are plain Rust (tested with `cargo test`); only `py` (behind the
 //! `python` feature, enabled by maturin) knows Python.
 
+pub mod audit;
 pub mod batch;
 pub mod crypto;
 pub mod error;
 pub mod export;
+pub mod matcher;
 pub mod message;
 pub mod policy;
 

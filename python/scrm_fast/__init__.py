@@ -11,7 +11,10 @@ from scrm_fast._core import (
     ConsentPolicy,
     DecodedBatch,
     KeyRing,
+    WordList,
+    audit_records,
     decode_batch,
+    normalize_text,
     records_to_jsonl,
 )
 from scrm_fast.errors import (
@@ -36,6 +39,9 @@ __all__ = [
     "RecordError",
     "ScrmError",
     "VendorSdkError",
+    "WordList",
+    "audit_records",
     "decode_batch",
+    "normalize_text",
     "records_to_jsonl",
 ]

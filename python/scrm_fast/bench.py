@@ -84,7 +84,8 @@ def bench_ingest(messages: int = 100_000, corpus: str | None = None, seconds: fl
         ver, cts = _sample_ciphertexts(root / "batches")
         files = sorted((root / "batches").glob("*.jsonl"))
         rounds = max(1, min(rounds, len(files)))
-        per_round = [files[i::rounds] for i in range(rounds)]
+        # contiguous slices in seq order: consent decisions depend on arrival order
+        per_round = [files[len(files) * i // rounds: len(files) * (i + 1) // rounds] for i in range(rounds)]
         ref_docs = _corpus_docs(root / "batches", ref_messages)
         ref_slices = [ref_docs[i::rounds] for i in range(rounds)]
 

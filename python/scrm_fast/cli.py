@@ -55,6 +55,7 @@ def _summary_text(s: dict) -> str:
     else:
         lines.append("consent             NOT APPLIED: no directory imported (pass --directory FILE)")
     lines += [
+        f"audit records       {s['audit_records']:,} new",
         f"unknown msgtypes    {s['unknown_msgtypes']:,} (stored)",
         f"documents           {s['documents']:,} ({s['rejected_documents']:,} rejected)",
         f"checkpoint          seq {s['checkpoint']}",
@@ -77,6 +78,23 @@ def _tenant_directory(data: str, given: str | None) -> dict | None:
         return load_directory(given)
     kept = Path(data) / "directory.json"
     return load_directory(kept) if kept.exists() else None
+
+
+def _auditing(store, directory):
+    from scrm_fast.audit import behaviour_switches, load_wordlist, stored_words
+    from scrm_fast.pipeline import Auditing
+
+    return Auditing(load_wordlist(store), stored_words(store)[0], behaviour_switches(store), directory)
+
+
+def _import_directory_events(store, directory: dict) -> None:
+    """Contact events kept in the directory (``contact_events``): deleted customers (A-4)."""
+    from scrm_fast.audit import behaviour_switches, contact_event_audits
+
+    audits = contact_event_audits(directory.get("contact_events", []), behaviour_switches(store))
+    if audits:
+        with store.env.begin(write=True) as txn:
+            txn.cursor(db=store.db("audits")).putmulti(audits, overwrite=False)
 
 
 def cmd_simulate(a: argparse.Namespace) -> int:
@@ -108,9 +126,11 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     with ArchiveStore(a.data) as store:
         if a.directory:
             save_directory(a.data, directory)
+            _import_directory_events(store, directory)
         progress = Progress(enabled=False if a.no_progress else None)
         summary = ingest_files(files, keys, cipher, store, progress=progress,
-                               policy=build_policy(directory, store)).as_dict()
+                               policy=build_policy(directory, store),
+                               auditing=_auditing(store, directory)).as_dict()
     if a.json:
         _print_json(summary)
     else:
@@ -183,7 +203,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         directory = load_directory(sim / "directory.json")
         save_directory(data, directory)
         summary = ingest_files(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"), Cipher.open(),
-                               store, progress=Progress(), policy=build_policy(directory, store)).as_dict()
+                               store, progress=Progress(), policy=build_policy(directory, store),
+                               auditing=_auditing(store, directory)).as_dict()
         counts = store.counts()
     print(_summary_text(summary))
     print(f"archive: {counts['records']:,} records, {counts['quarantine']:,} quarantined in {data}")
@@ -223,6 +244,86 @@ def cmd_directory(a: argparse.Namespace) -> int:
         dest = save_directory(a.data, doc)
     print(f"directory: {len(doc.get('employees', []))} employees, {len(doc.get('customers', []))} customers, "
           f"{len(doc.get('groups', []))} groups, {len(doc.get('consent', []))} consent results → {dest}")
+    return 0
+
+
+def cmd_words(a: argparse.Namespace) -> int:
+    from scrm_fast.audit import import_words, parse_word_file, stored_words, word_stats
+    from scrm_fast.storage import ArchiveStore
+
+    if a.words_cmd == "import":
+        entries, allow = parse_word_file(a.file)
+        with ArchiveStore(a.data) as store:
+            n = import_words(store, entries, allow)
+        print(f"word list: {n} entries, {len(allow)} allowed phrases (run `scrm audit rescan` to apply it "
+              f"to messages already stored)")
+        return 0
+    with ArchiveStore(a.data, readonly=True) as store:
+        entries, allow = stored_words(store)
+        stats = word_stats(store)
+    rows = [{"id": e[0], "word": e[1], "related": e[2], "category": e[3], "severity": e[4], "applies_to": e[5],
+             "triggers": stats.get(e[1], (0, 0))[0], "last_trigger": stats.get(e[1], (0, None))[1]}
+            for e in entries]
+    if a.json:
+        _print_json({"entries": rows, "allow": allow})
+    else:
+        for r in rows:
+            print(f"{r['id']:>4} {r['word']}  [{','.join(r['related'])}]  {r['category']}/{r['severity']}/"
+                  f"{r['applies_to']}  triggers {r['triggers']}")
+        for p in allow:
+            print(f"   + {p}")
+    return 0
+
+
+def cmd_audit(a: argparse.Namespace) -> int:
+    from scrm_fast import audit
+    from scrm_fast.storage import ArchiveStore
+
+    if a.audit_cmd == "list":
+        with ArchiveStore(a.data, readonly=True) as store:
+            rows = audit.list_audits(store, a.kind, a.status)
+            if a.context:
+                for r in rows:
+                    r["context"] = audit.context(store, r)
+        if a.json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                what = ",".join(r["words"]) if r["kind"] == "content" else r["behaviour"]
+                print(f"{r['id']:<22} {r['kind']:<9} {r['status']:<8} {r['employee']:<12} {what}")
+        return 0
+    with ArchiveStore(a.data) as store:
+        if a.audit_cmd == "handle":
+            _print_json(audit.handle_audit(store, a.id, a.verdict, a.remark, a.by))
+        elif a.audit_cmd == "rescan":
+            _print_json(audit.rescan(store, _tenant_directory(a.data, None)))
+        elif a.audit_cmd == "events":
+            total, added = audit.import_contact_events(store, a.file)
+            print(f"{total} contact events, {added} new behaviour records")
+        else:  # behaviours
+            cur = audit.behaviour_switches(store)
+            for item in a.set or []:
+                name, _, val = item.partition("=")
+                if val not in ("on", "off"):
+                    raise InputError(f"--set {item}: expected NAME=on or NAME=off")
+                cur = audit.set_behaviour(store, name, val == "on")
+            _print_json(cur)
+    return 0
+
+
+def cmd_alerts(a: argparse.Namespace) -> int:
+    import msgpack
+
+    from scrm_fast.storage import ArchiveStore
+
+    with ArchiveStore(a.data, readonly=True) as store, store.env.begin() as txn:
+        rows = [msgpack.unpackb(v) for _, v in txn.cursor(db=store.db("alerts"))]
+    rows.sort(key=lambda r: (r["msgtime"], r["id"]))
+    if a.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['id']:<28} {r['employee']:<12} {','.join(r['words'])}  notify: {' → '.join(r['notify'])}")
     return 0
 
 
@@ -296,6 +397,54 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--access-token", required=True, help="access_token for the API")
     c.set_defaults(func=cmd_consent)
 
+    s = sub.add_parser("words", help="the sensitive-word list (rule A-1)")
+    wsub = s.add_subparsers(dest="words_cmd", required=True, metavar="WHAT")
+    w = wsub.add_parser("import", help="replace the list: one entry a line, word,related1,…[ | category | severity "
+                                       "| employee/customer/both]; +phrase lines are the allow list")
+    w.add_argument("--data", required=True, help="the tenant's data directory")
+    w.add_argument("file", help="word list file (UTF-8)")
+    w.set_defaults(func=cmd_words)
+    w = wsub.add_parser("list", help="the list with trigger counts and last trigger time")
+    w.add_argument("--data", required=True, help="the tenant's data directory")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(func=cmd_words)
+
+    s = sub.add_parser("audit", help="review queues: content and behaviour audit records (rules A-2 … A-4)")
+    asub = s.add_subparsers(dest="audit_cmd", required=True, metavar="WHAT")
+    x = asub.add_parser("list", help="audit records")
+    x.add_argument("--data", required=True, help="the tenant's data directory")
+    x.add_argument("--kind", choices=["content", "behaviour"])
+    x.add_argument("--status", choices=["pending", "handled"])
+    x.add_argument("--context", action="store_true", help="with the 10 messages before and after each")
+    x.add_argument("--json", action="store_true", help="a JSON array")
+    x.set_defaults(func=cmd_audit)
+    x = asub.add_parser("handle", help="set the verdict of a pending record")
+    x.add_argument("--data", required=True, help="the tenant's data directory")
+    x.add_argument("id", help="audit record id (c-SEQ-ENTRY, b-SEQ, e-HEX)")
+    x.add_argument("--verdict", required=True, choices=["abnormal", "normal", "ignore"])
+    x.add_argument("--remark", default=None)
+    x.add_argument("--by", default=os.environ.get("USER", "cli"), help="who handles it (default $USER)")
+    x.set_defaults(func=cmd_audit)
+    x = asub.add_parser("rescan", help="re-match the whole archive from storage; add only missing records")
+    x.add_argument("--data", required=True, help="the tenant's data directory")
+    x.set_defaults(func=cmd_audit)
+    x = asub.add_parser("behaviours", help="show or switch sensitive behaviours (push_card, red_packet, "
+                                           "delete_customer)")
+    x.add_argument("--data", required=True, help="the tenant's data directory")
+    x.add_argument("--set", action="append", metavar="NAME=on|off")
+    x.set_defaults(func=cmd_audit)
+    x = asub.add_parser("events", help="import contact events (JSONL; del_external_contact = deleted customer)")
+    x.add_argument("--data", required=True, help="the tenant's data directory")
+    x.add_argument("file", help="JSONL of change_external_contact events")
+    x.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("alerts", help="alerts raised for sensitive-word hits (rule A-5)")
+    asub = s.add_subparsers(dest="alerts_cmd", required=True, metavar="WHAT")
+    x = asub.add_parser("list", help="alerts with the leader chain to notify")
+    x.add_argument("--data", required=True, help="the tenant's data directory")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_alerts)
+
     s = sub.add_parser("directory", help="the directory file (spec §6)")
     dsub = s.add_subparsers(dest="directory_cmd", required=True, metavar="WHAT")
     d = dsub.add_parser("import", help="validate a directory.json and keep it in the data directory")
@@ -330,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ScrmError, OSError, ValueError) as e:
         print(f"scrm {args.command}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1

@@ -17,10 +17,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrm_fast._core import ChatBatch, Cipher, ConsentPolicy, DecodedBatch, KeyRing, decode_batch
+from scrm_fast._core import AuditBatch, ChatBatch, Cipher, ConsentPolicy, DecodedBatch, KeyRing, WordList, decode_batch
 from scrm_fast.errors import BatchFormatError
 from scrm_fast.sources import iter_documents
 from scrm_fast.storage import ArchiveStore, now_ms, reject_record
+
+
+@dataclass
+class Auditing:
+    """What the audit stage needs: the compiled word list (None: no list), its entries,
+    the behaviour switches and the directory (for alert recipients)."""
+
+    words: WordList | None
+    entries: list[tuple]
+    switches: dict[str, bool]
+    directory: dict | None = None
 
 
 @dataclass
@@ -40,6 +51,7 @@ class IngestSummary:
     dropped: int = 0
     kept_by_rule: Counter = field(default_factory=Counter)
     dropped_by_rule: Counter = field(default_factory=Counter)
+    audits: int = 0
 
     @property
     def msgs_per_s(self) -> float:
@@ -57,6 +69,7 @@ class IngestSummary:
             "consent_applied": self.consent_applied, "dropped_by_consent": self.dropped,
             "kept_by_rule": dict(sorted(self.kept_by_rule.items())),
             "dropped_by_rule": dict(sorted(self.dropped_by_rule.items())),
+            "audit_records": self.audits,
         }
 
 
@@ -99,16 +112,29 @@ def _account(summary: IngestSummary, d: DecodedBatch) -> None:
 def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
                  progress: Progress | None = None,
                  on_commit: Callable[[IngestSummary], None] | None = None,
-                 policy: ConsentPolicy | None = None) -> IngestSummary:
+                 policy: ConsentPolicy | None = None, auditing: Auditing | None = None) -> IngestSummary:
     """Ingests every document of ``files`` into ``store``; returns the counts. With a
     consent ``policy`` only what the rules allow is stored (rules C-0 … C-12)."""
+    from scrm_fast.audit import commit_audits, run_audit
+
     summary = IngestSummary(consent_applied=policy is not None)
     t0 = time.perf_counter()
-    pending: tuple[Future[DecodedBatch], list[bytes]] | None = None
+    pending: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]] | None = None
 
-    def finish(p: tuple[Future[DecodedBatch], list[bytes]]) -> None:
-        decoded = p[0].result()
-        store.commit_batch(decoded)
+    def work(batch: ChatBatch, seen: list) -> tuple[DecodedBatch, AuditBatch | None]:
+        # both stages in Rust with the GIL released, off the committing thread
+        decoded = decode_batch(batch, keys, cipher, seen, now_ms(), policy)
+        if auditing is None or decoded.stored == 0:
+            return decoded, None
+        return decoded, run_audit(decoded.records(), auditing.words, auditing.switches)
+
+    def finish(p: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]]) -> None:
+        decoded, audit = p[0].result()
+        also = None
+        if audit is not None and len(audit):
+            def also(txn):  # noqa: E306 - same transaction as the batch
+                summary.audits += commit_audits(txn, store, audit, auditing.entries, auditing.directory)
+        store.commit_batch(decoded, also=also)
         _account(summary, decoded)
         if on_commit is not None:
             on_commit(summary)
@@ -131,7 +157,7 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
             if pending is not None:
                 # The in-flight batch is not committed yet: its seqs count as seen too.
                 seen = seen + pending[1]
-            fut = pool.submit(decode_batch, batch, keys, cipher, seen, now_ms(), policy)
+            fut = pool.submit(work, batch, seen)
             if pending is not None:
                 finish(pending)
             pending = (fut, keys_)

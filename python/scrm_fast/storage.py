@@ -11,6 +11,10 @@ Tables (all keys of seq-keyed tables are 8-byte big-endian seqs, so LMDB order =
 - ``spoken``     roomid \0 userid → first message time: archived members who spoke (C-5)
 - ``events``     rule \0 employee \0 customer \0 roomid \0 since → msgpack enforcement event
 - ``rulecounts`` ``kept:C-1`` / ``dropped:C-2`` … → 8-byte count of consent decisions
+- ``conv``       conversation \0 seq → empty: stored messages by conversation, in order
+- ``audits``     ``c``+seq+entry / ``b``+seq / ``e``+digest → msgpack audit record (A-2, A-4)
+- ``wordstats``  listed word → trigger count and last trigger time (A-1)
+- ``alerts``     audit key → msgpack alert with the leader chain to notify (A-5)
 - ``meta``       ``checkpoint`` (8-byte seq) and schema version
 
 Durability: :meth:`ArchiveStore.commit_batch` writes one batch in one LMDB write
@@ -24,7 +28,7 @@ import hashlib
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +40,7 @@ from scrm_fast.errors import InputError
 
 SCHEMA_VERSION = 1
 _TABLES = (b"records", b"msgids", b"seen", b"quarantine", b"rejects", b"consent", b"spoken", b"events",
-           b"rulecounts", b"meta")
+           b"rulecounts", b"conv", b"audits", b"wordstats", b"alerts", b"meta")
 _CHECKPOINT = b"checkpoint"
 # Virtual address space only: LMDB files grow with the data, not to this size.
 DEFAULT_MAP_SIZE = 1 << 40
@@ -95,6 +99,10 @@ class ArchiveStore:
     def close(self) -> None:
         self.env.close()
 
+    def db(self, name: str):
+        """The handle of one table (for the modules that own a table's format)."""
+        return self._db[name.encode()]
+
     def __enter__(self) -> ArchiveStore:
         return self
 
@@ -109,9 +117,11 @@ class ArchiveStore:
         with self.env.begin(db=self._db[b"seen"]) as txn:
             return txn.cursor().getmulti(keys)
 
-    def commit_batch(self, decoded: DecodedBatch, extra_rejects: list[tuple[bytes, bytes]] = ()) -> CommitResult:
+    def commit_batch(self, decoded: DecodedBatch, extra_rejects: list[tuple[bytes, bytes]] = (),
+                     also: Callable[[lmdb.Transaction], None] | None = None) -> CommitResult:
         """Makes one decoded batch durable (one synced transaction) and advances the
-        checkpoint to the batch's highest seq."""
+        checkpoint to the batch's highest seq. ``also`` writes more in the same
+        transaction (the batch's audit records)."""
         records = decoded.records()
         quarantine = decoded.quarantine()
         rejects = decoded.rejects() + list(extra_rejects)
@@ -119,8 +129,11 @@ class ArchiveStore:
             if records:
                 txn.cursor(db=self._db[b"records"]).putmulti(records)
                 txn.cursor(db=self._db[b"msgids"]).putmulti(decoded.msgids())
+                txn.cursor(db=self._db[b"conv"]).putmulti(decoded.conv_entries())
             if quarantine:
                 txn.cursor(db=self._db[b"quarantine"]).putmulti(quarantine)
+            if also is not None:
+                also(txn)
             if records or quarantine or decoded.dropped:
                 txn.cursor(db=self._db[b"seen"]).putmulti(decoded.seen())
             if rejects:
@@ -212,6 +225,16 @@ class ArchiveStore:
                     return
                 yield block
 
+    def record_pair_chunks(self, chunk: int = 10_000) -> Iterator[list[tuple[bytes, bytes]]]:
+        """(seq_key, record) pairs in seq order, ``chunk`` at a time."""
+        with self.env.begin(db=self._db[b"records"]) as txn:
+            it = iter(txn.cursor())
+            while True:
+                block = [kv for _, kv in zip(range(chunk), it, strict=False)]
+                if not block:
+                    return
+                yield block
+
     def get_record(self, seq: int) -> dict | None:
         with self.env.begin(db=self._db[b"records"]) as txn:
             v = txn.get(seq_key(seq))
@@ -246,6 +269,7 @@ class ArchiveStore:
             if records:
                 txn.cursor(db=self._db[b"records"]).putmulti(records)
                 txn.cursor(db=self._db[b"msgids"]).putmulti(decoded.msgids())
+                txn.cursor(db=self._db[b"conv"]).putmulti(decoded.conv_entries())
             if done:
                 txn.cursor(db=self._db[b"seen"]).putmulti(decoded.seen())
                 q = txn.cursor(db=self._db[b"quarantine"])

@@ -6,7 +6,7 @@
 
 mod text;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ItemError, Reason};
@@ -14,7 +14,7 @@ pub use text::{is_known_msgtype, payload_key, searchable_text, KNOWN_MSGTYPES};
 
 /// The normalized form of one archived message, stored as msgpack (field names are the
 /// stored keys: keep them stable).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
     pub msgid: String,
@@ -34,7 +34,26 @@ pub struct Record {
     pub raw: Vec<u8>,
     /// The consent rule that let the message be stored (`C-1`, `C-4`, …), or empty when
     /// no consent policy was applied.
+    #[serde(default)]
     pub rule: String,
+    /// The conversation: `g:<roomid>` for a group, `p:<a>|<b>` (sorted ids) one to one,
+    /// `s:<user>` for a switch record.
+    #[serde(default)]
+    pub conv: String,
+}
+
+/// The conversation id of a message (see [`Record::conv`]).
+pub fn conversation_id(from: &str, tolist: &[String], roomid: &str, msgtype: &str) -> String {
+    if !roomid.is_empty() {
+        return format!("g:{roomid}");
+    }
+    if msgtype == "switch" {
+        return format!("s:{from}");
+    }
+    let mut ids: Vec<&str> = std::iter::once(from).chain(tolist.iter().map(String::as_str)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    format!("p:{}", ids.join("|"))
 }
 
 fn str_field(obj: &serde_json::Map<String, Value>, key: &str) -> String {
@@ -96,6 +115,8 @@ pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Ve
     };
     let known = is_known_msgtype(&msgtype);
     let text = searchable_text(&msgtype, obj);
+    let roomid = str_field(obj, "roomid");
+    let conv = conversation_id(&from, &tolist, &roomid, &msgtype);
     Ok(Record {
         seq,
         msgid,
@@ -103,13 +124,14 @@ pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Ve
         action,
         from,
         tolist,
-        roomid: str_field(obj, "roomid"),
+        roomid,
         msgtime,
         msgtype,
         known,
         text,
         raw,
         rule: String::new(),
+        conv,
     })
 }
 
@@ -136,6 +158,7 @@ mod tests {
         assert_eq!(r.tolist, vec!["wmA"]);
         assert_eq!(r.msgtime, 1700000000000);
         assert!(r.known);
+        assert_eq!(r.conv, "p:wmA|zhangsan");
         assert!(String::from_utf8(r.raw).unwrap().contains("\"extra\":1"));
     }
 

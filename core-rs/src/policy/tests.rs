@@ -18,6 +18,7 @@ fn rec(seq: u64, from: &str, to: &[&str], room: &str, t: i64, msgtype: &str) -> 
         )
         .into_bytes(),
         rule: String::new(),
+        conv: String::new(),
     }
 }
 

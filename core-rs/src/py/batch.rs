@@ -75,6 +75,7 @@ pub struct PyDecoded {
     reasons: BTreeMap<&'static str, u64>,
     msgtypes: HashMap<String, u64>,
     dropped: Vec<u64>,
+    convs: Vec<(String, u64)>,
     #[pyo3(get)]
     kept_by_rule: BTreeMap<&'static str, u64>,
     #[pyo3(get)]
@@ -103,6 +104,20 @@ impl PyDecoded {
     /// `(seq_key, record_msgpack)` for the `records` table.
     fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         pairs(py, self.records.iter().map(|(s, _, v)| (seq_key(*s), v)))
+    }
+
+    /// `(conv \0 seq_key, b"")` for the `conv` table: messages by conversation, in order.
+    fn conv_entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pairs(
+            py,
+            self.convs.iter().map(|(c, s)| {
+                let mut k = Vec::with_capacity(c.len() + 9);
+                k.extend_from_slice(c.as_bytes());
+                k.push(0);
+                k.extend_from_slice(&seq_key(*s));
+                (k, [0u8; 0])
+            }),
+        )
     }
 
     /// `(msgid_utf8, seq_key)` for the `msgids` table.
@@ -265,6 +280,7 @@ fn decode_batch(
             reasons: d.reasons,
             msgtypes,
             dropped: d.dropped.iter().map(|(s, _)| *s).collect(),
+            convs: d.records.iter().map(|r| (r.conv.clone(), r.seq)).collect(),
             kept_by_rule: d.kept_by_rule,
             dropped_by_rule: d.dropped_by_rule,
             consent,

@@ -1,6 +1,7 @@
 //! All PyO3 code: the `scrm_fast._core` module. Engine types are wrapped here once; every
 //! long call goes through [`detached`], which releases the GIL and maps engine errors.
 
+mod audit;
 mod batch;
 mod errors;
 mod keys;
@@ -16,6 +17,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     keys::register(m)?;
     batch::register(m)?;
     policy::register(m)?;
+    audit::register(m)?;
     m.add("KNOWN_MSGTYPES", crate::message::KNOWN_MSGTYPES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

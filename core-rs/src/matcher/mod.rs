@@ -1,0 +1,256 @@
+//! Sensitive-word matching (rule A-1): a word list of entries, each a word plus up to 10
+//! related words, compiled with an allow list into one Aho-Corasick automaton over
+//! normalized text (see [`normalize`]).
+//!
+//! Cost: normalization (one table lookup per character) plus one automaton pass over the
+//! normalized text, reporting overlapping hits; an allow-list phrase that covers a hit
+//! suppresses it. Compile once per word list; a `WordList` is immutable and shared by all
+//! threads, so swapping in a new list never blocks a batch already running.
+
+pub mod normalize;
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use serde::Serialize;
+
+pub use normalize::{normalize, normalize_str, Normalized};
+
+/// At most this many related words per entry (rule A-1).
+pub const MAX_RELATED: usize = 10;
+
+/// Whose messages an entry applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppliesTo {
+    Employee,
+    Customer,
+    Both,
+}
+
+impl AppliesTo {
+    pub fn parse(s: &str) -> Option<AppliesTo> {
+        match s {
+            "employee" | "" => Some(AppliesTo::Employee),
+            "customer" => Some(AppliesTo::Customer),
+            "both" => Some(AppliesTo::Both),
+            _ => None,
+        }
+    }
+
+    pub fn applies(self, sender_is_customer: bool) -> bool {
+        match self {
+            AppliesTo::Employee => !sender_is_customer,
+            AppliesTo::Customer => sender_is_customer,
+            AppliesTo::Both => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u32,
+    pub word: String,
+    pub related: Vec<String>,
+    pub category: String,
+    pub severity: u8,
+    pub applies_to: AppliesTo,
+}
+
+/// One occurrence of a word of an entry in a text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hit {
+    pub entry: u32,
+    /// The listed word (main or related) that matched, as written in the list.
+    pub word: String,
+    /// Byte range in the original text.
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WordListError {
+    #[error("entry {id} ({word:?}): {count} related words, at most {MAX_RELATED}")]
+    TooManyRelated { id: u32, word: String, count: usize },
+    #[error("entry {id}: word {word:?} is empty after normalization (only spaces, punctuation or emoji)")]
+    EmptyWord { id: u32, word: String },
+    #[error("automaton: {0}")]
+    Build(String),
+}
+
+enum Pattern {
+    /// (entry index, listed word) for every entry word that normalizes to this pattern
+    Words(Vec<(usize, String)>),
+    Allow,
+}
+
+pub struct WordList {
+    entries: Vec<Entry>,
+    patterns: Vec<Pattern>,
+    ac: Option<AhoCorasick>,
+}
+
+impl WordList {
+    pub fn new(entries: Vec<Entry>, allow: &[String]) -> Result<WordList, WordListError> {
+        normalize::warm_up();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut texts: Vec<String> = Vec::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
+        for (ei, e) in entries.iter().enumerate() {
+            if e.related.len() > MAX_RELATED {
+                return Err(WordListError::TooManyRelated {
+                    id: e.id,
+                    word: e.word.clone(),
+                    count: e.related.len(),
+                });
+            }
+            for w in std::iter::once(&e.word).chain(e.related.iter()) {
+                let n = normalize_str(w);
+                if n.is_empty() {
+                    return Err(WordListError::EmptyWord {
+                        id: e.id,
+                        word: w.clone(),
+                    });
+                }
+                let pi = *index.entry(n.clone()).or_insert_with(|| {
+                    texts.push(n);
+                    patterns.push(Pattern::Words(Vec::new()));
+                    patterns.len() - 1
+                });
+                if let Pattern::Words(v) = &mut patterns[pi] {
+                    if !v.iter().any(|(x, _)| *x == ei) {
+                        v.push((ei, w.clone()));
+                    }
+                }
+            }
+        }
+        for a in allow {
+            let n = normalize_str(a);
+            if !n.is_empty() && !index.contains_key(&n) {
+                index.insert(n.clone(), texts.len());
+                texts.push(n);
+                patterns.push(Pattern::Allow);
+            } else if let Some(&pi) = index.get(&n) {
+                // a phrase that is both listed and allowed: allowing it wins
+                patterns[pi] = Pattern::Allow;
+            }
+        }
+        let ac = if texts.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::Standard)
+                    .build(&texts)
+                    .map_err(|e| WordListError::Build(e.to_string()))?,
+            )
+        };
+        Ok(WordList { entries, patterns, ac })
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn entry(&self, idx: usize) -> &Entry {
+        &self.entries[idx]
+    }
+
+    /// Every hit in `text` of an entry that applies to the sender, in text order. Returns
+    /// entry *indices* (positions in the list) in `Hit::entry`.
+    pub fn find(&self, text: &str, sender_is_customer: bool) -> Vec<Hit> {
+        let Some(ac) = &self.ac else { return Vec::new() };
+        if text.is_empty() {
+            return Vec::new();
+        }
+        let n = normalize(text);
+        let mut words = Vec::new();
+        let mut allowed: Vec<(usize, usize)> = Vec::new();
+        for m in ac.find_overlapping_iter(&n.text) {
+            match &self.patterns[m.pattern().as_usize()] {
+                Pattern::Allow => allowed.push((m.start(), m.end())),
+                Pattern::Words(ws) => words.push((m.start(), m.end(), ws)),
+            }
+        }
+        let mut hits = Vec::new();
+        for (s, e, ws) in words {
+            if allowed.iter().any(|(a, b)| *a <= s && e <= *b) {
+                continue;
+            }
+            let (os, oe) = n.original_span(s, e);
+            for (ei, w) in ws {
+                if self.entries[*ei].applies_to.applies(sender_is_customer) {
+                    hits.push(Hit {
+                        entry: *ei as u32,
+                        word: w.clone(),
+                        start: os,
+                        end: oe,
+                    });
+                }
+            }
+        }
+        hits.sort_by_key(|h| (h.start, h.end, h.entry));
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u32, word: &str, related: &[&str]) -> Entry {
+        Entry {
+            id,
+            word: word.into(),
+            related: related.iter().map(|s| s.to_string()).collect(),
+            category: "contact".into(),
+            severity: 2,
+            applies_to: AppliesTo::Employee,
+        }
+    }
+
+    #[test]
+    fn evasions_are_caught_and_allow_list_suppresses() {
+        let wl = WordList::new(
+            vec![entry(1, "微信", &["vx", "加v"]), entry(2, "保本", &[])],
+            &["微信支付".into()],
+        )
+        .unwrap();
+        for text in [
+            "加我微信",
+            "加我ＶＸ",
+            "加 V 聊",
+            "微.信",
+            "微 信",
+            "微\u{200B}信",
+            "微😀信",
+            "威信號 微信號",
+            "保 本 收益",
+        ] {
+            assert!(!wl.find(text, false).is_empty(), "missed {text:?}");
+        }
+        assert!(wl.find("用微信支付就行", false).is_empty());
+        assert_eq!(wl.find("微信支付还是微信转账", false).len(), 1);
+        assert!(
+            wl.find("加我微信", true).is_empty(),
+            "customer messages: entry applies to employees"
+        );
+        let h = &wl.find("请加 微．信", false)[0];
+        assert_eq!(&"请加 微．信"[h.start..h.end], "微．信");
+        assert_eq!(h.word, "微信");
+    }
+
+    #[test]
+    fn list_errors() {
+        let too_many: Vec<&str> = vec!["a"; 11];
+        assert!(matches!(
+            WordList::new(vec![entry(1, "x", &too_many)], &[]),
+            Err(WordListError::TooManyRelated { .. })
+        ));
+        assert!(matches!(
+            WordList::new(vec![entry(1, " ！", &[])], &[]),
+            Err(WordListError::EmptyWord { .. })
+        ));
+        assert!(WordList::new(vec![], &[]).unwrap().find("anything", false).is_empty());
+    }
+}

@@ -1,0 +1,221 @@
+//! `WordList` and `audit_records` for Python.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::audit::{AuditBatch, Behaviours};
+use crate::matcher::{AppliesTo, Entry, WordList};
+use crate::message::Record;
+
+#[pyclass(name = "WordList", module = "scrm_fast._core", frozen)]
+pub struct PyWordList {
+    pub(crate) inner: Arc<WordList>,
+}
+
+type EntryTuple = (u32, String, Vec<String>, String, u8, String);
+
+fn byte_to_char(text: &str, byte: usize) -> usize {
+    text[..byte].chars().count()
+}
+
+#[pymethods]
+impl PyWordList {
+    /// `entries`: (id, word, related words, category, severity, applies_to) with
+    /// applies_to one of `employee` (default), `customer`, `both`; `allow`: phrases that
+    /// suppress a hit lying inside them.
+    #[new]
+    #[pyo3(signature = (entries, allow = Vec::new()))]
+    fn new(py: Python<'_>, entries: Vec<EntryTuple>, allow: Vec<String>) -> PyResult<Self> {
+        let mut es = Vec::with_capacity(entries.len());
+        for (id, word, related, category, severity, applies) in entries {
+            let applies_to = AppliesTo::parse(&applies).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "entry {id}: applies_to must be employee, customer or both, not {applies:?}"
+                ))
+            })?;
+            es.push(Entry {
+                id,
+                word,
+                related,
+                category,
+                severity,
+                applies_to,
+            });
+        }
+        let wl = py
+            .detach(move || WordList::new(es, &allow))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyWordList { inner: Arc::new(wl) })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.entries().len()
+    }
+
+    /// Hits in each text: lists of (entry id, listed word, start, end) with str (character)
+    /// offsets into the original text. `customers[i]` says whether text i was sent by a
+    /// customer (default: all by employees). `parallel=False` keeps to one core.
+    #[pyo3(signature = (texts, customers = None, parallel = true))]
+    fn find_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        customers: Option<Vec<bool>>,
+        parallel: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let wl = self.inner.clone();
+        let flags = customers.unwrap_or_else(|| vec![false; texts.len()]);
+        if flags.len() != texts.len() {
+            return Err(PyValueError::new_err("customers must have one flag per text"));
+        }
+        let hits: Vec<Vec<(u32, String, usize, usize)>> = py.detach(move || {
+            use rayon::prelude::*;
+            let one = |(t, c): (&String, &bool)| {
+                wl.find(t, *c)
+                    .into_iter()
+                    .map(|h| {
+                        (
+                            wl.entry(h.entry as usize).id,
+                            h.word,
+                            byte_to_char(t, h.start),
+                            byte_to_char(t, h.end),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if parallel {
+                texts.par_iter().zip(flags.par_iter()).map(one).collect()
+            } else {
+                texts.iter().zip(flags.iter()).map(one).collect()
+            }
+        });
+        let mut out = Vec::with_capacity(hits.len());
+        for hs in hits {
+            let items: Vec<Bound<'py, PyTuple>> = hs
+                .into_iter()
+                .map(|(e, w, s, t)| (e, w, s, t).into_pyobject(py))
+                .collect::<Result<_, _>>()?;
+            out.push(PyList::new(py, items)?);
+        }
+        PyList::new(py, out)
+    }
+}
+
+#[pyclass(name = "AuditBatch", module = "scrm_fast._core", frozen)]
+pub struct PyAuditBatch {
+    audits: Vec<(Vec<u8>, Vec<u8>, Option<u32>, i64)>,
+}
+
+#[pymethods]
+impl PyAuditBatch {
+    /// (key, msgpack audit record) pairs for the `audits` table.
+    fn audits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Bound<'py, PyTuple>> = self
+            .audits
+            .iter()
+            .map(|(k, v, _, _)| PyTuple::new(py, [PyBytes::new(py, k), PyBytes::new(py, v)]))
+            .collect::<Result<_, _>>()?;
+        PyList::new(py, items)
+    }
+
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.audits.iter().map(|(k, _, _, _)| PyBytes::new(py, k)))
+    }
+
+    /// The same batch without the records whose keys are in `found` (keys or (key, value)
+    /// pairs, as LMDB's getmulti returns them): what a rescan must add.
+    fn without(&self, found: Vec<Bound<'_, PyAny>>) -> PyResult<PyAuditBatch> {
+        let mut skip: HashSet<Vec<u8>> = HashSet::new();
+        for f in found {
+            let key = match f.cast::<PyTuple>() {
+                Ok(t) => t.get_item(0)?,
+                Err(_) => f,
+            };
+            skip.insert(key.extract::<Vec<u8>>()?);
+        }
+        Ok(PyAuditBatch {
+            audits: self
+                .audits
+                .iter()
+                .filter(|(k, _, _, _)| !skip.contains(k))
+                .cloned()
+                .collect(),
+        })
+    }
+
+    /// Per entry id: (triggers, latest trigger time) in this batch.
+    fn entry_triggers(&self) -> BTreeMap<u32, (u64, i64)> {
+        let mut t: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
+        for (_, _, id, time) in &self.audits {
+            if let Some(id) = id {
+                let e = t.entry(*id).or_insert((0, i64::MIN));
+                e.0 += 1;
+                e.1 = e.1.max(*time);
+            }
+        }
+        t
+    }
+
+    fn __len__(&self) -> usize {
+        self.audits.len()
+    }
+}
+
+/// Audits stored records: `records` are msgpack values or (key, value) pairs as the
+/// `records` table yields them. GIL released, parallel.
+#[pyfunction]
+#[pyo3(signature = (records, words = None, push_card = true, red_packet = true, now_ms = 0))]
+fn audit_records(
+    py: Python<'_>,
+    records: Vec<Bound<'_, PyAny>>,
+    words: Option<&Bound<'_, PyWordList>>,
+    push_card: bool,
+    red_packet: bool,
+    now_ms: i64,
+) -> PyResult<PyAuditBatch> {
+    let mut raw: Vec<Vec<u8>> = Vec::with_capacity(records.len());
+    for r in &records {
+        let v = match r.cast::<PyTuple>() {
+            Ok(t) => t.get_item(1)?,
+            Err(_) => r.clone(),
+        };
+        raw.push(v.cast::<PyBytes>()?.as_bytes().to_vec());
+    }
+    let wl = words.map(|w| w.get().inner.clone());
+    let b = Behaviours { push_card, red_packet };
+    let out = py.detach(move || -> Result<Vec<(Vec<u8>, Vec<u8>, Option<u32>, i64)>, String> {
+        let recs: Vec<Record> = raw
+            .iter()
+            .map(|v| rmp_serde::from_slice::<Record>(v).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let batch = AuditBatch::run(&recs, wl.as_deref(), b, now_ms);
+        Ok(batch
+            .audits
+            .into_iter()
+            .map(|(k, a)| {
+                let v = rmp_serde::to_vec_named(&a).unwrap_or_default();
+                (k, v, a.entry_id, a.msgtime)
+            })
+            .collect())
+    });
+    let audits = out.map_err(|e| super::errors::RecordError::new_err(format!("stored record: {e}")))?;
+    Ok(PyAuditBatch { audits })
+}
+
+/// The matcher's normalization of `text` (NFKC, case, traditional → simplified, only
+/// letters and digits kept): what word lists and messages are compared in.
+#[pyfunction]
+fn normalize_text(text: &str) -> String {
+    crate::matcher::normalize_str(text)
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(normalize_text, m)?)?;
+    m.add_class::<PyWordList>()?;
+    m.add_class::<PyAuditBatch>()?;
+    m.add_function(wrap_pyfunction!(audit_records, m)?)
+}

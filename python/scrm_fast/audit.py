@@ -1,0 +1,308 @@
+"""Sensitive words, sensitive behaviours, review queues and alerts (rules A-1 … A-5).
+
+Matching runs in Rust (``WordList``, ``audit_records``) on whole batches; this module
+keeps the word list, the audit records, trigger statistics and alerts in the tenant's
+LMDB, and handles review verdicts. Audit keys are per (message, entry) and per message
+for behaviours, so ingest and rescans never duplicate a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgpack
+import orjson
+
+from scrm_fast._core import AuditBatch, WordList, audit_records
+from scrm_fast.errors import InputError
+from scrm_fast.storage import ArchiveStore, key_seq, now_ms, seq_key
+
+VERDICTS = ("abnormal", "normal", "ignore")  # 异常 / 正常 / 忽略 (rule A-3)
+BEHAVIOURS = ("push_card", "red_packet", "delete_customer")  # rule A-4
+_WORDS_META = b"wordlist"
+_SWITCHES_META = b"behaviours"
+
+
+# -- word list -------------------------------------------------------------------------
+def parse_word_file(path: str | Path) -> tuple[list[tuple], list[str]]:
+    """One entry a line: ``word,related1,related2,…`` (at most 10 related words), with an
+    optional ``| category | severity | applies_to`` suffix (applies_to: employee, customer,
+    both). ``+phrase`` lines form the allow list; ``#`` lines are comments."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: cannot read word list: {e}") from e
+    entries, allow = [], []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("+"):
+            allow.append(line[1:].strip())
+            continue
+        words_part, *meta = [x.strip() for x in line.split("|")]
+        words = [w.strip() for w in words_part.replace("，", ",").split(",") if w.strip()]
+        if not words:
+            raise InputError(f"{p}:{n}: no word")
+        if len(words) > 11:
+            raise InputError(f"{p}:{n}: {len(words) - 1} related words for {words[0]!r}, at most 10 (rule A-1)")
+        category = meta[0] if len(meta) > 0 and meta[0] else "default"
+        try:
+            severity = int(meta[1]) if len(meta) > 1 and meta[1] else 1
+        except ValueError as e:
+            raise InputError(f"{p}:{n}: severity must be a number, not {meta[1]!r}") from e
+        applies = meta[2] if len(meta) > 2 and meta[2] else "employee"
+        if applies not in ("employee", "customer", "both"):
+            raise InputError(f"{p}:{n}: applies_to must be employee, customer or both, not {applies!r}")
+        entries.append((len(entries) + 1, words[0], words[1:], category, severity, applies))
+    return entries, allow
+
+
+def compile_words(entries: list[tuple], allow: list[str]) -> WordList:
+    try:
+        return WordList(entries, allow)
+    except ValueError as e:
+        raise InputError(f"word list: {e}") from e
+
+
+def import_words(store: ArchiveStore, entries: list[tuple], allow: list[str]) -> int:
+    """Replaces the word list (validated by compiling it first)."""
+    compile_words(entries, allow)
+    doc = {"entries": [list(e) for e in entries], "allow": allow, "imported_at": now_ms()}
+    with store.env.begin(write=True) as txn:
+        txn.put(_WORDS_META, msgpack.packb(doc), db=store.db("meta"))
+    return len(entries)
+
+
+def stored_words(store: ArchiveStore) -> tuple[list[tuple], list[str]]:
+    with store.env.begin() as txn:
+        raw = txn.get(_WORDS_META, db=store.db("meta"))
+    if raw is None:
+        return [], []
+    doc = msgpack.unpackb(raw)
+    return [tuple(e) for e in doc["entries"]], doc["allow"]
+
+
+def load_wordlist(store: ArchiveStore) -> WordList | None:
+    entries, allow = stored_words(store)
+    return compile_words(entries, allow) if entries else None
+
+
+def word_stats(store: ArchiveStore) -> dict[str, tuple[int, int]]:
+    """Per listed word: (trigger count, last trigger time ms) (rule A-1)."""
+    with store.env.begin() as txn:
+        return {k.decode(): struct.unpack(">Qq", v) for k, v in txn.cursor(db=store.db("wordstats"))}
+
+
+# -- behaviour switches ----------------------------------------------------------------
+def behaviour_switches(store: ArchiveStore) -> dict[str, bool]:
+    with store.env.begin() as txn:
+        raw = txn.get(_SWITCHES_META, db=store.db("meta"))
+    saved = msgpack.unpackb(raw) if raw else {}
+    return {b: bool(saved.get(b, True)) for b in BEHAVIOURS}
+
+
+def set_behaviour(store: ArchiveStore, name: str, on: bool) -> dict[str, bool]:
+    if name not in BEHAVIOURS:
+        raise InputError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}")
+    cur = behaviour_switches(store)
+    cur[name] = on
+    with store.env.begin(write=True) as txn:
+        txn.put(_SWITCHES_META, msgpack.packb(cur), db=store.db("meta"))
+    return cur
+
+
+def run_audit(records: list, words: WordList | None, switches: dict[str, bool]) -> AuditBatch:
+    return audit_records(records, words, switches["push_card"], switches["red_packet"], now_ms())
+
+
+# -- committing ------------------------------------------------------------------------
+def leader_chain(directory: dict | None, userid: str, limit: int = 5) -> list[str]:
+    """employee → supervisor → … (rule A-5), from the directory's ``leader`` fields."""
+    if not directory:
+        return []
+    leaders = {e["userid"]: e.get("leader") for e in directory.get("employees", [])}
+    chain, cur = [], leaders.get(userid)
+    while cur and cur not in chain and cur != userid and len(chain) < limit:
+        chain.append(cur)
+        cur = leaders.get(cur)
+    return chain
+
+
+def commit_audits(txn, store: ArchiveStore, batch: AuditBatch, words: list[tuple],
+                  directory: dict | None) -> int:
+    """Writes the batch's new audit records, bumps trigger statistics and raises alerts,
+    inside the caller's write transaction. Returns how many records were new."""
+    audits = batch.audits()
+    if not audits:
+        return 0
+    _, added = txn.cursor(db=store.db("audits")).putmulti(audits, overwrite=False)
+    by_id = {e[0]: e[1] for e in words}
+    stats = store.db("wordstats")
+    for entry_id, (count, last) in batch.entry_triggers().items():  # one per entry hit
+        word = by_id.get(entry_id)
+        if word is None:
+            continue
+        key = word.encode()
+        cur = txn.get(key, db=stats)
+        c0, l0 = struct.unpack(">Qq", cur) if cur else (0, 0)
+        txn.put(key, struct.pack(">Qq", c0 + count, max(l0, last)), db=stats)
+    alerts = []
+    for key, value in audits:
+        if key[:1] != b"c":
+            continue
+        a = msgpack.unpackb(value)
+        alerts.append((key, msgpack.packb({
+            "id": f"alert-{a['id']}", "kind": "sensitive_word", "audit_id": a["id"], "employee": a["employee"],
+            "word": a["word"], "words": a["words"], "msgtime": a["msgtime"], "severity": a["severity"],
+            "notify": leader_chain(directory, a["employee"]), "raised_at": now_ms()})))
+    if alerts:
+        txn.cursor(db=store.db("alerts")).putmulti(alerts, overwrite=False)
+    return added
+
+
+# -- review queue ----------------------------------------------------------------------
+def audit_key(audit_id: str) -> bytes:
+    """``c-<seq>-<entry>`` / ``b-<seq>`` / ``e-<hex>`` → the table key."""
+    try:
+        kind, _, rest = audit_id.partition("-")
+        if kind == "c":
+            seq, entry = rest.split("-")
+            return b"c" + seq_key(int(seq)) + struct.pack(">I", int(entry))
+        if kind == "b":
+            return b"b" + seq_key(int(rest))
+        if kind == "e":
+            return b"e" + bytes.fromhex(rest)
+    except ValueError:
+        pass
+    raise InputError(f"{audit_id!r} is not an audit id (c-SEQ-ENTRY, b-SEQ or e-HEX)")
+
+
+def list_audits(store: ArchiveStore, kind: str | None = None, status: str | None = None) -> list[dict]:
+    prefix = {"content": (b"c",), "behaviour": (b"b", b"e"), None: (b"c", b"b", b"e")}[kind]
+    out = []
+    with store.env.begin() as txn:
+        for k, v in txn.cursor(db=store.db("audits")):
+            if k[:1] in prefix:
+                a = msgpack.unpackb(v)
+                if status is None or a["status"] == status:
+                    out.append(a)
+    return sorted(out, key=lambda a: (a["msgtime"], a["id"]))
+
+
+def handle_audit(store: ArchiveStore, audit_id: str, verdict: str, remark: str | None, who: str) -> dict:
+    """Sets the verdict of a pending record (rule A-3). A handled record is never changed:
+    handling it again is refused."""
+    if verdict not in VERDICTS:
+        raise InputError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+    key = audit_key(audit_id)
+    with store.env.begin(write=True) as txn:
+        raw = txn.get(key, db=store.db("audits"))
+        if raw is None:
+            raise InputError(f"no audit record {audit_id}")
+        a = msgpack.unpackb(raw)
+        if a["status"] != "pending":
+            raise InputError(f"{audit_id} was already handled ({a['verdict']}) by {a['handled_by']} "
+                             f"at {a['handled_at']}; handled records are not changed")
+        a.update(status="handled", verdict=verdict, remark=remark, handled_by=who, handled_at=now_ms())
+        txn.put(key, msgpack.packb(a), db=store.db("audits"))
+    return a
+
+
+def context(store: ArchiveStore, audit: dict, around: int = 10) -> list[dict]:
+    """The ``around`` messages before and after the audited one in its conversation
+    (evidence for rule A-2), with the audited message itself, oldest first."""
+    if audit.get("seq") is None or not audit.get("conv"):
+        return []
+    prefix = audit["conv"].encode() + b"\0"
+    me = prefix + seq_key(audit["seq"])
+    seqs: list[int] = []
+    with store.env.begin() as txn:
+        cur = txn.cursor(db=store.db("conv"))
+        if cur.set_range(me):
+            before = []
+            c2 = txn.cursor(db=store.db("conv"))
+            c2.set_range(me)
+            while len(before) < around and c2.prev() and c2.key().startswith(prefix):
+                before.append(key_seq(c2.key()[len(prefix):]))
+            seqs = before[::-1]
+            n = 0
+            while n <= around and cur.key().startswith(prefix):
+                seqs.append(key_seq(cur.key()[len(prefix):]))
+                n += 1
+                if not cur.next():
+                    break
+        recs = txn.cursor(db=store.db("records")).getmulti([seq_key(s) for s in seqs])
+    out = []
+    for _, v in recs:
+        r = msgpack.unpackb(v)
+        out.append({"seq": r["seq"], "msgid": r["msgid"], "from": r["from"], "msgtime": r["msgtime"],
+                    "msgtype": r["msgtype"], "text": r["text"]})
+    return out
+
+
+# -- contact events (rule A-4: deleting a customer) -------------------------------------
+def contact_event_audits(events: Iterable[dict], switches: dict[str, bool]) -> list[tuple[bytes, bytes]]:
+    """``del_external_contact`` events (the employee deleted the customer) → behaviour
+    audit records, keyed by the event's content."""
+    out = []
+    if not switches.get("delete_customer", True):
+        return out
+    for ev in events:
+        if ev.get("event", ev.get("change_type")) != "del_external_contact":
+            continue
+        raw = orjson.dumps(ev, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(raw).digest()[:12]
+        out.append((b"e" + digest, msgpack.packb({
+            "id": f"e-{digest.hex()}", "kind": "behaviour", "behaviour": "delete_customer", "seq": None,
+            "msgid": "", "msgtime": int(ev.get("time", 0)), "employee": ev.get("userid", ""),
+            "customer": ev.get("external_userid", ""), "roomid": "", "conv": "", "sender": ev.get("userid", ""),
+            "entry_id": None, "word": None, "words": [], "category": None, "severity": None, "text": "",
+            "status": "pending", "verdict": None, "remark": None, "handled_by": None, "handled_at": None,
+            "created_at": now_ms()})))
+    return out
+
+
+def import_contact_events(store: ArchiveStore, path: str | Path) -> tuple[int, int]:
+    p = Path(path)
+    events = []
+    try:
+        for n, line in enumerate(p.read_bytes().splitlines(), 1):
+            if line.strip():
+                try:
+                    events.append(orjson.loads(line))
+                except orjson.JSONDecodeError as e:
+                    raise InputError(f"{p}:{n}: not JSON: {e}") from e
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror}") from e
+    audits = contact_event_audits(events, behaviour_switches(store))
+    added = 0
+    if audits:
+        with store.env.begin(write=True) as txn:
+            _, added = txn.cursor(db=store.db("audits")).putmulti(audits, overwrite=False)
+    return len(events), added
+
+
+def rescan(store: ArchiveStore, directory: dict | None = None, chunk: int = 20_000) -> dict:
+    """Re-matches the whole archive from storage (no RSA) after the word list or the
+    switches changed; adds the missing records, never duplicates existing ones."""
+    words_entries, _ = stored_words(store)
+    words = load_wordlist(store)
+    switches = behaviour_switches(store)
+    scanned = added = 0
+    for block in store.record_pair_chunks(chunk):
+        scanned += len(block)
+        batch = run_audit(block, words, switches)
+        if not len(batch):
+            continue
+        with store.env.begin() as txn:
+            found = txn.cursor(db=store.db("audits")).getmulti(batch.keys())
+        new = batch.without(found)
+        if len(new):
+            with store.env.begin(write=True) as txn:
+                added += commit_audits(txn, store, new, words_entries, directory)
+    return {"scanned": scanned, "added": added}
