@@ -328,7 +328,15 @@ def cmd_alerts(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from scrm_fast.bench import bench_ingest, format_report
+    from scrm_fast.bench import bench_ingest, bench_words, format_report, format_words_report
+
+    if a.bench == "words":
+        report = bench_words(a.messages, a.entries, a.rounds)
+        if a.json:
+            _print_json(report)
+        else:
+            print(format_words_report(report))
+        return 0
 
     report = bench_ingest(messages=a.messages, corpus=a.corpus, seconds=a.rsa_seconds,
                           ref_messages=a.ref_messages, threads=a.threads, rounds=a.rounds)
@@ -470,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages the pure-Python reference ingests (its rate is per message)")
     b.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
+    b.set_defaults(func=cmd_bench)
+    b = bsub.add_parser("words", help="sensitive-word matching vs ahocorasick_rs and pyahocorasick (one core)")
+    b.add_argument("--messages", type=int, default=50_000)
+    b.add_argument("--entries", type=int, default=10_000)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     return p
 

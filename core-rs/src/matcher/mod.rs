@@ -2,19 +2,24 @@
 //! related words, compiled with an allow list into one Aho-Corasick automaton over
 //! normalized text (see [`normalize`]).
 //!
-//! Cost: normalization (one table lookup per character) plus one automaton pass over the
-//! normalized text, reporting overlapping hits; an allow-list phrase that covers a hit
-//! suppresses it. Compile once per word list; a `WordList` is immutable and shared by all
+//! Cost: one pass over the text: each character is normalized by a table lookup and the
+//! normalized characters are fed straight into a character-wise double-array Aho-Corasick
+//! automaton (daachorse: one transition per character, not per UTF-8 byte, which matters
+//! for Chinese); no normalized copy of the text is built. Hits are overlapping; an allow-list phrase that
+//! covers a hit suppresses it. Compile once per word list; a `WordList` is immutable and shared by all
 //! threads, so swapping in a new list never blocks a batch already running.
 
 pub mod normalize;
 
 use std::collections::HashMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use daachorse::{CharwiseDoubleArrayAhoCorasick, CharwiseDoubleArrayAhoCorasickBuilder, MatchKind};
 use serde::Serialize;
 
-pub use normalize::{normalize, normalize_str, Normalized};
+pub use normalize::{for_each_normalized_char, normalize, normalize_str, Normalized};
+
+/// Positions of the last `RING` normalized characters are remembered; no pattern may be longer.
+const RING: usize = 256;
 
 /// At most this many related words per entry (rule A-1).
 pub const MAX_RELATED: usize = 10;
@@ -74,6 +79,8 @@ pub enum WordListError {
     TooManyRelated { id: u32, word: String, count: usize },
     #[error("entry {id}: word {word:?} is empty after normalization (only spaces, punctuation or emoji)")]
     EmptyWord { id: u32, word: String },
+    #[error("entry {id}: word {word:?} is longer than {RING} characters after normalization")]
+    TooLong { id: u32, word: String },
     #[error("automaton: {0}")]
     Build(String),
 }
@@ -87,7 +94,9 @@ enum Pattern {
 pub struct WordList {
     entries: Vec<Entry>,
     patterns: Vec<Pattern>,
-    ac: Option<AhoCorasick>,
+    /// length in characters of every pattern
+    pattern_chars: Vec<usize>,
+    pma: Option<CharwiseDoubleArrayAhoCorasick<u32>>,
 }
 
 impl WordList {
@@ -126,6 +135,9 @@ impl WordList {
         }
         for a in allow {
             let n = normalize_str(a);
+            if n.chars().count() > RING {
+                continue; // an allowed phrase that long cannot contain a listed word we could report
+            }
             if !n.is_empty() && !index.contains_key(&n) {
                 index.insert(n.clone(), texts.len());
                 texts.push(n);
@@ -135,17 +147,22 @@ impl WordList {
                 patterns[pi] = Pattern::Allow;
             }
         }
-        let ac = if texts.is_empty() {
+        let pma = if texts.is_empty() {
             None
         } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::Standard)
-                    .build(&texts)
-                    .map_err(|e| WordListError::Build(e.to_string()))?,
-            )
+            let pma = CharwiseDoubleArrayAhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .build_with_values(texts.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)))
+                .map_err(|e| WordListError::Build(e.to_string()))?;
+            Some(pma)
         };
-        Ok(WordList { entries, patterns, ac })
+        let pattern_chars = texts.iter().map(|t| t.chars().count()).collect();
+        Ok(WordList {
+            entries,
+            patterns,
+            pattern_chars,
+            pma,
+        })
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -159,39 +176,60 @@ impl WordList {
     /// Every hit in `text` of an entry that applies to the sender, in text order. Returns
     /// entry *indices* (positions in the list) in `Hit::entry`.
     pub fn find(&self, text: &str, sender_is_customer: bool) -> Vec<Hit> {
-        let Some(ac) = &self.ac else { return Vec::new() };
-        if text.is_empty() {
+        let Some(pma) = &self.pma else { return Vec::new() };
+        // (normalized start, normalized end, original start, original end, pattern)
+        let mut raw: Vec<(usize, usize, usize, usize, usize)> = Vec::new();
+        // original start of each of the last RING normalized characters
+        let mut ring = [0u32; RING];
+        let mut nchars = 0usize;
+        let mut stepper = pma.find_overlapping_stepper();
+        for (i, c) in text.char_indices() {
+            let end = i + c.len_utf8();
+            for_each_normalized_char(c, |nc| {
+                ring[nchars % RING] = i as u32;
+                nchars += 1;
+                stepper.consume(nc);
+                for m in stepper.matches() {
+                    let v = m.value() as usize;
+                    let first = nchars - self.pattern_chars[v];
+                    raw.push((m.start(), m.end(), ring[first % RING] as usize, end, v));
+                }
+            });
+        }
+        if raw.is_empty() {
             return Vec::new();
         }
-        let n = normalize(text);
-        let mut words = Vec::new();
-        let mut allowed: Vec<(usize, usize)> = Vec::new();
-        for m in ac.find_overlapping_iter(&n.text) {
-            match &self.patterns[m.pattern().as_usize()] {
-                Pattern::Allow => allowed.push((m.start(), m.end())),
-                Pattern::Words(ws) => words.push((m.start(), m.end(), ws)),
-            }
-        }
-        let mut hits = Vec::new();
-        for (s, e, ws) in words {
-            if allowed.iter().any(|(a, b)| *a <= s && e <= *b) {
-                continue;
-            }
-            let (os, oe) = n.original_span(s, e);
-            for (ei, w) in ws {
-                if self.entries[*ei].applies_to.applies(sender_is_customer) {
-                    hits.push(Hit {
-                        entry: *ei as u32,
-                        word: w.clone(),
-                        start: os,
-                        end: oe,
-                    });
-                }
-            }
-        }
-        hits.sort_by_key(|h| (h.start, h.end, h.entry));
-        hits
+        raw_to_hits(self, raw, sender_is_customer)
     }
+}
+
+fn raw_to_hits(wl: &WordList, raw: Vec<(usize, usize, usize, usize, usize)>, sender_is_customer: bool) -> Vec<Hit> {
+    let allowed: Vec<(usize, usize)> = raw
+        .iter()
+        .filter(|r| matches!(wl.patterns[r.4], Pattern::Allow))
+        .map(|r| (r.0, r.1))
+        .collect();
+    let mut hits = Vec::new();
+    for (s, e, os, oe, pid) in raw {
+        let Pattern::Words(ws) = &wl.patterns[pid] else {
+            continue;
+        };
+        if allowed.iter().any(|(a, b)| *a <= s && e <= *b) {
+            continue;
+        }
+        for (ei, w) in ws {
+            if wl.entries[*ei].applies_to.applies(sender_is_customer) {
+                hits.push(Hit {
+                    entry: *ei as u32,
+                    word: w.clone(),
+                    start: os,
+                    end: oe,
+                });
+            }
+        }
+    }
+    hits.sort_by_key(|h| (h.start, h.end, h.entry));
+    hits
 }
 
 #[cfg(test)]

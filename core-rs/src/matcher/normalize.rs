@@ -62,6 +62,30 @@ fn table() -> &'static Table {
     })
 }
 
+/// Calls `emit(ch)` for every character of the normalized form of `c`: the matcher feeds
+/// these straight into its automaton, so no normalized copy of the text is ever built.
+#[inline]
+pub fn for_each_normalized_char(c: char, mut emit: impl FnMut(char)) {
+    if c.is_ascii() {
+        if c.is_ascii_alphanumeric() {
+            emit(c.to_ascii_lowercase());
+        }
+        return;
+    }
+    if (c as u32) < 0x1_0000 {
+        let t = table();
+        match t.bmp[c as usize] {
+            SKIP => {}
+            v if v & EXPAND != 0 => t.expansions[(v & !EXPAND) as usize].chars().for_each(emit),
+            v => emit(char::from_u32(v).unwrap_or(' ')),
+        }
+    } else {
+        let mut slow = String::new();
+        fold_slow(c, &mut slow);
+        slow.chars().for_each(emit);
+    }
+}
+
 /// Builds the lookup table now (otherwise the first call pays for it).
 pub fn warm_up() {
     let _ = table();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::audit::{AuditBatch, Behaviours};
 use crate::matcher::{AppliesTo, Entry, WordList};
@@ -63,45 +63,67 @@ impl PyWordList {
     fn find_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<String>,
+        texts: Vec<Bound<'py, PyString>>,
         customers: Option<Vec<bool>>,
         parallel: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let wl = self.inner.clone();
-        let flags = customers.unwrap_or_else(|| vec![false; texts.len()]);
-        if flags.len() != texts.len() {
-            return Err(PyValueError::new_err("customers must have one flag per text"));
+        let n = texts.len();
+        let flat = self.scan(py, texts, customers, parallel)?;
+        let mut per: Vec<Vec<Bound<'py, PyAny>>> = (0..n).map(|_| Vec::new()).collect();
+        for item in flat.iter() {
+            let t = item.cast::<PyTuple>()?;
+            let i: usize = t.get_item(0)?.extract()?;
+            per[i].push(t.get_slice(1, 5).into_any());
         }
-        let hits: Vec<Vec<(u32, String, usize, usize)>> = py.detach(move || {
+        PyList::new(
+            py,
+            per.into_iter()
+                .map(|v| PyList::new(py, v))
+                .collect::<PyResult<Vec<_>>>()?,
+        )
+    }
+
+    /// Hits of a whole batch as one flat list of (text index, entry id, listed word, start,
+    /// end), character offsets: the cheap shape for large batches with few hits.
+    #[pyo3(signature = (texts, customers = None, parallel = true))]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<Bound<'py, PyString>>,
+        customers: Option<Vec<bool>>,
+        parallel: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        // borrowed UTF-8 views of the Python strings (kept alive by `texts`): no copies
+        let texts: Vec<&str> = texts.iter().map(|t| t.to_str()).collect::<PyResult<_>>()?;
+        let wl = self.inner.clone();
+        if let Some(c) = &customers {
+            if c.len() != texts.len() {
+                return Err(PyValueError::new_err("customers must have one flag per text"));
+            }
+        }
+        let hits: Vec<(usize, u32, String, usize, usize)> = py.detach(move || {
             use rayon::prelude::*;
-            let one = |(t, c): (&String, &bool)| {
-                wl.find(t, *c)
+            let one = |(i, t): (usize, &&str)| {
+                let c = customers.as_ref().is_some_and(|c| c[i]);
+                wl.find(t, c)
                     .into_iter()
                     .map(|h| {
-                        (
-                            wl.entry(h.entry as usize).id,
-                            h.word,
-                            byte_to_char(t, h.start),
-                            byte_to_char(t, h.end),
-                        )
+                        let id = wl.entry(h.entry as usize).id;
+                        (i, id, h.word, byte_to_char(t, h.start), byte_to_char(t, h.end))
                     })
                     .collect::<Vec<_>>()
             };
             if parallel {
-                texts.par_iter().zip(flags.par_iter()).map(one).collect()
+                texts.par_iter().enumerate().flat_map_iter(one).collect()
             } else {
-                texts.iter().zip(flags.iter()).map(one).collect()
+                texts.iter().enumerate().flat_map(one).collect()
             }
         });
-        let mut out = Vec::with_capacity(hits.len());
-        for hs in hits {
-            let items: Vec<Bound<'py, PyTuple>> = hs
-                .into_iter()
-                .map(|(e, w, s, t)| (e, w, s, t).into_pyobject(py))
-                .collect::<Result<_, _>>()?;
-            out.push(PyList::new(py, items)?);
-        }
-        PyList::new(py, out)
+        let items: Vec<Bound<'py, PyTuple>> = hits
+            .into_iter()
+            .map(|h| h.into_pyobject(py))
+            .collect::<Result<_, _>>()?;
+        PyList::new(py, items)
     }
 }
 
