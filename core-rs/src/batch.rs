@@ -106,7 +106,7 @@ impl Item {
 /// What became of one item.
 pub enum Outcome {
     Skipped,
-    Stored(Record),
+    Stored(Box<Record>),
     Quarantined {
         seq: u64,
         error: ItemError,
@@ -191,7 +191,7 @@ pub fn decode_batch(
             }
             let out = match (&item.fields, item.seq) {
                 (Ok(f), _) => match decrypt_item(f, keys, cipher) {
-                    Ok(r) => Outcome::Stored(r),
+                    Ok(r) => Outcome::Stored(Box::new(r)),
                     Err(error) => Outcome::Quarantined { seq: f.seq, error },
                 },
                 (Err(e), Some(seq)) => Outcome::Quarantined { seq, error: e.clone() },
@@ -228,7 +228,7 @@ pub fn decode_batch(
                 if !r.known {
                     d.unknown_msgtypes += 1;
                 }
-                d.records.push(r);
+                d.records.push(*r);
             }
             Outcome::Quarantined { seq, error } => {
                 if !in_batch.insert(seq) {

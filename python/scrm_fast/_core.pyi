@@ -87,6 +87,14 @@ class DecodedBatch:
     def seen(self) -> list[tuple[bytes, bytes]]: ...
     def quarantine(self) -> list[tuple[bytes, bytes]]: ...
     def rejects(self) -> list[tuple[bytes, bytes]]: ...
+    def conv_entries(self) -> list[tuple[bytes, bytes]]: ...
+    def consent_entries(self) -> list[tuple[bytes, bytes]]: ...
+    def spoken_entries(self) -> list[tuple[bytes, bytes]]: ...
+    def events(self) -> list[tuple[bytes, bytes]]: ...
+    @property
+    def dropped(self) -> int: ...
+    kept_by_rule: dict[str, int]
+    dropped_by_rule: dict[str, int]
 
 def decode_batch(
     batch: ChatBatch,
@@ -94,6 +102,7 @@ def decode_batch(
     cipher: Cipher,
     seen: Iterable[bytes | tuple[bytes, bytes]] | None = None,
     now_ms: int = 0,
+    policy: ConsentPolicy | None = None,
 ) -> DecodedBatch:
     """Decrypts and parses every item whose seq is not in ``seen``, in parallel, with the
     GIL released. One bad item never fails the batch: it becomes a quarantine record."""
@@ -107,3 +116,56 @@ def seal_response(public_pems: dict[int, bytes], items: list[tuple[int, str, int
 
 def generate_private_key(bits: int = 2048, pkcs8: bool = True) -> bytes: ...
 def public_key_of(private_pem: bytes) -> bytes: ...
+
+class ConsentPolicy:
+    """Consent rules C-0 … C-12, built once per ingest; pass it to ``decode_batch``."""
+
+    def __init__(
+        self,
+        service_requires_consent: bool,
+        archived: list[str],
+        employees: list[str],
+        groups: list[tuple[str, str, list[tuple[int, str]], list[str]]],
+        consent: list[tuple[str, int, str]],
+        consent_entries: list[tuple[bytes, bytes]],
+        spoken_entries: list[tuple[bytes, bytes]],
+    ) -> None: ...
+    @property
+    def service_requires_consent(self) -> bool: ...
+    @staticmethod
+    def consent_key(customer: str, time: int, status_: str) -> bytes: ...
+
+class WordList:
+    """Sensitive-word entries (id, word, related words ≤ 10, category, severity,
+    applies_to) and an allow list, compiled once into a character-wise automaton over
+    normalized text (NFKC, case, traditional → simplified, separators removed)."""
+
+    def __init__(self, entries: list[tuple[int, str, list[str], str, int, str]], allow: list[str] = ...) -> None: ...
+    def __len__(self) -> int: ...
+    def find_batch(
+        self, texts: list[str], customers: list[bool] | None = None, parallel: bool = True
+    ) -> list[list[tuple[int, str, int, int]]]:
+        """Per text: (entry id, listed word, start, end), character offsets in the original."""
+    def scan(
+        self, texts: list[str], customers: list[bool] | None = None, parallel: bool = True
+    ) -> list[tuple[int, int, str, int, int]]:
+        """Flat: (text index, entry id, listed word, start, end)."""
+
+class AuditBatch:
+    def audits(self) -> list[tuple[bytes, bytes]]: ...
+    def keys(self) -> list[bytes]: ...
+    def without(self, found: list[bytes | tuple[bytes, bytes]]) -> AuditBatch: ...
+    def entry_triggers(self) -> dict[int, tuple[int, int]]: ...
+    def __len__(self) -> int: ...
+
+def audit_records(
+    records: list[bytes | tuple[bytes, bytes]],
+    words: WordList | None = None,
+    push_card: bool = True,
+    red_packet: bool = True,
+    now_ms: int = 0,
+) -> AuditBatch:
+    """Content (A-1/A-2) and behaviour (A-4) audit records of stored records, in parallel."""
+
+def normalize_text(text: str) -> str:
+    """The matcher's normalization of ``text``."""

@@ -127,9 +127,12 @@ impl PyWordList {
     }
 }
 
+/// (key, msgpack record, entry id of a content record, message time)
+type EncodedAudit = (Vec<u8>, Vec<u8>, Option<u32>, i64);
+
 #[pyclass(name = "AuditBatch", module = "scrm_fast._core", frozen)]
 pub struct PyAuditBatch {
-    audits: Vec<(Vec<u8>, Vec<u8>, Option<u32>, i64)>,
+    audits: Vec<EncodedAudit>,
 }
 
 #[pymethods]
@@ -209,7 +212,7 @@ fn audit_records(
     }
     let wl = words.map(|w| w.get().inner.clone());
     let b = Behaviours { push_card, red_packet };
-    let out = py.detach(move || -> Result<Vec<(Vec<u8>, Vec<u8>, Option<u32>, i64)>, String> {
+    let out = py.detach(move || -> Result<Vec<EncodedAudit>, String> {
         let recs: Vec<Record> = raw
             .iter()
             .map(|v| rmp_serde::from_slice::<Record>(v).map_err(|e| e.to_string()))
