@@ -184,6 +184,14 @@ def cmd_quarantine(a: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_WORDS = [
+    (1, "保本", ["保收益", "稳赚", "零风险"], "承诺收益", 3, "employee"),
+    (2, "返点", ["回扣", "好处费"], "商业贿赂", 3, "both"),
+    (3, "微信", ["vx", "加v", "薇信"], "私下联系", 2, "employee"),
+    (4, "私下", ["私聊", "线下交易"], "私下交易", 2, "employee"),
+]
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from scrm_fast import Cipher, KeyRing
     from scrm_fast.consent import build_policy
@@ -200,6 +208,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
         simulate(sim, a.messages, a.seed)
     data = root / "archive"
     with ArchiveStore(data) as store:
+        from scrm_fast.audit import import_words, stored_words
+
+        if not stored_words(store)[0]:  # a sample list so the demo shows the review queue
+            import_words(store, DEMO_WORDS, ["微信支付"])
         directory = load_directory(sim / "directory.json")
         save_directory(data, directory)
         summary = ingest_files(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"), Cipher.open(),
