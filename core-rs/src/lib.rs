@@ -3,6 +3,7 @@
 //! Engine modules are plain Rust (tested with `cargo test`); only `py` (behind the
 //! `python` feature, enabled by maturin) knows Python.
 
+pub mod alerts;
 pub mod audit;
 pub mod batch;
 pub mod crypto;

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgpack
 import orjson
 
-from scrm_fast._core import AuditBatch, WordList, audit_records
+from scrm_fast._core import AuditBatch, WordList, audit_records, reply_timeouts
 from scrm_fast.errors import InputError
 from scrm_fast.storage import ArchiveStore, key_seq, now_ms, seq_key
 
@@ -24,6 +24,8 @@ VERDICTS = ("abnormal", "normal", "ignore")  # 异常 / 正常 / 忽略 (rule A-
 BEHAVIOURS = ("push_card", "red_packet", "delete_customer")  # rule A-4
 _WORDS_META = b"wordlist"
 _SWITCHES_META = b"behaviours"
+_THRESHOLDS_META = b"reply_thresholds"
+DEFAULT_REPLY_THRESHOLDS_MS = (5 * 60_000, 30 * 60_000, 60 * 60_000)  # rule A-6 defaults
 
 
 # -- word list -------------------------------------------------------------------------
@@ -306,3 +308,64 @@ def rescan(store: ArchiveStore, directory: dict | None = None, chunk: int = 20_0
             with store.env.begin(write=True) as txn:
                 added += commit_audits(txn, store, new, words_entries, directory)
     return {"scanned": scanned, "added": added}
+
+
+# -- timeout-reply alerts (rule A-6) --------------------------------------------------------
+def reply_thresholds(store: ArchiveStore) -> list[int]:
+    with store.env.begin() as txn:
+        raw = txn.get(_THRESHOLDS_META, db=store.db("meta"))
+    return msgpack.unpackb(raw) if raw else list(DEFAULT_REPLY_THRESHOLDS_MS)
+
+
+def set_reply_thresholds(store: ArchiveStore, thresholds_ms: list[int]) -> list[int]:
+    if not thresholds_ms or any(t <= 0 for t in thresholds_ms) or sorted(thresholds_ms) != thresholds_ms:
+        raise InputError("thresholds must be positive and increasing, e.g. 5m,30m,1h")
+    with store.env.begin(write=True) as txn:
+        txn.put(_THRESHOLDS_META, msgpack.packb(thresholds_ms), db=store.db("meta"))
+    return thresholds_ms
+
+
+def parse_duration_ms(text: str) -> int:
+    units = {"s": 1000, "m": 60_000, "h": 3_600_000}
+    t = text.strip().lower()
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(float(t) * 1000)
+    except ValueError as e:
+        raise InputError(f"{text!r} is not a duration (e.g. 300s, 5m, 1h)") from e
+
+
+def recompute_timeouts(store: ArchiveStore, directory: dict | None, touched: set[str] | None = None) -> int:
+    """Recomputes the timeout-reply alerts of the ``touched`` one-to-one conversations
+    (all when None) from their whole stored timeline and replaces theirs: the alerts equal
+    those of the complete stream whatever the batches or the arrival order."""
+    if touched is not None and not touched:
+        return 0
+    thresholds = reply_thresholds(store)
+    with store.env.begin() as txn:
+        entries = list(txn.cursor(db=store.db("conv")))  # C-level iteration of the index
+    found = reply_timeouts(entries, thresholds, store.stream_time(), touched)
+    alerts = []
+    for conv, seq, level, threshold, since, answered_at, delay in found:
+        a, _, b = conv[2:].partition("|")
+        customer, employee = (a, b) if a.startswith(("wm", "wo")) else (b, a)
+        chain = [employee, *leader_chain(directory, employee)]
+        key = b"t" + conv.encode() + b"\0" + seq_key(seq) + bytes([level])
+        alerts.append((key, msgpack.packb({
+            "id": f"timeout-{seq}-{level}", "kind": "timeout_reply", "level": level, "threshold_ms": threshold,
+            "conv": conv, "seq": seq, "employee": employee, "customer": customer, "msgtime": since,
+            "answered_at": answered_at, "delay_ms": delay, "word": None, "words": [],
+            "notify": chain[:level], "raised_at": now_ms()})))
+    with store.env.begin(write=True) as txn:
+        cur = txn.cursor(db=store.db("alerts"))
+        stale = []
+        if cur.set_range(b"t"):
+            for k in cur.iternext(keys=True, values=False):  # existing timeout alerts only
+                if not k.startswith(b"t"):
+                    break
+                if touched is None or k[1:k.index(b"\0")].decode() in touched:
+                    stale.append(k)
+        for k in stale:
+            txn.delete(k, db=store.db("alerts"))
+        if alerts:
+            txn.cursor(db=store.db("alerts")).putmulti(alerts)
+    return len(alerts)

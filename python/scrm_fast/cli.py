@@ -55,7 +55,7 @@ def _summary_text(s: dict) -> str:
     else:
         lines.append("consent             NOT APPLIED: no directory imported (pass --directory FILE)")
     lines += [
-        f"audit records       {s['audit_records']:,} new",
+        f"audit records       {s['audit_records']:,} new; timeout-reply alerts {s['timeout_alerts']:,}",
         f"unknown msgtypes    {s['unknown_msgtypes']:,} (stored)",
         f"documents           {s['documents']:,} ({s['rejected_documents']:,} rejected)",
         f"checkpoint          seq {s['checkpoint']}",
@@ -326,7 +326,20 @@ def cmd_audit(a: argparse.Namespace) -> int:
 def cmd_alerts(a: argparse.Namespace) -> int:
     import msgpack
 
+    from scrm_fast import audit
     from scrm_fast.storage import ArchiveStore
+
+    if a.alerts_cmd == "thresholds":
+        with ArchiveStore(a.data) as store:
+            if a.set:
+                audit.set_reply_thresholds(store, [audit.parse_duration_ms(x) for x in a.set.split(",")])
+            _print_json({"reply_thresholds_ms": audit.reply_thresholds(store)})
+        return 0
+    if a.alerts_cmd == "rescan":
+        with ArchiveStore(a.data) as store:
+            n = audit.recompute_timeouts(store, _tenant_directory(a.data, None))
+        _print_json({"timeout_alerts": n})
+        return 0
 
     with ArchiveStore(a.data, readonly=True) as store, store.env.begin() as txn:
         rows = [msgpack.unpackb(v) for _, v in txn.cursor(db=store.db("alerts"))]
@@ -335,7 +348,8 @@ def cmd_alerts(a: argparse.Namespace) -> int:
         _print_json(rows)
     else:
         for r in rows:
-            print(f"{r['id']:<28} {r['employee']:<12} {','.join(r['words'])}  notify: {' → '.join(r['notify'])}")
+            what = ",".join(r["words"]) if r["kind"] == "sensitive_word" else f"unanswered {r['delay_ms'] // 60000} min"
+            print(f"{r['id']:<28} {r['employee']:<12} {what}  notify: {' → '.join(r['notify'])}")
     return 0
 
 
@@ -458,11 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("file", help="JSONL of change_external_contact events")
     x.set_defaults(func=cmd_audit)
 
-    s = sub.add_parser("alerts", help="alerts raised for sensitive-word hits (rule A-5)")
+    s = sub.add_parser("alerts", help="alerts: sensitive-word hits (A-5) and unanswered customers (A-6)")
     asub = s.add_subparsers(dest="alerts_cmd", required=True, metavar="WHAT")
     x = asub.add_parser("list", help="alerts with the leader chain to notify")
     x.add_argument("--data", required=True, help="the tenant's data directory")
     x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_alerts)
+    x = asub.add_parser("rescan", help="recompute every timeout-reply alert (rule A-6) from storage")
+    x.add_argument("--data", required=True, help="the tenant's data directory")
+    x.set_defaults(func=cmd_alerts)
+    x = asub.add_parser("thresholds", help="show or set the timeout-reply levels (default 5m,30m,1h)")
+    x.add_argument("--data", required=True, help="the tenant's data directory")
+    x.add_argument("--set", help="comma-separated durations, increasing, e.g. 5m,30m,1h")
     x.set_defaults(func=cmd_alerts)
 
     s = sub.add_parser("directory", help="the directory file (spec §6)")

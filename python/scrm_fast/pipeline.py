@@ -52,6 +52,7 @@ class IngestSummary:
     kept_by_rule: Counter = field(default_factory=Counter)
     dropped_by_rule: Counter = field(default_factory=Counter)
     audits: int = 0
+    timeout_alerts: int = 0
 
     @property
     def msgs_per_s(self) -> float:
@@ -69,7 +70,7 @@ class IngestSummary:
             "consent_applied": self.consent_applied, "dropped_by_consent": self.dropped,
             "kept_by_rule": dict(sorted(self.kept_by_rule.items())),
             "dropped_by_rule": dict(sorted(self.dropped_by_rule.items())),
-            "audit_records": self.audits,
+            "audit_records": self.audits, "timeout_alerts": self.timeout_alerts,
         }
 
 
@@ -115,9 +116,10 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
                  policy: ConsentPolicy | None = None, auditing: Auditing | None = None) -> IngestSummary:
     """Ingests every document of ``files`` into ``store``; returns the counts. With a
     consent ``policy`` only what the rules allow is stored (rules C-0 … C-12)."""
-    from scrm_fast.audit import commit_audits, run_audit
+    from scrm_fast.audit import commit_audits, recompute_timeouts, run_audit
 
     summary = IngestSummary(consent_applied=policy is not None)
+    touched: set[str] = set()
     t0 = time.perf_counter()
     pending: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]] | None = None
 
@@ -135,6 +137,7 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
             def also(txn):  # noqa: E306 - same transaction as the batch
                 summary.audits += commit_audits(txn, store, audit, auditing.entries, auditing.directory)
         store.commit_batch(decoded, also=also)
+        touched.update(decoded.conv_ids())
         _account(summary, decoded)
         if on_commit is not None:
             on_commit(summary)
@@ -164,6 +167,10 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
         if pending is not None:
             finish(pending)
     summary.elapsed_s = time.perf_counter() - t0
+    if auditing is not None and touched:
+        # rule A-6, once per run over the conversations this run added to
+        summary.timeout_alerts = recompute_timeouts(store, auditing.directory,
+                                                    {c for c in touched if c.startswith("p:")})
     summary.checkpoint = store.checkpoint()
     if progress is not None:
         progress.update(summary, final=True)

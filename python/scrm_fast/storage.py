@@ -139,9 +139,23 @@ class ArchiveStore:
             if rejects:
                 txn.cursor(db=self._db[b"rejects"]).putmulti(rejects)
             self._commit_policy_delta(txn, decoded)
+            if decoded.max_msgtime is not None:
+                self._advance(txn, b"stream_time", decoded.max_msgtime)
             if decoded.max_seq is not None:
                 self._advance_checkpoint(txn, decoded.max_seq)
         return CommitResult(len(records), len(quarantine), len(rejects), decoded.dropped)
+
+    def _advance(self, txn: lmdb.Transaction, key: bytes, value: int) -> None:
+        meta = self._db[b"meta"]
+        cur = txn.get(key, db=meta)
+        if cur is None or key_seq(cur) < value:
+            txn.put(key, seq_key(max(value, 0)), db=meta)
+
+    def stream_time(self) -> int:
+        """The newest message time stored: the stream's own "now" (rule A-6)."""
+        with self.env.begin(db=self._db[b"meta"]) as txn:
+            cur = txn.get(b"stream_time")
+            return key_seq(cur) if cur is not None else 0
 
     def _commit_policy_delta(self, txn: lmdb.Transaction, decoded: DecodedBatch) -> None:
         """Consent state changes and decision counts, in the batch's own transaction: after

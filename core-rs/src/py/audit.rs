@@ -238,7 +238,51 @@ fn normalize_text(text: &str) -> String {
     crate::matcher::normalize_str(text)
 }
 
+type TimeoutTuple = (String, u64, usize, i64, i64, Option<i64>, i64);
+
+/// Timeout-reply alerts (rule A-6) from `conv` table entries: (conv, seq of the waiting
+/// customer message, level, threshold ms, since, answered at, delay ms). `touched` limits
+/// the conversations recomputed; `stream_now` is the newest message time.
+#[pyfunction]
+#[pyo3(signature = (conv_entries, thresholds_ms, stream_now, touched = None))]
+fn reply_timeouts(
+    py: Python<'_>,
+    conv_entries: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>)>,
+    thresholds_ms: Vec<i64>,
+    stream_now: i64,
+    touched: Option<HashSet<String>>,
+) -> PyResult<Vec<TimeoutTuple>> {
+    let mut timeline = Vec::with_capacity(conv_entries.len());
+    for (k, v) in &conv_entries {
+        let (k, v) = (k.as_bytes(), v.as_bytes());
+        if k.len() < 9 || v.len() != 9 {
+            return Err(super::errors::RecordError::new_err("corrupt conversation index entry"));
+        }
+        let conv = String::from_utf8_lossy(&k[..k.len() - 9]).into_owned();
+        let seq = u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap_or_default());
+        let t = i64::from_be_bytes(v[..8].try_into().unwrap_or_default());
+        timeline.push((conv, seq, t, crate::alerts::Role::from_byte(v[8])));
+    }
+    let alerts =
+        py.detach(move || crate::alerts::reply_timeouts(&timeline, touched.as_ref(), &thresholds_ms, stream_now));
+    Ok(alerts
+        .into_iter()
+        .map(|a| {
+            (
+                a.conv,
+                a.seq,
+                a.level,
+                a.threshold_ms,
+                a.since,
+                a.answered_at,
+                a.delay_ms,
+            )
+        })
+        .collect())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(reply_timeouts, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_text, m)?)?;
     m.add_class::<PyWordList>()?;
     m.add_class::<PyAuditBatch>()?;

@@ -11,11 +11,12 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use super::detached;
 use super::keys::{PyCipher, PyKeyRing};
 use super::policy::PyConsentPolicy;
+use crate::alerts::Role;
 use crate::batch::{decode_batch as engine_decode, ChatBatch};
 use crate::crypto::seal::{seal_response as engine_seal, PlainItem, Sealer};
 use crate::error::Error;
 use crate::export::record_line;
-use crate::policy::{consent_key, spoken_key};
+use crate::policy::{consent_key, is_customer, spoken_key};
 
 /// Status bytes of the `seen` table: every seq that ever arrived has exactly one.
 pub const SEEN_STORED: &[u8] = b"S";
@@ -75,7 +76,7 @@ pub struct PyDecoded {
     reasons: BTreeMap<&'static str, u64>,
     msgtypes: HashMap<String, u64>,
     dropped: Vec<u64>,
-    convs: Vec<(String, u64)>,
+    convs: Vec<(String, u64, i64, u8)>,
     #[pyo3(get)]
     kept_by_rule: BTreeMap<&'static str, u64>,
     #[pyo3(get)]
@@ -106,18 +107,36 @@ impl PyDecoded {
         pairs(py, self.records.iter().map(|(s, _, v)| (seq_key(*s), v)))
     }
 
-    /// `(conv \0 seq_key, b"")` for the `conv` table: messages by conversation, in order.
+    /// `(conv \0 seq_key, msgtime(8 bytes) role)` for the `conv` table: messages by
+    /// conversation, in order, with what the timeout-reply alerts need (rule A-6).
     fn conv_entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         pairs(
             py,
-            self.convs.iter().map(|(c, s)| {
+            self.convs.iter().map(|(c, s, t, role)| {
                 let mut k = Vec::with_capacity(c.len() + 9);
                 k.extend_from_slice(c.as_bytes());
                 k.push(0);
                 k.extend_from_slice(&seq_key(*s));
-                (k, [0u8; 0])
+                let mut v = [0u8; 9];
+                v[..8].copy_from_slice(&t.to_be_bytes());
+                v[8] = *role;
+                (k, v)
             }),
         )
+    }
+
+    /// The distinct conversations this batch stored messages in.
+    fn conv_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.convs.iter().map(|c| c.0.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The newest message time among the stored messages (the stream's "now").
+    #[getter]
+    fn max_msgtime(&self) -> Option<i64> {
+        self.convs.iter().map(|c| c.2).max()
     }
 
     /// `(msgid_utf8, seq_key)` for the `msgids` table.
@@ -280,7 +299,18 @@ fn decode_batch(
             reasons: d.reasons,
             msgtypes,
             dropped: d.dropped.iter().map(|(s, _)| *s).collect(),
-            convs: d.records.iter().map(|r| (r.conv.clone(), r.seq)).collect(),
+            convs: d
+                .records
+                .iter()
+                .map(|r| {
+                    let role = if is_customer(&r.from) {
+                        Role::Customer
+                    } else {
+                        Role::Employee
+                    };
+                    (r.conv.clone(), r.seq, r.msgtime, role.as_byte())
+                })
+                .collect(),
             kept_by_rule: d.kept_by_rule,
             dropped_by_rule: d.dropped_by_rule,
             consent,
