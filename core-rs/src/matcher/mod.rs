@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use daachorse::{CharwiseDoubleArrayAhoCorasick, CharwiseDoubleArrayAhoCorasickBuilder, MatchKind};
 use serde::Serialize;
 
-pub use normalize::{for_each_normalized_char, normalize, normalize_str, Normalized};
+pub use normalize::{fold_char, for_each_normalized_char, normalize, normalize_str, Folded, Normalized};
 
 /// Positions of the last `RING` normalized characters are remembered; no pattern may be longer.
 const RING: usize = 256;
@@ -183,18 +183,24 @@ impl WordList {
         let mut ring = [0u32; RING];
         let mut nchars = 0usize;
         let mut stepper = pma.find_overlapping_stepper();
+        let mut feed = |nc: char, i: usize, end: usize, raw: &mut Vec<_>| {
+            ring[nchars % RING] = i as u32;
+            nchars += 1;
+            stepper.consume(nc);
+            for m in stepper.matches() {
+                let v = m.value() as usize;
+                let first = nchars - self.pattern_chars[v];
+                raw.push((m.start(), m.end(), ring[first % RING] as usize, end, v));
+            }
+        };
         for (i, c) in text.char_indices() {
             let end = i + c.len_utf8();
-            for_each_normalized_char(c, |nc| {
-                ring[nchars % RING] = i as u32;
-                nchars += 1;
-                stepper.consume(nc);
-                for m in stepper.matches() {
-                    let v = m.value() as usize;
-                    let first = nchars - self.pattern_chars[v];
-                    raw.push((m.start(), m.end(), ring[first % RING] as usize, end, v));
-                }
-            });
+            match fold_char(c) {
+                Folded::Skip => {}
+                Folded::One(nc) => feed(nc, i, end, &mut raw),
+                Folded::Many(s) => s.chars().for_each(|nc| feed(nc, i, end, &mut raw)),
+                Folded::Slow(s) => s.chars().for_each(|nc| feed(nc, i, end, &mut raw)),
+            }
         }
         if raw.is_empty() {
             return Vec::new();

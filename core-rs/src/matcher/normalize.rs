@@ -62,6 +62,37 @@ fn table() -> &'static Table {
     })
 }
 
+/// The normalized form of one character, without allocating in the common cases.
+pub enum Folded {
+    Skip,
+    One(char),
+    Many(&'static str),
+    Slow(String),
+}
+
+/// Folds one character (the hot path of matching: a table lookup for the BMP).
+#[inline(always)]
+pub fn fold_char(c: char) -> Folded {
+    if c.is_ascii() {
+        return if c.is_ascii_alphanumeric() {
+            Folded::One(c.to_ascii_lowercase())
+        } else {
+            Folded::Skip
+        };
+    }
+    if (c as u32) < 0x1_0000 {
+        let t = table();
+        return match t.bmp[c as usize] {
+            SKIP => Folded::Skip,
+            v if v & EXPAND != 0 => Folded::Many(t.expansions[(v & !EXPAND) as usize].as_str()),
+            v => Folded::One(char::from_u32(v).unwrap_or(' ')),
+        };
+    }
+    let mut slow = String::new();
+    fold_slow(c, &mut slow);
+    Folded::Slow(slow)
+}
+
 /// Calls `emit(ch)` for every character of the normalized form of `c`: the matcher feeds
 /// these straight into its automaton, so no normalized copy of the text is ever built.
 #[inline]
