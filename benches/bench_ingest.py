@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import orjson
+
 from scrm_fast import ChatBatch, Cipher, KeyRing, decode_batch
 from scrm_fast.pyref import ingest_reference
 

@@ -5,6 +5,7 @@ runs once as a correctness test."""
 from __future__ import annotations
 
 import ahocorasick_rs
+
 from scrm_fast import WordList
 from scrm_fast.bench import word_corpus
 

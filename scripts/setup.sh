@@ -27,9 +27,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check \
     "maturin>=1.5,<2" "lmdb>=1.4" "msgpack>=1.0" "orjson>=3.9" \
     "pytest>=8" "pytest-benchmark>=4" "hypothesis>=6" "cryptography>=42" "ruff>=0.5" \
-    "pywecomarchive==0.1.0" "ahocorasick-rs>=0.22" "pyahocorasick>=2.0"
+    "pywecomarchive==0.1.0" "ahocorasick-rs>=0.22" "pyahocorasick>=2.0" \
+    "aiohttp>=3.9" "uvloop>=0.19" "argon2-cffi>=23" "pytest-aiohttp>=1.0"
   echo "$want" > "$stamp"
 fi
+
+# control/ and dialer/ live at the top of the repository: make them importable in the venv
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD" > "$site/scrm_repo.pth"
 
 # One release build serves tests, the demo and benchmarks (cargo is incremental).
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} \

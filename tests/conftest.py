@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from scrm_fast.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent

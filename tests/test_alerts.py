@@ -4,8 +4,8 @@ arrival give the alerts of the complete stream."""
 from __future__ import annotations
 
 import orjson
-from scrm_fast import _core
 
+from scrm_fast import _core
 from tests.conftest import run_scrm
 
 T0 = 1_700_000_000_000

@@ -9,9 +9,9 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from scrm_fast import WordList, normalize_text
 from scrm_fast.simulate import _PHRASES
-
 from tests.conftest import run_scrm
 
 WORDS = [(1, "微信", ["vx", "加v", "薇信"], "contact", 2, "employee"),

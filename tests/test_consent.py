@@ -14,11 +14,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from scrm_fast import ChatBatch, Cipher, ConsentPolicy, KeyRing, _core, decode_batch
 from scrm_fast.consent import ConsentApi, build_policy, refresh_consent
 from scrm_fast.consent_reference import ConsentReference
 from scrm_fast.storage import ArchiveStore
-
 from tests.conftest import run_scrm
 
 T0 = 1_700_000_000_000

@@ -7,12 +7,12 @@ import shutil
 
 import orjson
 import pytest
+
 from scrm_fast import Cipher, KeyRing, _core
 from scrm_fast.pipeline import ingest_files
 from scrm_fast.simulate import simulate
 from scrm_fast.sources import expand_inputs
 from scrm_fast.storage import ArchiveStore
-
 from tests.conftest import run_scrm
 
 

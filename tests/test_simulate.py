@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import orjson
+
 from scrm_fast import KNOWN_MSGTYPES
 from scrm_fast.simulate import ALL_TYPES, simulate
 

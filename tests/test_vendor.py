@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from scrm_fast import ChatBatch, Cipher, KeyRing, VendorSdkError, decode_batch
 
+from scrm_fast import ChatBatch, Cipher, KeyRing, VendorSdkError, decode_batch
 from tests.conftest import run_scrm
 
 HERE = Path(__file__).parent

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from scrm_fast.errors import InputError, ScrmError
+from scrm_fast.tenant import auditing_for, import_directory_events, tenant_directory
 
 
 def _default_sdk_path() -> str:
@@ -69,34 +70,6 @@ def _rule_order(rule: str) -> tuple[int, str]:
     return (int(tail), rule) if tail.isdigit() else (99, rule)
 
 
-def _tenant_directory(data: str, given: str | None) -> dict | None:
-    """The directory given on the command line (validated, then kept in the data
-    directory), else the one kept from an earlier import, else None."""
-    from scrm_fast.directory import load_directory
-
-    if given:
-        return load_directory(given)
-    kept = Path(data) / "directory.json"
-    return load_directory(kept) if kept.exists() else None
-
-
-def _auditing(store, directory):
-    from scrm_fast.audit import behaviour_switches, load_wordlist, stored_words
-    from scrm_fast.pipeline import Auditing
-
-    return Auditing(load_wordlist(store), stored_words(store)[0], behaviour_switches(store), directory)
-
-
-def _import_directory_events(store, directory: dict) -> None:
-    """Contact events kept in the directory (``contact_events``): deleted customers (A-4)."""
-    from scrm_fast.audit import behaviour_switches, contact_event_audits
-
-    audits = contact_event_audits(directory.get("contact_events", []), behaviour_switches(store))
-    if audits:
-        with store.env.begin(write=True) as txn:
-            txn.cursor(db=store.db("audits")).putmulti(audits, overwrite=False)
-
-
 def cmd_simulate(a: argparse.Namespace) -> int:
     from scrm_fast.simulate import simulate
 
@@ -122,15 +95,15 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     keys = KeyRing.load_dir(a.keys)
     cipher = make_cipher(a.cipher, a.sdk)
     files = expand_inputs(a.inputs)
-    directory = _tenant_directory(a.data, a.directory)
+    directory = tenant_directory(a.data, a.directory)
     with ArchiveStore(a.data) as store:
         if a.directory:
             save_directory(a.data, directory)
-            _import_directory_events(store, directory)
+            import_directory_events(store, directory)
         progress = Progress(enabled=False if a.no_progress else None)
         summary = ingest_files(files, keys, cipher, store, progress=progress,
                                policy=build_policy(directory, store),
-                               auditing=_auditing(store, directory)).as_dict()
+                               auditing=auditing_for(store, directory)).as_dict()
     if a.json:
         _print_json(summary)
     else:
@@ -167,7 +140,7 @@ def cmd_quarantine(a: argparse.Namespace) -> int:
 
         keys = KeyRing.load_dir(a.keys)
         with ArchiveStore(a.data) as store:
-            policy = build_policy(_tenant_directory(a.data, None), store)
+            policy = build_policy(tenant_directory(a.data, None), store)
             res = retry_quarantine(keys, make_cipher(a.cipher, a.sdk), store, policy)
         _print_json(res)
         return 0
@@ -216,11 +189,41 @@ def cmd_demo(a: argparse.Namespace) -> int:
         save_directory(data, directory)
         summary = ingest_files(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"), Cipher.open(),
                                store, progress=Progress(), policy=build_policy(directory, store),
-                               auditing=_auditing(store, directory)).as_dict()
+                               auditing=auditing_for(store, directory)).as_dict()
         counts = store.counts()
     print(_summary_text(summary))
     print(f"archive: {counts['records']:,} records, {counts['quarantine']:,} quarantined in {data}")
+    if a.no_serve:
+        return 0
+    _demo_users(data)
+    from control.app import serve
+    from control.config import ControlConfig
+
+    cfg = ControlConfig.from_env(data, port=a.port, keys_dir=sim / "keys")
+    print(f"console: http://{cfg.host}:{cfg.port}/  (admin / {DEMO_PASSWORD}; operator / {DEMO_PASSWORD})",
+          flush=True)
+    serve(cfg)
     return 0
+
+
+DEMO_PASSWORD = "demo-pass-123"
+
+
+def _demo_users(data: Path) -> None:
+    from control.accounts import AccountService
+
+    accounts = AccountService(data)
+    try:
+        have = {u.username for u in accounts.list_users()}
+        if "admin" not in have:
+            accounts.create_user("admin", DEMO_PASSWORD, "admin")
+        if "operator" not in have:
+            import orjson
+
+            first = orjson.loads((data / "directory.json").read_bytes())["employees"][1]["userid"]
+            accounts.create_user("operator", DEMO_PASSWORD, "regular", employee=first)
+    finally:
+        accounts.close()
 
 
 def cmd_consent(a: argparse.Namespace) -> int:
@@ -229,7 +232,7 @@ def cmd_consent(a: argparse.Namespace) -> int:
     if a.consent == "refresh":
         from scrm_fast.consent import ConsentApi, refresh_consent
 
-        directory = _tenant_directory(a.data, None)
+        directory = tenant_directory(a.data, None)
         if directory is None:
             raise InputError(f"{a.data}: no directory imported; run `scrm directory import` first")
         with ArchiveStore(a.data) as store:
@@ -308,7 +311,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
         if a.audit_cmd == "handle":
             _print_json(audit.handle_audit(store, a.id, a.verdict, a.remark, a.by))
         elif a.audit_cmd == "rescan":
-            _print_json(audit.rescan(store, _tenant_directory(a.data, None)))
+            _print_json(audit.rescan(store, tenant_directory(a.data, None)))
         elif a.audit_cmd == "events":
             total, added = audit.import_contact_events(store, a.file)
             print(f"{total} contact events, {added} new behaviour records")
@@ -337,7 +340,7 @@ def cmd_alerts(a: argparse.Namespace) -> int:
         return 0
     if a.alerts_cmd == "rescan":
         with ArchiveStore(a.data) as store:
-            n = audit.recompute_timeouts(store, _tenant_directory(a.data, None))
+            n = audit.recompute_timeouts(store, tenant_directory(a.data, None))
         _print_json({"timeout_alerts": n})
         return 0
 
@@ -351,6 +354,67 @@ def cmd_alerts(a: argparse.Namespace) -> int:
             what = ",".join(r["words"]) if r["kind"] == "sensitive_word" else f"unanswered {r['delay_ms'] // 60000} min"
             print(f"{r['id']:<28} {r['employee']:<12} {what}  notify: {' → '.join(r['notify'])}")
     return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from control.app import serve
+    from control.config import ControlConfig
+
+    cfg = ControlConfig.from_env(a.data, host=a.host, port=a.port, keys_dir=Path(a.keys) if a.keys else None)
+    _ensure_admin(cfg.data_dir)
+    print(f"serving the console and /api/v1 on http://{cfg.host}:{cfg.port}/ (data: {cfg.data_dir})", flush=True)
+    serve(cfg)
+    return 0
+
+
+def _ensure_admin(data_dir: Path) -> None:
+    """A fresh tenant gets an admin account with a random password, printed once."""
+    import secrets
+
+    from control.accounts import AccountService
+
+    accounts = AccountService(data_dir)
+    try:
+        if not accounts.list_users():
+            password = secrets.token_urlsafe(12)
+            accounts.create_user("admin", password, "admin")
+            print(f"created user admin with password {password} (shown once)", file=sys.stderr)
+    finally:
+        accounts.close()
+
+
+def cmd_users(a: argparse.Namespace) -> int:
+    from control.accounts import AccountService
+    from control.errors import ApiError
+
+    accounts = AccountService(Path(a.data))
+    try:
+        if a.users_cmd == "add":
+            password = a.password or os.environ.get("SCRM_PASSWORD") or sys.stdin.readline().strip()
+            try:
+                user = accounts.create_user(a.username, password, a.role, a.employee, a.department, a.sharing)
+            except ApiError as e:
+                raise InputError(e.detail) from e
+            _print_json(user.public())
+        else:
+            _print_json([u.public() for u in accounts.list_users()])
+    finally:
+        accounts.close()
+    return 0
+
+
+def cmd_trail(a: argparse.Namespace) -> int:
+    from scrm_fast.trail import AccessTrail
+
+    if not (Path(a.data) / "trail.lmdb").exists():
+        raise InputError(f"{a.data}: no access trail here")
+    trail = AccessTrail(a.data, readonly=True)
+    try:
+        res = trail.verify()
+    finally:
+        trail.close()
+    _print_json(res)
+    return 0 if res["ok"] else 3
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
@@ -486,6 +550,34 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--set", help="comma-separated durations, increasing, e.g. 5m,30m,1h")
     x.set_defaults(func=cmd_alerts)
 
+    s = sub.add_parser("serve", help="serve the console and the HTTP API (/api/v1)")
+    s.add_argument("--data", required=True, help="the tenant's data directory")
+    s.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, env SCRM_HOST)")
+    s.add_argument("--port", type=int, default=None, help="port (default 8080, env SCRM_PORT)")
+    s.add_argument("--keys", help="key directory, for uploads through POST /api/v1/ingest")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("users", help="operator accounts of the control plane")
+    usub = s.add_subparsers(dest="users_cmd", required=True, metavar="WHAT")
+    u = usub.add_parser("add", help="create an account (password from --password, $SCRM_PASSWORD or stdin)")
+    u.add_argument("--data", required=True)
+    u.add_argument("--username", required=True)
+    u.add_argument("--role", required=True, choices=["admin", "auditor", "leader", "regular"])
+    u.add_argument("--employee", help="the WeCom userid this operator is (data scope 'self')")
+    u.add_argument("--department", type=int, help="department id (data scope 'department')")
+    u.add_argument("--sharing", action="store_true", help="sharing permission: widens 'self' to the department")
+    u.add_argument("--password")
+    u.set_defaults(func=cmd_users)
+    u = usub.add_parser("list", help="accounts")
+    u.add_argument("--data", required=True)
+    u.set_defaults(func=cmd_users)
+
+    s = sub.add_parser("trail", help="the access trail (rule R-4)")
+    tsub = s.add_subparsers(dest="trail_cmd", required=True, metavar="WHAT")
+    t = tsub.add_parser("verify", help="check the hash chain; exit 3 and name the first broken entry")
+    t.add_argument("--data", required=True)
+    t.set_defaults(func=cmd_trail)
+
     s = sub.add_parser("directory", help="the directory file (spec §6)")
     dsub = s.add_subparsers(dest="directory_cmd", required=True, metavar="WHAT")
     d = dsub.add_parser("import", help="validate a directory.json and keep it in the data directory")
@@ -493,11 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("file", help="directory.json")
     d.set_defaults(func=cmd_directory)
 
-    s = sub.add_parser("demo", help="the main job: simulate an enterprise, ingest it, print a summary")
+    s = sub.add_parser("demo", help="the main job: simulate an enterprise, ingest it, serve the console")
     s.add_argument("--dir", default="demo-data", help="working directory (default ./demo-data)")
     s.add_argument("--messages", type=int, default=20_000, help="messages to simulate (default 20000)")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--fresh", action="store_true", help="simulate again even if a corpus exists")
+    s.add_argument("--no-serve", action="store_true", help="stop after the ingest summary")
+    s.add_argument("--port", type=int, default=None, help="console port (default 8080)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="benchmarks with same-run baselines")

@@ -1,0 +1,108 @@
+"""The application factory: ``create_app(config) -> web.Application``."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from control.accounts import AccountService
+from control.api import meta
+from control.archive import ArchiveViews
+from control.config import ControlConfig
+from control.errors import ApiError, error_middleware, problem
+from control.keys import ACCOUNTS, CONFIG, JOBS, METRICS, STORE, TRAIL, VIEWS
+from control.routes import admin, archive, auth, review
+from control.routes import meta as meta_routes
+from scrm_fast.storage import ArchiveStore
+from scrm_fast.trail import AccessTrail
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    """Every route requires a valid bearer token unless its endpoint is marked public, and
+    the permission its endpoint names. No security by URL pattern."""
+    m = meta(handler)
+    if m is None:
+        if request.path.startswith("/api/"):
+            # a route without metadata is a bug: refuse rather than serve it unprotected
+            return problem(404, "not_found", "no such endpoint")
+        return await handler(request)  # static console files
+    if m.public:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not header[7:].strip():
+        raise ApiError(401, "unauthorized", "missing bearer token")
+    resigned = request.app[VIEWS].directory().resigned()
+    user, token = request.app[ACCOUNTS].authenticate(header[7:].strip(), resigned)
+    if m.perm and m.perm not in user.perms:
+        raise ApiError(403, "forbidden", f"your role lacks the permission {m.perm}")
+    request["user"], request["token"] = user, token
+    return await handler(request)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler):
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    finally:
+        info = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        m = request.app[METRICS]
+        key = (request.method, info, status)
+        m["requests"][key] = m["requests"].get(key, 0) + 1
+        m["seconds"][(request.method, info)] = m["seconds"].get((request.method, info), 0.0) + time.perf_counter() - t0
+
+
+async def _resources(app: web.Application):
+    cfg = app[CONFIG]
+    store = ArchiveStore(cfg.data_dir)
+    app[STORE] = store
+    app[VIEWS] = ArchiveViews(store, cfg.data_dir)
+    app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.login_max_failures, cfg.login_lockout_s)
+    app[TRAIL] = AccessTrail(cfg.data_dir)
+    yield
+    for key, task in list(app[JOBS].items()):
+        if key.endswith(":task"):
+            await task
+    app[TRAIL].close()
+    app[ACCOUNTS].close()
+    store.close()
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    index = request.app[CONFIG].web_dir / "index.html"
+    if not index.exists():
+        return web.Response(text="scrm-fast control plane: see /api/v1/openapi.json", content_type="text/plain",
+                            charset="utf-8")
+    return web.FileResponse(index, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+def create_app(config: ControlConfig) -> web.Application:
+    app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware],
+                          client_max_size=config.max_upload_bytes)
+    app[CONFIG] = config
+    app[JOBS] = {}
+    app[METRICS] = {"requests": {}, "seconds": {}}
+    for mod in (meta_routes, auth, archive, review, admin):
+        app.add_routes(mod.routes)
+    app.router.add_get("/", _index)
+    if config.web_dir.is_dir():
+        app.router.add_static("/web/", config.web_dir, show_index=False)
+    app.cleanup_ctx.append(_resources)
+    return app
+
+
+def serve(config: ControlConfig) -> None:
+    import asyncio
+
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # uvloop is optional; asyncio's loop works too
+        pass
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None)

@@ -1,0 +1,202 @@
+"""Archive reads for the HTTP API, filtered by the caller's data scope *inside* the query
+(rule R-2): a conversation is visible only when an employee in scope takes part in it, and
+every list is built from visible conversations only, so no filter, id or cursor reaches
+another employee's messages. Every read of content is written to the access trail (R-4)
+by the route that calls it."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from control.accounts import User
+from control.errors import ApiError
+from scrm_fast.storage import ArchiveStore, key_seq, seq_key
+
+# rule V-2: message-type tabs
+TYPE_GROUPS = {
+    "all": None,
+    "image_video": {"image", "video"},
+    "file": {"file"},
+    "link": {"link"},
+    "voice_call": {"meeting_voice_call", "voiptext"},
+    "voice": {"voice"},
+}
+DAY_MS = 86_400_000
+
+
+def is_customer(uid: str) -> bool:
+    return uid.startswith(("wo", "wm"))
+
+
+@dataclass
+class Directory:
+    employees: dict[str, dict]
+    departments: dict[int, dict]
+    groups: dict[str, dict]
+
+    @staticmethod
+    def load(data_dir: Path) -> Directory:
+        import orjson
+
+        p = data_dir / "directory.json"
+        doc = orjson.loads(p.read_bytes()) if p.exists() else {}
+        return Directory({e["userid"]: e for e in doc.get("employees", [])},
+                         {d["id"]: d for d in doc.get("departments", [])},
+                         {g["roomid"]: g for g in doc.get("groups", [])})
+
+    def resigned(self) -> set[str]:
+        return {u for u, e in self.employees.items() if e.get("status") == "resigned"}
+
+    def subtree(self, dept: int) -> set[int]:
+        out, frontier = {dept}, [dept]
+        while frontier:
+            d = frontier.pop()
+            for k, v in self.departments.items():
+                if v.get("parent") == d and k not in out:
+                    out.add(k)
+                    frontier.append(k)
+        return out
+
+    def group_members(self, roomid: str) -> set[str]:
+        g = self.groups.get(roomid, {})
+        ids = {m["id"] if isinstance(m, dict) else m for m in g.get("members", [])}
+        ids |= {g.get("owner", "")} | {c["owner"] for c in g.get("owner_changes", [])}
+        return ids - {""}
+
+
+def allowed_employees(user: User, d: Directory) -> set[str] | None:
+    """None: everything; else the employee ids whose conversations the user may read."""
+    if user.scope == "all":
+        return None
+    if user.scope == "department" and user.department is not None:
+        depts = d.subtree(user.department)
+        own = {u for u, e in d.employees.items() if e.get("department") in depts}
+        return own | ({user.employee} if user.employee else set())
+    return {user.employee} if user.employee else set()
+
+
+def conv_parties(conv: str, d: Directory) -> set[str]:
+    if conv.startswith("p:"):
+        return set(conv[2:].split("|"))
+    if conv.startswith("g:"):
+        return d.group_members(conv[2:])
+    if conv.startswith("s:"):
+        return {conv[2:]}
+    return set()
+
+
+class ArchiveViews:
+    def __init__(self, store: ArchiveStore, data_dir: Path) -> None:
+        self.store = store
+        self.data_dir = data_dir
+
+    def directory(self) -> Directory:
+        return Directory.load(self.data_dir)
+
+    def visible(self, conv: str, allowed: set[str] | None, d: Directory) -> bool:
+        return allowed is None or bool(conv_parties(conv, d) & allowed)
+
+    def conversations(self, user: User, employee: str | None, kind: str | None) -> list[dict]:
+        """Conversations (one per conversation id) with their last message time; rule V-2's
+        counterpart lists: ``external`` (with customers), ``internal``, ``group``."""
+        d = self.directory()
+        allowed = allowed_employees(user, d)
+        if employee is not None and allowed is not None and employee not in allowed:
+            raise ApiError(403, "forbidden", f"employee {employee} is outside your data scope")
+        out = []
+        conv_db = self.store.db("conv")
+        with self.store.env.begin() as txn:
+            cur = txn.cursor(db=conv_db)
+            ok = cur.first()
+            while ok:
+                key = cur.key()
+                conv = key[:-9].decode()
+                # jump to this conversation's last entry, then past it: one seek per conversation
+                if cur.set_range(key[:-9] + b"\x01"):
+                    cur.prev()
+                else:
+                    cur.last()
+                last_key, last_val = cur.key(), cur.value()
+                parties = conv_parties(conv, d)
+                ckind = "group" if conv.startswith("g:") else (
+                    "external" if any(is_customer(p) for p in parties) else "internal")
+                if conv.startswith(("p:", "g:")) and (kind is None or kind == ckind) \
+                        and (employee is None or employee in parties) \
+                        and (allowed is None or parties & allowed):
+                    out.append({"conv": conv, "kind": ckind, "parties": sorted(parties) if ckind != "group" else [],
+                                "name": d.groups.get(conv[2:], {}).get("name") if ckind == "group" else None,
+                                "last_seq": key_seq(last_key[-8:]),
+                                "last_msgtime": struct.unpack(">q", last_val[:8])[0]})
+                ok = cur.next()
+        out.sort(key=lambda c: -c["last_msgtime"])
+        return out
+
+    def messages(self, user: User, conv: str, type_group: str = "all", days: int | None = None,
+                 since: int | None = None, until: int | None = None, before_seq: int | None = None,
+                 limit: int = 50) -> dict:
+        """A conversation's messages, newest first, ``limit`` a page; ``next_cursor`` is the
+        seq to pass as ``before_seq`` for the next page."""
+        d = self.directory()
+        if not self.visible(conv, allowed_employees(user, d), d):
+            # same answer as for a conversation that does not exist: scope leaks nothing
+            raise ApiError(404, "not_found", "no such conversation")
+        types = TYPE_GROUPS.get(type_group, ...)
+        if types is ...:
+            raise ApiError(422, "invalid", f"type must be one of {', '.join(TYPE_GROUPS)}")
+        if type_group == "voice_call" and conv.startswith("g:"):
+            raise ApiError(422, "invalid", "voice calls are not a tab for groups (rule V-2)")
+        if days is not None:
+            since = self.store.stream_time() - days * DAY_MS
+        prefix = conv.encode() + b"\0"
+        items: list[dict] = []
+        next_cursor = None
+        with self.store.env.begin() as txn:
+            cur = txn.cursor(db=self.store.db("conv"))
+            start = prefix + seq_key(before_seq) if before_seq is not None else conv.encode() + b"\x01"
+            ok = cur.set_range(start)
+            ok = cur.prev() if ok else cur.last()
+            recs = txn.cursor(db=self.store.db("records"))
+            while ok and cur.key().startswith(prefix):
+                seq = key_seq(cur.key()[-8:])
+                t = struct.unpack(">q", cur.value()[:8])[0]
+                if until is not None and t > until:
+                    ok = cur.prev()
+                    continue
+                if since is not None and t < since:
+                    break
+                raw = recs.get(seq_key(seq))
+                if raw is not None:
+                    r = msgpack.unpackb(raw)
+                    if types is None or r["msgtype"] in types:
+                        if len(items) == limit:
+                            next_cursor = items[-1]["seq"]
+                            break
+                        items.append(message_view(r))
+                ok = cur.prev()
+        return {"conv": conv, "items": items, "next_cursor": next_cursor}
+
+    def message(self, user: User, seq: int) -> dict:
+        r = self.store.get_record(seq)
+        d = self.directory()
+        if r is None or not self.visible(r.get("conv", ""), allowed_employees(user, d), d):
+            raise ApiError(404, "not_found", f"no message {seq}")
+        return message_view(r, full=True)
+
+
+def message_view(r: dict, full: bool = False) -> dict:
+    import orjson
+
+    body = orjson.loads(r["raw"])
+    view = {"seq": r["seq"], "msgid": r["msgid"], "msgtime": r["msgtime"], "msgtype": r["msgtype"],
+            "action": r["action"], "from": r["from"], "tolist": r["tolist"], "roomid": r["roomid"],
+            "text": r["text"], "conv": r.get("conv", ""), "rule": r.get("rule", "")}
+    key = {"docmsg": "doc", "markdown": "info", "news": "info", "voiptext": "info", "qydiskfile": "info"}.get(
+        r["msgtype"], r["msgtype"])
+    view["payload"] = body.get(key) if key in body else body.get("redpacket")
+    if full:
+        view["message"] = body
+    return view

@@ -1,0 +1,33 @@
+"""The control plane's one typed configuration object (from arguments or environment)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    data_dir: Path
+    keys_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # JSON bodies are small; uploads of GetChatData files are not
+    max_json_bytes: int = 1 << 20
+    max_upload_bytes: int = 256 << 20
+    session_ttl_s: int = 12 * 3600
+    login_max_failures: int = 5
+    login_lockout_s: int = 300
+    web_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
+
+    @staticmethod
+    def from_env(data_dir: str | Path, **overrides) -> ControlConfig:
+        env = os.environ
+        base = {
+            "keys_dir": Path(env["SCRM_KEYS"]) if env.get("SCRM_KEYS") else None,
+            "host": env.get("SCRM_HOST", "127.0.0.1"),
+            "port": int(env.get("SCRM_PORT", "8080")),
+        }
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return ControlConfig(data_dir=Path(data_dir), **base)

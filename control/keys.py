@@ -1,0 +1,19 @@
+"""Typed application keys: the shared state of the control plane."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.accounts import AccountService
+from control.archive import ArchiveViews
+from control.config import ControlConfig
+from scrm_fast.storage import ArchiveStore
+from scrm_fast.trail import AccessTrail
+
+CONFIG = web.AppKey("config", ControlConfig)
+ACCOUNTS = web.AppKey("accounts", AccountService)
+STORE = web.AppKey("store", ArchiveStore)
+VIEWS = web.AppKey("views", ArchiveViews)
+TRAIL = web.AppKey("trail", AccessTrail)
+JOBS = web.AppKey("jobs", dict)
+METRICS = web.AppKey("metrics", dict)

@@ -1,0 +1,45 @@
+"""The OpenAPI 3.1 document, generated from the application's router and each handler's
+:class:`control.api.Endpoint`."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from control.api import meta
+
+_PROBLEM = {"type": "object", "required": ["error", "detail"],
+            "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+
+
+def build_openapi(app: web.Application) -> dict:
+    paths: dict[str, dict] = {}
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("formatter") or info.get("path")
+        if path is None or route.method == "HEAD":
+            continue
+        m = meta(route.handler)
+        if m is None:
+            continue
+        op: dict = {"summary": m.summary, "tags": [m.tag], "operationId": route.handler.__name__,
+                    "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
+                                  "4XX": {"description": "problem",
+                                          "content": {"application/json": {"schema": _PROBLEM}}}}}
+        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for n in re.findall(r"{(\w+)}", path)]
+        params += [{"name": n, "in": "query", "required": False, "schema": {"type": t}} for n, t in m.query.items()]
+        if params:
+            op["parameters"] = params
+        if m.body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": m.body}}}
+        if not m.public:
+            op["security"] = [{"bearer": []}]
+        if m.perm:
+            op["x-permission"] = m.perm
+        paths.setdefault(path, {})[route.method.lower()] = op
+    return {"openapi": "3.1.0",
+            "info": {"title": "scrm-fast control plane", "version": "1"},
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "paths": dict(sorted(paths.items()))}

@@ -1,0 +1,122 @@
+"""Administration: users and roles (R-1 … R-3), GetChatData uploads (ingest jobs), the
+access trail."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from control.api import endpoint
+from control.errors import ApiError, fields, json_body
+from control.keys import ACCOUNTS, CONFIG, JOBS, STORE, TRAIL
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/users")
+@endpoint("Operator accounts", perm="admin.users", tag="admin")
+async def list_users(request: web.Request) -> web.Response:
+    return web.json_response([u.public() for u in request.app[ACCOUNTS].list_users()])
+
+
+@routes.post("/api/v1/users")
+@endpoint("Create an operator account", perm="admin.users", tag="admin",
+          body={"type": "object", "required": ["username", "password", "role"],
+                "properties": {"username": {"type": "string"}, "password": {"type": "string"},
+                               "role": {"enum": ["admin", "auditor", "leader", "regular"]},
+                               "employee": {"type": "string"}, "department": {"type": "integer"},
+                               "sharing": {"type": "boolean"}}})
+async def create_user(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
+                 {"username": (str, True), "password": (str, True), "role": (str, True), "employee": (str, False),
+                  "department": (int, False), "sharing": (bool, False)})
+    user = await asyncio.to_thread(request.app[ACCOUNTS].create_user, doc["username"], doc["password"], doc["role"],
+                                   doc.get("employee"), doc.get("department"), doc.get("sharing", False))
+    request.app[TRAIL].append(request["user"].username, "user_created", user.username, {"role": user.role})
+    return web.json_response(user.public(), status=201)
+
+
+@routes.post("/api/v1/users/disable")
+@endpoint("Disable or enable accounts in bulk (R-3)", perm="admin.users", tag="admin",
+          body={"type": "object", "required": ["usernames", "disabled"],
+                "properties": {"usernames": {"type": "array", "items": {"type": "string"}},
+                               "disabled": {"type": "boolean"}}})
+async def disable_users(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
+                 {"usernames": (list, True), "disabled": (bool, True)})
+    if not all(isinstance(u, str) for u in doc["usernames"]):
+        raise ApiError(422, "invalid", "usernames must be strings")
+    n = request.app[ACCOUNTS].set_disabled(doc["usernames"], doc["disabled"])
+    request.app[TRAIL].append(request["user"].username, "users_disabled" if doc["disabled"] else "users_enabled",
+                              ",".join(doc["usernames"]))
+    return web.json_response({"changed": n})
+
+
+def _run_ingest(app: web.Application, job: dict, path: Path) -> None:
+    from scrm_fast import Cipher, KeyRing
+    from scrm_fast.consent import build_policy
+    from scrm_fast.pipeline import ingest_files
+    from scrm_fast.tenant import auditing_for, tenant_directory
+
+    cfg = app[CONFIG]
+    try:
+        store = app[STORE]
+        directory = tenant_directory(str(cfg.data_dir), None)
+        summary = ingest_files([path], KeyRing.load_dir(cfg.keys_dir), Cipher.open(), store,
+                               policy=build_policy(directory, store), auditing=auditing_for(store, directory))
+        job.update(status="done", summary=summary.as_dict())
+    except Exception as e:  # noqa: BLE001 - reported on the job
+        job.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@routes.post("/api/v1/ingest")
+@endpoint("Upload GetChatData responses (JSONL); returns a job to poll", perm="ingest.write", tag="admin")
+async def ingest(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    if cfg.keys_dir is None:
+        raise ApiError(409, "conflict", "no key directory configured (scrm serve --keys DIR)")
+    if request.content_length is not None and request.content_length > cfg.max_upload_bytes:
+        raise ApiError(413, "too_large", f"upload over {cfg.max_upload_bytes} bytes")
+    fd, name = tempfile.mkstemp(prefix="scrm-upload-", suffix=".jsonl", dir=cfg.data_dir)
+    path = Path(name)
+    size = 0
+    with open(fd, "wb") as f:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > cfg.max_upload_bytes:
+                f.close()
+                path.unlink(missing_ok=True)
+                raise ApiError(413, "too_large", f"upload over {cfg.max_upload_bytes} bytes")
+            f.write(chunk)
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise ApiError(422, "invalid", "empty upload")
+    job = {"id": secrets.token_hex(8), "status": "running", "bytes": size, "by": request["user"].username}
+    request.app[JOBS][job["id"]] = job
+    # decrypting is CPU work in Rust (GIL released) on a worker thread: the loop stays free
+    request.app[JOBS][job["id"] + ":task"] = asyncio.ensure_future(
+        asyncio.to_thread(_run_ingest, request.app, job, path))
+    return web.json_response(job, status=202)
+
+
+@routes.get("/api/v1/jobs/{job_id}")
+@endpoint("An ingest job's status and summary", perm="ingest.write", tag="admin")
+async def get_job(request: web.Request) -> web.Response:
+    job = request.app[JOBS].get(request.match_info["job_id"])
+    if job is None or not isinstance(job, dict):
+        raise ApiError(404, "not_found", "no such job")
+    return web.json_response(job)
+
+
+@routes.get("/api/v1/trail")
+@endpoint("The access trail and its verification (R-4)", perm="trail.read", tag="admin",
+          query={"limit": "integer"})
+async def trail(request: web.Request) -> web.Response:
+    t = request.app[TRAIL]
+    return web.json_response({"verify": t.verify(), "entries": t.entries(limit=1000)})

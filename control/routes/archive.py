@@ -1,0 +1,99 @@
+"""Archive views (rules V-1 … V-4): employees, conversations, messages. Scope-filtered;
+every content read goes to the access trail (R-4)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from control.api import endpoint
+from control.archive import allowed_employees
+from control.errors import ApiError
+from control.keys import STORE, TRAIL, VIEWS
+
+routes = web.RouteTableDef()
+
+
+def _int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        v = int(raw)
+    except ValueError as e:
+        raise ApiError(400, "bad_request", f"query parameter '{name}' must be an integer") from e
+    if not lo <= v <= hi:
+        raise ApiError(422, "invalid", f"query parameter '{name}' must be between {lo} and {hi}")
+    return v
+
+
+@routes.get("/api/v1/employees")
+@endpoint("Employees in your data scope with archive status (V-1, V-3)", perm="archive.read",
+          query={"status": "string", "q": "string"})
+async def employees(request: web.Request) -> web.Response:
+    d = request.app[VIEWS].directory()
+    allowed = allowed_employees(request["user"], d)
+    status = request.query.get("status")
+    q = request.query.get("q", "")
+    out = []
+    for uid, e in sorted(d.employees.items()):
+        if allowed is not None and uid not in allowed:
+            continue
+        if status and e.get("status", "active") != status:
+            continue
+        if q and q not in uid and q not in e.get("name", ""):
+            continue
+        dept = d.departments.get(e.get("department"), {})
+        out.append({"userid": uid, "name": e.get("name", uid), "department": dept.get("name"),
+                    "archived": e.get("archived", True), "status": e.get("status", "active"),
+                    "resigned_at": e.get("resigned_at"), "leader": e.get("leader")})
+    return web.json_response(out)
+
+
+@routes.get("/api/v1/conversations")
+@endpoint("Conversations in your data scope (V-2 counterpart lists)", perm="archive.read",
+          query={"employee": "string", "kind": "string"})
+async def conversations(request: web.Request) -> web.Response:
+    kind = request.query.get("kind")
+    if kind not in (None, "external", "internal", "group"):
+        raise ApiError(422, "invalid", "kind must be external, internal or group")
+    rows = await asyncio.to_thread(request.app[VIEWS].conversations, request["user"],
+                                   request.query.get("employee"), kind)
+    return web.json_response(rows)
+
+
+@routes.get("/api/v1/conversations/{conv}/messages")
+@endpoint("Messages of one conversation, newest first (V-2 tabs and time ranges)", perm="archive.read",
+          query={"type": "string", "days": "integer", "since": "integer", "until": "integer",
+                 "before_seq": "integer", "limit": "integer"})
+async def messages(request: web.Request) -> web.Response:
+    conv = request.match_info["conv"]
+    days = _int(request, "days", 1, 3650)
+    page = await asyncio.to_thread(
+        request.app[VIEWS].messages, request["user"], conv, request.query.get("type", "all"), days,
+        _int(request, "since", 0, 2**62), _int(request, "until", 0, 2**62), _int(request, "before_seq", 0, 2**62),
+        _int(request, "limit", 1, 500) or 50)
+    request.app[TRAIL].append(request["user"].username, "read_messages", conv,
+                              {"seqs": [m["seq"] for m in page["items"]]})
+    return web.json_response(page)
+
+
+@routes.get("/api/v1/messages/{seq}")
+@endpoint("One message in full", perm="archive.read")
+async def message(request: web.Request) -> web.Response:
+    try:
+        seq = int(request.match_info["seq"])
+    except ValueError as e:
+        raise ApiError(400, "bad_request", "seq must be an integer") from e
+    m = request.app[VIEWS].message(request["user"], seq)
+    request.app[TRAIL].append(request["user"].username, "read_message", str(seq), {"conv": m["conv"]})
+    return web.json_response(m)
+
+
+@routes.get("/api/v1/stats")
+@endpoint("Archive counts and the checkpoint", perm="archive.read")
+async def stats(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    return web.json_response({**store.counts(), "checkpoint": store.checkpoint(),
+                              "consent": store.rule_counts()})

@@ -1,0 +1,41 @@
+"""Health, Prometheus metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.api import endpoint
+from control.keys import METRICS, STORE
+from control.openapi import build_openapi
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/health")
+@endpoint("Liveness and the archive's checkpoint", public=True, tag="meta")
+async def health(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    return web.json_response({"status": "ok", "checkpoint": store.checkpoint()})
+
+
+@routes.get("/metrics")
+@endpoint("Prometheus metrics", public=True, tag="meta")
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    lines = ["# TYPE scrm_http_requests_total counter"]
+    for (method, route, status), n in sorted(m["requests"].items()):
+        lines.append(f'scrm_http_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')
+    lines.append("# TYPE scrm_http_request_seconds_sum counter")
+    for (method, route), s in sorted(m["seconds"].items()):
+        lines.append(f'scrm_http_request_seconds_sum{{method="{method}",route="{route}"}} {s:.6f}')
+    counts = request.app[STORE].counts()
+    lines.append("# TYPE scrm_archive_records gauge")
+    for k, v in counts.items():
+        lines.append(f'scrm_archive_records{{table="{k}"}} {v}')
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+@routes.get("/api/v1/openapi.json")
+@endpoint("This document", public=True, tag="meta")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_openapi(request.app))

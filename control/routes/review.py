@@ -1,0 +1,147 @@
+"""Review queues (A-3), words (A-1), behaviour switches (A-4), alerts (A-5, A-6) and consent
+events (C-3, C-9, C-12)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from control.api import endpoint
+from control.archive import allowed_employees
+from control.errors import ApiError, fields, json_body
+from control.keys import CONFIG, STORE, TRAIL, VIEWS
+from scrm_fast import audit
+
+routes = web.RouteTableDef()
+
+
+def _in_scope(request: web.Request, rows: list[dict], key: str = "employee") -> list[dict]:
+    allowed = allowed_employees(request["user"], request.app[VIEWS].directory())
+    return rows if allowed is None else [r for r in rows if r.get(key) in allowed]
+
+
+@routes.get("/api/v1/audits")
+@endpoint("Audit records in your scope (A-2, A-4)", perm="audit.read", tag="audit",
+          query={"kind": "string", "status": "string", "context": "boolean"})
+async def list_audits(request: web.Request) -> web.Response:
+    kind, status = request.query.get("kind"), request.query.get("status")
+    if kind not in (None, "content", "behaviour") or status not in (None, "pending", "handled"):
+        raise ApiError(422, "invalid", "kind: content|behaviour, status: pending|handled")
+    store = request.app[STORE]
+    rows = _in_scope(request, await asyncio.to_thread(audit.list_audits, store, kind, status))
+    if request.query.get("context") in ("1", "true"):
+        for r in rows:
+            r["context"] = audit.context(store, r)
+        request.app[TRAIL].append(request["user"].username, "read_audit_context", "audits",
+                                  {"ids": [r["id"] for r in rows]})
+    return web.json_response(rows)
+
+
+@routes.post("/api/v1/audits/{audit_id}/handle")
+@endpoint("Set the verdict of a pending record (A-3)", perm="audit.handle", tag="audit",
+          body={"type": "object", "required": ["verdict"],
+                "properties": {"verdict": {"enum": ["abnormal", "normal", "ignore"]}, "remark": {"type": "string"}}})
+async def handle(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
+                 {"verdict": (str, True), "remark": (str, False)})
+    aid = request.match_info["audit_id"]
+    store = request.app[STORE]
+    key = audit.audit_key(aid)
+    existing = [r for r in audit.list_audits(store) if r["id"] == aid] if key else []
+    if not existing or not _in_scope(request, existing):
+        raise ApiError(404, "not_found", f"no audit record {aid}")
+    if existing[0]["status"] != "pending":
+        raise ApiError(409, "conflict", f"{aid} was already handled; handled records are not changed")
+    rec = audit.handle_audit(store, aid, doc["verdict"], doc.get("remark"), request["user"].username)
+    request.app[TRAIL].append(request["user"].username, "audit_verdict", aid,
+                              {"verdict": doc["verdict"], "remark": doc.get("remark")})
+    return web.json_response(rec)
+
+
+@routes.get("/api/v1/words")
+@endpoint("The sensitive-word list with trigger counts (A-1)", perm="words.read", tag="audit")
+async def get_words(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    entries, allow = audit.stored_words(store)
+    stats = audit.word_stats(store)
+    return web.json_response({"entries": [
+        {"id": e[0], "word": e[1], "related": e[2], "category": e[3], "severity": e[4], "applies_to": e[5],
+         "triggers": stats.get(e[1], (0, None))[0], "last_trigger": stats.get(e[1], (0, None))[1]}
+        for e in entries], "allow": allow})
+
+
+@routes.put("/api/v1/words")
+@endpoint("Replace the word list", perm="words.write", tag="audit",
+          body={"type": "object", "required": ["entries"],
+                "properties": {"entries": {"type": "array"}, "allow": {"type": "array"}}})
+async def put_words(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
+                 {"entries": (list, True), "allow": (list, False)})
+    entries = []
+    for i, e in enumerate(doc["entries"], 1):
+        if not isinstance(e, dict):
+            raise ApiError(422, "invalid", f"entries[{i - 1}] must be an object")
+        e = fields(e, {"word": (str, True), "related": (list, False), "category": (str, False),
+                       "severity": (int, False), "applies_to": (str, False)})
+        related = e.get("related", [])
+        if not all(isinstance(r, str) for r in related):
+            raise ApiError(422, "invalid", f"entries[{i - 1}].related must be strings")
+        entries.append((i, e["word"], related, e.get("category", "default"), e.get("severity", 1),
+                        e.get("applies_to", "employee")))
+    allow = doc.get("allow", [])
+    if not all(isinstance(a, str) for a in allow):
+        raise ApiError(422, "invalid", "allow must be a list of strings")
+    try:
+        n = audit.import_words(request.app[STORE], entries, allow)
+    except ValueError as e:
+        raise ApiError(422, "invalid", str(e)) from e
+    request.app[TRAIL].append(request["user"].username, "words_replaced", "words", {"entries": n})
+    return web.json_response({"entries": n, "allow": len(allow)})
+
+
+@routes.get("/api/v1/behaviours")
+@endpoint("Sensitive-behaviour switches (A-4)", perm="words.read", tag="audit")
+async def get_behaviours(request: web.Request) -> web.Response:
+    return web.json_response(audit.behaviour_switches(request.app[STORE]))
+
+
+@routes.put("/api/v1/behaviours")
+@endpoint("Switch sensitive behaviours on or off", perm="words.write", tag="audit",
+          body={"type": "object", "additionalProperties": {"type": "boolean"}})
+async def put_behaviours(request: web.Request) -> web.Response:
+    doc = await json_body(request, request.app[CONFIG].max_json_bytes)
+    store = request.app[STORE]
+    for name, on in doc.items():
+        if not isinstance(on, bool):
+            raise ApiError(422, "invalid", f"{name} must be true or false")
+        if name not in audit.BEHAVIOURS:
+            raise ApiError(422, "invalid", f"unknown behaviour {name}")
+    cur = audit.behaviour_switches(store)
+    for name, on in doc.items():
+        cur = audit.set_behaviour(store, name, on)
+    return web.json_response(cur)
+
+
+@routes.get("/api/v1/alerts")
+@endpoint("Alerts in your scope (A-5 sensitive words, A-6 timeout replies)", perm="alerts.read", tag="audit")
+async def alerts(request: web.Request) -> web.Response:
+    import msgpack
+
+    store = request.app[STORE]
+    with store.env.begin() as txn:
+        rows = [msgpack.unpackb(v) for _, v in txn.cursor(db=store.db("alerts"))]
+    rows.sort(key=lambda r: (r["msgtime"], r["id"]))
+    return web.json_response(_in_scope(request, rows))
+
+
+@routes.get("/api/v1/consent/events")
+@endpoint("Consent enforcement events (C-3, C-9, C-12)", perm="consent.read", tag="consent")
+async def consent_events(request: web.Request) -> web.Response:
+    return web.json_response(_in_scope(request, request.app[STORE].enforcement_events()))
+
+
+@routes.get("/api/v1/consent/rules")
+@endpoint("Messages kept and dropped per consent rule", perm="consent.read", tag="consent")
+async def consent_rules(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STORE].rule_counts())

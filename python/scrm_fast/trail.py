@@ -1,0 +1,88 @@
+"""The access trail (rule R-4): every read of archived content and every audit verdict is
+appended to a tamper-evident log. Each entry carries the hash of the previous one
+(SHA-256 over the previous hash and the entry's canonical JSON), so changing, removing or
+reordering any stored entry breaks the chain from there on; ``verify`` names the first
+broken entry.
+
+Lives in its own LMDB environment (``trail.lmdb`` in the data directory) so that the
+archive's writers never wait for it and it can be copied off as evidence on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+from pathlib import Path
+
+import lmdb
+import orjson
+
+from scrm_fast.storage import now_ms
+
+GENESIS = "0" * 64
+
+
+def _digest(prev: str, body: dict) -> str:
+    return hashlib.sha256(prev.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class AccessTrail:
+    def __init__(self, data_dir: str | Path, readonly: bool = False) -> None:
+        path = Path(data_dir) / "trail.lmdb"
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(path), map_size=1 << 36, max_dbs=2, readonly=readonly, sync=True)
+        self.db = self.env.open_db(b"trail", create=not readonly)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def append(self, user: str, action: str, target: str, detail: dict | None = None) -> dict:
+        """Appends one entry (durable when this returns) and returns it."""
+        with self._lock, self.env.begin(write=True, db=self.db) as txn:
+            cur = txn.cursor()
+            if cur.last():
+                last = orjson.loads(cur.value())
+                index, prev = last["index"] + 1, last["hash"]
+            else:
+                index, prev = 0, GENESIS
+            body = {"index": index, "at": now_ms(), "user": user, "action": action, "target": target,
+                    "detail": detail or {}, "prev": prev}
+            entry = {**body, "hash": _digest(prev, body)}
+            txn.put(struct.pack(">Q", index), orjson.dumps(entry))
+        return entry
+
+    def entries(self, limit: int | None = None) -> list[dict]:
+        with self.env.begin(db=self.db) as txn:
+            out = []
+            for _, v in txn.cursor():
+                out.append(orjson.loads(v))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def verify(self) -> dict:
+        """Walks the chain. ``{"ok": True, "entries": n}`` or the first broken entry."""
+        prev, expected_index, n = GENESIS, 0, 0
+        with self.env.begin(db=self.db) as txn:
+            for k, v in txn.cursor():
+                n += 1
+                key_index = struct.unpack(">Q", k)[0]
+                try:
+                    e = orjson.loads(v)
+                    body = {f: e[f] for f in ("index", "at", "user", "action", "target", "detail", "prev")}
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    return {"ok": False, "entries": n, "first_broken": key_index, "why": "entry is not a trail entry"}
+                if key_index != expected_index or e["index"] != expected_index:
+                    return {"ok": False, "entries": n, "first_broken": key_index,
+                            "why": f"expected entry {expected_index} here (removed or reordered)"}
+                if e["prev"] != prev:
+                    return {"ok": False, "entries": n, "first_broken": key_index,
+                            "why": "previous-hash link does not match the entry before"}
+                if _digest(prev, body) != e["hash"]:
+                    return {"ok": False, "entries": n, "first_broken": key_index,
+                            "why": "content does not match its hash (entry was changed)"}
+                prev, expected_index = e["hash"], expected_index + 1
+        return {"ok": True, "entries": n, "head": prev}
