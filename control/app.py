@@ -11,7 +11,7 @@ from control.api import meta
 from control.archive import ArchiveViews
 from control.config import ControlConfig
 from control.errors import ApiError, error_middleware, problem
-from control.keys import ACCOUNTS, CONFIG, JOBS, METRICS, STORE, TRAIL, VIEWS
+from control.keys import ACCOUNTS, CONFIG, JOBS, METRICS, STORE, TOKEN, TRAIL, USER, VIEWS
 from control.routes import admin, archive, auth, review
 from control.routes import meta as meta_routes
 from scrm_fast.storage import ArchiveStore
@@ -24,6 +24,8 @@ async def auth_middleware(request: web.Request, handler):
     the permission its endpoint names. No security by URL pattern."""
     m = meta(handler)
     if m is None:
+        if request.match_info.http_exception is not None:
+            raise request.match_info.http_exception  # 404 / 405 from the router
         if request.path.startswith("/api/"):
             # a route without metadata is a bug: refuse rather than serve it unprotected
             return problem(404, "not_found", "no such endpoint")
@@ -37,7 +39,7 @@ async def auth_middleware(request: web.Request, handler):
     user, token = request.app[ACCOUNTS].authenticate(header[7:].strip(), resigned)
     if m.perm and m.perm not in user.perms:
         raise ApiError(403, "forbidden", f"your role lacks the permission {m.perm}")
-    request["user"], request["token"] = user, token
+    request[USER], request[TOKEN] = user, token
     return await handler(request)
 
 

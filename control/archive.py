@@ -156,6 +156,8 @@ class ArchiveViews:
         next_cursor = None
         with self.store.env.begin() as txn:
             cur = txn.cursor(db=self.store.db("conv"))
+            if not cur.set_range(prefix) or not cur.key().startswith(prefix):
+                raise ApiError(404, "not_found", "no such conversation")
             start = prefix + seq_key(before_seq) if before_seq is not None else conv.encode() + b"\x01"
             ok = cur.set_range(start)
             ok = cur.prev() if ok else cur.last()

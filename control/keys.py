@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control.accounts import AccountService
+from control.accounts import AccountService, User
 from control.archive import ArchiveViews
 from control.config import ControlConfig
 from scrm_fast.storage import ArchiveStore
@@ -17,3 +17,7 @@ VIEWS = web.AppKey("views", ArchiveViews)
 TRAIL = web.AppKey("trail", AccessTrail)
 JOBS = web.AppKey("jobs", dict)
 METRICS = web.AppKey("metrics", dict)
+
+# per request: who is calling, with which token
+USER = web.RequestKey("user", User)
+TOKEN = web.RequestKey("token", dict)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from control.api import endpoint
 from control.errors import ApiError, fields, json_body
-from control.keys import ACCOUNTS, CONFIG, JOBS, STORE, TRAIL
+from control.keys import ACCOUNTS, CONFIG, JOBS, STORE, TRAIL, USER
 
 routes = web.RouteTableDef()
 
@@ -36,7 +36,7 @@ async def create_user(request: web.Request) -> web.Response:
                   "department": (int, False), "sharing": (bool, False)})
     user = await asyncio.to_thread(request.app[ACCOUNTS].create_user, doc["username"], doc["password"], doc["role"],
                                    doc.get("employee"), doc.get("department"), doc.get("sharing", False))
-    request.app[TRAIL].append(request["user"].username, "user_created", user.username, {"role": user.role})
+    request.app[TRAIL].append(request[USER].username, "user_created", user.username, {"role": user.role})
     return web.json_response(user.public(), status=201)
 
 
@@ -51,7 +51,7 @@ async def disable_users(request: web.Request) -> web.Response:
     if not all(isinstance(u, str) for u in doc["usernames"]):
         raise ApiError(422, "invalid", "usernames must be strings")
     n = request.app[ACCOUNTS].set_disabled(doc["usernames"], doc["disabled"])
-    request.app[TRAIL].append(request["user"].username, "users_disabled" if doc["disabled"] else "users_enabled",
+    request.app[TRAIL].append(request[USER].username, "users_disabled" if doc["disabled"] else "users_enabled",
                               ",".join(doc["usernames"]))
     return web.json_response({"changed": n})
 
@@ -97,7 +97,7 @@ async def ingest(request: web.Request) -> web.Response:
     if size == 0:
         path.unlink(missing_ok=True)
         raise ApiError(422, "invalid", "empty upload")
-    job = {"id": secrets.token_hex(8), "status": "running", "bytes": size, "by": request["user"].username}
+    job = {"id": secrets.token_hex(8), "status": "running", "bytes": size, "by": request[USER].username}
     request.app[JOBS][job["id"]] = job
     # decrypting is CPU work in Rust (GIL released) on a worker thread: the loop stays free
     request.app[JOBS][job["id"] + ":task"] = asyncio.ensure_future(

@@ -10,7 +10,7 @@ from aiohttp import web
 from control.api import endpoint
 from control.archive import allowed_employees
 from control.errors import ApiError
-from control.keys import STORE, TRAIL, VIEWS
+from control.keys import STORE, TRAIL, USER, VIEWS
 
 routes = web.RouteTableDef()
 
@@ -33,7 +33,7 @@ def _int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
           query={"status": "string", "q": "string"})
 async def employees(request: web.Request) -> web.Response:
     d = request.app[VIEWS].directory()
-    allowed = allowed_employees(request["user"], d)
+    allowed = allowed_employees(request[USER], d)
     status = request.query.get("status")
     q = request.query.get("q", "")
     out = []
@@ -58,7 +58,7 @@ async def conversations(request: web.Request) -> web.Response:
     kind = request.query.get("kind")
     if kind not in (None, "external", "internal", "group"):
         raise ApiError(422, "invalid", "kind must be external, internal or group")
-    rows = await asyncio.to_thread(request.app[VIEWS].conversations, request["user"],
+    rows = await asyncio.to_thread(request.app[VIEWS].conversations, request[USER],
                                    request.query.get("employee"), kind)
     return web.json_response(rows)
 
@@ -71,10 +71,10 @@ async def messages(request: web.Request) -> web.Response:
     conv = request.match_info["conv"]
     days = _int(request, "days", 1, 3650)
     page = await asyncio.to_thread(
-        request.app[VIEWS].messages, request["user"], conv, request.query.get("type", "all"), days,
+        request.app[VIEWS].messages, request[USER], conv, request.query.get("type", "all"), days,
         _int(request, "since", 0, 2**62), _int(request, "until", 0, 2**62), _int(request, "before_seq", 0, 2**62),
         _int(request, "limit", 1, 500) or 50)
-    request.app[TRAIL].append(request["user"].username, "read_messages", conv,
+    request.app[TRAIL].append(request[USER].username, "read_messages", conv,
                               {"seqs": [m["seq"] for m in page["items"]]})
     return web.json_response(page)
 
@@ -86,8 +86,8 @@ async def message(request: web.Request) -> web.Response:
         seq = int(request.match_info["seq"])
     except ValueError as e:
         raise ApiError(400, "bad_request", "seq must be an integer") from e
-    m = request.app[VIEWS].message(request["user"], seq)
-    request.app[TRAIL].append(request["user"].username, "read_message", str(seq), {"conv": m["conv"]})
+    m = request.app[VIEWS].message(request[USER], seq)
+    request.app[TRAIL].append(request[USER].username, "read_message", str(seq), {"conv": m["conv"]})
     return web.json_response(m)
 
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from control.api import endpoint
 from control.errors import ApiError, fields, json_body
-from control.keys import ACCOUNTS, CONFIG, VIEWS
+from control.keys import ACCOUNTS, CONFIG, TOKEN, USER, VIEWS
 
 routes = web.RouteTableDef()
 _LOGIN = {"type": "object", "required": ["username", "password"],
@@ -32,20 +32,20 @@ async def login(request: web.Request) -> web.Response:
 @routes.post("/api/v1/auth/logout")
 @endpoint("Revoke the token this request carries", tag="auth")
 async def logout(request: web.Request) -> web.Response:
-    request.app[ACCOUNTS].revoke(request["token"]["id"], request["user"])
+    request.app[ACCOUNTS].revoke(request[TOKEN]["id"], request[USER])
     return web.json_response({"ok": True})
 
 
 @routes.get("/api/v1/me")
 @endpoint("The signed-in user, permissions and data scope", tag="auth")
 async def me(request: web.Request) -> web.Response:
-    return web.json_response(request["user"].public())
+    return web.json_response(request[USER].public())
 
 
 @routes.get("/api/v1/tokens")
 @endpoint("API tokens (yours; all for admins)", tag="auth")
 async def list_tokens(request: web.Request) -> web.Response:
-    user = request["user"]
+    user = request[USER]
     who = None if "admin.users" in user.perms else user.username
     return web.json_response(request.app[ACCOUNTS].list_tokens(who))
 
@@ -59,7 +59,7 @@ async def create_token(request: web.Request) -> web.Response:
     ttl = doc.get("ttl_days")
     if ttl is not None and not 1 <= ttl <= 3650:
         raise ApiError(422, "invalid", "ttl_days must be between 1 and 3650")
-    token, meta = request.app[ACCOUNTS].issue_token(request["user"].username, doc.get("name", "api"),
+    token, meta = request.app[ACCOUNTS].issue_token(request[USER].username, doc.get("name", "api"),
                                                     ttl * 86400 if ttl else None)
     return web.json_response({"token": token, **meta}, status=201)
 
@@ -67,4 +67,4 @@ async def create_token(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/tokens/{token_id}")
 @endpoint("Revoke a token", tag="auth")
 async def revoke_token(request: web.Request) -> web.Response:
-    return web.json_response(request.app[ACCOUNTS].revoke(request.match_info["token_id"], request["user"]))
+    return web.json_response(request.app[ACCOUNTS].revoke(request.match_info["token_id"], request[USER]))

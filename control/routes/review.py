@@ -10,14 +10,14 @@ from aiohttp import web
 from control.api import endpoint
 from control.archive import allowed_employees
 from control.errors import ApiError, fields, json_body
-from control.keys import CONFIG, STORE, TRAIL, VIEWS
+from control.keys import CONFIG, STORE, TRAIL, USER, VIEWS
 from scrm_fast import audit
 
 routes = web.RouteTableDef()
 
 
 def _in_scope(request: web.Request, rows: list[dict], key: str = "employee") -> list[dict]:
-    allowed = allowed_employees(request["user"], request.app[VIEWS].directory())
+    allowed = allowed_employees(request[USER], request.app[VIEWS].directory())
     return rows if allowed is None else [r for r in rows if r.get(key) in allowed]
 
 
@@ -33,7 +33,7 @@ async def list_audits(request: web.Request) -> web.Response:
     if request.query.get("context") in ("1", "true"):
         for r in rows:
             r["context"] = audit.context(store, r)
-        request.app[TRAIL].append(request["user"].username, "read_audit_context", "audits",
+        request.app[TRAIL].append(request[USER].username, "read_audit_context", "audits",
                                   {"ids": [r["id"] for r in rows]})
     return web.json_response(rows)
 
@@ -53,8 +53,8 @@ async def handle(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", f"no audit record {aid}")
     if existing[0]["status"] != "pending":
         raise ApiError(409, "conflict", f"{aid} was already handled; handled records are not changed")
-    rec = audit.handle_audit(store, aid, doc["verdict"], doc.get("remark"), request["user"].username)
-    request.app[TRAIL].append(request["user"].username, "audit_verdict", aid,
+    rec = audit.handle_audit(store, aid, doc["verdict"], doc.get("remark"), request[USER].username)
+    request.app[TRAIL].append(request[USER].username, "audit_verdict", aid,
                               {"verdict": doc["verdict"], "remark": doc.get("remark")})
     return web.json_response(rec)
 
@@ -96,7 +96,7 @@ async def put_words(request: web.Request) -> web.Response:
         n = audit.import_words(request.app[STORE], entries, allow)
     except ValueError as e:
         raise ApiError(422, "invalid", str(e)) from e
-    request.app[TRAIL].append(request["user"].username, "words_replaced", "words", {"entries": n})
+    request.app[TRAIL].append(request[USER].username, "words_replaced", "words", {"entries": n})
     return web.json_response({"entries": n, "allow": len(allow)})
 
 

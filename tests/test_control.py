@@ -1,0 +1,262 @@
+"""The control plane through the real app (pytest-aiohttp): auth, data scopes on every
+archive endpoint, bad input, the OpenAPI document, the access trail, uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import struct
+
+import lmdb
+import orjson
+import pytest
+
+from control.accounts import AccountService
+from control.app import create_app
+from control.config import ControlConfig
+from scrm_fast.simulate import simulate
+from tests.conftest import run_scrm
+
+PASSWORD = "correct-horse-9"
+
+
+@pytest.fixture(scope="module")
+def tenant(tmp_path_factory):
+    """A simulated enterprise ingested with its directory and a word list, plus accounts."""
+    root = tmp_path_factory.mktemp("tenant")
+    sim = root / "sim"
+    simulate(sim, 2500, seed=41, doc_items=500)
+    data = root / "data"
+    words = root / "words.txt"
+    words.write_text("保本,稳赚\n返点,回扣 | kickback | 3 | both\n", encoding="utf-8")
+    run_scrm("words", "import", "--data", str(data), str(words), check=True)
+    run_scrm("ingest", "--keys", str(sim / "keys"), "--data", str(data), "--directory", str(sim / "directory.json"),
+             "--no-progress", str(sim / "batches"), check=True)
+    directory = orjson.loads((sim / "directory.json").read_bytes())
+    active = [e for e in directory["employees"] if e["status"] == "active" and e["archived"]]
+    resigned = next(e for e in directory["employees"] if e["status"] == "resigned")
+    acc = AccountService(data)
+    acc.create_user("admin", PASSWORD, "admin")
+    acc.create_user("auditor", PASSWORD, "auditor")
+    acc.create_user("alice", PASSWORD, "regular", employee=active[0]["userid"])
+    acc.create_user("bob", PASSWORD, "regular", employee=active[1]["userid"])
+    acc.create_user("lead", PASSWORD, "leader", employee=active[0]["userid"], department=active[0]["department"])
+    acc.create_user("gone", PASSWORD, "regular", employee=resigned["userid"])
+    acc.close()
+    return {"data": data, "sim": sim, "alice": active[0]["userid"], "bob": active[1]["userid"],
+            "directory": directory}
+
+
+@pytest.fixture
+async def client(aiohttp_client, tenant, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tenant["data"], data)  # each test gets its own tenant copy
+    app = create_app(ControlConfig(data_dir=data, keys_dir=tenant["sim"] / "keys"))
+    c = await aiohttp_client(app)
+    c.data_dir = data
+    return c
+
+
+async def login(client, username: str) -> dict:
+    r = await client.post("/api/v1/auth/login", json={"username": username, "password": PASSWORD})
+    assert r.status == 200, await r.text()
+    return {"Authorization": f"Bearer {(await r.json())['token']}"}
+
+
+async def test_public_endpoints_and_openapi_matches_routes(client):
+    assert (await client.get("/api/v1/health")).status == 200
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    assert doc["openapi"].startswith("3.1")
+    documented = {(p, m.upper()) for p, ops in doc["paths"].items() for m in ops}
+    routes = set()
+    for r in client.app.router.routes():
+        info = r.resource.get_info()
+        path = info.get("formatter") or info.get("path")
+        if r.method != "HEAD" and path and path.startswith(("/api/", "/metrics")):
+            routes.add((path, r.method))
+    assert documented == routes
+    metrics = await (await client.get("/metrics")).text()
+    assert "scrm_http_requests_total" in metrics and "scrm_archive_records" in metrics
+
+
+async def test_tokens_forged_revoked_disabled(client):
+    r = await client.get("/api/v1/conversations")
+    assert r.status == 401 and (await r.json())["error"] == "unauthorized"
+    r = await client.get("/api/v1/conversations", headers={"Authorization": "Bearer scrm_forged"})
+    assert r.status == 401
+    h = await login(client, "alice")
+    r = await client.post("/api/v1/tokens", json={"name": "ci", "ttl_days": 30}, headers=h)
+    assert r.status == 201
+    tok = await r.json()
+    api = {"Authorization": f"Bearer {tok['token']}"}
+    assert (await client.get("/api/v1/me", headers=api)).status == 200
+    assert (await client.delete(f"/api/v1/tokens/{tok['id']}", headers=h)).status == 200
+    r = await client.get("/api/v1/me", headers=api)
+    assert r.status == 401 and "revoked" in (await r.json())["detail"]
+    admin = await login(client, "admin")
+    r = await client.post("/api/v1/users/disable", json={"usernames": ["alice"], "disabled": True}, headers=admin)
+    assert r.status == 200
+    assert (await client.get("/api/v1/me", headers=h)).status == 401  # session revoked at once
+    r = await client.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORD})
+    assert r.status == 403
+    # resigned employees cannot sign in (rule R-3)
+    r = await client.post("/api/v1/auth/login", json={"username": "gone", "password": PASSWORD})
+    assert r.status == 403
+
+
+async def test_expired_token(client):
+    acc = client.app[__import__("control.keys", fromlist=["ACCOUNTS"]).ACCOUNTS]
+    token, _ = acc.issue_token("admin", "short", ttl_s=-1)
+    r = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 401 and "expired" in (await r.json())["detail"]
+
+
+async def test_login_throttling(client):
+    for _ in range(5):
+        r = await client.post("/api/v1/auth/login", json={"username": "bob", "password": "wrong-password"})
+        assert r.status == 401
+    r = await client.post("/api/v1/auth/login", json={"username": "bob", "password": PASSWORD})
+    assert r.status == 429
+
+
+async def test_regular_operator_sees_only_own_conversations(client, tenant):
+    alice, bob = tenant["alice"], tenant["bob"]
+    h = await login(client, "alice")
+    convs = await (await client.get("/api/v1/conversations", headers=h)).json()
+    assert convs, "alice has conversations"
+    for c in convs:
+        assert c["kind"] == "group" or alice in c["parties"]
+    assert (await client.get(f"/api/v1/conversations?employee={bob}", headers=h)).status == 403
+    admin = await login(client, "admin")
+    all_convs = await (await client.get("/api/v1/conversations", headers=admin)).json()
+    bobs = [c for c in all_convs if c["kind"] != "group" and bob in c["parties"] and alice not in c["parties"]]
+    assert bobs and len(all_convs) > len(convs)
+    foreign = bobs[0]
+    # not through the conversation, its pages, the message id, or any filter
+    for q in ("", "?type=file", "?days=7", "?before_seq=999999999", "?limit=500"):
+        r = await client.get(f"/api/v1/conversations/{foreign['conv']}/messages{q}", headers=h)
+        assert r.status == 404, q
+    r = await client.get(f"/api/v1/messages/{foreign['last_seq']}", headers=h)
+    assert r.status == 404
+    # paging her own conversation never leaves it
+    own = convs[0]["conv"]
+    seen, cursor = [], None
+    while True:
+        q = f"?limit=7&before_seq={cursor}" if cursor else "?limit=7"
+        page = await (await client.get(f"/api/v1/conversations/{own}/messages{q}", headers=h)).json()
+        assert all(m["conv"] == own for m in page["items"])
+        seen += [m["seq"] for m in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen))
+    audits = await (await client.get("/api/v1/audits", headers=h)).json()
+    assert all(a["employee"] == alice for a in audits)
+    all_audits = await (await client.get("/api/v1/audits", headers=admin)).json()
+    assert len(all_audits) >= len(audits)
+    # a regular operator may not handle audits or read the trail
+    assert (await client.post("/api/v1/audits/b-1/handle", json={"verdict": "normal"}, headers=h)).status == 403
+    assert (await client.get("/api/v1/trail", headers=h)).status == 403
+
+
+async def test_leader_scope_is_the_department_subtree(client, tenant):
+    h = await login(client, "lead")
+    me = await (await client.get("/api/v1/me", headers=h)).json()
+    assert me["scope"] == "department"
+    emps = await (await client.get("/api/v1/employees", headers=h)).json()
+    d = tenant["directory"]
+    dept = next(e for e in d["employees"] if e["userid"] == tenant["alice"])["department"]
+    subtree = {dept} | {x["id"] for x in d["departments"] if x["parent"] == dept}
+    assert {e["userid"] for e in emps} == {e["userid"] for e in d["employees"] if e["department"] in subtree}
+
+
+async def test_bad_input_is_4xx_never_500(client):
+    h = await login(client, "admin")
+    cases = [
+        ("post", "/api/v1/auth/login", {"data": b"{not json"}, 400),
+        ("post", "/api/v1/auth/login", {"json": {"username": 1, "password": "x"}}, 422),
+        ("post", "/api/v1/auth/login", {"json": {"username": "a", "password": "b", "extra": 1}}, 422),
+        ("post", "/api/v1/auth/login", {"json": [1, 2]}, 422),
+        ("post", "/api/v1/tokens", {"json": {"ttl_days": "many"}, "headers": h}, 422),
+        ("post", "/api/v1/tokens", {"data": io.BytesIO(b"x" * (2 << 20)), "headers": h}, 413),
+        ("get", "/api/v1/conversations?kind=' OR 1=1 --", {"headers": h}, 422),
+        ("get", "/api/v1/conversations/p:x'%3B DROP TABLE/messages", {"headers": h}, 404),
+        ("get", "/api/v1/conversations/p:a|b/messages?limit=abc", {"headers": h}, 400),
+        ("get", "/api/v1/conversations/p:a|b/messages?limit=100000", {"headers": h}, 422),
+        ("get", "/api/v1/messages/not-a-number", {"headers": h}, 400),
+        ("get", "/api/v1/messages/999999999999", {"headers": h}, 404),
+        ("post", "/api/v1/audits/zzz/handle", {"json": {"verdict": "normal"}, "headers": h}, 422),
+        ("post", "/api/v1/audits/c-1-1/handle", {"json": {"verdict": "maybe"}, "headers": h}, 404),
+        ("put", "/api/v1/words", {"json": {"entries": [{"word": "x", "related": [1]}]}, "headers": h}, 422),
+        ("put", "/api/v1/words", {"json": {"entries": [{"word": "！"}]}, "headers": h}, 422),
+        ("put", "/api/v1/behaviours", {"json": {"push_card": "yes"}, "headers": h}, 422),
+        ("post", "/api/v1/users", {"json": {"username": "x", "password": "short", "role": "admin"}, "headers": h}, 422),
+        ("post", "/api/v1/users", {"json": {"username": "<script>", "password": "longenough1", "role": "admin"},
+                                   "headers": h}, 422),
+        ("get", "/api/v1/nope", {"headers": h}, 404),
+        ("delete", "/api/v1/health", {}, 405),
+    ]
+    for method, path, kw, status in cases:
+        r = await getattr(client, method)(path, **kw)
+        body = await r.json()
+        assert r.status == status, (path, r.status, body)
+        assert set(body) == {"error", "detail"}, body
+
+
+async def test_handle_audit_and_trail(client):
+    h = await login(client, "auditor")
+    pending = await (await client.get("/api/v1/audits?status=pending&kind=content", headers=h)).json()
+    aid = pending[0]["id"]
+    r = await client.post(f"/api/v1/audits/{aid}/handle", json={"verdict": "abnormal", "remark": "承诺保本"},
+                          headers=h)
+    assert r.status == 200 and (await r.json())["handled_by"] == "auditor"
+    r = await client.post(f"/api/v1/audits/{aid}/handle", json={"verdict": "normal"}, headers=h)
+    assert r.status == 409
+    handled = await (await client.get("/api/v1/audits?status=handled", headers=h)).json()
+    assert [a["id"] for a in handled] == [aid]
+    conv = pending[0]["conv"]
+    await client.get(f"/api/v1/conversations/{conv}/messages", headers=h)
+    trail = await (await client.get("/api/v1/trail", headers=h)).json()
+    actions = [e["action"] for e in trail["entries"]]
+    assert "audit_verdict" in actions and "read_messages" in actions and trail["verify"]["ok"]
+    await client.close()  # release the LMDB environments before tampering
+    assert run_scrm("trail", "verify", "--data", str(client.data_dir), check=True).returncode == 0
+    env = lmdb.open(str(client.data_dir / "trail.lmdb"), max_dbs=2)
+    db = env.open_db(b"trail")
+    with env.begin(write=True, db=db) as txn:
+        raw = orjson.loads(txn.get(struct.pack(">Q", 1)))
+        raw["user"] = "someone-else"
+        txn.put(struct.pack(">Q", 1), orjson.dumps(raw))
+    env.close()
+    r = run_scrm("trail", "verify", "--data", str(client.data_dir))
+    assert r.returncode == 3
+    out = orjson.loads(r.stdout)
+    assert out["ok"] is False and out["first_broken"] == 1 and "changed" in out["why"]
+
+
+async def test_upload_ingest_job(client, tenant):
+    h = await login(client, "admin")
+    before = await (await client.get("/api/v1/stats", headers=h)).json()
+    extra = tenant["sim"].parent / "extra"
+    if not extra.exists():
+        simulate(extra, 300, seed=77)
+    body = b"".join(p.read_bytes() for p in sorted((extra / "batches").glob("*.jsonl")))
+    # the extra corpus has its own keys: upload with the tenant's keys quarantines nothing lost
+    r = await client.post("/api/v1/ingest", data=io.BytesIO(body), headers=h)
+    assert r.status == 202
+    job = await r.json()
+    for _ in range(100):
+        job = await (await client.get(f"/api/v1/jobs/{job['id']}", headers=h)).json()
+        if job["status"] != "running":
+            break
+        await asyncio.sleep(0.1)
+    assert job["status"] == "done", job
+    after = await (await client.get("/api/v1/stats", headers=h)).json()
+    # other keys: every item is kept in quarantine with its reason, nothing dropped silently
+    assert after["quarantine"] == before["quarantine"] + job["summary"]["quarantined"]
+    assert job["summary"]["quarantined"] + job["summary"]["duplicates_skipped"] == 300
+    r = await client.post("/api/v1/ingest", data=b"", headers=h)
+    assert r.status == 422
+    lead = await login(client, "lead")
+    assert (await client.post("/api/v1/ingest", data=io.BytesIO(body), headers=lead)).status == 403
