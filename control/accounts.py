@@ -97,6 +97,8 @@ class AccountService:
         return user
 
     def _record(self, username: str) -> dict | None:
+        if not username or len(username.encode()) > 64:
+            return None
         with self.env.begin(db=self.users) as txn:
             raw = txn.get(username.encode())
         return orjson.loads(raw) if raw else None
@@ -149,6 +151,8 @@ class AccountService:
     def login(self, username: str, password: str, peer: str, resigned: set[str] = frozenset()) -> tuple[str, dict]:
         """Checks the password (argon2, slow on purpose: call off the event loop)."""
         key = f"{username}|{peer}"
+        if not username or len(username.encode()) > 64 or "\0" in username:
+            raise ApiError(401, "unauthorized", "wrong username or password")
         if self._throttled(key):
             raise ApiError(429, "too_many_requests", f"too many failed logins; retry in {self.lockout_s} s")
         rec = self._record(username)

@@ -12,9 +12,11 @@ class Endpoint:
     summary: str
     perm: str | None = None  # None with public=False: any signed-in user
     public: bool = False
-    query: dict[str, str] = field(default_factory=dict)  # name -> OpenAPI type
+    query: dict[str, str | dict] = field(default_factory=dict)  # name -> OpenAPI type or schema
+    path: dict[str, dict] = field(default_factory=dict)  # name -> schema (default: string)
     body: dict | None = None  # JSON schema of the request body
     tag: str = "archive"
+    content: str = "application/json"  # of the 200 response
 
 
 def endpoint(summary: str, **kw):

@@ -30,6 +30,8 @@ async def auth_middleware(request: web.Request, handler):
             # a route without metadata is a bug: refuse rather than serve it unprotected
             return problem(404, "not_found", "no such endpoint")
         return await handler(request)  # static console files
+    if len(set(request.query.keys())) != len(request.query):
+        raise ApiError(400, "bad_request", "a query parameter is given more than once")
     if m.public:
         return await handler(request)
     header = request.headers.get("Authorization", "")

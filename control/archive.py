@@ -28,6 +28,12 @@ TYPE_GROUPS = {
 DAY_MS = 86_400_000
 
 
+def _time(index_value: bytes) -> int:
+    """The message time kept in a conversation-index value (0 for entries written before
+    the index carried it)."""
+    return struct.unpack(">q", index_value[:8])[0] if len(index_value) >= 8 else 0
+
+
 def is_customer(uid: str) -> bool:
     return uid.startswith(("wo", "wm"))
 
@@ -130,7 +136,7 @@ class ArchiveViews:
                     out.append({"conv": conv, "kind": ckind, "parties": sorted(parties) if ckind != "group" else [],
                                 "name": d.groups.get(conv[2:], {}).get("name") if ckind == "group" else None,
                                 "last_seq": key_seq(last_key[-8:]),
-                                "last_msgtime": struct.unpack(">q", last_val[:8])[0]})
+                                "last_msgtime": _time(last_val)})
                 ok = cur.next()
         out.sort(key=lambda c: -c["last_msgtime"])
         return out
@@ -164,7 +170,7 @@ class ArchiveViews:
             recs = txn.cursor(db=self.store.db("records"))
             while ok and cur.key().startswith(prefix):
                 seq = key_seq(cur.key()[-8:])
-                t = struct.unpack(">q", cur.value()[:8])[0]
+                t = _time(cur.value())
                 if until is not None and t > until:
                     ok = cur.prev()
                     continue

@@ -74,11 +74,15 @@ def fields(doc: dict, spec: dict[str, tuple[type, bool]]) -> dict:
         raise ApiError(422, "invalid", f"unknown field(s): {', '.join(sorted(unknown))}")
     out = {}
     for name, (typ, required) in spec.items():
-        if name not in doc or doc[name] is None:
+        if name not in doc:
             if required:
                 raise ApiError(422, "invalid", f"missing field '{name}'")
             continue
         value = doc[name]
+        if value is None:
+            raise ApiError(422, "invalid", f"field '{name}' must be {typ.__name__}, not null")
+        if typ is int and isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON Schema: 3.0 is an integer
         if typ is int and isinstance(value, bool) or not isinstance(value, typ):
             raise ApiError(422, "invalid", f"field '{name}' must be {typ.__name__}")
         out[name] = value

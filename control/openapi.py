@@ -24,12 +24,15 @@ def build_openapi(app: web.Application) -> dict:
         if m is None:
             continue
         op: dict = {"summary": m.summary, "tags": [m.tag], "operationId": route.handler.__name__,
-                    "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
+                    "responses": {"200": {"description": "OK", "content": {m.content: {"schema": {}}}},
+                                  "201": {"description": "created", "content": {m.content: {"schema": {}}}},
+                                  "202": {"description": "accepted", "content": {m.content: {"schema": {}}}},
                                   "4XX": {"description": "problem",
                                           "content": {"application/json": {"schema": _PROBLEM}}}}}
-        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+        params = [{"name": n, "in": "path", "required": True, "schema": m.path.get(n, {"type": "string"})}
                   for n in re.findall(r"{(\w+)}", path)]
-        params += [{"name": n, "in": "query", "required": False, "schema": {"type": t}} for n, t in m.query.items()]
+        params += [{"name": n, "in": "query", "required": False,
+                    "schema": t if isinstance(t, dict) else {"type": t}} for n, t in m.query.items()]
         if params:
             op["parameters"] = params
         if m.body is not None:

@@ -25,15 +25,19 @@ async def list_users(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/users")
 @endpoint("Create an operator account", perm="admin.users", tag="admin",
-          body={"type": "object", "required": ["username", "password", "role"],
-                "properties": {"username": {"type": "string"}, "password": {"type": "string"},
+          body={"type": "object", "required": ["username", "password", "role"], "additionalProperties": False,
+                "properties": {"username": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                               "password": {"type": "string", "minLength": 8},
                                "role": {"enum": ["admin", "auditor", "leader", "regular"]},
-                               "employee": {"type": "string"}, "department": {"type": "integer"},
+                               "employee": {"type": "string"},
+                               "department": {"type": "integer", "minimum": 0, "maximum": 2147483647},
                                "sharing": {"type": "boolean"}}})
 async def create_user(request: web.Request) -> web.Response:
     doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
                  {"username": (str, True), "password": (str, True), "role": (str, True), "employee": (str, False),
                   "department": (int, False), "sharing": (bool, False)})
+    if not 0 <= doc.get("department", 0) < 2**31:
+        raise ApiError(422, "invalid", "department must be a department id (0 … 2^31-1)")
     user = await asyncio.to_thread(request.app[ACCOUNTS].create_user, doc["username"], doc["password"], doc["role"],
                                    doc.get("employee"), doc.get("department"), doc.get("sharing", False))
     request.app[TRAIL].append(request[USER].username, "user_created", user.username, {"role": user.role})
@@ -42,13 +46,13 @@ async def create_user(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/users/disable")
 @endpoint("Disable or enable accounts in bulk (R-3)", perm="admin.users", tag="admin",
-          body={"type": "object", "required": ["usernames", "disabled"],
+          body={"type": "object", "required": ["usernames", "disabled"], "additionalProperties": False,
                 "properties": {"usernames": {"type": "array", "items": {"type": "string"}},
                                "disabled": {"type": "boolean"}}})
 async def disable_users(request: web.Request) -> web.Response:
     doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
                  {"usernames": (list, True), "disabled": (bool, True)})
-    if not all(isinstance(u, str) for u in doc["usernames"]):
+    if not all(isinstance(u, str) and 0 < len(u) <= 64 for u in doc["usernames"]):
         raise ApiError(422, "invalid", "usernames must be strings")
     n = request.app[ACCOUNTS].set_disabled(doc["usernames"], doc["disabled"])
     request.app[TRAIL].append(request[USER].username, "users_disabled" if doc["disabled"] else "users_enabled",
@@ -116,7 +120,10 @@ async def get_job(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/trail")
 @endpoint("The access trail and its verification (R-4)", perm="trail.read", tag="admin",
-          query={"limit": "integer"})
+          query={"limit": {"type": "integer", "minimum": 1, "maximum": 100000}})
 async def trail(request: web.Request) -> web.Response:
+    from control.routes.archive import _int
+
     t = request.app[TRAIL]
-    return web.json_response({"verify": t.verify(), "entries": t.entries(limit=1000)})
+    limit = _int(request, "limit", 1, 100_000) or 1000
+    return web.json_response({"verify": t.verify(), "entries": t.entries(limit=limit)})

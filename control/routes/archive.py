@@ -19,6 +19,8 @@ def _int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
+    if len(request.query.getall(name)) > 1:
+        raise ApiError(400, "bad_request", f"query parameter '{name}' given more than once")
     try:
         v = int(raw)
     except ValueError as e:
@@ -30,11 +32,13 @@ def _int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
 
 @routes.get("/api/v1/employees")
 @endpoint("Employees in your data scope with archive status (V-1, V-3)", perm="archive.read",
-          query={"status": "string", "q": "string"})
+          query={"status": {"enum": ["active", "resigned"]}, "q": "string"})
 async def employees(request: web.Request) -> web.Response:
     d = request.app[VIEWS].directory()
     allowed = allowed_employees(request[USER], d)
     status = request.query.get("status")
+    if status not in (None, "active", "resigned"):
+        raise ApiError(422, "invalid", "status must be active or resigned")
     q = request.query.get("q", "")
     out = []
     for uid, e in sorted(d.employees.items()):
@@ -53,7 +57,7 @@ async def employees(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/conversations")
 @endpoint("Conversations in your data scope (V-2 counterpart lists)", perm="archive.read",
-          query={"employee": "string", "kind": "string"})
+          query={"employee": "string", "kind": {"enum": ["external", "internal", "group"]}})
 async def conversations(request: web.Request) -> web.Response:
     kind = request.query.get("kind")
     if kind not in (None, "external", "internal", "group"):
@@ -65,8 +69,12 @@ async def conversations(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/conversations/{conv}/messages")
 @endpoint("Messages of one conversation, newest first (V-2 tabs and time ranges)", perm="archive.read",
-          query={"type": "string", "days": "integer", "since": "integer", "until": "integer",
-                 "before_seq": "integer", "limit": "integer"})
+          query={"type": {"enum": ["all", "image_video", "file", "link", "voice_call", "voice"]},
+                 "days": {"type": "integer", "minimum": 1, "maximum": 3650},
+                 "since": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                 "until": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                 "before_seq": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                 "limit": {"type": "integer", "minimum": 1, "maximum": 500}})
 async def messages(request: web.Request) -> web.Response:
     conv = request.match_info["conv"]
     days = _int(request, "days", 1, 3650)
@@ -80,12 +88,15 @@ async def messages(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/messages/{seq}")
-@endpoint("One message in full", perm="archive.read")
+@endpoint("One message in full", perm="archive.read",
+          path={"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}})
 async def message(request: web.Request) -> web.Response:
     try:
         seq = int(request.match_info["seq"])
+        if not 0 <= seq < 2**63:
+            raise ValueError
     except ValueError as e:
-        raise ApiError(400, "bad_request", "seq must be an integer") from e
+        raise ApiError(400, "bad_request", "seq must be an integer between 0 and 2^63-1") from e
     m = request.app[VIEWS].message(request[USER], seq)
     request.app[TRAIL].append(request[USER].username, "read_message", str(seq), {"conv": m["conv"]})
     return web.json_response(m)

@@ -11,7 +11,7 @@ from control.errors import ApiError, fields, json_body
 from control.keys import ACCOUNTS, CONFIG, TOKEN, USER, VIEWS
 
 routes = web.RouteTableDef()
-_LOGIN = {"type": "object", "required": ["username", "password"],
+_LOGIN = {"type": "object", "required": ["username", "password"], "additionalProperties": False,
           "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}
 
 
@@ -52,7 +52,9 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/tokens")
 @endpoint("Create an API token for yourself", tag="auth",
-          body={"type": "object", "properties": {"name": {"type": "string"}, "ttl_days": {"type": "integer"}}})
+          body={"type": "object", "additionalProperties": False,
+                "properties": {"name": {"type": "string"},
+                               "ttl_days": {"type": "integer", "minimum": 1, "maximum": 3650}}})
 async def create_token(request: web.Request) -> web.Response:
     doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
                  {"name": (str, False), "ttl_days": (int, False)})

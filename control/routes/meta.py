@@ -19,7 +19,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
-@endpoint("Prometheus metrics", public=True, tag="meta")
+@endpoint("Prometheus metrics", public=True, tag="meta", content="text/plain")
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     lines = ["# TYPE scrm_http_requests_total counter"]

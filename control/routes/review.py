@@ -23,14 +23,18 @@ def _in_scope(request: web.Request, rows: list[dict], key: str = "employee") -> 
 
 @routes.get("/api/v1/audits")
 @endpoint("Audit records in your scope (A-2, A-4)", perm="audit.read", tag="audit",
-          query={"kind": "string", "status": "string", "context": "boolean"})
+          query={"kind": {"enum": ["content", "behaviour"]}, "status": {"enum": ["pending", "handled"]},
+                 "context": "boolean"})
 async def list_audits(request: web.Request) -> web.Response:
     kind, status = request.query.get("kind"), request.query.get("status")
     if kind not in (None, "content", "behaviour") or status not in (None, "pending", "handled"):
         raise ApiError(422, "invalid", "kind: content|behaviour, status: pending|handled")
     store = request.app[STORE]
     rows = _in_scope(request, await asyncio.to_thread(audit.list_audits, store, kind, status))
-    if request.query.get("context") in ("1", "true"):
+    context = request.query.get("context")
+    if context not in (None, "1", "0", "true", "false"):
+        raise ApiError(400, "bad_request", "context must be true or false")
+    if context in ("1", "true"):
         for r in rows:
             r["context"] = audit.context(store, r)
         request.app[TRAIL].append(request[USER].username, "read_audit_context", "audits",
@@ -40,7 +44,8 @@ async def list_audits(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/audits/{audit_id}/handle")
 @endpoint("Set the verdict of a pending record (A-3)", perm="audit.handle", tag="audit",
-          body={"type": "object", "required": ["verdict"],
+          path={"audit_id": {"type": "string", "pattern": "^(c-[0-9]{1,18}-[0-9]{1,9}|b-[0-9]{1,18}|e-[0-9a-f]{24})$"}},
+          body={"type": "object", "required": ["verdict"], "additionalProperties": False,
                 "properties": {"verdict": {"enum": ["abnormal", "normal", "ignore"]}, "remark": {"type": "string"}}})
 async def handle(request: web.Request) -> web.Response:
     doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
@@ -74,7 +79,16 @@ async def get_words(request: web.Request) -> web.Response:
 @routes.put("/api/v1/words")
 @endpoint("Replace the word list", perm="words.write", tag="audit",
           body={"type": "object", "required": ["entries"],
-                "properties": {"entries": {"type": "array"}, "allow": {"type": "array"}}})
+                "additionalProperties": False,
+                "properties": {"entries": {"type": "array", "items": {
+                    "type": "object", "required": ["word"], "additionalProperties": False,
+                    "properties": {"word": {"type": "string", "pattern": "[0-9A-Za-z\u4e00-\u9fff]"},
+                                   "related": {"type": "array", "maxItems": 10, "items": {
+                                       "type": "string", "pattern": "[0-9A-Za-z\u4e00-\u9fff]"}},
+                                   "category": {"type": "string"},
+                                   "severity": {"type": "integer", "minimum": 0, "maximum": 255},
+                                   "applies_to": {"enum": ["employee", "customer", "both"]}}}},
+                               "allow": {"type": "array", "items": {"type": "string"}}}})
 async def put_words(request: web.Request) -> web.Response:
     doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
                  {"entries": (list, True), "allow": (list, False)})
@@ -84,6 +98,8 @@ async def put_words(request: web.Request) -> web.Response:
             raise ApiError(422, "invalid", f"entries[{i - 1}] must be an object")
         e = fields(e, {"word": (str, True), "related": (list, False), "category": (str, False),
                        "severity": (int, False), "applies_to": (str, False)})
+        if not 0 <= e.get("severity", 1) <= 255:
+            raise ApiError(422, "invalid", f"entries[{i - 1}].severity must be between 0 and 255")
         related = e.get("related", [])
         if not all(isinstance(r, str) for r in related):
             raise ApiError(422, "invalid", f"entries[{i - 1}].related must be strings")
@@ -108,7 +124,9 @@ async def get_behaviours(request: web.Request) -> web.Response:
 
 @routes.put("/api/v1/behaviours")
 @endpoint("Switch sensitive behaviours on or off", perm="words.write", tag="audit",
-          body={"type": "object", "additionalProperties": {"type": "boolean"}})
+          body={"type": "object", "additionalProperties": False,
+                "properties": {"push_card": {"type": "boolean"}, "red_packet": {"type": "boolean"},
+                               "delete_customer": {"type": "boolean"}}})
 async def put_behaviours(request: web.Request) -> web.Response:
     doc = await json_body(request, request.app[CONFIG].max_json_bytes)
     store = request.app[STORE]

@@ -179,7 +179,7 @@ def audit_key(audit_id: str) -> bytes:
             return b"b" + seq_key(int(rest))
         if kind == "e":
             return b"e" + bytes.fromhex(rest)
-    except ValueError:
+    except (ValueError, struct.error):  # not numbers, or out of the 64/32-bit range
         pass
     raise InputError(f"{audit_id!r} is not an audit id (c-SEQ-ENTRY, b-SEQ or e-HEX)")
 
