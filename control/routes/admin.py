@@ -13,6 +13,7 @@ from aiohttp import web
 from control.api import endpoint
 from control.errors import ApiError, fields, json_body
 from control.keys import ACCOUNTS, CONFIG, JOBS, STORE, TRAIL, USER
+from control.trail import record
 
 routes = web.RouteTableDef()
 
@@ -40,7 +41,7 @@ async def create_user(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "department must be a department id (0 … 2^31-1)")
     user = await asyncio.to_thread(request.app[ACCOUNTS].create_user, doc["username"], doc["password"], doc["role"],
                                    doc.get("employee"), doc.get("department"), doc.get("sharing", False))
-    request.app[TRAIL].append(request[USER].username, "user_created", user.username, {"role": user.role})
+    await record(request, "user_created", user.username, {"role": user.role})
     return web.json_response(user.public(), status=201)
 
 
@@ -55,7 +56,7 @@ async def disable_users(request: web.Request) -> web.Response:
     if not all(isinstance(u, str) and 0 < len(u) <= 64 for u in doc["usernames"]):
         raise ApiError(422, "invalid", "usernames must be strings")
     n = request.app[ACCOUNTS].set_disabled(doc["usernames"], doc["disabled"])
-    request.app[TRAIL].append(request[USER].username, "users_disabled" if doc["disabled"] else "users_enabled",
+    await record(request, "users_disabled" if doc["disabled"] else "users_enabled",
                               ",".join(doc["usernames"]))
     return web.json_response({"changed": n})
 

@@ -10,7 +10,8 @@ from aiohttp import web
 from control.api import endpoint
 from control.archive import allowed_employees
 from control.errors import ApiError
-from control.keys import STORE, TRAIL, USER, VIEWS
+from control.keys import STORE, USER, VIEWS
+from control.trail import record
 
 routes = web.RouteTableDef()
 
@@ -82,7 +83,7 @@ async def messages(request: web.Request) -> web.Response:
         request.app[VIEWS].messages, request[USER], conv, request.query.get("type", "all"), days,
         _int(request, "since", 0, 2**62), _int(request, "until", 0, 2**62), _int(request, "before_seq", 0, 2**62),
         _int(request, "limit", 1, 500) or 50)
-    request.app[TRAIL].append(request[USER].username, "read_messages", conv,
+    await record(request, "read_messages", conv,
                               {"seqs": [m["seq"] for m in page["items"]]})
     return web.json_response(page)
 
@@ -98,7 +99,7 @@ async def message(request: web.Request) -> web.Response:
     except ValueError as e:
         raise ApiError(400, "bad_request", "seq must be an integer between 0 and 2^63-1") from e
     m = request.app[VIEWS].message(request[USER], seq)
-    request.app[TRAIL].append(request[USER].username, "read_message", str(seq), {"conv": m["conv"]})
+    await record(request, "read_message", str(seq), {"conv": m["conv"]})
     return web.json_response(m)
 
 

@@ -10,7 +10,8 @@ from aiohttp import web
 from control.api import endpoint
 from control.archive import allowed_employees
 from control.errors import ApiError, fields, json_body
-from control.keys import CONFIG, STORE, TRAIL, USER, VIEWS
+from control.keys import CONFIG, STORE, USER, VIEWS
+from control.trail import record
 from scrm_fast import audit
 
 routes = web.RouteTableDef()
@@ -37,7 +38,7 @@ async def list_audits(request: web.Request) -> web.Response:
     if context in ("1", "true"):
         for r in rows:
             r["context"] = audit.context(store, r)
-        request.app[TRAIL].append(request[USER].username, "read_audit_context", "audits",
+        await record(request, "read_audit_context", "audits",
                                   {"ids": [r["id"] for r in rows]})
     return web.json_response(rows)
 
@@ -59,7 +60,7 @@ async def handle(request: web.Request) -> web.Response:
     if existing[0]["status"] != "pending":
         raise ApiError(409, "conflict", f"{aid} was already handled; handled records are not changed")
     rec = audit.handle_audit(store, aid, doc["verdict"], doc.get("remark"), request[USER].username)
-    request.app[TRAIL].append(request[USER].username, "audit_verdict", aid,
+    await record(request, "audit_verdict", aid,
                               {"verdict": doc["verdict"], "remark": doc.get("remark")})
     return web.json_response(rec)
 
@@ -112,7 +113,7 @@ async def put_words(request: web.Request) -> web.Response:
         n = audit.import_words(request.app[STORE], entries, allow)
     except ValueError as e:
         raise ApiError(422, "invalid", str(e)) from e
-    request.app[TRAIL].append(request[USER].username, "words_replaced", "words", {"entries": n})
+    await record(request, "words_replaced", "words", {"entries": n})
     return web.json_response({"entries": n, "allow": len(allow)})
 
 
