@@ -37,7 +37,7 @@ async def auth_middleware(request: web.Request, handler):
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():
         raise ApiError(401, "unauthorized", "missing bearer token")
-    resigned = request.app[VIEWS].directory().resigned()
+    resigned = request.app[VIEWS].resigned()
     user, token = request.app[ACCOUNTS].authenticate(header[7:].strip(), resigned)
     if m.perm and m.perm not in user.perms:
         raise ApiError(403, "forbidden", f"your role lacks the permission {m.perm}")

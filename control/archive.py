@@ -99,9 +99,20 @@ class ArchiveViews:
     def __init__(self, store: ArchiveStore, data_dir: Path) -> None:
         self.store = store
         self.data_dir = data_dir
+        self._dir: tuple[float, Directory, set[str]] | None = None
 
     def directory(self) -> Directory:
-        return Directory.load(self.data_dir)
+        """The tenant's directory, parsed again only when the file changed."""
+        p = self.data_dir / "directory.json"
+        mtime = p.stat().st_mtime_ns if p.exists() else 0
+        if self._dir is None or self._dir[0] != mtime:
+            d = Directory.load(self.data_dir)
+            self._dir = (mtime, d, d.resigned())
+        return self._dir[1]
+
+    def resigned(self) -> set[str]:
+        self.directory()
+        return self._dir[2] if self._dir else set()
 
     def visible(self, conv: str, allowed: set[str] | None, d: Directory) -> bool:
         return allowed is None or bool(conv_parties(conv, d) & allowed)

@@ -20,7 +20,7 @@ _LOGIN = {"type": "object", "required": ["username", "password"], "additionalPro
 async def login(request: web.Request) -> web.Response:
     doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
                  {"username": (str, True), "password": (str, True)})
-    resigned = request.app[VIEWS].directory().resigned()
+    resigned = request.app[VIEWS].resigned()
     peer = request.remote or "?"
     # argon2 verification takes tens of milliseconds: off the event loop
     token, meta = await asyncio.to_thread(request.app[ACCOUNTS].login, doc["username"], doc["password"], peer,

@@ -420,6 +420,11 @@ def cmd_trail(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from scrm_fast.bench import bench_ingest, bench_words, format_report, format_words_report
 
+    if a.bench == "http":
+        from scrm_fast.bench_http import bench_http
+
+        _print_json(bench_http(a.data, a.clients, a.seconds, a.port))
+        return 0
     if a.bench == "words":
         report = bench_words(a.messages, a.entries, a.rounds)
         if a.json:
@@ -605,6 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages the pure-Python reference ingests (its rate is per message)")
     b.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
+    b.set_defaults(func=cmd_bench)
+    b = bsub.add_parser("http", help="archive reads over HTTP under concurrent clients (loopback, bounded)")
+    b.add_argument("--data", required=True, help="an ingested data directory")
+    b.add_argument("--clients", type=int, default=50)
+    b.add_argument("--seconds", type=float, default=30.0)
+    b.add_argument("--port", type=int, default=18765)
     b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("words", help="sensitive-word matching vs ahocorasick_rs and pyahocorasick (one core)")
     b.add_argument("--messages", type=int, default=50_000)
