@@ -85,6 +85,13 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(index, headers={"Content-Type": "text/html; charset=utf-8"})
 
 
+async def _utf8(request: web.Request, response: web.StreamResponse) -> None:
+    """Console files carry Chinese text: always say charset=utf-8."""
+    ct = response.headers.get("Content-Type", "")
+    if (ct.startswith("text/") or "javascript" in ct) and "charset" not in ct:
+        response.headers["Content-Type"] = f"{ct}; charset=utf-8"
+
+
 def create_app(config: ControlConfig) -> web.Application:
     app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware],
                           client_max_size=config.max_upload_bytes)
@@ -96,6 +103,7 @@ def create_app(config: ControlConfig) -> web.Application:
     app.router.add_get("/", _index)
     if config.web_dir.is_dir():
         app.router.add_static("/web/", config.web_dir, show_index=False)
+    app.on_response_prepare.append(_utf8)
     app.cleanup_ctx.append(_resources)
     return app
 

@@ -1,0 +1,196 @@
+// The console: static ES module calling the HTTP API with the session's bearer token.
+const $ = (sel) => document.querySelector(sel);
+const main = $("#main");
+let me = null;
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function showError(text) {
+  const box = $("#error");
+  box.textContent = text;
+  box.hidden = !text;
+}
+async function api(path, options = {}) {
+  const token = sessionStorage.getItem("token");
+  const headers = { ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (options.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(options.json);
+  }
+  const r = await fetch(path, { ...options, headers });
+  const body = await r.json().catch(() => ({ error: "bad_response", detail: `HTTP ${r.status}` }));
+  if (!r.ok) {
+    if (r.status === 401 && path !== "/api/v1/auth/login") { sessionStorage.removeItem("token"); me = null; }
+    throw new Error(`${body.error || r.status}: ${body.detail || ""}`);
+  }
+  return body;
+}
+const time = (ms) => (ms ? new Date(ms).toLocaleString("zh-CN", { hour12: false }) : "");
+
+function loginView() {
+  $("#nav").hidden = true;
+  $("#who").textContent = "";
+  main.innerHTML = `<form class="login" id="login"><h2>登录</h2>
+    <label>用户名 <input name="username" autocomplete="username" required></label>
+    <label>密码 <input name="password" type="password" autocomplete="current-password" required></label>
+    <button type="submit">登录</button></form>`;
+  $("#login").onsubmit = async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    try {
+      const r = await api("/api/v1/auth/login", { method: "POST", json: { username: f.get("username"), password: f.get("password") } });
+      sessionStorage.setItem("token", r.token);
+      showError("");
+      await route();
+    } catch (err) { showError(`登录失败 — ${err.message}`); }
+  };
+}
+
+function renderPayload(m, q) {
+  const p = m.payload || {};
+  const hl = (t) => {
+    const s = esc(t);
+    return q ? s.split(esc(q)).join(`<mark>${esc(q)}</mark>`) : s;
+  };
+  switch (m.msgtype) {
+    case "text": return hl(p.content);
+    case "revoke": return `<span>撤回了一条消息</span>`;
+    case "image": return `[图片] ${Math.round((p.filesize || 0) / 1024)} KB`;
+    case "voice": return `[语音] ${p.play_length || 0} 秒`;
+    case "video": return `[视频] ${p.play_length || 0} 秒`;
+    case "file": return `<span class="card">📄 ${hl(p.filename)} · ${Math.round((p.filesize || 0) / 1024)} KB</span>`;
+    case "link": return `<span class="card">🔗 <b>${hl(p.title)}</b><br>${hl(p.description)}<br><span class="muted">${esc(p.link_url)}</span></span>`;
+    case "weapp": return `<span class="card">小程序：${hl(p.title)} · ${esc(p.displayname)}</span>`;
+    case "card": return `<span class="card">名片：${esc(p.corpname)} / ${esc(p.userid)}</span>`;
+    case "location": return `<span class="card">📍 ${hl(p.title)} ${hl(p.address)}</span>`;
+    case "redpacket": case "external_redpacket": return `<span class="card">🧧 红包：${hl(p.wish)}（${(p.totalamount || 0) / 100} 元）</span>`;
+    case "chatrecord": return `<span class="card">聊天记录：${hl(p.title)}<br>${hl(m.text)}</span>`;
+    case "mixed": return `<span class="card">图文混排：${hl(m.text)}</span>`;
+    case "agree": return `客户同意会话存档`;
+    case "disagree": return `客户不同意会话存档`;
+    default: return m.text ? hl(m.text) : `[${esc(m.msgtype)}]`;
+  }
+}
+
+async function archiveView() {
+  main.innerHTML = `<div class="cols">
+    <div class="panel"><input id="empq" placeholder="搜索员工"><div class="list" id="emps"></div></div>
+    <div class="panel"><div class="tabs" id="kinds"></div><input id="convq" placeholder="搜索会话"><div class="list" id="convs"></div></div>
+    <div class="panel"><div class="tabs" id="types"></div><div class="tabs" id="ranges"></div>
+      <input id="kw" placeholder="关键词（高亮）"><div id="msgs" class="muted">选择一个会话</div>
+      <button id="more" hidden>加载更多</button></div></div>`;
+  const emps = await api("/api/v1/employees");
+  let kind = "external", type = "all", days = null, conv = null, employee = null, cursor = null;
+  const paintEmps = () => {
+    const q = $("#empq").value;
+    $("#emps").innerHTML = emps.filter((e) => !q || e.name.includes(q) || e.userid.includes(q))
+      .map((e) => `<div data-u="${esc(e.userid)}">${esc(e.name)} <span class="muted">${esc(e.department || "")}${e.status === "resigned" ? " · 已离职" : ""}</span></div>`).join("") || "<p class='muted'>无</p>";
+  };
+  $("#empq").oninput = paintEmps;
+  paintEmps();
+  const tabs = (el, items, cur, on) => {
+    el.innerHTML = items.map(([k, v]) => `<button data-k="${k}" class="${k === String(cur) ? "on" : ""}">${v}</button>`).join("");
+    el.onclick = (e) => { if (e.target.dataset.k !== undefined) on(e.target.dataset.k); };
+  };
+  let convs = [];
+  const loadConvs = async () => {
+    tabs($("#kinds"), [["external", "外部联系人"], ["internal", "内部联系人"], ["group", "群聊"]], kind, (k) => { kind = k; loadConvs(); });
+    convs = await api(`/api/v1/conversations?employee=${encodeURIComponent(employee)}&kind=${kind}`);
+    paintConvs();
+  };
+  const paintConvs = () => {
+    const q = $("#convq").value;
+    $("#convs").innerHTML = convs.filter((c) => !q || c.conv.includes(q) || (c.name || "").includes(q))
+      .map((c) => `<div data-c="${esc(c.conv)}">${esc(c.name || c.parties.filter((p) => p !== employee).join(", "))}<br><span class="muted">${time(c.last_msgtime)}</span></div>`).join("") || "<p class='muted'>无会话</p>";
+  };
+  $("#convq").oninput = paintConvs;
+  const loadMsgs = async (append) => {
+    const typeTabs = [["all", "全部"], ["image_video", "图片/视频"], ["file", "文件"], ["link", "链接"], ["voice", "语音消息"]];
+    if (!conv.startsWith("g:")) typeTabs.splice(4, 0, ["voice_call", "语音通话"]);
+    tabs($("#types"), typeTabs, type, (k) => { type = k; loadMsgs(false); });
+    tabs($("#ranges"), [["", "全部时间"], ["7", "7天"], ["30", "30天"], ["90", "90天"]], days ?? "", (k) => { days = k || null; loadMsgs(false); });
+    if (!append) cursor = null;
+    const qs = new URLSearchParams({ type, limit: "50" });
+    if (days) qs.set("days", days);
+    if (cursor) qs.set("before_seq", cursor);
+    const page = await api(`/api/v1/conversations/${encodeURIComponent(conv)}/messages?${qs}`);
+    const kw = $("#kw").value;
+    const html = page.items.filter((m) => !kw || (m.text || "").includes(kw)).map((m) =>
+      `<div class="msg ${m.action === "recall" ? "recall" : ""}" data-seq="${m.seq}"><div class="meta">${esc(m.from)} · ${time(m.msgtime)}</div>${renderPayload(m, kw)}</div>`).join("");
+    $("#msgs").className = "";
+    $("#msgs").innerHTML = (append ? $("#msgs").innerHTML : "") + (html || (append ? "" : "<p class='muted'>没有消息</p>"));
+    cursor = page.next_cursor;
+    $("#more").hidden = !cursor;
+  };
+  $("#kw").oninput = () => conv && loadMsgs(false);
+  $("#more").onclick = () => loadMsgs(true);
+  $("#emps").onclick = async (e) => {
+    const d = e.target.closest("[data-u]"); if (!d) return;
+    document.querySelectorAll("#emps .sel").forEach((x) => x.classList.remove("sel")); d.classList.add("sel");
+    employee = d.dataset.u; await loadConvs().catch((err) => showError(err.message));
+  };
+  $("#convs").onclick = async (e) => {
+    const d = e.target.closest("[data-c]"); if (!d) return;
+    document.querySelectorAll("#convs .sel").forEach((x) => x.classList.remove("sel")); d.classList.add("sel");
+    conv = d.dataset.c; await loadMsgs(false).catch((err) => showError(err.message));
+  };
+}
+
+async function auditsView() {
+  let status = "pending";
+  const paint = async () => {
+    const rows = await api(`/api/v1/audits?status=${status}`);
+    const canHandle = me.permissions.includes("audit.handle");
+    main.innerHTML = `<div class="tabs"><button data-s="pending" class="${status === "pending" ? "on" : ""}">待处理</button>
+      <button data-s="handled" class="${status === "handled" ? "on" : ""}">已处理</button></div>
+      <table><tr><th>类型</th><th>员工</th><th>内容</th><th>时间</th><th>${status === "pending" ? "处理" : "结论"}</th></tr>
+      ${rows.map((a) => `<tr data-id="${esc(a.id)}"><td>${a.kind === "content" ? "敏感词：" + esc(a.words.join("、")) : { push_card: "推送名片", red_packet: "发红包", delete_customer: "删除好友" }[a.behaviour] || esc(a.behaviour)}</td>
+        <td>${esc(a.employee)}</td><td>${esc(a.text).slice(0, 200)}</td><td>${time(a.msgtime)}</td>
+        <td>${status === "pending" ? (canHandle ? `<select><option value="abnormal">异常</option><option value="normal">正常</option><option value="ignore">忽略</option></select>
+          <input placeholder="备注"><button class="handle">提交</button>` : "<span class='muted'>无权限</span>") : `${{ abnormal: "异常", normal: "正常", ignore: "忽略" }[a.verdict]} · ${esc(a.handled_by)} ${esc(a.remark || "")}`}</td></tr>`).join("")}</table>`;
+    main.querySelector(".tabs").onclick = (e) => { if (e.target.dataset.s) { status = e.target.dataset.s; paint().catch((err) => showError(err.message)); } };
+    main.querySelectorAll("button.handle").forEach((b) => b.onclick = async () => {
+      const tr = b.closest("tr");
+      try {
+        await api(`/api/v1/audits/${encodeURIComponent(tr.dataset.id)}/handle`, { method: "POST", json: { verdict: tr.querySelector("select").value, remark: tr.querySelector("input").value } });
+        tr.remove();
+      } catch (err) { showError(err.message); }
+    });
+  };
+  await paint();
+}
+
+async function wordsView() {
+  const w = await api("/api/v1/words");
+  const sw = await api("/api/v1/behaviours");
+  const canWrite = me.permissions.includes("words.write");
+  main.innerHTML = `<h3>敏感行为</h3>${Object.entries(sw).map(([k, v]) => `<label><input type="checkbox" data-b="${k}" ${v ? "checked" : ""} ${canWrite ? "" : "disabled"}> ${{ push_card: "推送名片", red_packet: "发红包", delete_customer: "删除好友" }[k]}</label> `).join("")}
+    <h3>敏感词</h3><table><tr><th>敏感词</th><th>关联词</th><th>类别</th><th>触发次数</th><th>最后触发</th></tr>
+    ${w.entries.map((e) => `<tr><td>${esc(e.word)}</td><td>${esc(e.related.join("、"))}</td><td>${esc(e.category)}</td><td>${e.triggers}</td><td>${time(e.last_trigger)}</td></tr>`).join("")}</table>
+    <p class="muted">白名单：${esc(w.allow.join("、")) || "无"}</p>`;
+  main.querySelectorAll("[data-b]").forEach((c) => c.onchange = () => api("/api/v1/behaviours", { method: "PUT", json: { [c.dataset.b]: c.checked } }).catch((err) => showError(err.message)));
+}
+
+async function consentView() {
+  const rows = await api("/api/v1/consent/events");
+  main.innerHTML = `<table><tr><th>规则</th><th>动作</th><th>员工</th><th>客户</th><th>群</th><th>时间</th></tr>
+    ${rows.map((e) => `<tr><td>${esc(e.rule)}</td><td>${e.kind === "block_chat" ? "禁止会话" : "移出群聊"}</td><td>${esc(e.employee)}</td><td>${esc(e.customer)}</td><td>${esc(e.roomid)}</td><td>${time(e.time)}</td></tr>`).join("") || "<tr><td colspan=6 class='muted'>无事件</td></tr>"}</table>`;
+}
+
+const views = { "#/archive": archiveView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
+async function route() {
+  if (!sessionStorage.getItem("token")) return loginView();
+  try {
+    me = me || await api("/api/v1/me");
+  } catch { return loginView(); }
+  $("#nav").hidden = false;
+  document.querySelectorAll("#nav a").forEach((a) => { a.hidden = !me.permissions.includes(a.dataset.perm); a.classList.toggle("active", a.getAttribute("href") === location.hash); });
+  $("#who").innerHTML = `${esc(me.username)} <button id="logout">退出</button>`;
+  $("#logout").onclick = async () => { await api("/api/v1/auth/logout", { method: "POST" }).catch(() => {}); sessionStorage.removeItem("token"); me = null; location.hash = ""; loginView(); };
+  const view = views[location.hash] || archiveView;
+  try { showError(""); await view(); } catch (err) { showError(err.message); }
+}
+window.addEventListener("hashchange", route);
+route();
