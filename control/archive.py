@@ -43,6 +43,7 @@ class Directory:
     employees: dict[str, dict]
     departments: dict[int, dict]
     groups: dict[str, dict]
+    customers: dict[str, dict]
 
     @staticmethod
     def load(data_dir: Path) -> Directory:
@@ -52,7 +53,12 @@ class Directory:
         doc = orjson.loads(p.read_bytes()) if p.exists() else {}
         return Directory({e["userid"]: e for e in doc.get("employees", [])},
                          {d["id"]: d for d in doc.get("departments", [])},
-                         {g["roomid"]: g for g in doc.get("groups", [])})
+                         {g["roomid"]: g for g in doc.get("groups", [])},
+                         {c["external_userid"]: c for c in doc.get("customers", [])})
+
+    def name(self, uid: str) -> str:
+        who = self.employees.get(uid) or self.customers.get(uid) or {}
+        return who.get("name") or uid
 
     def resigned(self) -> set[str]:
         return {u for u, e in self.employees.items() if e.get("status") == "resigned"}
@@ -146,6 +152,8 @@ class ArchiveViews:
                         and (allowed is None or parties & allowed):
                     out.append({"conv": conv, "kind": ckind, "parties": sorted(parties) if ckind != "group" else [],
                                 "name": d.groups.get(conv[2:], {}).get("name") if ckind == "group" else None,
+                                "title": d.groups.get(conv[2:], {}).get("name", conv[2:]) if ckind == "group" else
+                                "、".join(d.name(p) for p in sorted(parties) if p != employee) or conv[2:],
                                 "last_seq": key_seq(last_key[-8:]),
                                 "last_msgtime": _time(last_val)})
                 ok = cur.next()

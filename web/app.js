@@ -102,8 +102,8 @@ async function archiveView() {
   };
   const paintConvs = () => {
     const q = $("#convq").value;
-    $("#convs").innerHTML = convs.filter((c) => !q || c.conv.includes(q) || (c.name || "").includes(q))
-      .map((c) => `<div data-c="${esc(c.conv)}">${esc(c.name || c.parties.filter((p) => p !== employee).join(", "))}<br><span class="muted">${time(c.last_msgtime)}</span></div>`).join("") || "<p class='muted'>无会话</p>";
+    $("#convs").innerHTML = convs.filter((c) => !q || c.conv.includes(q) || (c.title || "").includes(q))
+      .map((c) => `<div data-c="${esc(c.conv)}">${esc(c.title)}<br><span class="muted">${time(c.last_msgtime)}</span></div>`).join("") || "<p class='muted'>无会话</p>";
   };
   $("#convq").oninput = paintConvs;
   const loadMsgs = async (append) => {

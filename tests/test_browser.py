@@ -1,0 +1,161 @@
+"""The console in a real browser (Debian's chromium driven by Playwright): two roles walk the
+pages; screenshots go to artifacts/screenshots/; any console error fails the walk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from control.accounts import AccountService
+from scrm_fast.simulate import simulate
+from tests.conftest import ROOT, run_scrm
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
+                                reason="chromium not installed (scripts/setup.sh installs it)")
+SHOTS = ROOT / "artifacts" / "screenshots"
+PASSWORD = "browser-pass-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    sim = root / "sim"
+    simulate(sim, 2000, seed=5, doc_items=500)
+    data = root / "data"
+    words = root / "words.txt"
+    words.write_text("保本,稳赚\n返点,回扣 | kickback | 3 | both\n微信,vx\n", encoding="utf-8")
+    run_scrm("words", "import", "--data", str(data), str(words), check=True)
+    run_scrm("ingest", "--keys", str(sim / "keys"), "--data", str(data), "--directory", str(sim / "directory.json"),
+             "--no-progress", str(sim / "batches"), check=True)
+    import orjson
+
+    directory = orjson.loads((sim / "directory.json").read_bytes())
+    employee = next(e for e in directory["employees"] if e["archived"] and e["status"] == "active")
+    acc = AccountService(data)
+    acc.create_user("officer", PASSWORD, "auditor")
+    acc.create_user("operator", PASSWORD, "regular", employee=employee["userid"])
+    acc.close()
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "scrm_fast.cli", "serve", "--data", str(data), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{base}/api/v1/health", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield {"base": base, "employee": employee, "directory": directory}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        yield b
+        b.close()
+
+
+def new_page(browser, width=1280, height=800):
+    page = browser.new_page(viewport={"width": width, "height": height}, locale="zh-CN")
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page, errors
+
+
+def sign_in(page, base, user):
+    page.goto(f"{base}/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#nav:not([hidden])")
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_officer_walks_every_page(server, browser):
+    page, errors = new_page(browser)
+    page.goto(f"{server['base']}/")
+    page.fill("input[name=username]", "officer")
+    page.fill("input[name=password]", "wrong-password")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "登录失败" in page.inner_text("#error")
+    shot(page, "01-login-error")
+    errors.clear()  # the 401 of the wrong password is the expected failure
+    sign_in(page, server["base"], "officer")
+    emp = server["employee"]
+    page.click(f"#emps [data-u='{emp['userid']}']")
+    page.wait_for_selector("#convs [data-c]")
+    page.click("#convs [data-c]")
+    page.wait_for_selector("#msgs .msg")
+    assert page.locator("#msgs .msg").count() > 0
+    page.click("#types button[data-k=file]")
+    page.wait_for_load_state("networkidle")
+    shot(page, "02-archive")
+    page.goto(f"{server['base']}/#/audits")
+    page.wait_for_selector("table tr[data-id]")
+    first = page.locator("table tr[data-id]").first
+    audit_id = first.get_attribute("data-id")
+    first.locator("select").select_option("abnormal")
+    first.locator("input").fill("违规承诺")
+    first.locator("button.handle").click()
+    page.wait_for_selector(f"tr[data-id='{audit_id}']", state="detached")
+    page.click(".tabs button[data-s=handled]")
+    page.wait_for_selector(f"tr[data-id='{audit_id}']")
+    assert "异常" in page.inner_text(f"tr[data-id='{audit_id}']")
+    shot(page, "03-audits-handled")
+    page.goto(f"{server['base']}/#/words")
+    page.wait_for_selector("text=触发次数")
+    assert "保本" in page.inner_text("main")
+    shot(page, "04-words")
+    page.goto(f"{server['base']}/#/consent")
+    page.wait_for_selector("table")
+    shot(page, "05-consent")
+    assert errors == []
+
+
+def test_regular_operator_is_limited(server, browser):
+    page, errors = new_page(browser, 390, 844)  # phone width
+    sign_in(page, server["base"], "operator")
+    assert page.locator("#nav a[href='#/words']").is_hidden()
+    emps = page.locator("#emps [data-u]")
+    emps.first.wait_for()
+    assert [emps.nth(i).get_attribute("data-u") for i in range(emps.count())] == [server["employee"]["userid"]]
+    shot(page, "06-operator-phone")
+    assert errors == []
+    # another employee's conversation, asked for directly: a readable error, no data
+    other = next(e["userid"] for e in server["directory"]["employees"]
+                 if e["userid"] != server["employee"]["userid"])
+    status = page.evaluate("""async (conv) => {
+        const r = await fetch(`/api/v1/conversations/${encodeURIComponent(conv)}/messages`,
+            {headers: {Authorization: `Bearer ${sessionStorage.getItem('token')}`}});
+        return r.status; }""", f"p:{other}|wmX")
+    assert status == 404
+    # the browser logs the deliberate 404 itself; nothing else
+    assert all("404" in e for e in errors) and len(errors) <= 1
