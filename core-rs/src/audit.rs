@@ -160,8 +160,7 @@ pub fn audit_message(r: &Record, words: Option<&WordList>, b: Behaviours, now_ms
     out
 }
 
-/// Audit records of a batch of stored records, plus per entry id the trigger count and
-/// the latest trigger time.
+/// Audit records of a batch of stored records.
 pub struct AuditBatch {
     pub audits: Vec<(Vec<u8>, AuditRecord)>,
 }
@@ -173,17 +172,5 @@ impl AuditBatch {
             .flat_map_iter(|r| audit_message(r, words, b, now_ms))
             .collect();
         AuditBatch { audits }
-    }
-
-    pub fn triggers(&self) -> BTreeMap<u32, (u64, i64)> {
-        let mut t: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
-        for (_, a) in &self.audits {
-            if let Some(id) = a.entry_id {
-                let e = t.entry(id).or_insert((0, i64::MIN));
-                e.0 += 1;
-                e.1 = e.1.max(a.msgtime);
-            }
-        }
-        t
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use daachorse::{CharwiseDoubleArrayAhoCorasick, CharwiseDoubleArrayAhoCorasickBuilder, MatchKind};
 use serde::Serialize;
 
-pub use normalize::{fold_char, for_each_normalized_char, normalize, normalize_str, Folded, Normalized};
+pub use normalize::{fold_char, normalize, normalize_str, Folded, Normalized};
 
 /// Positions of the last `RING` normalized characters are remembered; no pattern may be longer.
 const RING: usize = 256;

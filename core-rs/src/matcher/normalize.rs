@@ -93,30 +93,6 @@ pub fn fold_char(c: char) -> Folded {
     Folded::Slow(slow)
 }
 
-/// Calls `emit(ch)` for every character of the normalized form of `c`: the matcher feeds
-/// these straight into its automaton, so no normalized copy of the text is ever built.
-#[inline]
-pub fn for_each_normalized_char(c: char, mut emit: impl FnMut(char)) {
-    if c.is_ascii() {
-        if c.is_ascii_alphanumeric() {
-            emit(c.to_ascii_lowercase());
-        }
-        return;
-    }
-    if (c as u32) < 0x1_0000 {
-        let t = table();
-        match t.bmp[c as usize] {
-            SKIP => {}
-            v if v & EXPAND != 0 => t.expansions[(v & !EXPAND) as usize].chars().for_each(emit),
-            v => emit(char::from_u32(v).unwrap_or(' ')),
-        }
-    } else {
-        let mut slow = String::new();
-        fold_slow(c, &mut slow);
-        slow.chars().for_each(emit);
-    }
-}
-
 /// Builds the lookup table now (otherwise the first call pays for it).
 pub fn warm_up() {
     let _ = table();
@@ -138,29 +114,18 @@ impl Normalized {
 
 /// Normalizes `text`, keeping the position map.
 pub fn normalize(text: &str) -> Normalized {
-    let t = table();
     let mut out = Normalized {
         text: String::with_capacity(text.len()),
         origin: Vec::with_capacity(text.len()),
     };
-    let mut slow = String::new();
     for (i, c) in text.char_indices() {
         let span = (i as u32, (i + c.len_utf8()) as u32);
         let before = out.text.len();
-        if c.is_ascii() {
-            if c.is_ascii_alphanumeric() {
-                out.text.push(c.to_ascii_lowercase());
-            }
-        } else if (c as u32) < 0x1_0000 {
-            match t.bmp[c as usize] {
-                SKIP => {}
-                v if v & EXPAND != 0 => out.text.push_str(&t.expansions[(v & !EXPAND) as usize]),
-                v => out.text.push(char::from_u32(v).unwrap_or(' ')),
-            }
-        } else {
-            slow.clear();
-            fold_slow(c, &mut slow);
-            out.text.push_str(&slow);
+        match fold_char(c) {
+            Folded::Skip => {}
+            Folded::One(n) => out.text.push(n),
+            Folded::Many(s) => out.text.push_str(s),
+            Folded::Slow(s) => out.text.push_str(&s),
         }
         for _ in before..out.text.len() {
             out.origin.push(span);
