@@ -13,13 +13,18 @@ use std::sync::OnceLock;
 
 use unicode_normalization::UnicodeNormalization;
 
-const SKIP: u32 = u32::MAX;
-const EXPAND: u32 = 0x8000_0000;
-
+/// One u16 per BMP character (128 KiB, half the cache footprint of u32): the folded
+/// character itself, or `SKIP16`, or an index into `expansions` stored in the surrogate
+/// range (which no folded character can be), or `SLOW16` for the rare rest.
 struct Table {
-    bmp: Vec<u32>,
+    bmp: Vec<u16>,
     expansions: Vec<String>,
 }
+
+const SKIP16: u16 = 0xFFFF;
+const SLOW16: u16 = 0xFFFE;
+const EXP_BASE: u16 = 0xD800;
+const EXP_SLOTS: usize = 0x800;
 
 fn fold_slow(c: char, out: &mut String) {
     let nfkc: String = std::iter::once(c).nfkc().collect();
@@ -41,7 +46,7 @@ fn fold_slow(c: char, out: &mut String) {
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut bmp = vec![SKIP; 0x1_0000];
+        let mut bmp = vec![SKIP16; 0x1_0000];
         let mut expansions = Vec::new();
         let mut s = String::new();
         for (cp, slot) in bmp.iter_mut().enumerate() {
@@ -50,12 +55,13 @@ fn table() -> &'static Table {
             fold_slow(c, &mut s);
             let mut chars = s.chars();
             *slot = match (chars.next(), chars.next()) {
-                (None, _) => SKIP,
-                (Some(one), None) => one as u32,
-                _ => {
+                (None, _) => SKIP16,
+                (Some(one), None) if (one as u32) < 0xD800 || (0xE000..0xFFFE).contains(&(one as u32)) => one as u16,
+                _ if expansions.len() < EXP_SLOTS => {
                     expansions.push(s.clone());
-                    EXPAND | (expansions.len() as u32 - 1)
+                    EXP_BASE + (expansions.len() - 1) as u16
                 }
+                _ => SLOW16,
             };
         }
         Table { bmp, expansions }
@@ -82,11 +88,15 @@ pub fn fold_char(c: char) -> Folded {
     }
     if (c as u32) < 0x1_0000 {
         let t = table();
-        return match t.bmp[c as usize] {
-            SKIP => Folded::Skip,
-            v if v & EXPAND != 0 => Folded::Many(t.expansions[(v & !EXPAND) as usize].as_str()),
-            v => Folded::One(char::from_u32(v).unwrap_or(' ')),
-        };
+        match t.bmp[c as usize] {
+            SKIP16 => return Folded::Skip,
+            v if (EXP_BASE..EXP_BASE + EXP_SLOTS as u16).contains(&v) => {
+                return Folded::Many(t.expansions[(v - EXP_BASE) as usize].as_str())
+            }
+            SLOW16 => {}
+            // a u16 outside the surrogate range is always a valid char
+            v => return Folded::One(char::from_u32(v as u32).unwrap_or(' ')),
+        }
     }
     let mut slow = String::new();
     fold_slow(c, &mut slow);
@@ -155,6 +165,16 @@ mod tests {
         assert_eq!(normalize_str("⒈返點"), "1返点");
         assert_eq!(normalize_str("𝐖𝐞𝐂𝐡𝐚𝐭"), "wechat");
         assert_eq!(normalize_str("Ｗｅ-Ｃｈａｔ!"), "wechat");
+    }
+
+    #[test]
+    fn expansions_fit_their_slots() {
+        let t = table();
+        assert!(
+            !t.expansions.is_empty() && t.expansions.len() < EXP_SLOTS,
+            "{}",
+            t.expansions.len()
+        );
     }
 
     #[test]
