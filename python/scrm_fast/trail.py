@@ -6,6 +6,10 @@ broken entry.
 
 Lives in its own LMDB environment (``trail.lmdb`` in the data directory) so that the
 archive's writers never wait for it and it can be copied off as evidence on its own.
+
+Cost: one synced write per *group* of appends: concurrent callers queue their entries and
+one writer thread commits everything queued in one transaction (group commit); each
+``append`` returns only when its entry is durable.
 """
 
 from __future__ import annotations
@@ -34,25 +38,71 @@ class AccessTrail:
             path.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(str(path), map_size=1 << 36, max_dbs=2, readonly=readonly, sync=True)
         self.db = self.env.open_db(b"trail", create=not readonly)
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: list[tuple[dict, dict]] = []
+        self._closed = False
+        self._writer: threading.Thread | None = None
 
     def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._writer is not None:
+            self._writer.join()
         self.env.close()
 
     def append(self, user: str, action: str, target: str, detail: dict | None = None) -> dict:
-        """Appends one entry (durable when this returns) and returns it."""
-        with self._lock, self.env.begin(write=True, db=self.db) as txn:
+        """Appends one entry and returns it once it is durable."""
+        slot: dict = {}
+        fields = {"at": now_ms(), "user": user, "action": action, "target": target, "detail": detail or {}}
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("access trail is closed")
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="scrm-trail", daemon=True)
+                self._writer.start()
+            self._queue.append((fields, slot))
+            self._cond.notify_all()
+            while "entry" not in slot and "error" not in slot:
+                self._cond.wait()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["entry"]
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue and self._closed:
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                done = self._commit(batch)
+                results = [("entry", e) for e in done]
+            except Exception as e:  # noqa: BLE001 - handed to every waiting caller
+                results = [("error", e)] * len(batch)
+            with self._cond:
+                for (_, slot), (k, v) in zip(batch, results, strict=True):
+                    slot[k] = v
+                self._cond.notify_all()
+
+    def _commit(self, batch: list[tuple[dict, dict]]) -> list[dict]:
+        out = []
+        with self.env.begin(write=True, db=self.db) as txn:
             cur = txn.cursor()
             if cur.last():
                 last = orjson.loads(cur.value())
                 index, prev = last["index"] + 1, last["hash"]
             else:
                 index, prev = 0, GENESIS
-            body = {"index": index, "at": now_ms(), "user": user, "action": action, "target": target,
-                    "detail": detail or {}, "prev": prev}
-            entry = {**body, "hash": _digest(prev, body)}
-            txn.put(struct.pack(">Q", index), orjson.dumps(entry))
-        return entry
+            for fields, _ in batch:
+                body = {"index": index, **fields, "prev": prev}
+                entry = {**body, "hash": _digest(prev, body)}
+                txn.put(struct.pack(">Q", index), orjson.dumps(entry))
+                out.append(entry)
+                index, prev = index + 1, entry["hash"]
+        return out
 
     def entries(self, limit: int | None = None) -> list[dict]:
         with self.env.begin(db=self.db) as txn:
