@@ -116,7 +116,7 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
                  policy: ConsentPolicy | None = None, auditing: Auditing | None = None) -> IngestSummary:
     """Ingests every document of ``files`` into ``store``; returns the counts. With a
     consent ``policy`` only what the rules allow is stored (rules C-0 … C-12)."""
-    from scrm_fast.audit import commit_audits, recompute_timeouts, run_audit
+    from scrm_fast.audit import commit_audits, recompute_timeouts
 
     summary = IngestSummary(consent_applied=policy is not None)
     touched: set[str] = set()
@@ -124,11 +124,12 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
     pending: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]] | None = None
 
     def work(batch: ChatBatch, seen: list) -> tuple[DecodedBatch, AuditBatch | None]:
-        # both stages in Rust with the GIL released, off the committing thread
-        decoded = decode_batch(batch, keys, cipher, seen, now_ms(), policy)
-        if auditing is None or decoded.stored == 0:
-            return decoded, None
-        return decoded, run_audit(decoded.records(), auditing.words, auditing.switches)
+        # decrypt, judge and audit in one Rust call with the GIL released, off the committing thread
+        if auditing is None:
+            return decode_batch(batch, keys, cipher, seen, now_ms(), policy), None
+        decoded = decode_batch(batch, keys, cipher, seen, now_ms(), policy, True, auditing.words,
+                               auditing.switches["push_card"], auditing.switches["red_packet"])
+        return decoded, decoded.audit_batch()
 
     def finish(p: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]]) -> None:
         decoded, audit = p[0].result()

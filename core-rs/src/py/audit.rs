@@ -128,11 +128,23 @@ impl PyWordList {
 }
 
 /// (key, msgpack record, entry id of a content record, message time)
-type EncodedAudit = (Vec<u8>, Vec<u8>, Option<u32>, i64);
+pub(crate) type EncodedAudit = (Vec<u8>, Vec<u8>, Option<u32>, i64);
 
 #[pyclass(name = "AuditBatch", module = "scrm_fast._core", frozen)]
 pub struct PyAuditBatch {
-    audits: Vec<EncodedAudit>,
+    pub(crate) audits: Vec<EncodedAudit>,
+}
+
+/// Audits `records` and encodes the result for Python (called with the GIL released).
+pub(crate) fn run_audit(records: &[Record], words: Option<&WordList>, b: Behaviours, now_ms: i64) -> Vec<EncodedAudit> {
+    AuditBatch::run(records, words, b, now_ms)
+        .audits
+        .into_iter()
+        .map(|(k, a)| {
+            let v = rmp_serde::to_vec_named(&a).unwrap_or_default();
+            (k, v, a.entry_id, a.msgtime)
+        })
+        .collect()
 }
 
 #[pymethods]
@@ -217,15 +229,7 @@ fn audit_records(
             .iter()
             .map(|v| rmp_serde::from_slice::<Record>(v).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
-        let batch = AuditBatch::run(&recs, wl.as_deref(), b, now_ms);
-        Ok(batch
-            .audits
-            .into_iter()
-            .map(|(k, a)| {
-                let v = rmp_serde::to_vec_named(&a).unwrap_or_default();
-                (k, v, a.entry_id, a.msgtime)
-            })
-            .collect())
+        Ok(run_audit(&recs, wl.as_deref(), b, now_ms))
     });
     let audits = out.map_err(|e| super::errors::RecordError::new_err(format!("stored record: {e}")))?;
     Ok(PyAuditBatch { audits })

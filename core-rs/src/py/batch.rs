@@ -8,6 +8,7 @@ use openssl::sha::sha256;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
+use super::audit::{run_audit, EncodedAudit, PyAuditBatch, PyWordList};
 use super::detached;
 use super::keys::{PyCipher, PyKeyRing};
 use super::policy::PyConsentPolicy;
@@ -84,6 +85,7 @@ pub struct PyDecoded {
     consent: Vec<(Vec<u8>, Vec<u8>)>,
     spoken: Vec<(Vec<u8>, [u8; 8])>,
     events: Vec<(Vec<u8>, Vec<u8>)>,
+    audits: Option<Vec<EncodedAudit>>,
 }
 
 fn pairs<'py, K: AsRef<[u8]>, V: AsRef<[u8]>>(
@@ -123,6 +125,12 @@ impl PyDecoded {
                 (k, v)
             }),
         )
+    }
+
+    /// The audit records of this batch's stored messages (when `decode_batch` was asked to
+    /// audit), computed on the decoded records in the same GIL-free call.
+    fn audit_batch(&self) -> Option<PyAuditBatch> {
+        self.audits.as_ref().map(|a| PyAuditBatch { audits: a.clone() })
     }
 
     /// The distinct conversations this batch stored messages in.
@@ -235,7 +243,9 @@ fn seen_set(seen: Option<Bound<'_, PyAny>>) -> PyResult<HashSet<u64>> {
 /// seqs already in storage (keys, or `(key, value)` pairs as LMDB's `getmulti` returns
 /// them): those items are skipped before any RSA work.
 #[pyfunction]
-#[pyo3(signature = (batch, keys, cipher, seen = None, now_ms = 0, policy = None))]
+#[allow(clippy::too_many_arguments)] // keyword arguments of one Python call
+#[pyo3(signature = (batch, keys, cipher, seen = None, now_ms = 0, policy = None, audit = false, words = None,
+                    push_card = true, red_packet = true))]
 fn decode_batch(
     py: Python<'_>,
     batch: &Bound<'_, PyChatBatch>,
@@ -244,7 +254,13 @@ fn decode_batch(
     seen: Option<Bound<'_, PyAny>>,
     now_ms: i64,
     policy: Option<&Bound<'_, PyConsentPolicy>>,
+    audit: bool,
+    words: Option<&Bound<'_, PyWordList>>,
+    push_card: bool,
+    red_packet: bool,
 ) -> PyResult<PyDecoded> {
+    let wl = words.map(|w| w.get().inner.clone());
+    let behaviours = crate::audit::Behaviours { push_card, red_packet };
     let seen = seen_set(seen)?;
     let b = batch.get();
     let ring = keys.get().inner.clone();
@@ -252,6 +268,7 @@ fn decode_batch(
     let policy = policy.map(|p| p.get().inner.clone());
     detached(py, move || {
         let d = engine_decode(&b.inner, &ring, &cipher, &seen, now_ms, policy.as_deref());
+        let audits = audit.then(|| run_audit(&d.records, wl.as_deref(), behaviours, now_ms));
         let consent = d
             .delta
             .consent
@@ -316,6 +333,7 @@ fn decode_batch(
             consent,
             spoken,
             events,
+            audits,
         })
     })
 }
