@@ -24,6 +24,7 @@ test-py:  ## pytest (benchmarks run once as correctness tests)
 
 bench: setup  ## benchmarks with same-run baselines
 	$(VENV)/scrm bench ingest
+	$(VENV)/scrm bench words
 	$(VENV)/python -m pytest benches -q --benchmark-enable
 
 lint: setup  ## rustfmt, clippy, ruff
