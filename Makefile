@@ -11,7 +11,7 @@ help:  ## list the targets
 setup:  ## venv, Python deps, Debian packages, release build of the extension
 	@bash scripts/setup.sh
 
-demo: setup  ## the main job: simulate an enterprise, ingest it, print the summary
+demo: setup  ## the main job: simulate an enterprise, ingest it, serve the console
 	$(VENV)/scrm demo
 
 test: setup test-rust test-py  ## every test: cargo and pytest
