@@ -83,8 +83,7 @@ async def messages(request: web.Request) -> web.Response:
         request.app[VIEWS].messages, request[USER], conv, request.query.get("type", "all"), days,
         _int(request, "since", 0, 2**62), _int(request, "until", 0, 2**62), _int(request, "before_seq", 0, 2**62),
         _int(request, "limit", 1, 500) or 50)
-    await record(request, "read_messages", conv,
-                              {"seqs": [m["seq"] for m in page["items"]]})
+    await record(request, "read_messages", conv, {"seqs": [m["seq"] for m in page["items"]]})
     return web.json_response(page)
 
 

@@ -53,15 +53,13 @@ async def handle(request: web.Request) -> web.Response:
                  {"verdict": (str, True), "remark": (str, False)})
     aid = request.match_info["audit_id"]
     store = request.app[STORE]
-    key = audit.audit_key(aid)
-    existing = [r for r in audit.list_audits(store) if r["id"] == aid] if key else []
-    if not existing or not _in_scope(request, existing):
+    found = audit.get_audit(store, aid)  # a malformed id is a clear 422 from audit_key
+    if found is None or not _in_scope(request, [found]):
         raise ApiError(404, "not_found", f"no audit record {aid}")
-    if existing[0]["status"] != "pending":
+    if found["status"] != "pending":
         raise ApiError(409, "conflict", f"{aid} was already handled; handled records are not changed")
     rec = audit.handle_audit(store, aid, doc["verdict"], doc.get("remark"), request[USER].username)
-    await record(request, "audit_verdict", aid,
-                              {"verdict": doc["verdict"], "remark": doc.get("remark")})
+    await record(request, "audit_verdict", aid, {"verdict": doc["verdict"], "remark": doc.get("remark")})
     return web.json_response(rec)
 
 

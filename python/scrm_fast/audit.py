@@ -184,6 +184,13 @@ def audit_key(audit_id: str) -> bytes:
     raise InputError(f"{audit_id!r} is not an audit id (c-SEQ-ENTRY, b-SEQ or e-HEX)")
 
 
+def get_audit(store: ArchiveStore, audit_id: str) -> dict | None:
+    """One audit record by id: a single key lookup."""
+    with store.env.begin() as txn:
+        raw = txn.get(audit_key(audit_id), db=store.db("audits"))
+    return msgpack.unpackb(raw) if raw is not None else None
+
+
 def list_audits(store: ArchiveStore, kind: str | None = None, status: str | None = None) -> list[dict]:
     prefix = {"content": (b"c",), "behaviour": (b"b", b"e"), None: (b"c", b"b", b"e")}[kind]
     out = []
