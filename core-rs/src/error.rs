@@ -23,6 +23,16 @@ pub enum Error {
     Record(String),
     #[error("crypto: {0}")]
     Crypto(String),
+    #[error("search index: {0}")]
+    Index(String),
+    #[error("search query: {0}")]
+    Query(String),
+}
+
+impl From<tantivy::TantivyError> for Error {
+    fn from(e: tantivy::TantivyError) -> Self {
+        Error::Index(e.to_string())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

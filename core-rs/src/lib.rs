@@ -9,6 +9,7 @@ pub mod batch;
 pub mod crypto;
 pub mod error;
 pub mod export;
+pub mod index;
 pub mod matcher;
 pub mod message;
 pub mod policy;

@@ -27,6 +27,18 @@ create_exception!(
     "The vendor SDK library cannot be loaded or used."
 );
 create_exception!(_core, RecordError, ScrmError, "A stored record cannot be decoded.");
+create_exception!(
+    _core,
+    SearchIndexError,
+    ScrmError,
+    "The search index cannot be opened, written or read."
+);
+create_exception!(
+    _core,
+    QuerySyntaxError,
+    ScrmError,
+    "A search query string is not well formed."
+);
 
 pub(crate) fn to_pyerr(e: Error) -> PyErr {
     let msg = e.to_string();
@@ -40,6 +52,8 @@ pub(crate) fn to_pyerr(e: Error) -> PyErr {
         Error::VendorLoad { .. } => VendorSdkError::new_err(msg),
         Error::Record(_) => RecordError::new_err(msg),
         Error::Crypto(_) => ScrmError::new_err(msg),
+        Error::Index(_) => SearchIndexError::new_err(msg),
+        Error::Query(_) => QuerySyntaxError::new_err(msg),
     }
 }
 
@@ -60,5 +74,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BatchFormatError", py.get_type::<BatchFormatError>())?;
     m.add("VendorSdkError", py.get_type::<VendorSdkError>())?;
     m.add("RecordError", py.get_type::<RecordError>())?;
+    m.add("SearchIndexError", py.get_type::<SearchIndexError>())?;
+    m.add("QuerySyntaxError", py.get_type::<QuerySyntaxError>())?;
     Ok(())
 }

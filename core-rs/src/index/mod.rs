@@ -1,0 +1,584 @@
+//! The archive search index (Tantivy): CJK-exact substring search over stored messages,
+//! with filters on sender/receivers, group, conversation, message type and time, newest
+//! first with a cursor, and a total count (rules V-2, V-5; DESIGN "Search semantics").
+//!
+//! - **Schema**: `uni` (folded characters, doc ids only) and `bi` (folded character pairs,
+//!   with positions) — see [`tokenizer`]; raw-string fields `party` (sender and every
+//!   receiver), `room`, `conv`, `msgtype`; fast fields `seq` and `msgtime`. No message body
+//!   is stored: bodies stay in LMDB, the index only finds seqs.
+//! - **Durability**: nothing is visible before [`ArchiveIndex::commit`]; each commit records
+//!   the highest seq it covers. Documents are added only after their batch is durable in
+//!   the store, so the index is always a subset of the store; the library reconciles the
+//!   difference after a crash (see `scrm_fast.search`).
+//! - **Cost**: indexing ≈ two postings per character; a query of *n* characters costs one
+//!   posting list (n ≤ 2) or a phrase intersection of ⌈(n-1)/2⌉+1 bigram lists; the page
+//!   collector reads two fast-field values per matching document.
+
+mod fold;
+mod query;
+mod snippet;
+mod tokenizer;
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::Column;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, TermQuery, TermSetQuery};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STRING};
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{
+    DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term,
+};
+
+pub use fold::{fold_char, fold_text};
+pub use query::{parse_query, QueryNode, MAX_TERMS, MAX_TERM_CHARS};
+pub use snippet::{snippet, Snippet};
+
+use crate::error::{Error, Result};
+
+/// Layout version, recorded in every commit: a different one needs `scrm reindex`.
+pub const LAYOUT: u32 = 1;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    uni: Field,
+    bi: Field,
+    seq: Field,
+    msgtime: Field,
+    party: Field,
+    room: Field,
+    conv: Field,
+    msgtype: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = |tok: &str, opt: IndexRecordOption| {
+        TextOptions::default()
+            .set_indexing_options(TextFieldIndexing::default().set_tokenizer(tok).set_index_option(opt))
+    };
+    let uni = b.add_text_field("uni", text(tokenizer::UNIGRAM, IndexRecordOption::Basic));
+    let bi = b.add_text_field("bi", text(tokenizer::BIGRAM, IndexRecordOption::WithFreqsAndPositions));
+    let seq = b.add_u64_field("seq", FAST | INDEXED);
+    let msgtime = b.add_i64_field("msgtime", FAST);
+    let party = b.add_text_field("party", STRING);
+    let room = b.add_text_field("room", STRING);
+    let conv = b.add_text_field("conv", STRING);
+    let msgtype = b.add_text_field("msgtype", STRING);
+    (
+        b.build(),
+        Fields {
+            uni,
+            bi,
+            seq,
+            msgtime,
+            party,
+            room,
+            conv,
+            msgtype,
+        },
+    )
+}
+
+/// The fields of a stored record (msgpack, see `message::Record`) the index needs; the
+/// rest (notably `raw`) is skipped without copying.
+#[derive(Deserialize)]
+struct StoredView<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    from: Cow<'a, str>,
+    #[serde(borrow)]
+    tolist: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    roomid: Cow<'a, str>,
+    msgtime: i64,
+    #[serde(borrow)]
+    msgtype: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+    #[serde(borrow, default)]
+    conv: Cow<'a, str>,
+}
+
+/// Data scope (rule R-2): a message is visible when one of `parties` takes part in it or it
+/// was said in one of `rooms`.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub parties: Vec<String>,
+    pub rooms: Vec<String>,
+}
+
+/// One search: the query string plus filters; every filter narrows (AND).
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: String,
+    /// Each of these ids must take part (sender or receiver): employee, customer filters.
+    pub parties: Vec<String>,
+    pub room: Option<String>,
+    pub conv: Option<String>,
+    /// Any of these msgtypes (a V-2 type group); `None` is every type.
+    pub msgtypes: Option<Vec<String>>,
+    /// Inclusive msgtime bounds (ms).
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub scope: Option<Scope>,
+    /// Only messages strictly older than this `(msgtime, seq)`: the cursor of a page.
+    pub before: Option<(i64, u64)>,
+    pub limit: usize,
+}
+
+impl SearchRequest {
+    pub fn new(query: &str, limit: usize) -> Self {
+        SearchRequest {
+            query: query.to_string(),
+            parties: Vec::new(),
+            room: None,
+            conv: None,
+            msgtypes: None,
+            since: None,
+            until: None,
+            scope: None,
+            before: None,
+            limit,
+        }
+    }
+}
+
+/// One page of results, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    /// Every match of the query and filters (independent of the cursor).
+    pub total: u64,
+    /// `(msgtime, seq)` of the page's messages.
+    pub hits: Vec<(i64, u64)>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<(i64, u64)>,
+    /// The query's highlight terms (folded).
+    pub terms: Vec<String>,
+}
+
+/// An archive's search index in one directory.
+pub struct ArchiveIndex {
+    path: PathBuf,
+    index: Index,
+    fields: Fields,
+    reader: IndexReader,
+    writer: Mutex<Option<IndexWriter>>,
+}
+
+fn index_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Index(format!("{}: {e}", path.display()))
+}
+
+impl ArchiveIndex {
+    /// Opens the index in `path`, creating it when the directory holds none.
+    pub fn open(path: &Path) -> Result<ArchiveIndex> {
+        std::fs::create_dir_all(path).map_err(|e| index_err(path, e))?;
+        let (schema, fields) = schema();
+        let dir = MmapDirectory::open(path).map_err(|e| index_err(path, e))?;
+        let index = Index::open_or_create(dir, schema.clone())
+            .map_err(|e| index_err(path, format!("{e} (an index of another layout: run `scrm reindex`)")))?;
+        index.tokenizers().register(
+            tokenizer::UNIGRAM,
+            TextAnalyzer::from(tokenizer::NgramTokenizer::unigrams()),
+        );
+        index.tokenizers().register(
+            tokenizer::BIGRAM,
+            TextAnalyzer::from(tokenizer::NgramTokenizer::bigrams()),
+        );
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::OnCommitWithDelay)
+            .try_into()
+            .map_err(|e| index_err(path, e))?;
+        let me = ArchiveIndex {
+            path: path.to_path_buf(),
+            index,
+            fields,
+            reader,
+            writer: Mutex::new(None),
+        };
+        if let Some(layout) = me.committed()?.map(|c| c.0) {
+            if layout != LAYOUT {
+                return Err(index_err(
+                    path,
+                    format!("index layout {layout}, this version reads {LAYOUT}: run `scrm reindex`"),
+                ));
+            }
+        }
+        Ok(me)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `(layout, max_seq)` recorded by the last commit, if any.
+    pub fn committed(&self) -> Result<Option<(u32, u64)>> {
+        let metas = self.index.load_metas().map_err(|e| index_err(&self.path, e))?;
+        let Some(p) = metas.payload else { return Ok(None) };
+        let v: serde_json::Value = serde_json::from_str(&p).map_err(|e| index_err(&self.path, e))?;
+        Ok(Some((
+            v["layout"].as_u64().unwrap_or(0) as u32,
+            v["max_seq"].as_u64().unwrap_or(0),
+        )))
+    }
+
+    /// Takes the index's writer lock (one writer per index, across processes):
+    /// `threads` indexing threads sharing `heap_bytes` of buffers.
+    pub fn open_writer(&self, threads: usize, heap_bytes: usize) -> Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_none() {
+            let writer = self
+                .index
+                .writer_with_num_threads(threads.max(1), heap_bytes.max(threads.max(1) * 16 << 20))
+                .map_err(|e| index_err(&self.path, format!("{e} (is another ingest or reindex running?)")))?;
+            *w = Some(writer);
+        }
+        Ok(())
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match w.as_mut() {
+            Some(writer) => f(writer),
+            None => Err(index_err(&self.path, "not opened for writing")),
+        }
+    }
+
+    /// Adds stored records (msgpack values of the `records` table); returns how many.
+    /// Parsing runs on all cores; tokenizing on the writer's threads.
+    pub fn add_stored<B: AsRef<[u8]> + Sync>(&self, values: &[B]) -> Result<usize> {
+        let f = self.fields;
+        let docs: Vec<TantivyDocument> = values
+            .par_iter()
+            .map(|v| {
+                let r: StoredView = rmp_serde::from_slice(v.as_ref()).map_err(|e| Error::Record(e.to_string()))?;
+                let mut doc = TantivyDocument::new();
+                doc.add_text(f.uni, &r.text);
+                doc.add_text(f.bi, &r.text);
+                doc.add_u64(f.seq, r.seq);
+                doc.add_i64(f.msgtime, r.msgtime);
+                doc.add_text(f.party, &r.from);
+                for t in &r.tolist {
+                    if t.as_ref() != r.from.as_ref() {
+                        doc.add_text(f.party, t);
+                    }
+                }
+                if !r.roomid.is_empty() {
+                    doc.add_text(f.room, &r.roomid);
+                }
+                doc.add_text(f.conv, &r.conv);
+                doc.add_text(f.msgtype, &r.msgtype);
+                Ok(doc)
+            })
+            .collect::<Result<_>>()?;
+        let n = docs.len();
+        self.with_writer(|w| {
+            for d in docs {
+                w.add_document(d)?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Drops every document (before a rebuild); takes effect at the next commit.
+    pub fn clear(&self) -> Result<()> {
+        self.with_writer(|w| {
+            w.delete_all_documents()?;
+            Ok(())
+        })
+    }
+
+    /// Makes everything added so far durable and visible, recording `max_seq`.
+    pub fn commit(&self, max_seq: u64) -> Result<()> {
+        self.with_writer(|w| {
+            let mut prepared = w.prepare_commit()?;
+            prepared.set_payload(&serde_json::json!({"layout": LAYOUT, "max_seq": max_seq}).to_string());
+            prepared.commit()?;
+            Ok(())
+        })?;
+        self.reload()
+    }
+
+    /// Releases the writer, first letting running segment merges finish.
+    pub fn close_writer(&self) -> Result<()> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = w {
+            w.wait_merging_threads()?;
+        }
+        self.reload()
+    }
+
+    /// Sees the latest commit now (otherwise it is seen within a second).
+    pub fn reload(&self) -> Result<()> {
+        self.reader.reload().map_err(|e| index_err(&self.path, e))
+    }
+
+    /// Documents in the last commit seen.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Segments in the last commit seen.
+    pub fn num_segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
+    /// The seqs of every indexed message, ascending (for reconciling with the store).
+    pub fn seqs(&self) -> Result<Vec<u64>> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::with_capacity(searcher.num_docs() as usize);
+        for seg in searcher.segment_readers() {
+            let col = seg.fast_fields().u64("seq")?;
+            for d in seg.doc_ids_alive() {
+                if let Some(s) = col.first(d) {
+                    out.push(s);
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn substring_query(&self, s: &str) -> Box<dyn Query> {
+        let chars: Vec<char> = s.chars().collect();
+        let term = |field: Field, cs: &[char]| Term::from_field_text(field, &cs.iter().collect::<String>());
+        match chars.len() {
+            0 => Box::new(AllQuery),
+            1 => Box::new(TermQuery::new(term(self.fields.uni, &chars), IndexRecordOption::Basic)),
+            2 => Box::new(TermQuery::new(term(self.fields.bi, &chars), IndexRecordOption::Basic)),
+            n => {
+                // bigrams at offsets 0, 2, 4, … plus the last one: they cover every character
+                let mut offsets: Vec<usize> = (0..n - 1).step_by(2).collect();
+                if *offsets.last().unwrap() != n - 2 {
+                    offsets.push(n - 2);
+                }
+                let terms = offsets
+                    .into_iter()
+                    .map(|o| (o, term(self.fields.bi, &chars[o..o + 2])))
+                    .collect();
+                Box::new(PhraseQuery::new_with_offset(terms))
+            }
+        }
+    }
+
+    fn node_query(&self, n: &QueryNode) -> Box<dyn Query> {
+        match n {
+            QueryNode::All => Box::new(AllQuery),
+            QueryNode::Substring(s) => self.substring_query(s),
+            QueryNode::And(parts) => {
+                let mut clauses: Vec<(Occur, Box<dyn Query>)> = parts
+                    .iter()
+                    .map(|p| match p {
+                        QueryNode::Not(inner) => (Occur::MustNot, self.node_query(inner)),
+                        _ => (Occur::Must, self.node_query(p)),
+                    })
+                    .collect();
+                if clauses.iter().all(|(o, _)| *o == Occur::MustNot) {
+                    clauses.push((Occur::Must, Box::new(AllQuery)));
+                }
+                Box::new(BooleanQuery::new(clauses))
+            }
+            QueryNode::Or(parts) => Box::new(BooleanQuery::new(
+                parts.iter().map(|p| (Occur::Should, self.node_query(p))).collect(),
+            )),
+            QueryNode::Not(inner) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery)),
+                (Occur::MustNot, self.node_query(inner)),
+            ])),
+        }
+    }
+
+    fn filters(&self, req: &SearchRequest) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = self.fields;
+        let term_q = |field: Field, v: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, v),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for p in &req.parties {
+            out.push((Occur::Must, term_q(f.party, p)));
+        }
+        if let Some(r) = &req.room {
+            out.push((Occur::Must, term_q(f.room, r)));
+        }
+        if let Some(c) = &req.conv {
+            out.push((Occur::Must, term_q(f.conv, c)));
+        }
+        if let Some(types) = &req.msgtypes {
+            out.push((
+                Occur::Must,
+                Box::new(TermSetQuery::new(
+                    types.iter().map(|t| Term::from_field_text(f.msgtype, t)),
+                )),
+            ));
+        }
+        if let Some(scope) = &req.scope {
+            let terms = scope
+                .parties
+                .iter()
+                .map(|p| Term::from_field_text(f.party, p))
+                .chain(scope.rooms.iter().map(|r| Term::from_field_text(f.room, r)));
+            out.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
+        }
+        out
+    }
+
+    /// Runs one search against the last commit seen.
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchPage> {
+        let node = parse_query(&req.query)?;
+        let mut clauses = self.filters(req);
+        clauses.push((Occur::Must, self.node_query(&node)));
+        let q = BooleanQuery::new(clauses);
+        let collector = PageCollector {
+            limit: req.limit,
+            before: req.before,
+            since: req.since,
+            until: req.until,
+        };
+        let searcher = self.reader.searcher();
+        let fruit = searcher.search(&q, &collector)?;
+        let next = if fruit.remaining > req.limit as u64 {
+            fruit.top.last().copied()
+        } else {
+            None
+        };
+        Ok(SearchPage {
+            total: fruit.total,
+            hits: fruit.top,
+            next,
+            terms: node.positive_terms(),
+        })
+    }
+}
+
+/// Collects the newest `limit` matches older than the cursor, and counts every match.
+struct PageCollector {
+    limit: usize,
+    before: Option<(i64, u64)>,
+    since: Option<i64>,
+    until: Option<i64>,
+}
+
+struct PageFruit {
+    total: u64,
+    remaining: u64,
+    top: Vec<(i64, u64)>,
+}
+
+struct PageSegment {
+    msgtime: Column<i64>,
+    seq: Column<u64>,
+    heap: BinaryHeap<Reverse<(i64, u64)>>,
+    total: u64,
+    remaining: u64,
+    limit: usize,
+    before: Option<(i64, u64)>,
+    since: i64,
+    until: i64,
+}
+
+impl Collector for PageCollector {
+    type Fruit = PageFruit;
+    type Child = PageSegment;
+
+    fn for_segment(&self, _ord: SegmentOrdinal, seg: &SegmentReader) -> tantivy::Result<PageSegment> {
+        Ok(PageSegment {
+            msgtime: seg.fast_fields().i64("msgtime")?,
+            seq: seg.fast_fields().u64("seq")?,
+            heap: BinaryHeap::with_capacity(self.limit + 1),
+            total: 0,
+            remaining: 0,
+            limit: self.limit,
+            before: self.before,
+            since: self.since.unwrap_or(i64::MIN),
+            until: self.until.unwrap_or(i64::MAX),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<PageFruit>) -> tantivy::Result<PageFruit> {
+        let mut top: Vec<(i64, u64)> = fruits.iter().flat_map(|f| f.top.iter().copied()).collect();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        top.truncate(self.limit);
+        Ok(PageFruit {
+            total: fruits.iter().map(|f| f.total).sum(),
+            remaining: fruits.iter().map(|f| f.remaining).sum(),
+            top,
+        })
+    }
+}
+
+impl PageSegment {
+    #[inline]
+    fn offer(&mut self, t: i64, doc: DocId) {
+        if self.limit == 0 {
+            return;
+        }
+        if self.heap.len() == self.limit {
+            if let Some(Reverse((mt, _))) = self.heap.peek() {
+                if t < *mt {
+                    return;
+                }
+            }
+        }
+        let s = self.seq.first(doc).unwrap_or(0);
+        if let Some((bt, bs)) = self.before {
+            if (t, s) >= (bt, bs) {
+                return;
+            }
+        }
+        self.heap.push(Reverse((t, s)));
+        if self.heap.len() > self.limit {
+            self.heap.pop();
+        }
+    }
+}
+
+impl SegmentCollector for PageSegment {
+    type Fruit = PageFruit;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let t = self.msgtime.first(doc).unwrap_or(0);
+        if t < self.since || t > self.until {
+            return;
+        }
+        self.total += 1;
+        if let Some((bt, bs)) = self.before {
+            if t > bt {
+                return;
+            }
+            if t == bt && self.seq.first(doc).unwrap_or(0) >= bs {
+                return;
+            }
+        }
+        self.remaining += 1;
+        self.offer(t, doc);
+    }
+
+    fn harvest(self) -> PageFruit {
+        let mut top: Vec<(i64, u64)> = self.heap.into_iter().map(|Reverse(x)| x).collect();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        PageFruit {
+            total: self.total,
+            remaining: self.remaining,
+            top,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+use super::*;
+use crate::message::Record;
+
+fn record(seq: u64, msgtime: i64, from: &str, to: &[&str], room: &str, msgtype: &str, text: &str) -> Vec<u8> {
+    let tolist: Vec<String> = to.iter().map(|s| s.to_string()).collect();
+    let conv = crate::message::conversation_id(from, &tolist, room, msgtype);
+    let r = Record {
+        seq,
+        msgid: format!("m{seq}"),
+        publickey_ver: 1,
+        action: "send".into(),
+        from: from.into(),
+        tolist,
+        roomid: room.into(),
+        msgtime,
+        msgtype: msgtype.into(),
+        known: true,
+        text: text.into(),
+        raw: b"{}".to_vec(),
+        rule: String::new(),
+        conv,
+    };
+    rmp_serde::to_vec_named(&r).unwrap()
+}
+
+/// A tiny deterministic generator (no extra dev-dependency).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const ALPHABET: &[char] = &[
+    '保', '本', '收', '益', '的', 'a', 'A', 'Ａ', 'b', ' ', '　', '1', '！', '\n', '微', '信',
+];
+
+fn corpus(n: usize, seed: u64) -> (Vec<(u64, i64, String, String, String)>, Vec<Vec<u8>>) {
+    let mut g = Lcg(seed);
+    let mut rows = Vec::new();
+    let mut values = Vec::new();
+    for i in 0..n {
+        let len = g.below(12);
+        let text: String = (0..len).map(|_| ALPHABET[g.below(ALPHABET.len())]).collect();
+        let seq = i as u64 + 1;
+        // several messages share a msgtime, so the seq tie-break matters
+        let t = 1_700_000_000_000 + (i as i64 / 3) * 1000;
+        let from = ["zhangsan", "lisi", "wmCust1"][g.below(3)].to_string();
+        let room = if g.below(4) == 0 {
+            "wrRoom1".to_string()
+        } else {
+            String::new()
+        };
+        let to: Vec<&str> = if from == "wmCust1" {
+            vec!["zhangsan"]
+        } else {
+            vec!["wmCust1"]
+        };
+        let mtype = if g.below(5) == 0 { "file" } else { "text" };
+        values.push(record(seq, t, &from, &to, &room, mtype, &text));
+        rows.push((seq, t, text, from, room));
+    }
+    (rows, values)
+}
+
+fn build(values: &[Vec<u8>], batches: usize) -> (tempfile::TempDir, ArchiveIndex) {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = ArchiveIndex::open(dir.path()).unwrap();
+    ix.open_writer(1, 32 << 20).unwrap();
+    let per = values.len().div_ceil(batches);
+    for (i, chunk) in values.chunks(per).enumerate() {
+        ix.add_stored(chunk).unwrap();
+        ix.commit(((i + 1) * per) as u64).unwrap();
+    }
+    (dir, ix)
+}
+
+fn all_hits(ix: &ArchiveIndex, mut req: SearchRequest) -> (u64, Vec<(i64, u64)>) {
+    let mut out = Vec::new();
+    req.limit = 7;
+    let mut total = None;
+    loop {
+        let page = ix.search(&req).unwrap();
+        assert!(
+            total.is_none() || total == Some(page.total),
+            "total changes between pages"
+        );
+        total = Some(page.total);
+        out.extend(page.hits.iter().copied());
+        match page.next {
+            Some(c) => req.before = Some(c),
+            None => break,
+        }
+    }
+    (total.unwrap(), out)
+}
+
+#[test]
+fn recall_equals_brute_force_for_random_substrings_and_boolean_queries() {
+    let (rows, values) = corpus(600, 7);
+    let (_d, ix) = build(&values, 4);
+    assert_eq!(ix.num_docs(), 600);
+    let mut g = Lcg(99);
+    let mut queries: Vec<String> = Vec::new();
+    for _ in 0..300 {
+        // substrings of stored texts (found) and random strings (mostly not found)
+        let len = 1 + g.below(4);
+        let r = &rows[g.below(rows.len())].2;
+        let cs: Vec<char> = r.chars().collect();
+        if cs.len() >= len {
+            let at = g.below(cs.len() - len + 1);
+            queries.push(format!(
+                "\"{}\"",
+                cs[at..at + len].iter().collect::<String>().replace('"', "\\\"")
+            ));
+        }
+        let rand: String = (0..len).map(|_| ALPHABET[g.below(ALPHABET.len())]).collect();
+        queries.push(format!("\"{}\"", rand));
+    }
+    queries.extend(
+        [
+            "保本 OR 收益",
+            "保本 -收益",
+            "NOT 的",
+            "(a OR b) 1",
+            "\"a a\"",
+            "ａ",
+            "微信 AND 保",
+        ]
+        .map(String::from),
+    );
+    for q in &queries {
+        let node = parse_query(q).unwrap();
+        let mut want: Vec<(i64, u64)> = rows
+            .iter()
+            .filter(|r| node.matches(&fold_text(&r.2)))
+            .map(|r| (r.1, r.0))
+            .collect();
+        want.sort_unstable_by(|a, b| b.cmp(a));
+        let (total, got) = all_hits(&ix, SearchRequest::new(q, 7));
+        assert_eq!(total as usize, want.len(), "total for {q:?}");
+        assert_eq!(got, want, "hits for {q:?}");
+    }
+}
+
+#[test]
+fn filters_narrow_exactly() {
+    let (rows, values) = corpus(400, 3);
+    let (_d, ix) = build(&values, 2);
+    let t0 = rows[100].1;
+    let t1 = rows[300].1;
+    let mut req = SearchRequest::new("保", 20);
+    req.parties = vec!["wmCust1".into(), "zhangsan".into()];
+    req.msgtypes = Some(vec!["text".into()]);
+    req.since = Some(t0);
+    req.until = Some(t1);
+    let (total, got) = all_hits(&ix, req);
+    let mut want: Vec<(i64, u64)> = rows
+        .iter()
+        .filter(|r| {
+            let rec: Record = rmp_serde::from_slice(&values[r.0 as usize - 1]).unwrap();
+            fold_text(&r.2).contains('保')
+                && (r.3 == "zhangsan" || rec.tolist.contains(&"zhangsan".to_string()))
+                && rec.msgtype == "text"
+                && r.1 >= t0
+                && r.1 <= t1
+        })
+        .map(|r| (r.1, r.0))
+        .collect();
+    want.sort_unstable_by(|a, b| b.cmp(a));
+    assert!(!want.is_empty());
+    assert_eq!(total as usize, want.len());
+    assert_eq!(got, want);
+
+    let mut req = SearchRequest::new("", 1000);
+    req.room = Some("wrRoom1".into());
+    let page = ix.search(&req).unwrap();
+    assert_eq!(page.total as usize, rows.iter().filter(|r| r.4 == "wrRoom1").count());
+
+    // scope: only lisi's messages and the room
+    let mut req = SearchRequest::new("", 1000);
+    req.scope = Some(Scope {
+        parties: vec!["lisi".into()],
+        rooms: vec!["wrRoom1".into()],
+    });
+    let page = ix.search(&req).unwrap();
+    assert_eq!(
+        page.total as usize,
+        rows.iter().filter(|r| r.3 == "lisi" || r.4 == "wrRoom1").count()
+    );
+}
+
+#[test]
+fn commits_record_the_watermark_and_reopen_sees_them() {
+    let (_rows, values) = corpus(50, 1);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ix = ArchiveIndex::open(dir.path()).unwrap();
+        assert_eq!(ix.committed().unwrap(), None);
+        ix.open_writer(1, 32 << 20).unwrap();
+        ix.add_stored(&values[..30]).unwrap();
+        ix.commit(30).unwrap();
+        ix.add_stored(&values[30..]).unwrap(); // never committed: a crash
+    }
+    let ix = ArchiveIndex::open(dir.path()).unwrap();
+    assert_eq!(ix.committed().unwrap(), Some((LAYOUT, 30)));
+    assert_eq!(ix.num_docs(), 30);
+    assert_eq!(ix.seqs().unwrap(), (1..=30).collect::<Vec<u64>>());
+    // a second writer on the same index is refused with a reason
+    ix.open_writer(1, 32 << 20).unwrap();
+    let other = ArchiveIndex::open(dir.path()).unwrap();
+    let e = other.open_writer(1, 32 << 20).unwrap_err().to_string();
+    assert!(e.contains("another ingest"), "{e}");
+    ix.clear().unwrap();
+    ix.add_stored(&values).unwrap();
+    ix.commit(50).unwrap();
+    assert_eq!(ix.num_docs(), 50);
+}
+
+#[test]
+fn bad_queries_and_bad_records_are_errors() {
+    let (_rows, values) = corpus(5, 1);
+    let (_d, ix) = build(&values, 1);
+    assert!(matches!(
+        ix.search(&SearchRequest::new("(保", 10)),
+        Err(Error::Query(_))
+    ));
+    assert!(matches!(
+        ix.add_stored(&[b"not msgpack".to_vec()]),
+        Err(Error::Record(_))
+    ));
+}
