@@ -238,7 +238,7 @@ impl ArchiveIndex {
         if w.is_none() {
             let writer = self
                 .index
-                .writer_with_num_threads(threads.max(1), heap_bytes.max(threads.max(1) * 16 << 20))
+                .writer_with_num_threads(threads.max(1), heap_bytes.max((threads.max(1) * 16) << 20))
                 .map_err(|e| index_err(&self.path, format!("{e} (is another ingest or reindex running?)")))?;
             *w = Some(writer);
         }

@@ -42,7 +42,9 @@ const ALPHABET: &[char] = &[
     '保', '本', '收', '益', '的', 'a', 'A', 'Ａ', 'b', ' ', '　', '1', '！', '\n', '微', '信',
 ];
 
-fn corpus(n: usize, seed: u64) -> (Vec<(u64, i64, String, String, String)>, Vec<Vec<u8>>) {
+type Row = (u64, i64, String, String, String);
+
+fn corpus(n: usize, seed: u64) -> (Vec<Row>, Vec<Vec<u8>>) {
     let mut g = Lcg(seed);
     let mut rows = Vec::new();
     let mut values = Vec::new();
