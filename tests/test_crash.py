@@ -13,11 +13,15 @@ import time
 
 import orjson
 
+from scrm_fast.search import open_index
+from scrm_fast.storage import ArchiveStore, key_seq
 from tests.conftest import run_scrm
 
 
 def test_sigkill_at_random_moments_then_resume(crash_corpus, tmp_path):
     data = tmp_path / "data"
+    # index commits at random moments too (the default is every 5 s)
+    env = {**os.environ, "SCRM_INDEX_COMMIT_S": "0.05"}
     args = [sys.executable, "-m", "scrm_fast.cli", "ingest", "--keys", str(crash_corpus / "keys"),
             "--data", str(data), "--directory", str(crash_corpus / "directory.json"), "--json", "--no-progress",
             str(crash_corpus / "batches")]
@@ -27,7 +31,7 @@ def test_sigkill_at_random_moments_then_resume(crash_corpus, tmp_path):
     for _ in range(60):
         if kills >= 22:
             break
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         # start-up takes ~0.3 s; each run gets a little further (or dies while starting)
         time.sleep(rng.uniform(0.05, 0.7))
         if proc.poll() is None:
@@ -49,6 +53,11 @@ def test_sigkill_at_random_moments_then_resume(crash_corpus, tmp_path):
     assert progress == sorted(progress) and len(set(progress)) > 3, progress
     export = run_scrm("export", "--data", str(data), check=True).stdout
     assert export == (crash_corpus / "expected.jsonl").read_bytes()
+    # the search index holds every stored message exactly once
+    with ArchiveStore(data, readonly=True) as store:
+        with store.env.begin(db=store.db("records")) as txn:
+            stored_seqs = [key_seq(k) for k in txn.cursor().iternext(keys=True, values=False)]
+    assert open_index(data).seqs() == stored_seqs
     # the consent events equal those of one uninterrupted ingest
     clean = tmp_path / "clean"
     run_scrm("ingest", "--keys", str(crash_corpus / "keys"), "--data", str(clean), "--directory",

@@ -22,6 +22,12 @@ class VendorSdkError(ScrmError):
 class RecordError(ScrmError):
     """A stored record cannot be decoded."""
 
+class SearchIndexError(ScrmError):
+    """The search index cannot be opened, written or read."""
+
+class QuerySyntaxError(ScrmError):
+    """A search query string is not well formed."""
+
 class KeyRing:
     """RSA private keys by ``publickey_ver``. Build once, reuse for every batch."""
 
@@ -177,3 +183,39 @@ def audit_records(
 
 def normalize_text(text: str) -> str:
     """The matcher's normalization of ``text``."""
+
+class ArchiveIndex:
+    """The Tantivy search index of one archive (CJK-exact substring search)."""
+
+    def __init__(self, path: str) -> None: ...
+    def open_writer(self, threads: int = 1, heap_mb: int = 64) -> None: ...
+    def add_stored(self, values: list[bytes]) -> int: ...
+    def add_decoded(self, batch: DecodedBatch) -> int: ...
+    def clear(self) -> None: ...
+    def commit(self, max_seq: int) -> None: ...
+    def close_writer(self) -> None: ...
+    def reload(self) -> None: ...
+    def num_docs(self) -> int: ...
+    def num_segments(self) -> int: ...
+    def committed(self) -> tuple[int, int] | None: ...
+    def seqs(self) -> list[int]: ...
+    def search(
+        self,
+        query: str,
+        *,
+        parties: list[str] = ...,
+        room: str | None = None,
+        conv: str | None = None,
+        msgtypes: list[str] | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        scope_parties: list[str] | None = None,
+        scope_rooms: list[str] | None = None,
+        before: tuple[int, int] | None = None,
+        limit: int = 20,
+    ) -> tuple[int, list[tuple[int, int]], tuple[int, int] | None, list[str]]:
+        """(total, [(msgtime, seq)] newest first, next cursor, highlight terms)."""
+
+def snippets(texts: list[str], terms: list[str], width: int = 80) -> list[tuple[str, list[tuple[int, int]]]]: ...
+def fold_search_text(text: str) -> str: ...
+def check_search_query(query: str) -> list[str]: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import orjson
@@ -89,6 +90,7 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     from scrm_fast.consent import build_policy
     from scrm_fast.directory import save_directory
     from scrm_fast.pipeline import Progress, ingest_files
+    from scrm_fast.search import index_writer
     from scrm_fast.sources import expand_inputs
     from scrm_fast.storage import ArchiveStore
 
@@ -101,9 +103,11 @@ def cmd_ingest(a: argparse.Namespace) -> int:
             save_directory(a.data, directory)
             import_directory_events(store, directory)
         progress = Progress(enabled=False if a.no_progress else None)
-        summary = ingest_files(files, keys, cipher, store, progress=progress,
-                               policy=build_policy(directory, store),
-                               auditing=auditing_for(store, directory)).as_dict()
+        with index_writer(store) as index:
+            summary = ingest_files(files, keys, cipher, store, progress=progress,
+                                   policy=build_policy(directory, store),
+                                   auditing=auditing_for(store, directory), index=index,
+                                   index_commit_s=float(os.environ.get("SCRM_INDEX_COMMIT_S", "5"))).as_dict()
     if a.json:
         _print_json(summary)
     else:
@@ -137,11 +141,12 @@ def cmd_quarantine(a: argparse.Namespace) -> int:
         if not a.keys:
             raise InputError("--retry needs --keys DIR")
         from scrm_fast.consent import build_policy
+        from scrm_fast.search import index_writer
 
         keys = KeyRing.load_dir(a.keys)
-        with ArchiveStore(a.data) as store:
+        with ArchiveStore(a.data) as store, index_writer(store) as index:
             policy = build_policy(tenant_directory(a.data, None), store)
-            res = retry_quarantine(keys, make_cipher(a.cipher, a.sdk), store, policy)
+            res = retry_quarantine(keys, make_cipher(a.cipher, a.sdk), store, policy, index=index)
         _print_json(res)
         return 0
     with ArchiveStore(a.data, readonly=True) as store:
@@ -154,6 +159,68 @@ def cmd_quarantine(a: argparse.Namespace) -> int:
         sys.stdout.buffer.write(orjson.dumps(e) + b"\n")
     if not a.quiet:
         print(f"{len(entries)} quarantined", file=sys.stderr)
+    return 0
+
+
+def _time_arg(v: str | None, end: bool = False) -> int | None:
+    """A time bound: milliseconds since the epoch, or an ISO date/datetime (UTC unless it
+    carries an offset); a bare date as an upper bound means the end of that day."""
+    if v is None:
+        return None
+    if v.lstrip("-").isdigit():
+        return int(v)
+    from datetime import datetime, timedelta
+
+    try:
+        t = datetime.fromisoformat(v)
+    except ValueError:
+        raise InputError(f"{v!r} is neither milliseconds since the epoch nor an ISO date") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    if end and len(v) == 10:
+        t += timedelta(days=1, milliseconds=-1)
+    return int(t.timestamp() * 1000)
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    from scrm_fast.search import TIME_RANGES, ArchiveSearch, open_index
+    from scrm_fast.storage import ArchiveStore
+
+    with ArchiveStore(a.data, readonly=True) as store:
+        search = ArchiveSearch(store, open_index(a.data))
+        page = search.search(a.query, employee=a.employee, customer=a.customer, group=a.group, conv=a.conv,
+                             type_group=a.type, days=TIME_RANGES[a.days] if a.days else None,
+                             since=_time_arg(a.since), until=_time_arg(a.until, end=True),
+                             cursor=a.cursor, limit=a.limit)
+        lag = search.lag()
+    if lag:
+        print(f"scrm search: warning: the index lacks {lag:,} stored messages (an ingest is running, or run "
+              f"`scrm reindex --data {a.data}`)", file=sys.stderr)
+    if a.json:
+        _print_json({"total": page["total"], "items": [
+            {k: it[k] for k in ("msgid", "seq", "msgtime", "snippet", "highlights", "msgtype", "from", "conv")}
+            for it in page["items"]], "next_cursor": page["next_cursor"]})
+        return 0
+    from datetime import datetime
+
+    print(f"{page['total']:,} messages match")
+    for it in page["items"]:
+        when = datetime.fromtimestamp(it["msgtime"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        print(f"  {when}  seq {it['seq']:<8} {it['from']:<12} {it['snippet']}")
+    if page["next_cursor"]:
+        print(f"next page: --cursor {page['next_cursor']}")
+    return 0
+
+
+def cmd_reindex(a: argparse.Namespace) -> int:
+    from scrm_fast.search import reindex
+
+    res = reindex(a.data, threads=a.threads, heap_mb=a.heap_mb)
+    if a.json:
+        _print_json(res)
+    else:
+        print(f"indexed {res['indexed']:,} messages in {res['build_s']:.2f} s ({res['docs_per_s']:,.0f} docs/s), "
+              f"merged into {res['segments']} segments in {res['merge_s']:.2f} s")
     return 0
 
 
@@ -187,9 +254,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
             import_words(store, DEMO_WORDS, ["微信支付"])
         directory = load_directory(sim / "directory.json")
         save_directory(data, directory)
-        summary = ingest_files(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"), Cipher.open(),
-                               store, progress=Progress(), policy=build_policy(directory, store),
-                               auditing=auditing_for(store, directory)).as_dict()
+        from scrm_fast.search import index_writer
+
+        with index_writer(store) as index:
+            summary = ingest_files(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"), Cipher.open(),
+                                   store, progress=Progress(), policy=build_policy(directory, store),
+                                   auditing=auditing_for(store, directory), index=index).as_dict()
         counts = store.counts()
     print(_summary_text(summary))
     print(f"archive: {counts['records']:,} records, {counts['quarantine']:,} quarantined in {data}")
@@ -554,6 +624,36 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", required=True, help="the tenant's data directory")
     x.add_argument("--set", help="comma-separated durations, increasing, e.g. 5m,30m,1h")
     x.set_defaults(func=cmd_alerts)
+
+    s = sub.add_parser("search", help="search the archive (substring semantics, CJK-exact; rules V-2, V-5)",
+                       description="QUERY: terms that must all occur as substrings (case and width folded); "
+                                   "OR between alternatives, NOT or a leading - to exclude, (parentheses), "
+                                   '"quoted text" for a substring with spaces. An empty QUERY lists every message '
+                                   "the filters allow. Newest first.")
+    s.add_argument("--data", required=True, help="data directory")
+    s.add_argument("query", nargs="?", default="", metavar="QUERY")
+    s.add_argument("--limit", type=int, default=20, help="page size (1–1000, default 20)")
+    s.add_argument("--cursor", help="next_cursor of the previous page")
+    s.add_argument("--employee", help="only messages this employee (userid) sent or received")
+    s.add_argument("--customer", help="only messages this customer (external_userid) sent or received")
+    s.add_argument("--group", help="only messages of this group chat (roomid)")
+    s.add_argument("--conv", help="only this conversation (p:a|b, g:roomid)")
+    s.add_argument("--type", default="all", choices=["all", "image_video", "file", "link", "voice_call", "voice"],
+                   help="message-type group (rule V-2)")
+    s.add_argument("--days", choices=["all", "7", "30", "90"],
+                   help="the last N days before the newest stored message")
+    s.add_argument("--since", help="from this time (ms since the epoch or ISO date/datetime, UTC)")
+    s.add_argument("--until", help="up to this time (inclusive; a bare date means its whole day)")
+    s.add_argument("--json", action="store_true",
+                   help='print {"total", "items": [{"msgid", "seq", "msgtime", "snippet", …}], "next_cursor"}')
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("reindex", help="rebuild the search index from storage (no decryption)")
+    s.add_argument("--data", required=True, help="data directory")
+    s.add_argument("--threads", type=int, default=None, help="indexing threads (default: every core)")
+    s.add_argument("--heap-mb", type=int, default=256, help="indexing buffer size (default 256)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_reindex)
 
     s = sub.add_parser("serve", help="serve the console and the HTTP API (/api/v1)")
     s.add_argument("--data", required=True, help="the tenant's data directory")

@@ -4,11 +4,20 @@ The engine's exceptions are declared by the extension (``scrm_fast._core``) and 
 here; ``InputError`` is raised by the Python layer for bad arguments and bad files.
 """
 
-from scrm_fast._core import BatchFormatError, KeyRingError, RecordError, ScrmError, VendorSdkError
+from scrm_fast._core import (
+    BatchFormatError,
+    KeyRingError,
+    QuerySyntaxError,
+    RecordError,
+    ScrmError,
+    SearchIndexError,
+    VendorSdkError,
+)
 
 
 class InputError(ScrmError):
     """A command-line argument, input file or data directory is not usable."""
 
 
-__all__ = ["BatchFormatError", "InputError", "KeyRingError", "RecordError", "ScrmError", "VendorSdkError"]
+__all__ = ["BatchFormatError", "InputError", "KeyRingError", "QuerySyntaxError", "RecordError", "ScrmError",
+           "SearchIndexError", "VendorSdkError"]

@@ -17,7 +17,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrm_fast._core import AuditBatch, ChatBatch, Cipher, ConsentPolicy, DecodedBatch, KeyRing, WordList, decode_batch
+from scrm_fast._core import (
+    ArchiveIndex,
+    AuditBatch,
+    ChatBatch,
+    Cipher,
+    ConsentPolicy,
+    DecodedBatch,
+    KeyRing,
+    WordList,
+    decode_batch,
+)
 from scrm_fast.errors import BatchFormatError
 from scrm_fast.sources import iter_documents
 from scrm_fast.storage import ArchiveStore, now_ms, reject_record
@@ -53,6 +63,7 @@ class IngestSummary:
     dropped_by_rule: Counter = field(default_factory=Counter)
     audits: int = 0
     timeout_alerts: int = 0
+    indexed: int = 0
 
     @property
     def msgs_per_s(self) -> float:
@@ -70,7 +81,7 @@ class IngestSummary:
             "consent_applied": self.consent_applied, "dropped_by_consent": self.dropped,
             "kept_by_rule": dict(sorted(self.kept_by_rule.items())),
             "dropped_by_rule": dict(sorted(self.dropped_by_rule.items())),
-            "audit_records": self.audits, "timeout_alerts": self.timeout_alerts,
+            "audit_records": self.audits, "timeout_alerts": self.timeout_alerts, "indexed": self.indexed,
         }
 
 
@@ -113,15 +124,19 @@ def _account(summary: IngestSummary, d: DecodedBatch) -> None:
 def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
                  progress: Progress | None = None,
                  on_commit: Callable[[IngestSummary], None] | None = None,
-                 policy: ConsentPolicy | None = None, auditing: Auditing | None = None) -> IngestSummary:
+                 policy: ConsentPolicy | None = None, auditing: Auditing | None = None,
+                 index: ArchiveIndex | None = None, index_commit_s: float = 5.0) -> IngestSummary:
     """Ingests every document of ``files`` into ``store``; returns the counts. With a
-    consent ``policy`` only what the rules allow is stored (rules C-0 … C-12)."""
+    consent ``policy`` only what the rules allow is stored (rules C-0 … C-12). With an
+    ``index`` (writer open) each batch is indexed once it is durable, and the index is
+    committed every ``index_commit_s`` seconds and at the end."""
     from scrm_fast.audit import commit_audits, recompute_timeouts
 
     summary = IngestSummary(consent_applied=policy is not None)
     touched: set[str] = set()
     t0 = time.perf_counter()
     pending: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]] | None = None
+    last_index_commit = time.perf_counter()
 
     def work(batch: ChatBatch, seen: list) -> tuple[DecodedBatch, AuditBatch | None]:
         # decrypt, judge and audit in one Rust call with the GIL released, off the committing thread
@@ -138,6 +153,13 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
             def also(txn):  # noqa: E306 - same transaction as the batch
                 summary.audits += commit_audits(txn, store, audit, auditing.entries, auditing.directory)
         store.commit_batch(decoded, also=also)
+        if index is not None and decoded.stored:
+            # after the store commit: the index never holds what the store lacks
+            summary.indexed += index.add_decoded(decoded)
+            nonlocal last_index_commit
+            if time.perf_counter() - last_index_commit >= index_commit_s:
+                index.commit(store.checkpoint())
+                last_index_commit = time.perf_counter()
         touched.update(decoded.conv_ids())
         _account(summary, decoded)
         if on_commit is not None:
@@ -167,6 +189,8 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
             pending = (fut, keys_)
         if pending is not None:
             finish(pending)
+    if index is not None:
+        index.commit(store.checkpoint())
     summary.elapsed_s = time.perf_counter() - t0
     if auditing is not None and touched:
         # rule A-6, once per run over the conversations this run added to
@@ -179,7 +203,7 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
 
 
 def retry_quarantine(keys: KeyRing, cipher: Cipher, store: ArchiveStore,
-                     policy: ConsentPolicy | None = None) -> dict:
+                     policy: ConsentPolicy | None = None, index: ArchiveIndex | None = None) -> dict:
     """Re-drives every quarantined item (e.g. after a missing key version is installed).
     Recovered messages are judged by the consent policy like any other."""
     items = store.quarantined_items()
@@ -187,5 +211,8 @@ def retry_quarantine(keys: KeyRing, cipher: Cipher, store: ArchiveStore,
         return {"retried": 0, "recovered": 0, "still_quarantined": 0, "dropped_by_consent": 0, "reasons": {}}
     decoded = decode_batch(ChatBatch.from_items(items), keys, cipher, None, now_ms(), policy)
     res = store.release_quarantine(decoded)
+    if index is not None and res.stored:
+        index.add_decoded(decoded)
+        index.commit(store.checkpoint())
     return {"retried": len(items), "recovered": res.stored, "still_quarantined": res.quarantined,
             "dropped_by_consent": decoded.dropped, "reasons": dict(decoded.reasons)}

@@ -65,7 +65,7 @@ impl PyChatBatch {
 
 #[pyclass(name = "DecodedBatch", module = "scrm_fast._core", frozen)]
 pub struct PyDecoded {
-    records: Vec<(u64, String, Vec<u8>)>,
+    pub(crate) records: Vec<(u64, String, Vec<u8>)>,
     quarantined: Vec<(u64, Vec<u8>)>,
     rejected: Vec<([u8; 32], Vec<u8>)>,
     #[pyo3(get)]

@@ -4,6 +4,7 @@
 mod audit;
 mod batch;
 mod errors;
+mod index;
 mod keys;
 mod policy;
 
@@ -18,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     batch::register(m)?;
     policy::register(m)?;
     audit::register(m)?;
+    index::register(m)?;
     m.add("KNOWN_MSGTYPES", crate::message::KNOWN_MSGTYPES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,0 +1,217 @@
+"""Archive search (rules V-2, V-5): the Tantivy index in ``DATA_DIR/index`` finds seqs; the
+bodies, msgids and snippets come from LMDB. A query matches a message when every term
+occurs in its text as a substring after case and width folding (DESIGN "Search
+semantics"); see ``scrm search --help`` for the query language.
+
+Keeping index and store in step: documents are added to the index only after their
+batch is durable in LMDB, and every index commit records the checkpoint it covers, so
+the index is always a subset of the store. :func:`catch_up` closes the gap after a crash
+(it runs before every ingest); :func:`reindex` rebuilds from storage. Searches release
+the GIL and read the last commit, so they run while an ingest (another process) writes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from scrm_fast._core import ArchiveIndex, QuerySyntaxError, SearchIndexError, check_search_query, snippets
+from scrm_fast.errors import InputError
+from scrm_fast.storage import ArchiveStore, key_seq, seq_key
+
+# rule V-2: message-type groups (tabs of the conversation view, filters of the search)
+TYPE_GROUPS: dict[str, set[str] | None] = {
+    "all": None,
+    "image_video": {"image", "video"},
+    "file": {"file"},
+    "link": {"link"},
+    "voice_call": {"meeting_voice_call", "voiptext"},
+    "voice": {"voice"},
+}
+# rule V-2: time ranges (days back from the newest stored message); custom = since/until
+TIME_RANGES = {"all": None, "7": 7, "30": 30, "90": 90}
+DAY_MS = 86_400_000
+MAX_LIMIT = 1000
+
+__all__ = ["TYPE_GROUPS", "ArchiveSearch", "QuerySyntaxError", "SearchIndexError", "SearchScope", "catch_up",
+           "index_dir", "open_index", "reindex"]
+
+
+def index_dir(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / "index"
+
+
+def open_index(data_dir: str | os.PathLike[str]) -> ArchiveIndex:
+    return ArchiveIndex(str(index_dir(data_dir)))
+
+
+@dataclass(frozen=True)
+class SearchScope:
+    """A caller's data scope (rule R-2): messages in which one of ``parties`` takes part,
+    or said in one of ``rooms``."""
+
+    parties: frozenset[str]
+    rooms: frozenset[str]
+
+
+def encode_cursor(c: tuple[int, int] | None) -> str | None:
+    return None if c is None else f"{c[0]}:{c[1]}"
+
+
+def decode_cursor(s: str | None) -> tuple[int, int] | None:
+    if s is None or s == "":
+        return None
+    t, sep, q = s.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(t), int(q)
+    except ValueError:
+        raise InputError(f"cursor {s!r} is not one this search returned (msgtime:seq)") from None
+
+
+def _store_seqs(store: ArchiveStore):
+    with store.env.begin(db=store.db("records")) as txn:
+        for k in txn.cursor().iternext(keys=True, values=False):
+            yield key_seq(k)
+
+
+def catch_up(store: ArchiveStore, index: ArchiveIndex, chunk: int = 10_000) -> int:
+    """Indexes every stored message the index lacks (after a crash between a store commit
+    and an index commit, or a quarantine retry); the index writer must be open. Returns
+    how many were added. An index holding a message the store lacks is rebuilt."""
+    stored = store.counts()["records"]
+    if index.num_docs() == stored:
+        return 0
+    have = index.seqs()
+    missing: list[int] = []
+    extra = False
+    i = 0
+    for s in _store_seqs(store):  # merge walk: both ascending
+        while i < len(have) and have[i] < s:
+            extra, i = True, i + 1  # indexed but not stored
+        if i < len(have) and have[i] == s:
+            i += 1
+        else:
+            missing.append(s)
+    if extra or i < len(have):
+        # the index holds something the store does not: start over from storage
+        index.clear()
+        return _add_all(store, index, chunk)
+    added = 0
+    records = store.db("records")
+    for at in range(0, len(missing), chunk):
+        with store.env.begin(db=records, buffers=False) as txn:
+            values = [txn.get(seq_key(s)) for s in missing[at:at + chunk]]
+        added += index.add_stored([v for v in values if v is not None])
+    index.commit(store.checkpoint())
+    return added
+
+
+def _add_all(store: ArchiveStore, index: ArchiveIndex, chunk: int) -> int:
+    n = 0
+    for values in store.record_value_chunks(chunk):
+        n += index.add_stored(values)
+    index.commit(store.checkpoint())
+    return n
+
+
+@contextmanager
+def index_writer(store: ArchiveStore, index: ArchiveIndex | None = None, threads: int = 1,
+                 heap_mb: int = 64) -> Iterator[ArchiveIndex]:
+    """The archive's index with its writer open and caught up with the store; the writer
+    is released (after running merges) on exit. Additions not committed are dropped and
+    indexed again by the next :func:`catch_up`."""
+    if index is None:
+        index = open_index(store.data_dir)
+    try:
+        index.open_writer(threads, heap_mb)
+    except SearchIndexError as e:
+        raise InputError(str(e)) from None
+    try:
+        catch_up(store, index)
+        yield index
+    finally:
+        index.close_writer()
+
+
+def reindex(data_dir: str | os.PathLike[str], threads: int | None = None, heap_mb: int = 256,
+            chunk: int = 20_000) -> dict:
+    """Rebuilds the index from storage (no RSA). Readers keep the old index until the
+    single commit at the end."""
+    path = index_dir(data_dir)
+    with ArchiveStore(data_dir, readonly=True) as store:
+        try:
+            index = ArchiveIndex(str(path))
+        except SearchIndexError:
+            shutil.rmtree(path)  # another layout: nothing in it is reusable
+            index = ArchiveIndex(str(path))
+        t0 = time.perf_counter()
+        index.open_writer(threads or os.cpu_count() or 1, heap_mb)
+        index.clear()
+        n = _add_all(store, index, chunk)
+        t1 = time.perf_counter()
+        index.close_writer()
+        t2 = time.perf_counter()
+    return {"indexed": n, "segments": index.num_segments(), "build_s": round(t1 - t0, 3),
+            "merge_s": round(t2 - t1, 3), "docs_per_s": round(n / (t1 - t0), 1) if t1 > t0 else 0.0}
+
+
+class ArchiveSearch:
+    """Searches one archive: the index finds seqs, the store gives messages and snippets."""
+
+    def __init__(self, store: ArchiveStore, index: ArchiveIndex) -> None:
+        self.store = store
+        self.index = index
+
+    def lag(self) -> int:
+        """Stored messages the index does not (yet) hold."""
+        return max(self.store.counts()["records"] - self.index.num_docs(), 0)
+
+    def search(self, query: str = "", *, employee: str | None = None, customer: str | None = None,
+               group: str | None = None, conv: str | None = None, type_group: str = "all",
+               days: int | None = None, since: int | None = None, until: int | None = None,
+               cursor: str | None = None, limit: int = 20, scope: SearchScope | None = None,
+               snippet_width: int = 80) -> dict:
+        """One page, newest first: ``{"total", "items", "next_cursor"}``; each item has
+        msgid, seq, msgtime, snippet (plain text) and highlights (character ranges of it)."""
+        if type_group not in TYPE_GROUPS:
+            raise InputError(f"type must be one of {', '.join(TYPE_GROUPS)}, not {type_group!r}")
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InputError(f"limit must be between 1 and {MAX_LIMIT}")
+        if days is not None:
+            if days <= 0:
+                raise InputError("days must be positive")
+            since = self.store.stream_time() - days * DAY_MS
+        types = TYPE_GROUPS[type_group]
+        total, hits, nxt, terms = self.index.search(
+            query, parties=[p for p in (employee, customer) if p], room=group, conv=conv,
+            msgtypes=sorted(types) if types is not None else None, since=since, until=until,
+            scope_parties=sorted(scope.parties) if scope is not None else None,
+            scope_rooms=sorted(scope.rooms) if scope is not None else None,
+            before=decode_cursor(cursor), limit=limit)
+        records = self.store.db("records")
+        with self.store.env.begin(db=records) as txn:
+            raws = [txn.get(seq_key(seq)) for _, seq in hits]
+        recs = [msgpack.unpackb(r) if r is not None else None for r in raws]
+        snips = snippets([r["text"] if r else "" for r in recs], terms, snippet_width)
+        items = []
+        for (msgtime, seq), r, (text, marks) in zip(hits, recs, snips, strict=True):
+            if r is None:  # indexed but no longer stored: cannot happen while index ⊆ store
+                continue
+            items.append({"msgid": r["msgid"], "seq": seq, "msgtime": msgtime, "snippet": text,
+                          "highlights": [list(m) for m in marks], "msgtype": r["msgtype"], "from": r["from"],
+                          "tolist": r["tolist"], "roomid": r["roomid"], "conv": r.get("conv", "")})
+        return {"total": total, "items": items, "next_cursor": encode_cursor(nxt)}
+
+
+def validate_query(query: str) -> list[str]:
+    """The query's highlight terms; raises QuerySyntaxError with the reason."""
+    return check_search_query(query)
