@@ -495,6 +495,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
         _print_json(bench_http(a.data, a.clients, a.seconds, a.port))
         return 0
+    if a.bench == "search":
+        from scrm_fast.bench_search import bench_search, format_search_report
+
+        peers = tuple(x for x in a.peers.split(",") if x)
+        report = bench_search(a.data, a.work, a.queries, peers, a.max_docs)
+        if a.json:
+            _print_json(report)
+        else:
+            print(format_search_report(report))
+        return 0
     if a.bench == "words":
         report = bench_words(a.messages, a.entries, a.rounds)
         if a.json:
@@ -716,6 +726,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clients", type=int, default=50)
     b.add_argument("--seconds", type=float, default=30.0)
     b.add_argument("--port", type=int, default=18765)
+    b.set_defaults(func=cmd_bench)
+    b = bsub.add_parser("search", help="search: build rate, recall and latency vs SQLite FTS5 and tantivy-py")
+    b.add_argument("--data", required=True, help="an ingested data directory (read only)")
+    b.add_argument("--work", help="where to build the indexes (default: DATA-bench-search beside it)")
+    b.add_argument("--queries", type=int, default=50, help="random queries per length 1–4 (default 50)")
+    b.add_argument("--peers", default="sqlite,tantivy", help="comma list of sqlite, tantivy (default both)")
+    b.add_argument("--max-docs", type=int, default=None, help="use only the first N stored messages")
+    b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("words", help="sensitive-word matching vs ahocorasick_rs and pyahocorasick (one core)")
     b.add_argument("--messages", type=int, default=50_000)

@@ -68,10 +68,10 @@ fn schema() -> (Schema, Fields) {
     let bi = b.add_text_field("bi", text(tokenizer::BIGRAM, IndexRecordOption::WithFreqsAndPositions));
     let seq = b.add_u64_field("seq", FAST | INDEXED);
     let msgtime = b.add_i64_field("msgtime", FAST);
-    let party = b.add_text_field("party", STRING);
-    let room = b.add_text_field("room", STRING);
-    let conv = b.add_text_field("conv", STRING);
-    let msgtype = b.add_text_field("msgtype", STRING);
+    let party = b.add_text_field("party", text("raw", IndexRecordOption::Basic));
+    let room = b.add_text_field("room", text("raw", IndexRecordOption::Basic));
+    let conv = b.add_text_field("conv", text("raw", IndexRecordOption::Basic));
+    let msgtype = b.add_text_field("msgtype", text("raw", IndexRecordOption::Basic));
     (
         b.build(),
         Fields {
