@@ -25,6 +25,8 @@ test-py:  ## pytest (benchmarks run once as correctness tests)
 bench: setup  ## benchmarks with same-run baselines
 	$(VENV)/scrm bench ingest
 	$(VENV)/scrm bench words
+	$(VENV)/scrm demo --no-serve --dir demo-data
+	$(VENV)/scrm bench search --data demo-data/archive
 	$(VENV)/python -m pytest benches -q --benchmark-enable
 
 lint: setup  ## rustfmt, clippy, ruff
