@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -68,6 +69,11 @@ async def _resources(app: web.Application):
     app[VIEWS] = ArchiveViews(store, cfg.data_dir)
     app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.login_max_failures, cfg.login_lockout_s)
     app[TRAIL] = AccessTrail(cfg.data_dir)
+    if app[VIEWS].search.lag():
+        # an archive ingested before it had an index, or an ingest that crashed: catch up
+        # in the background (searches meanwhile report index_lag)
+        app[JOBS]["index-catch-up:task"] = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(app[VIEWS].catch_up_index))
     yield
     for key, task in list(app[JOBS].items()):
         if key.endswith(":task"):

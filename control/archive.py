@@ -7,6 +7,7 @@ by the route that calls it."""
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,18 +15,9 @@ import msgpack
 
 from control.accounts import User
 from control.errors import ApiError
+from scrm_fast.search import DAY_MS, TYPE_GROUPS, ArchiveSearch, SearchScope, open_index
 from scrm_fast.storage import ArchiveStore, key_seq, seq_key
-
-# rule V-2: message-type tabs
-TYPE_GROUPS = {
-    "all": None,
-    "image_video": {"image", "video"},
-    "file": {"file"},
-    "link": {"link"},
-    "voice_call": {"meeting_voice_call", "voiptext"},
-    "voice": {"voice"},
-}
-DAY_MS = 86_400_000
+from scrm_fast.views import ArchiveCatalog
 
 
 def _time(index_value: bytes) -> int:
@@ -106,6 +98,45 @@ class ArchiveViews:
         self.store = store
         self.data_dir = data_dir
         self._dir: tuple[float, Directory, set[str]] | None = None
+        self._consent: list[dict] = []
+        self.index = open_index(data_dir)
+        self.search = ArchiveSearch(store, self.index)
+        self.catalog = ArchiveCatalog(store)
+        self.index_lock = threading.Lock()  # one writer user at a time in this process
+
+    def catch_up_index(self) -> int:
+        """Indexes what the store holds and the index lacks; returns 0 (and logs) when
+        another process (an ingest) holds the index writer, which catches up itself."""
+        import logging
+
+        from scrm_fast.errors import InputError
+        from scrm_fast.search import index_writer
+
+        with self.index_lock:
+            try:
+                with index_writer(self.store, self.index):
+                    pass
+            except InputError as e:
+                logging.getLogger("scrm.control").warning("index catch-up skipped: %s", e)
+                return 0
+        return 1
+
+    def raw_directory(self) -> dict:
+        """The directory as the library views take it (the parsed file)."""
+        d = self.directory()
+        return {"employees": list(d.employees.values()), "departments": list(d.departments.values()),
+                "groups": list(d.groups.values()), "customers": list(d.customers.values()),
+                "consent": self._consent}
+
+    def search_scope(self, user: User) -> SearchScope | None:
+        """Rule R-2 for search: messages an in-scope employee takes part in, and the group
+        chats such an employee is a member of (as for the conversation lists)."""
+        d = self.directory()
+        allowed = allowed_employees(user, d)
+        if allowed is None:
+            return None
+        rooms = {r for r in d.groups if d.group_members(r) & allowed}
+        return SearchScope(frozenset(allowed), frozenset(rooms))
 
     def directory(self) -> Directory:
         """The tenant's directory, parsed again only when the file changed."""
@@ -113,6 +144,9 @@ class ArchiveViews:
         mtime = p.stat().st_mtime_ns if p.exists() else 0
         if self._dir is None or self._dir[0] != mtime:
             d = Directory.load(self.data_dir)
+            import orjson
+
+            self._consent = orjson.loads(p.read_bytes()).get("consent", []) if p.exists() else []
             self._dir = (mtime, d, d.resigned())
         return self._dir[1]
 

@@ -260,3 +260,107 @@ async def test_upload_ingest_job(client, tenant):
     assert r.status == 422
     lead = await login(client, "lead")
     assert (await client.post("/api/v1/ingest", data=io.BytesIO(body), headers=lead)).status == 403
+
+
+def stored_records(client) -> list[dict]:
+    import msgpack
+
+    from control.keys import STORE
+
+    return [msgpack.unpackb(v) for chunk in client.app[STORE].record_value_chunks() for v in chunk]
+
+
+async def test_search_is_scoped_exact_and_trailed(client, tenant):
+    records = stored_records(client)
+    alice, d = tenant["alice"], tenant["directory"]
+    alice_rooms = {g["roomid"] for g in d["groups"]
+                   if alice in {m["id"] for m in g["members"]} | {g["owner"]} | {c["owner"] for c in
+                                                                                 g.get("owner_changes", [])}}
+
+    def visible_to_alice(r):
+        return alice in {r["from"], *r["tolist"]} or r["roomid"] in alice_rooms
+
+    async def pages(h, **params):
+        seqs, cursor, total = [], None, None
+        while True:
+            q = {**params, "limit": "37", **({"cursor": cursor} if cursor else {})}
+            r = await client.get("/api/v1/search", params=q, headers=h)
+            assert r.status == 200, await r.text()
+            page = await r.json()
+            total = page["total"] if total is None else total
+            assert page["total"] == total and page["index_lag"] == 0
+            seqs += [it["seq"] for it in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return total, seqs
+
+    def newest(rs):
+        return [r["seq"] for r in sorted(rs, key=lambda r: (r["msgtime"], r["seq"]), reverse=True)]
+
+    admin = await login(client, "admin")
+    want = newest(r for r in records if "的" in r["text"])
+    assert await pages(admin, q="的") == (len(want), want)
+    h = await login(client, "alice")
+    want = newest(r for r in records if "的" in r["text"] and visible_to_alice(r))
+    assert 0 < len(want) < len([r for r in records if "的" in r["text"]])
+    assert await pages(h, q="的") == (len(want), want)
+    # filters cannot widen the scope: bob's conversations, bob as employee filter
+    assert (await client.get("/api/v1/search", params={"employee": tenant["bob"]}, headers=h)).status == 403
+    bob_only = [r for r in records if tenant["bob"] in {r["from"], *r["tolist"]} and not visible_to_alice(r)]
+    conv = bob_only[0]["conv"]
+    assert await pages(h, conv=conv) == (0, [])
+    # bad queries are problem documents, not server errors
+    for params in ({"q": "(的"}, {"q": "的", "cursor": "x"}, {"q": "x" * 1001}, {"type": "photos"},
+                   {"q": "的", "limit": "0"}, {"days": "-1"}):
+        r = await client.get("/api/v1/search", params=params, headers=admin)
+        assert 400 <= r.status < 500, (params, r.status)
+        assert "detail" in await r.json()
+    # the search was written to the access trail with the seqs it showed
+    r = await client.get("/api/v1/trail", params={"limit": "2000"}, headers=admin)
+    body = await r.json()
+    assert body["verify"]["ok"]
+    assert any(e["action"] == "search" and e["user"] == "alice" and e["target"] == "的" and e["detail"]["seqs"]
+               for e in body["entries"])
+
+
+async def test_archive_lists_v1_v3_v4(client, tenant):
+    d = tenant["directory"]
+    admin = await login(client, "admin")
+    records = stored_records(client)
+    convs = {r["conv"] for r in records}
+    r = await client.get("/api/v1/archive/employees", headers=admin)
+    assert r.status == 200
+    body = await r.json()
+    active = [e for e in d["employees"] if e["status"] == "active"]
+    assert body["totals"]["employees"] == len(active)
+    assert body["totals"]["archive_enabled"] == sum(e["archived"] for e in active)
+    for row in body["items"]:
+        uid = row["userid"]
+        custs = {p for c in convs if c.startswith("p:") and uid in c[2:].split("|")
+                 for p in c[2:].split("|") if p.startswith(("wm", "wo"))}
+        assert row["archived_customer_count"] == len(custs), uid
+        assert row["customer_count"] == sum(uid in c.get("follow_users", []) for c in d["customers"])
+    r = await client.get("/api/v1/archive/employees", params={"status": "resigned"}, headers=admin)
+    resigned = (await r.json())["items"]
+    assert {x["userid"] for x in resigned} == {e["userid"] for e in d["employees"] if e["status"] == "resigned"}
+    assert all(x["resigned_at"] for x in resigned)
+    r = await client.get("/api/v1/archive/customers", headers=admin)
+    body = await r.json()
+    last: dict[str, int] = {}
+    sessions: dict[str, set] = {}
+    for rec in records:
+        if rec["conv"].startswith("p:"):
+            for p in rec["conv"][2:].split("|"):
+                if p.startswith(("wm", "wo")):
+                    last[p] = max(last.get(p, 0), rec["msgtime"])
+                    sessions.setdefault(p, set()).add(rec["conv"])
+    one_to_one = {x["external_userid"]: x for x in body["items"] if x["external_userid"] in last}
+    assert set(one_to_one) == set(last)
+    for cid, x in one_to_one.items():
+        assert x["sessions"] >= len(sessions[cid]) and x["last_session_time"] >= last[cid]
+    # scope: alice sees only herself among employees
+    h = await login(client, "alice")
+    body = await (await client.get("/api/v1/archive/employees", headers=h)).json()
+    assert [x["userid"] for x in body["items"]] == [tenant["alice"]]
+    r = await client.get("/api/v1/archive/employees", params={"enabled": "maybe"}, headers=admin)
+    assert r.status == 422

@@ -108,3 +108,104 @@ async def stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
     return web.json_response({**store.counts(), "checkpoint": store.checkpoint(),
                               "consent": store.rule_counts()})
+
+
+_SEARCH_LIMIT = 100
+
+
+def _str(request: web.Request, name: str, max_len: int = 200) -> str | None:
+    vals = request.query.getall(name, [])
+    if len(vals) > 1:
+        raise ApiError(400, "bad_request", f"query parameter '{name}' given more than once")
+    v = vals[0] if vals else None
+    if v is not None and len(v) > max_len:
+        raise ApiError(422, "invalid", f"query parameter '{name}' is longer than {max_len} characters")
+    return v or None
+
+
+@routes.get("/api/v1/search")
+@endpoint("Search the archive, newest first: every term must occur as a substring (case and width folded, "
+          "CJK-exact); OR, NOT or -term, (parentheses), \"quoted phrases\"; filters narrow (V-2, V-5)",
+          perm="archive.read",
+          query={"q": {"type": "string", "maxLength": 1000}, "employee": "string", "customer": "string",
+                 "group": "string", "conv": "string",
+                 "type": {"enum": ["all", "image_video", "file", "link", "voice_call", "voice"]},
+                 "days": {"type": "integer", "minimum": 1, "maximum": 3650},
+                 "since": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                 "until": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                 "cursor": "string", "limit": {"type": "integer", "minimum": 1, "maximum": _SEARCH_LIMIT}})
+async def search(request: web.Request) -> web.Response:
+    from scrm_fast.errors import InputError, QuerySyntaxError
+
+    views = request.app[VIEWS]
+    user = request[USER]
+    q = _str(request, "q", 1000) or ""
+    employee = _str(request, "employee")
+    d = views.directory()
+    allowed = allowed_employees(user, d)
+    if employee is not None and allowed is not None and employee not in allowed:
+        raise ApiError(403, "forbidden", f"employee {employee} is outside your data scope")
+    type_group = _str(request, "type") or "all"
+    filters = {"employee": employee, "customer": _str(request, "customer"), "group": _str(request, "group"),
+               "conv": _str(request, "conv"), "type_group": type_group, "days": _int(request, "days", 1, 3650),
+               "since": _int(request, "since", 0, 2**62), "until": _int(request, "until", 0, 2**62)}
+    try:
+        page = await asyncio.to_thread(views.search.search, q, **filters, cursor=_str(request, "cursor", 64),
+                                       limit=_int(request, "limit", 1, _SEARCH_LIMIT) or 20,
+                                       scope=views.search_scope(user))
+    except QuerySyntaxError as e:
+        raise ApiError(422, "invalid_query", str(e)) from None
+    except InputError as e:
+        raise ApiError(422, "invalid", str(e)) from None
+    for it in page["items"]:
+        it["from_name"] = d.name(it["from"])
+    page["index_lag"] = views.search.lag()
+    await record(request, "search", q, {"filters": {k: v for k, v in filters.items() if v not in (None, "all")},
+                                         "seqs": [it["seq"] for it in page["items"]]})
+    return web.json_response(page)
+
+
+def _bool(request: web.Request, name: str) -> bool | None:
+    v = _str(request, name)
+    if v is None:
+        return None
+    if v not in ("true", "false"):
+        raise ApiError(422, "invalid", f"query parameter '{name}' must be true or false")
+    return v == "true"
+
+
+@routes.get("/api/v1/archive/employees")
+@endpoint("Employee archive lists with counts: active (V-1) or resigned (V-3), in your data scope",
+          perm="archive.read",
+          query={"status": {"enum": ["active", "resigned"]}, "department": {"type": "integer", "minimum": 0,
+                                                                             "maximum": 2**31},
+                 "name": "string", "enabled": {"enum": ["true", "false"]},
+                 "resigned_since": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                 "resigned_until": {"type": "integer", "minimum": 0, "maximum": 2**62}})
+async def archive_employees(request: web.Request) -> web.Response:
+    views = request.app[VIEWS]
+    status = _str(request, "status") or "active"
+    if status not in ("active", "resigned"):
+        raise ApiError(422, "invalid", "status must be active or resigned")
+    allowed = allowed_employees(request[USER], views.directory())
+    out = await asyncio.to_thread(
+        views.catalog.employees, views.raw_directory(), status=status, allowed=allowed,
+        department=_int(request, "department", 0, 2**31), name=_str(request, "name"),
+        enabled=_bool(request, "enabled"), resigned_since=_int(request, "resigned_since", 0, 2**62),
+        resigned_until=_int(request, "resigned_until", 0, 2**62))
+    return web.json_response(out)
+
+
+@routes.get("/api/v1/archive/customers")
+@endpoint("Customer archive list (V-4): follow-up employees, collaborators, sessions, last session time",
+          perm="archive.read", query={"follow_user": "string", "name": "string"})
+async def archive_customers(request: web.Request) -> web.Response:
+    from scrm_fast.views import latest_consent
+
+    views = request.app[VIEWS]
+    allowed = allowed_employees(request[USER], views.directory())
+    raw = views.raw_directory()
+    out = await asyncio.to_thread(lambda: views.catalog.customers(
+        raw, consent=latest_consent(views.store, raw), allowed=allowed, follow_user=_str(request, "follow_user"),
+        name=_str(request, "name")))
+    return web.json_response(out)
