@@ -60,7 +60,7 @@ def server(tmp_path_factory):
             break
         except OSError:
             time.sleep(0.1)
-    yield {"base": base, "employee": employee, "directory": directory}
+    yield {"base": base, "employee": employee, "directory": directory, "data": data}
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -159,3 +159,50 @@ def test_regular_operator_is_limited(server, browser):
     assert status == 404
     # the browser logs the deliberate 404 itself; nothing else
     assert all("404" in e for e in errors) and len(errors) <= 1
+
+
+def test_search_finds_a_known_message_and_opens_it_in_context(server, browser):
+    import msgpack
+
+    from scrm_fast.storage import ArchiveStore
+
+    with ArchiveStore(server["data"], readonly=True) as store:
+        recs = [msgpack.unpackb(v) for chunk in store.record_value_chunks() for v in chunk]
+    known = max((r for r in recs if r["msgtype"] == "text" and len(r["text"]) >= 8 and not r["roomid"]),
+                key=lambda r: (r["msgtime"], r["seq"]))
+    q = next(known["text"][i:i + 4] for i in range(len(known["text"]) - 3)
+             if not any(c in known["text"][i:i + 4] for c in ' "()-\n'))
+    page, errors = new_page(browser)
+    sign_in(page, server["base"], "officer")
+    page.click("#nav a[href='#/search']")
+    page.wait_for_selector("#sform")
+    page.fill("#sform input[name=q]", q)
+    page.click("#sform button[type=submit]")
+    page.wait_for_selector("#results .result")
+    first = page.locator("#results .result").first
+    # the newest message containing the text comes first, with the text marked
+    assert first.get_attribute("data-seq") == str(known["seq"])
+    assert q.lower() in first.locator("mark").first.inner_text().lower()
+    assert "共" in page.inner_text("#stotal")
+    shot(page, "07-search")
+    first.locator("a").click()
+    page.wait_for_selector("#msgs .msg.hit")
+    assert page.locator("#msgs .msg.hit").get_attribute("data-seq") == str(known["seq"])
+    shot(page, "08-search-context")
+    # infinite scroll: a common character has many pages; scrolling loads more
+    page.click("#nav a[href='#/search']")
+    page.wait_for_selector("#sform")
+    page.fill("#sform input[name=q]", "的")
+    page.click("#sform button[type=submit]")
+    page.wait_for_selector("#results .result")
+    total = int("".join(c for c in page.inner_text("#stotal").split("条")[0] if c.isdigit()))
+    assert total > 40
+    page.locator("#sentinel").scroll_into_view_if_needed()
+    page.wait_for_function("document.querySelectorAll('#results .result').length > 20")
+    # the archive lists (V-1, V-3, V-4)
+    page.click("#nav a[href='#/catalog']")
+    page.wait_for_selector("text=存档客户数")
+    page.click(".tabs button[data-t=customers]")
+    page.wait_for_selector("text=最后会话时间")
+    shot(page, "09-catalog")
+    assert errors == []

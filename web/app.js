@@ -74,6 +74,21 @@ function renderPayload(m, q) {
   }
 }
 
+function hashParams() {
+  return new URLSearchParams(location.hash.split("?")[1] || "");
+}
+
+// a snippet with [start, end) code-point ranges marked, escaped piece by piece
+function marked(text, ranges) {
+  const cps = Array.from(text || "");
+  let out = "", at = 0;
+  for (const [a, b] of ranges || []) {
+    out += esc(cps.slice(at, a).join("")) + `<mark>${esc(cps.slice(a, b).join(""))}</mark>`;
+    at = b;
+  }
+  return out + esc(cps.slice(at).join(""));
+}
+
 async function archiveView() {
   main.innerHTML = `<div class="cols">
     <div class="panel"><input id="empq" placeholder="搜索员工"><div class="list" id="emps"></div></div>
@@ -82,7 +97,7 @@ async function archiveView() {
       <input id="kw" placeholder="关键词（高亮）"><div id="msgs" class="muted">选择一个会话</div>
       <button id="more" hidden>加载更多</button></div></div>`;
   const emps = await api("/api/v1/employees");
-  let kind = "external", type = "all", days = null, conv = null, employee = null, cursor = null;
+  let kind = "external", type = "all", days = null, conv = null, employee = null, cursor = null, anchor = null;
   const paintEmps = () => {
     const q = $("#empq").value;
     $("#emps").innerHTML = emps.filter((e) => !q || e.name.includes(q) || e.userid.includes(q))
@@ -111,7 +126,7 @@ async function archiveView() {
     if (!conv.startsWith("g:")) typeTabs.splice(4, 0, ["voice_call", "语音通话"]);
     tabs($("#types"), typeTabs, type, (k) => { type = k; loadMsgs(false); });
     tabs($("#ranges"), [["", "全部时间"], ["7", "7天"], ["30", "30天"], ["90", "90天"]], days ?? "", (k) => { days = k || null; loadMsgs(false); });
-    if (!append) cursor = null;
+    if (!append) cursor = anchor ? anchor + 1 : null;
     const qs = new URLSearchParams({ type, limit: "50" });
     if (days) qs.set("days", days);
     if (cursor) qs.set("before_seq", cursor);
@@ -123,6 +138,10 @@ async function archiveView() {
     $("#msgs").innerHTML = (append ? $("#msgs").innerHTML : "") + (html || (append ? "" : "<p class='muted'>没有消息</p>"));
     cursor = page.next_cursor;
     $("#more").hidden = !cursor;
+    if (anchor && !append) {
+      const hit = document.querySelector(`#msgs [data-seq="${anchor}"]`);
+      if (hit) { hit.classList.add("hit"); hit.scrollIntoView({ block: "center" }); }
+    }
   };
   $("#kw").oninput = () => conv && loadMsgs(false);
   $("#more").onclick = () => loadMsgs(true);
@@ -134,8 +153,80 @@ async function archiveView() {
   $("#convs").onclick = async (e) => {
     const d = e.target.closest("[data-c]"); if (!d) return;
     document.querySelectorAll("#convs .sel").forEach((x) => x.classList.remove("sel")); d.classList.add("sel");
-    conv = d.dataset.c; await loadMsgs(false).catch((err) => showError(err.message));
+    conv = d.dataset.c; anchor = null; await loadMsgs(false).catch((err) => showError(err.message));
   };
+  // opened from a search result: the conversation, starting at the message found
+  const params = hashParams();
+  if (params.get("conv")) {
+    conv = params.get("conv");
+    anchor = Number(params.get("seq")) || null;
+    $("#convs").innerHTML = `<div class="sel">${esc(conv)}</div>`;
+    await loadMsgs(false);
+  }
+}
+
+async function searchView() {
+  const emps = await api("/api/v1/employees");
+  const p = hashParams();
+  main.innerHTML = `<form id="sform" class="search">
+      <input name="q" placeholder="关键词：保本 收益（同时包含） 保本 OR 稳赚 -风险 &quot;加 微信&quot;" value="${esc(p.get("q") || "")}">
+      <select name="employee"><option value="">全部员工</option>${emps.map((e) => `<option value="${esc(e.userid)}">${esc(e.name)}（${esc(e.userid)}）</option>`).join("")}</select>
+      <input name="customer" placeholder="客户 external_userid">
+      <select name="type"><option value="all">全部类型</option><option value="image_video">图片/视频</option><option value="file">文件</option><option value="link">链接</option><option value="voice_call">语音通话</option><option value="voice">语音消息</option></select>
+      <select name="days"><option value="">全部时间</option><option value="7">7天</option><option value="30">30天</option><option value="90">90天</option></select>
+      <button type="submit">搜索</button></form>
+    <p id="stotal" class="muted"></p><div id="results"></div><div id="sentinel"></div><button id="smore" hidden>加载更多</button>`;
+  let cursor = null, params = null, busy = false;
+  const load = async (append) => {
+    if (busy) return;
+    busy = true;
+    try {
+      const qs = new URLSearchParams(params);
+      qs.set("limit", "20");
+      if (append && cursor) qs.set("cursor", cursor);
+      const page = await api(`/api/v1/search?${qs}`);
+      $("#stotal").textContent = `共 ${page.total} 条消息` + (page.index_lag ? `（索引尚缺 ${page.index_lag} 条，正在补齐）` : "");
+      const html = page.items.map((it) => `<div class="msg result" data-conv="${esc(it.conv)}" data-seq="${it.seq}">
+        <div class="meta">${esc(it.from_name)} · ${time(it.msgtime)} · ${esc(it.msgtype)}</div>
+        <div class="snippet">${marked(it.snippet, it.highlights)}</div>
+        <a href="#/archive?conv=${encodeURIComponent(it.conv)}&seq=${it.seq}">查看上下文</a></div>`).join("");
+      $("#results").innerHTML = (append ? $("#results").innerHTML : "") + (html || (append ? "" : "<p class='muted'>没有找到消息</p>"));
+      cursor = page.next_cursor;
+      $("#smore").hidden = !cursor;
+    } finally { busy = false; }
+  };
+  $("#sform").onsubmit = (e) => {
+    e.preventDefault();
+    params = {};
+    for (const [k, v] of new FormData(e.target)) if (v) params[k] = v;
+    cursor = null;
+    load(false).catch((err) => showError(err.message));
+  };
+  $("#smore").onclick = () => load(true).catch((err) => showError(err.message));
+  // infinite scroll: the next page loads when the end of the list comes into view
+  new IntersectionObserver((entries) => {
+    if (entries.some((x) => x.isIntersecting) && cursor && params) load(true).catch((err) => showError(err.message));
+  }).observe($("#sentinel"));
+  if (p.get("q")) $("#sform").requestSubmit();
+}
+
+async function catalogView() {
+  let tab = "active";
+  const paint = async () => {
+    let body;
+    if (tab === "customers") {
+      const r = await api("/api/v1/archive/customers");
+      body = `<p class="muted">共 ${r.total} 位客户</p><table><tr><th>客户</th><th>跟进员工</th><th>协作人</th><th>会话数</th><th>最后会话时间</th><th>同意状态</th></tr>
+        ${r.items.map((c) => `<tr><td>${esc(c.name)}</td><td>${esc(c.follow_users.join("、"))}</td><td>${esc(c.collaborators.join("、"))}</td><td>${c.sessions}</td><td>${time(c.last_session_time)}</td><td>${{ agreed: "已同意", disagreed: "不同意" }[c.consent] || "未知"}</td></tr>`).join("")}</table>`;
+    } else {
+      const r = await api(`/api/v1/archive/employees?status=${tab}`);
+      body = `<p class="muted">员工 ${r.totals.employees} 人，开启存档 ${r.totals.archive_enabled} 人</p><table><tr><th>员工</th><th>部门</th><th>存档</th><th>客户数</th><th>存档客户数</th><th>存档群数</th>${tab === "resigned" ? "<th>离职时间</th>" : ""}</tr>
+        ${r.items.map((e) => `<tr><td>${esc(e.name)}</td><td>${esc(e.department || "")}</td><td>${e.archived ? "已开启" : "未开启"}</td><td>${e.customer_count}</td><td>${e.archived_customer_count}</td><td>${e.archived_group_count}</td>${tab === "resigned" ? `<td>${time(e.resigned_at)}</td>` : ""}</tr>`).join("")}</table>`;
+    }
+    main.innerHTML = `<div class="tabs">${[["active", "在职员工"], ["resigned", "离职员工"], ["customers", "客户档案"]].map(([k, v]) => `<button data-t="${k}" class="${k === tab ? "on" : ""}">${v}</button>`).join("")}</div>${body}`;
+    main.querySelector(".tabs").onclick = (e) => { if (e.target.dataset.t) { tab = e.target.dataset.t; paint().catch((err) => showError(err.message)); } };
+  };
+  await paint();
 }
 
 async function auditsView() {
@@ -179,17 +270,17 @@ async function consentView() {
     ${rows.map((e) => `<tr><td>${esc(e.rule)}</td><td>${e.kind === "block_chat" ? "禁止会话" : "移出群聊"}</td><td>${esc(e.employee)}</td><td>${esc(e.customer)}</td><td>${esc(e.roomid)}</td><td>${time(e.time)}</td></tr>`).join("") || "<tr><td colspan=6 class='muted'>无事件</td></tr>"}</table>`;
 }
 
-const views = { "#/archive": archiveView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
+const views = { "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
 async function route() {
   if (!sessionStorage.getItem("token")) return loginView();
   try {
     me = me || await api("/api/v1/me");
   } catch { return loginView(); }
   $("#nav").hidden = false;
-  document.querySelectorAll("#nav a").forEach((a) => { a.hidden = !me.permissions.includes(a.dataset.perm); a.classList.toggle("active", a.getAttribute("href") === location.hash); });
+  document.querySelectorAll("#nav a").forEach((a) => { a.hidden = !me.permissions.includes(a.dataset.perm); a.classList.toggle("active", a.getAttribute("href") === location.hash.split("?")[0]); });
   $("#who").innerHTML = `${esc(me.username)} <button id="logout">退出</button>`;
   $("#logout").onclick = async () => { await api("/api/v1/auth/logout", { method: "POST" }).catch(() => {}); sessionStorage.removeItem("token"); me = null; location.hash = ""; loginView(); };
-  const view = views[location.hash] || archiveView;
+  const view = views[location.hash.split("?")[0]] || archiveView;
   try { showError(""); await view(); } catch (err) { showError(err.message); }
 }
 window.addEventListener("hashchange", route);
