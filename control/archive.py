@@ -196,9 +196,10 @@ class ArchiveViews:
 
     def messages(self, user: User, conv: str, type_group: str = "all", days: int | None = None,
                  since: int | None = None, until: int | None = None, before_seq: int | None = None,
-                 limit: int = 50) -> dict:
+                 limit: int = 50, after_seq: int | None = None) -> dict:
         """A conversation's messages, newest first, ``limit`` a page; ``next_cursor`` is the
-        seq to pass as ``before_seq`` for the next page."""
+        seq to pass as ``before_seq`` for the next page. With ``after_seq``: the ``limit``
+        messages right after that one (the newer side of a message's context), newest first."""
         d = self.directory()
         if not self.visible(conv, allowed_employees(user, d), d):
             # same answer as for a conversation that does not exist: scope leaks nothing
@@ -217,10 +218,22 @@ class ArchiveViews:
             cur = txn.cursor(db=self.store.db("conv"))
             if not cur.set_range(prefix) or not cur.key().startswith(prefix):
                 raise ApiError(404, "not_found", "no such conversation")
+            recs = txn.cursor(db=self.store.db("records"))
+            if after_seq is not None:
+                ok = cur.set_range(prefix + seq_key(after_seq + 1))
+                while ok and cur.key().startswith(prefix) and len(items) < limit:
+                    raw = recs.get(cur.key()[-8:])
+                    if raw is not None:
+                        r = msgpack.unpackb(raw)
+                        t = r["msgtime"]
+                        if (types is None or r["msgtype"] in types) and (since is None or t >= since) \
+                                and (until is None or t <= until):
+                            items.append(message_view(r))
+                    ok = cur.next()
+                return {"conv": conv, "items": items[::-1], "next_cursor": None}
             start = prefix + seq_key(before_seq) if before_seq is not None else conv.encode() + b"\x01"
             ok = cur.set_range(start)
             ok = cur.prev() if ok else cur.last()
-            recs = txn.cursor(db=self.store.db("records"))
             while ok and cur.key().startswith(prefix):
                 seq = key_seq(cur.key()[-8:])
                 t = _time(cur.value())

@@ -364,3 +364,22 @@ async def test_archive_lists_v1_v3_v4(client, tenant):
     assert [x["userid"] for x in body["items"]] == [tenant["alice"]]
     r = await client.get("/api/v1/archive/employees", params={"enabled": "maybe"}, headers=admin)
     assert r.status == 422
+
+
+async def test_message_context_after_a_seq(client):
+    records = stored_records(client)
+    by_conv: dict[str, list[int]] = {}
+    for r in records:
+        by_conv.setdefault(r["conv"], []).append(r["seq"])
+    conv, seqs = max(((c, s) for c, s in by_conv.items() if c.startswith("p:")), key=lambda x: len(x[1]))
+    seqs.sort()
+    pivot = seqs[len(seqs) // 2]
+    admin = await login(client, "admin")
+    r = await client.get(f"/api/v1/conversations/{conv}/messages", params={"after_seq": str(pivot), "limit": "5"},
+                         headers=admin)
+    assert r.status == 200
+    got = [m["seq"] for m in (await r.json())["items"]]
+    assert got == sorted([s for s in seqs if s > pivot][:5], reverse=True)
+    r = await client.get(f"/api/v1/conversations/{conv}/messages", params={"before_seq": str(pivot + 1), "limit": "3"},
+                         headers=admin)
+    assert [m["seq"] for m in (await r.json())["items"]] == sorted([s for s in seqs if s <= pivot], reverse=True)[:3]

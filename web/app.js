@@ -131,6 +131,11 @@ async function archiveView() {
     if (days) qs.set("days", days);
     if (cursor) qs.set("before_seq", cursor);
     const page = await api(`/api/v1/conversations/${encodeURIComponent(conv)}/messages?${qs}`);
+    if (anchor && !append) {
+      // the context of a search hit: the newer messages right after it, above it
+      const after = await api(`/api/v1/conversations/${encodeURIComponent(conv)}/messages?after_seq=${anchor}&limit=10&type=${type}`);
+      page.items = after.items.concat(page.items);
+    }
     const kw = $("#kw").value;
     const html = page.items.filter((m) => !kw || (m.text || "").includes(kw)).map((m) =>
       `<div class="msg ${m.action === "recall" ? "recall" : ""}" data-seq="${m.seq}"><div class="meta">${esc(m.from)} · ${time(m.msgtime)}</div>${renderPayload(m, kw)}</div>`).join("");

@@ -75,6 +75,7 @@ async def conversations(request: web.Request) -> web.Response:
                  "since": {"type": "integer", "minimum": 0, "maximum": 2**62},
                  "until": {"type": "integer", "minimum": 0, "maximum": 2**62},
                  "before_seq": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                 "after_seq": {"type": "integer", "minimum": 0, "maximum": 2**62},
                  "limit": {"type": "integer", "minimum": 1, "maximum": 500}})
 async def messages(request: web.Request) -> web.Response:
     conv = request.match_info["conv"]
@@ -82,7 +83,7 @@ async def messages(request: web.Request) -> web.Response:
     page = await asyncio.to_thread(
         request.app[VIEWS].messages, request[USER], conv, request.query.get("type", "all"), days,
         _int(request, "since", 0, 2**62), _int(request, "until", 0, 2**62), _int(request, "before_seq", 0, 2**62),
-        _int(request, "limit", 1, 500) or 50)
+        _int(request, "limit", 1, 500) or 50, _int(request, "after_seq", 0, 2**62))
     await record(request, "read_messages", conv, {"seqs": [m["seq"] for m in page["items"]]})
     return web.json_response(page)
 

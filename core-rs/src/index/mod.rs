@@ -478,6 +478,7 @@ struct PageFruit {
 
 struct PageSegment {
     msgtime: Column<i64>,
+    times: Vec<Option<i64>>,
     seq: Column<u64>,
     heap: BinaryHeap<Reverse<(i64, u64)>>,
     total: u64,
@@ -495,6 +496,7 @@ impl Collector for PageCollector {
     fn for_segment(&self, _ord: SegmentOrdinal, seg: &SegmentReader) -> tantivy::Result<PageSegment> {
         Ok(PageSegment {
             msgtime: seg.fast_fields().i64("msgtime")?,
+            times: Vec::new(),
             seq: seg.fast_fields().u64("seq")?,
             heap: BinaryHeap::with_capacity(self.limit + 1),
             total: 0,
@@ -548,11 +550,9 @@ impl PageSegment {
     }
 }
 
-impl SegmentCollector for PageSegment {
-    type Fruit = PageFruit;
-
-    fn collect(&mut self, doc: DocId, _score: Score) {
-        let t = self.msgtime.first(doc).unwrap_or(0);
+impl PageSegment {
+    #[inline]
+    fn consider(&mut self, doc: DocId, t: i64) {
         if t < self.since || t > self.until {
             return;
         }
@@ -567,6 +567,27 @@ impl SegmentCollector for PageSegment {
         }
         self.remaining += 1;
         self.offer(t, doc);
+    }
+}
+
+impl SegmentCollector for PageSegment {
+    type Fruit = PageFruit;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let t = self.msgtime.first(doc).unwrap_or(0);
+        self.consider(doc, t);
+    }
+
+    /// Reads the block's times in one batched column read.
+    fn collect_block(&mut self, docs: &[DocId]) {
+        let mut times = std::mem::take(&mut self.times);
+        times.clear();
+        times.resize(docs.len(), None);
+        self.msgtime.first_vals(docs, &mut times);
+        for (&doc, t) in docs.iter().zip(&times) {
+            self.consider(doc, t.unwrap_or(0));
+        }
+        self.times = times;
     }
 
     fn harvest(self) -> PageFruit {
