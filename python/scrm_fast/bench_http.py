@@ -23,15 +23,42 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
-async def _run(base: str, token: str, clients: int, seconds: float, max_requests: int) -> dict:
+def _sample_queries(data: str, n: int = 400, seed: int = 3) -> list[str]:
+    """1- to 4-character substrings of stored messages (what people search for)."""
+    import msgpack
+
+    from scrm_fast.storage import ArchiveStore
+
+    rng = random.Random(seed)
+    texts: list[str] = []
+    with ArchiveStore(data, readonly=True) as store:
+        for chunk in store.record_value_chunks(5000):
+            texts += [t for t in (msgpack.unpackb(v)["text"] for v in chunk[::50]) if len(t.strip()) >= 4]
+            if len(texts) >= 5000:
+                break
+    out = []
+    while len(out) < n and texts:
+        t = rng.choice(texts)
+        k = rng.randint(1, 4)
+        at = rng.randrange(len(t) - k + 1)
+        q = t[at:at + k]
+        if q.strip() == q and not any(c in q for c in '"()\n'):
+            out.append('"' + q + '"')
+    return out
+
+
+async def _run(base: str, token: str, clients: int, seconds: float, max_requests: int,
+               queries: list[str] | None = None) -> dict:
     import aiohttp
 
     h = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=h) as s:
-        async with s.get(f"{base}/api/v1/conversations") as r:
-            convs = [c["conv"] for c in await r.json()]
-        if not convs:
-            raise RuntimeError("no conversations to read")
+        convs: list[str] = []
+        if queries is None:
+            async with s.get(f"{base}/api/v1/conversations") as r:
+                convs = [c["conv"] for c in await r.json()]
+            if not convs:
+                raise RuntimeError("no conversations to read")
         lat: list[float] = []
         probe: list[float] = []
         errors = 0
@@ -41,9 +68,12 @@ async def _run(base: str, token: str, clients: int, seconds: float, max_requests
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < stop and len(lat) < max_requests:
-                conv = rng.choice(convs)
+                if queries is not None:
+                    url, params = f"{base}/api/v1/search", {"q": rng.choice(queries), "limit": "20"}
+                else:
+                    url, params = f"{base}/api/v1/conversations/{rng.choice(convs)}/messages", {"limit": "20"}
                 t0 = time.perf_counter()
-                async with s.get(f"{base}/api/v1/conversations/{conv}/messages", params={"limit": "20"}) as r:
+                async with s.get(url, params=params) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -62,7 +92,8 @@ async def _run(base: str, token: str, clients: int, seconds: float, max_requests
         await asyncio.gather(prober(), *(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - t0
     ms = 1000
-    return {"clients": clients, "requests": len(lat), "errors": errors, "seconds": round(elapsed, 2),
+    return {"what": "search" if queries is not None else "messages", "clients": clients, "requests": len(lat),
+            "errors": errors, "seconds": round(elapsed, 2),
             "requests_per_s": round(len(lat) / elapsed, 1),
             "p50_ms": round(_pct(lat, 50) * ms, 2), "p99_ms": round(_pct(lat, 99) * ms, 2),
             "probe_p50_ms": round(_pct(probe, 50) * ms, 2), "probe_p99_ms": round(_pct(probe, 99) * ms, 2),
@@ -71,8 +102,11 @@ async def _run(base: str, token: str, clients: int, seconds: float, max_requests
 
 
 def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 18765,
-               max_requests: int = 200_000) -> dict:
-    """Starts ``scrm serve`` on loopback for ``data``, loads it, stops it."""
+               max_requests: int = 200_000, what: str = "messages") -> dict:
+    """Starts ``scrm serve`` on loopback for ``data``, loads it, stops it. ``what``:
+    ``messages`` (pages of 20 of random conversations) or ``search`` (random 1–4 character
+    queries, a page of 20 with the total)."""
+    queries = _sample_queries(data) if what == "search" else None
     import secrets
 
     from control.accounts import AccountService
@@ -99,7 +133,7 @@ def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 
                                      data=orjson.dumps({"username": name, "password": password}),
                                      headers={"Content-Type": "application/json"})
         token = orjson.loads(urllib.request.urlopen(req, timeout=10).read())["token"]
-        return asyncio.run(_run(base, token, clients, seconds, max_requests))
+        return asyncio.run(_run(base, token, clients, seconds, max_requests, queries))
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -493,7 +493,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.bench == "http":
         from scrm_fast.bench_http import bench_http
 
-        _print_json(bench_http(a.data, a.clients, a.seconds, a.port))
+        _print_json(bench_http(a.data, a.clients, a.seconds, a.port, what=a.what))
         return 0
     if a.bench == "search":
         from scrm_fast.bench_search import bench_search, format_search_report
@@ -726,6 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clients", type=int, default=50)
     b.add_argument("--seconds", type=float, default=30.0)
     b.add_argument("--port", type=int, default=18765)
+    b.add_argument("--what", choices=["messages", "search"], default="messages",
+                   help="conversation pages (default) or archive search with random 1–4 character queries")
     b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("search", help="search: build rate, recall and latency vs SQLite FTS5 and tantivy-py")
     b.add_argument("--data", required=True, help="an ingested data directory (read only)")
