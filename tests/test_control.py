@@ -383,3 +383,28 @@ async def test_message_context_after_a_seq(client):
     r = await client.get(f"/api/v1/conversations/{conv}/messages", params={"before_seq": str(pivot + 1), "limit": "3"},
                          headers=admin)
     assert [m["seq"] for m in (await r.json())["items"]] == sorted([s for s in seqs if s <= pivot], reverse=True)[:3]
+
+
+async def test_departments_roles_and_consent_state(client, tenant):
+    d = tenant["directory"]
+    admin = await login(client, "admin")
+    deps = await (await client.get("/api/v1/departments", headers=admin)).json()
+    assert {x["id"] for x in deps} == {x["id"] for x in d["departments"]}
+    assert sum(x["employees"] for x in deps) == len(d["employees"])
+    roles = {r["role"]: r for r in await (await client.get("/api/v1/roles", headers=admin)).json()}
+    assert roles["regular"]["scope"] == "self" and "admin.users" in roles["admin"]["permissions"]
+    state = await (await client.get("/api/v1/consent/state", headers=admin)).json()
+    latest = {}
+    for c in sorted(d["consent"], key=lambda c: c["time"]):
+        latest[c["external_userid"]] = "disagreed" if c["status"] == "Disagree" else "agreed"
+    got = {c["external_userid"]: c["status"] for c in state["customers"]}
+    # the directory's answers, unless the stream changed them later
+    assert set(latest) <= set(got)
+    assert state["service_requires_consent"] == d["corp"]["service_requires_consent"]
+    r = await client.get("/api/v1/consent/state", params={"status": "maybe"}, headers=admin)
+    assert r.status == 422
+    lead = await login(client, "lead")
+    scoped = await (await client.get("/api/v1/consent/state", headers=lead)).json()
+    assert len(scoped["customers"]) < len(state["customers"])
+    alice = await login(client, "alice")
+    assert (await client.get("/api/v1/consent/state", headers=alice)).status == 403  # no consent.read

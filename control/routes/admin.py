@@ -132,3 +132,24 @@ async def trail(request: web.Request) -> web.Response:
     t = request.app[TRAIL]
     limit = _int(request, "limit", 1, 100_000) or 1000
     return web.json_response({"verify": t.verify(), "entries": t.entries(limit=limit)})
+
+
+@routes.get("/api/v1/departments")
+@endpoint("Departments as a tree (id, name, parent, employees in each)", perm="archive.read", tag="admin")
+async def departments(request: web.Request) -> web.Response:
+    d = request.app[VIEWS].directory()
+    counts: dict[int, int] = {}
+    for e in d.employees.values():
+        counts[e.get("department")] = counts.get(e.get("department"), 0) + 1
+    return web.json_response([{"id": k, "name": v.get("name"), "parent": v.get("parent"),
+                               "employees": counts.get(k, 0)} for k, v in sorted(d.departments.items())])
+
+
+@routes.get("/api/v1/roles")
+@endpoint("Roles: function permissions and data scope of each (R-1, R-2; seed 004's levels)", tag="admin")
+async def roles(request: web.Request) -> web.Response:
+    from control.accounts import ROLES
+
+    return web.json_response([{"role": r, "permissions": sorted(p), "scope": s,
+                               "scope_with_sharing": "department" if s == "self" else s}
+                              for r, (p, s) in ROLES.items()])

@@ -162,3 +162,34 @@ async def consent_events(request: web.Request) -> web.Response:
 @endpoint("Messages kept and dropped per consent rule", perm="consent.read", tag="consent")
 async def consent_rules(request: web.Request) -> web.Response:
     return web.json_response(request.app[STORE].rule_counts())
+
+
+@routes.get("/api/v1/consent/state")
+@endpoint("Consent state: the enterprise switch and the latest answer per customer (from the directory, the "
+          "stream and the msgaudit APIs), in your data scope", perm="consent.read", tag="consent",
+          query={"status": {"enum": ["agreed", "disagreed"]}})
+async def consent_state(request: web.Request) -> web.Response:
+    from scrm_fast.views import latest_consent
+
+    views = request.app[VIEWS]
+    status = request.query.get("status")
+    if status not in (None, "agreed", "disagreed"):
+        raise ApiError(422, "invalid", "status must be agreed or disagreed")
+    raw = views.raw_directory()
+    state = await asyncio.to_thread(latest_consent, views.store, raw)
+    d = views.directory()
+    allowed = allowed_employees(request[USER], d)
+    mine = None
+    if allowed is not None:
+        mine = {c for c, x in d.customers.items() if set(x.get("follow_users", [])) & allowed}
+        mine |= {c["external_userid"] for c in raw["consent"] if c["userid"] in allowed}
+    items = [{"external_userid": c, "name": d.name(c), "status": s} for c, s in sorted(state.items())
+             if (mine is None or c in mine) and (status is None or s == status)]
+    corp = {}
+    p = views.data_dir / "directory.json"
+    if p.exists():
+        import orjson
+
+        corp = orjson.loads(p.read_bytes()).get("corp", {})
+    return web.json_response({"service_requires_consent": bool(corp.get("service_requires_consent", False)),
+                              "customers": items})
