@@ -48,6 +48,7 @@ def server(tmp_path_factory):
     employee = next(e for e in directory["employees"] if e["archived"] and e["status"] == "active")
     acc = AccountService(data)
     acc.create_user("officer", PASSWORD, "auditor")
+    acc.create_user("boss", PASSWORD, "admin")
     acc.create_user("operator", PASSWORD, "regular", employee=employee["userid"])
     acc.close()
     port = _free_port()
@@ -202,7 +203,32 @@ def test_search_finds_a_known_message_and_opens_it_in_context(server, browser):
     # the archive lists (V-1, V-3, V-4)
     page.click("#nav a[href='#/catalog']")
     page.wait_for_selector("text=存档客户数")
+    rows_all = page.locator("main table tr").count()
+    dept = page.locator("#cform select[name=department] option").last.get_attribute("value")  # a leaf
+    page.select_option("#cform select[name=department]", dept)
+    page.click("#cform button[type=submit]")
+    page.wait_for_function(f"document.querySelectorAll('main table tr').length < {rows_all}")
+    shot(page, "09-catalog-filtered")
     page.click(".tabs button[data-t=customers]")
     page.wait_for_selector("text=最后会话时间")
-    shot(page, "09-catalog")
+    shot(page, "10-catalog-customers")
+    assert errors == []
+
+
+def test_admin_edits_the_word_list(server, browser):
+    page, errors = new_page(browser)
+    sign_in(page, server["base"], "boss")
+    page.click("#nav a[href='#/words']")
+    page.wait_for_selector("#wform")
+    rows = page.locator("main table tr").count()
+    page.fill("#wform input[name=word]", "测试敏感词")
+    page.fill("#wform input[name=related]", "测验词，考试词")
+    page.click("#wform button[type=submit]")
+    page.wait_for_function(f"document.querySelectorAll('main table tr').length === {rows + 1}")
+    row = page.locator("main table tr", has_text="测试敏感词")
+    assert "测验词、考试词" in row.inner_text()
+    shot(page, "11-words-edited")
+    row.locator("button.del").click()
+    page.wait_for_function(f"document.querySelectorAll('main table tr').length === {rows}")
+    assert "测试敏感词" not in page.inner_text("main")
     assert errors == []

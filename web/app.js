@@ -95,7 +95,7 @@ async function archiveView() {
     <div class="panel"><div class="tabs" id="kinds"></div><input id="convq" placeholder="搜索会话"><div class="list" id="convs"></div></div>
     <div class="panel"><div class="tabs" id="types"></div><div class="tabs" id="ranges"></div>
       <input id="kw" placeholder="关键词（高亮）"><div id="msgs" class="muted">选择一个会话</div>
-      <button id="more" hidden>加载更多</button></div></div>`;
+      <div id="msentinel"></div><button id="more" hidden>加载更多</button></div></div>`;
   const emps = await api("/api/v1/employees");
   let kind = "external", type = "all", days = null, conv = null, employee = null, cursor = null, anchor = null;
   const paintEmps = () => {
@@ -150,6 +150,13 @@ async function archiveView() {
   };
   $("#kw").oninput = () => conv && loadMsgs(false);
   $("#more").onclick = () => loadMsgs(true);
+  // infinite scroll: older messages load when the end of the pane comes into view
+  let loading = false;
+  new IntersectionObserver((entries) => {
+    if (!entries.some((x) => x.isIntersecting) || !cursor || !conv || loading) return;
+    loading = true;
+    loadMsgs(true).catch((err) => showError(err.message)).finally(() => { loading = false; });
+  }).observe($("#msentinel"));
   $("#emps").onclick = async (e) => {
     const d = e.target.closest("[data-u]"); if (!d) return;
     document.querySelectorAll("#emps .sel").forEach((x) => x.classList.remove("sel")); d.classList.add("sel");
@@ -217,19 +224,38 @@ async function searchView() {
 
 async function catalogView() {
   let tab = "active";
+  const deps = await api("/api/v1/departments");
   const paint = async () => {
+    const f = Object.fromEntries(new FormData($("#cform") || document.createElement("form")));
     let body;
     if (tab === "customers") {
-      const r = await api("/api/v1/archive/customers");
+      const qs = new URLSearchParams();
+      if (f.name) qs.set("name", f.name);
+      if (f.follow_user) qs.set("follow_user", f.follow_user);
+      const r = await api(`/api/v1/archive/customers?${qs}`);
       body = `<p class="muted">共 ${r.total} 位客户</p><table><tr><th>客户</th><th>跟进员工</th><th>协作人</th><th>会话数</th><th>最后会话时间</th><th>同意状态</th></tr>
-        ${r.items.map((c) => `<tr><td>${esc(c.name)}</td><td>${esc(c.follow_users.join("、"))}</td><td>${esc(c.collaborators.join("、"))}</td><td>${c.sessions}</td><td>${time(c.last_session_time)}</td><td>${{ agreed: "已同意", disagreed: "不同意" }[c.consent] || "未知"}</td></tr>`).join("")}</table>`;
+        ${r.items.slice(0, 500).map((c) => `<tr><td>${esc(c.name)}</td><td>${esc(c.follow_users.join("、"))}</td><td>${esc(c.collaborators.join("、"))}</td><td>${c.sessions}</td><td>${time(c.last_session_time)}</td><td>${{ agreed: "已同意", disagreed: "不同意" }[c.consent] || "未知"}</td></tr>`).join("")}</table>
+        ${r.total > 500 ? `<p class="muted">仅显示前 500 位，请用筛选缩小范围</p>` : ""}`;
     } else {
-      const r = await api(`/api/v1/archive/employees?status=${tab}`);
-      body = `<p class="muted">员工 ${r.totals.employees} 人，开启存档 ${r.totals.archive_enabled} 人</p><table><tr><th>员工</th><th>部门</th><th>存档</th><th>客户数</th><th>存档客户数</th><th>存档群数</th>${tab === "resigned" ? "<th>离职时间</th>" : ""}</tr>
+      const qs = new URLSearchParams({ status: tab });
+      if (f.name) qs.set("name", f.name);
+      if (f.department) qs.set("department", f.department);
+      if (f.enabled) qs.set("enabled", f.enabled);
+      if (f.resigned_since) qs.set("resigned_since", String(new Date(f.resigned_since).getTime()));
+      const r = await api(`/api/v1/archive/employees?${qs}`);
+      body = `<p class="muted">员工 ${r.totals.employees} 人，开启存档 ${r.totals.archive_enabled} 人，符合筛选 ${r.totals.matching} 人</p><table><tr><th>员工</th><th>部门</th><th>存档</th><th>客户数</th><th>存档客户数</th><th>存档群数</th>${tab === "resigned" ? "<th>离职时间</th>" : ""}</tr>
         ${r.items.map((e) => `<tr><td>${esc(e.name)}</td><td>${esc(e.department || "")}</td><td>${e.archived ? "已开启" : "未开启"}</td><td>${e.customer_count}</td><td>${e.archived_customer_count}</td><td>${e.archived_group_count}</td>${tab === "resigned" ? `<td>${time(e.resigned_at)}</td>` : ""}</tr>`).join("")}</table>`;
     }
-    main.innerHTML = `<div class="tabs">${[["active", "在职员工"], ["resigned", "离职员工"], ["customers", "客户档案"]].map(([k, v]) => `<button data-t="${k}" class="${k === tab ? "on" : ""}">${v}</button>`).join("")}</div>${body}`;
-    main.querySelector(".tabs").onclick = (e) => { if (e.target.dataset.t) { tab = e.target.dataset.t; paint().catch((err) => showError(err.message)); } };
+    const filters = tab === "customers"
+      ? `<input name="name" placeholder="客户昵称" value="${esc(f.name || "")}"><input name="follow_user" placeholder="跟进员工 userid" value="${esc(f.follow_user || "")}">`
+      : `<input name="name" placeholder="员工姓名" value="${esc(f.name || "")}">` + (tab === "active"
+        ? `<select name="department"><option value="">全部部门</option>${deps.map((d) => `<option value="${d.id}" ${String(d.id) === f.department ? "selected" : ""}>${esc(d.name)}</option>`).join("")}</select>
+           <select name="enabled"><option value="">存档：全部</option><option value="true" ${f.enabled === "true" ? "selected" : ""}>已开启</option><option value="false" ${f.enabled === "false" ? "selected" : ""}>未开启</option></select>`
+        : `<label>离职时间晚于 <input type="date" name="resigned_since" value="${esc(f.resigned_since || "")}"></label>`);
+    main.innerHTML = `<div class="tabs">${[["active", "在职员工"], ["resigned", "离职员工"], ["customers", "客户档案"]].map(([k, v]) => `<button data-t="${k}" class="${k === tab ? "on" : ""}">${v}</button>`).join("")}</div>
+      <form id="cform" class="search">${filters}<button type="submit">筛选</button></form>${body}`;
+    main.querySelector(".tabs").onclick = (e) => { if (e.target.dataset.t) { tab = e.target.dataset.t; $("#cform").reset(); $("#cform").innerHTML = ""; paint().catch((err) => showError(err.message)); } };
+    $("#cform").onsubmit = (e) => { e.preventDefault(); paint().catch((err) => showError(err.message)); };
   };
   await paint();
 }
@@ -265,7 +291,32 @@ async function wordsView() {
   main.innerHTML = `<h3>敏感行为</h3>${Object.entries(sw).map(([k, v]) => `<label><input type="checkbox" data-b="${k}" ${v ? "checked" : ""} ${canWrite ? "" : "disabled"}> ${{ push_card: "推送名片", red_packet: "发红包", delete_customer: "删除好友" }[k]}</label> `).join("")}
     <h3>敏感词</h3><table><tr><th>敏感词</th><th>关联词</th><th>类别</th><th>触发次数</th><th>最后触发</th></tr>
     ${w.entries.map((e) => `<tr><td>${esc(e.word)}</td><td>${esc(e.related.join("、"))}</td><td>${esc(e.category)}</td><td>${e.triggers}</td><td>${time(e.last_trigger)}</td></tr>`).join("")}</table>
-    <p class="muted">白名单：${esc(w.allow.join("、")) || "无"}</p>`;
+    <p class="muted">白名单：${esc(w.allow.join("、")) || "无"}</p>
+    ${canWrite ? `<form id="wform" class="search"><input name="word" placeholder="敏感词" required><input name="related" placeholder="关联词（逗号分隔，最多10个）">
+      <input name="category" placeholder="类别"><select name="applies_to"><option value="employee">员工消息</option><option value="customer">客户消息</option><option value="both">员工和客户</option></select>
+      <button type="submit">添加敏感词</button></form>` : ""}`;
+  const save = async (entries) => {
+    await api("/api/v1/words", { method: "PUT", json: { entries, allow: w.allow } });
+    await wordsView();
+  };
+  const current = () => w.entries.map((e) => ({ word: e.word, related: e.related, category: e.category, severity: e.severity, applies_to: e.applies_to }));
+  if (canWrite) {
+    main.querySelectorAll("table tr").forEach((tr, i) => {
+      if (i === 0) { tr.insertAdjacentHTML("beforeend", "<th></th>"); return; }
+      tr.insertAdjacentHTML("beforeend", `<td><button class="del" data-i="${i - 1}">删除</button></td>`);
+    });
+    main.querySelectorAll("button.del").forEach((b) => b.onclick = () => {
+      const entries = current();
+      entries.splice(Number(b.dataset.i), 1);
+      save(entries).catch((err) => showError(err.message));
+    });
+    $("#wform").onsubmit = (e) => {
+      e.preventDefault();
+      const f = Object.fromEntries(new FormData(e.target));
+      const related = f.related.split(/[,，、]/).map((x) => x.trim()).filter(Boolean);
+      save(current().concat([{ word: f.word.trim(), related, category: f.category || "default", severity: 1, applies_to: f.applies_to }])).catch((err) => showError(err.message));
+    };
+  }
   main.querySelectorAll("[data-b]").forEach((c) => c.onchange = () => api("/api/v1/behaviours", { method: "PUT", json: { [c.dataset.b]: c.checked } }).catch((err) => showError(err.message)));
 }
 
