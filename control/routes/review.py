@@ -4,6 +4,7 @@ events (C-3, C-9, C-12)."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 from aiohttp import web
 
@@ -63,6 +64,9 @@ async def handle(request: web.Request) -> web.Response:
     return web.json_response(rec)
 
 
+_WORD_CHAR = re.compile("[0-9A-Za-z\u4e00-\u9fff]")
+
+
 @routes.get("/api/v1/words")
 @endpoint("The sensitive-word list with trigger counts (A-1)", perm="words.read", tag="audit")
 async def get_words(request: web.Request) -> web.Response:
@@ -102,6 +106,9 @@ async def put_words(request: web.Request) -> web.Response:
         related = e.get("related", [])
         if not all(isinstance(r, str) for r in related):
             raise ApiError(422, "invalid", f"entries[{i - 1}].related must be strings")
+        for w in [e["word"], *related]:
+            if not _WORD_CHAR.search(w):  # the schema's pattern, checked the same way
+                raise ApiError(422, "invalid", f"entries[{i - 1}]: {w!r} has no letter, digit or CJK character")
         entries.append((i, e["word"], related, e.get("category", "default"), e.get("severity", 1),
                         e.get("applies_to", "employee")))
     allow = doc.get("allow", [])

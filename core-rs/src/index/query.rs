@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 pub const MAX_TERMS: usize = 32;
 pub const MAX_DEPTH: usize = 16;
-pub const MAX_TERM_CHARS: usize = 256;
+pub const MAX_TERM_CHARS: usize = 1000;
 
 /// A parsed query. `Substring` holds folded text.
 #[derive(Debug, Clone, PartialEq, Eq)]
