@@ -34,7 +34,8 @@ use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, TermQuer
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{
-    DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term,
+    DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal, SegmentReader,
+    TantivyDocument, Term,
 };
 
 pub use fold::{fold_char, fold_text};
@@ -171,6 +172,7 @@ pub struct ArchiveIndex {
     fields: Fields,
     reader: IndexReader,
     writer: Mutex<Option<IndexWriter>>,
+    maxima: Mutex<std::collections::HashMap<tantivy::index::SegmentId, std::sync::Arc<Vec<i64>>>>,
 }
 
 fn index_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -204,6 +206,7 @@ impl ArchiveIndex {
             fields,
             reader,
             writer: Mutex::new(None),
+            maxima: Mutex::new(Default::default()),
         };
         if let Some(layout) = me.committed()?.map(|c| c.0) {
             if layout != LAYOUT {
@@ -437,6 +440,9 @@ impl ArchiveIndex {
     /// Runs one search against the last commit seen.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchPage> {
         let node = parse_query(&req.query)?;
+        if let Some(page) = self.single_term_search(&node, req)? {
+            return Ok(page);
+        }
         let mut clauses = self.filters(req);
         clauses.push((Occur::Must, self.node_query(&node)));
         let q = BooleanQuery::new(clauses);
@@ -459,6 +465,135 @@ impl ArchiveIndex {
             next,
             terms: node.positive_terms(),
         })
+    }
+}
+
+/// Docs per block of the newest-first scan (and of the per-block time maxima).
+const BLOCK: u32 = 4096;
+
+impl ArchiveIndex {
+    /// The fast path of the commonest and heaviest search: one term of one or two
+    /// characters with no filter. The total is the term's document frequency (exact: the
+    /// index never deletes single documents), and the page is found by scanning the
+    /// posting list backwards in growing windows until no older block can hold a newer
+    /// message than the page's oldest (per-block time maxima, computed once per segment).
+    fn single_term_search(&self, node: &QueryNode, req: &SearchRequest) -> Result<Option<SearchPage>> {
+        let QueryNode::Substring(s) = node else { return Ok(None) };
+        let n = s.chars().count();
+        let unfiltered = req.parties.is_empty()
+            && req.room.is_none()
+            && req.conv.is_none()
+            && req.msgtypes.is_none()
+            && req.since.is_none()
+            && req.until.is_none()
+            && req.scope.is_none();
+        if !(1..=2).contains(&n) || !unfiltered {
+            return Ok(None);
+        }
+        let field = if n == 1 { self.fields.uni } else { self.fields.bi };
+        let term = Term::from_field_text(field, s);
+        let searcher = self.reader.searcher();
+        if searcher
+            .segment_readers()
+            .iter()
+            .any(|seg| seg.alive_bitset().is_some())
+        {
+            return Ok(None);
+        }
+        let want = req.limit + 1; // one more than a page: is there a next page?
+        let mut total = 0u64;
+        let mut top: Vec<(i64, u64)> = Vec::new();
+        for seg in searcher.segment_readers() {
+            let inv = seg.inverted_index(field)?;
+            let df = inv.doc_freq(&term).map_err(|e| Error::Index(e.to_string()))?;
+            total += u64::from(df);
+            if df == 0 || req.limit == 0 {
+                continue;
+            }
+            let times = seg.fast_fields().i64("msgtime")?;
+            let seqs = seg.fast_fields().u64("seq")?;
+            let maxima = self.block_maxima(seg, &times);
+            let mut heap: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::with_capacity(want + 1);
+            let mut hi = seg.max_doc();
+            let mut width = BLOCK;
+            loop {
+                let lo = (hi.saturating_sub(width) / BLOCK) * BLOCK;
+                let Some(mut postings) = inv
+                    .read_postings(&term, IndexRecordOption::Basic)
+                    .map_err(|e| Error::Index(e.to_string()))?
+                else {
+                    break;
+                };
+                // a fresh list stands on its first doc; seek only forwards
+                let mut doc = if postings.doc() < lo { postings.seek(lo) } else { postings.doc() };
+                while doc < hi {
+                    let t = times.first(doc).unwrap_or(0);
+                    let full = heap.len() == want;
+                    if !full || heap.peek().is_some_and(|Reverse((mt, _))| t >= *mt) {
+                        let sq = seqs.first(doc).unwrap_or(0);
+                        if req.before.is_none_or(|b| (t, sq) < b) {
+                            heap.push(Reverse((t, sq)));
+                            if heap.len() > want {
+                                heap.pop();
+                            }
+                        }
+                    }
+                    doc = postings.advance();
+                }
+                if lo == 0 {
+                    break;
+                }
+                // every doc below `lo` is older than the page's oldest: this segment is done
+                let older_max = maxima[(lo / BLOCK) as usize];
+                if heap.len() == want && heap.peek().is_some_and(|Reverse((mt, _))| older_max < *mt) {
+                    break;
+                }
+                hi = lo;
+                width = width.saturating_mul(2);
+            }
+            top.extend(heap.into_iter().map(|Reverse(x)| x));
+        }
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        let more = top.len() > req.limit;
+        top.truncate(req.limit);
+        let next = if more { top.last().copied() } else { None };
+        Ok(Some(SearchPage {
+            total,
+            hits: top,
+            next,
+            terms: node.positive_terms(),
+        }))
+    }
+
+    /// `maxima[b]`: the newest msgtime among docs `[0, b·BLOCK)` of a segment (cached).
+    fn block_maxima(&self, seg: &SegmentReader, times: &Column<i64>) -> std::sync::Arc<Vec<i64>> {
+        let id = seg.segment_id();
+        if let Some(m) = self.maxima.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return m.clone();
+        }
+        let max_doc = seg.max_doc();
+        let mut out = vec![i64::MIN];
+        let mut running = i64::MIN;
+        let mut docs: Vec<DocId> = Vec::with_capacity(BLOCK as usize);
+        let mut vals: Vec<Option<i64>> = vec![None; BLOCK as usize];
+        let mut start = 0;
+        while start < max_doc {
+            let end = (start + BLOCK).min(max_doc);
+            docs.clear();
+            docs.extend(start..end);
+            vals.resize(docs.len(), None);
+            times.first_vals(&docs, &mut vals);
+            running = vals.iter().flatten().fold(running, |m, &t| m.max(t));
+            out.push(running);
+            start = end;
+        }
+        let m = std::sync::Arc::new(out);
+        let mut cache = self.maxima.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 256 {
+            cache.clear(); // segments come and go with merges
+        }
+        cache.insert(id, m.clone());
+        m
     }
 }
 
