@@ -165,32 +165,20 @@ class ArchiveViews:
         if employee is not None and allowed is not None and employee not in allowed:
             raise ApiError(403, "forbidden", f"employee {employee} is outside your data scope")
         out = []
-        conv_db = self.store.db("conv")
-        with self.store.env.begin() as txn:
-            cur = txn.cursor(db=conv_db)
-            ok = cur.first()
-            while ok:
-                key = cur.key()
-                conv = key[:-9].decode()
-                # jump to this conversation's last entry, then past it: one seek per conversation
-                if cur.set_range(key[:-9] + b"\x01"):
-                    cur.prev()
-                else:
-                    cur.last()
-                last_key, last_val = cur.key(), cur.value()
-                parties = conv_parties(conv, d)
-                ckind = "group" if conv.startswith("g:") else (
-                    "external" if any(is_customer(p) for p in parties) else "internal")
-                if conv.startswith(("p:", "g:")) and (kind is None or kind == ckind) \
-                        and (employee is None or employee in parties) \
-                        and (allowed is None or parties & allowed):
-                    out.append({"conv": conv, "kind": ckind, "parties": sorted(parties) if ckind != "group" else [],
-                                "name": d.groups.get(conv[2:], {}).get("name") if ckind == "group" else None,
-                                "title": d.groups.get(conv[2:], {}).get("name", conv[2:]) if ckind == "group" else
-                                "、".join(d.name(p) for p in sorted(parties) if p != employee) or conv[2:],
-                                "last_seq": key_seq(last_key[-8:]),
-                                "last_msgtime": _time(last_val)})
-                ok = cur.next()
+        for c in self.catalog.conversations():  # one entry per conversation, cached until the store changes
+            conv = c.conv
+            if not conv.startswith(("p:", "g:")):
+                continue
+            parties = conv_parties(conv, d)
+            ckind = "group" if conv.startswith("g:") else (
+                "external" if any(is_customer(p) for p in parties) else "internal")
+            if (kind is None or kind == ckind) and (employee is None or employee in parties) \
+                    and (allowed is None or parties & allowed):
+                out.append({"conv": conv, "kind": ckind, "parties": sorted(parties) if ckind != "group" else [],
+                            "name": d.groups.get(conv[2:], {}).get("name") if ckind == "group" else None,
+                            "title": d.groups.get(conv[2:], {}).get("name", conv[2:]) if ckind == "group" else
+                            "、".join(d.name(p) for p in sorted(parties) if p != employee) or conv[2:],
+                            "last_seq": c.last_seq, "last_msgtime": c.last_msgtime})
         out.sort(key=lambda c: -c["last_msgtime"])
         return out
 
