@@ -149,6 +149,16 @@ def test_regular_operator_is_limited(server, browser):
     emps.first.wait_for()
     assert [emps.nth(i).get_attribute("data-u") for i in range(emps.count())] == [server["employee"]["userid"]]
     shot(page, "06-operator-phone")
+    # search at phone width: only the operator's own conversations come back
+    page.click("#nav a[href='#/search']")
+    page.fill("#sform input[name=q]", "的")
+    page.click("#sform button[type=submit]")
+    page.wait_for_selector("#results .result, #results p")
+    me = server["employee"]["userid"]
+    convs = [page.locator("#results .result").nth(i).get_attribute("data-conv")
+             for i in range(page.locator("#results .result").count())]
+    assert convs and all(me in c or c.startswith("g:") for c in convs)
+    shot(page, "12-operator-search-phone")
     assert errors == []
     # another employee's conversation, asked for directly: a readable error, no data
     other = next(e["userid"] for e in server["directory"]["employees"]
