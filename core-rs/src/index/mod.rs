@@ -525,7 +525,11 @@ impl ArchiveIndex {
                     break;
                 };
                 // a fresh list stands on its first doc; seek only forwards
-                let mut doc = if postings.doc() < lo { postings.seek(lo) } else { postings.doc() };
+                let mut doc = if postings.doc() < lo {
+                    postings.seek(lo)
+                } else {
+                    postings.doc()
+                };
                 while doc < hi {
                     let t = times.first(doc).unwrap_or(0);
                     let full = heap.len() == want;

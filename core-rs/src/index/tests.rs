@@ -246,15 +246,33 @@ fn single_term_fast_path_equals_the_general_path_on_many_blocks() {
     let mut g = Lcg(17);
     let mut values = Vec::new();
     for i in 0..20_000u64 {
-        let t = if g.below(50) == 0 { g.below(20_000) as i64 } else { (i as i64 / 4) * 4 };
+        let t = if g.below(50) == 0 {
+            g.below(20_000) as i64
+        } else {
+            (i as i64 / 4) * 4
+        };
         let len = 1 + g.below(6);
         let text: String = (0..len).map(|_| ALPHABET[g.below(ALPHABET.len())]).collect();
-        values.push(record(i + 1, 1_700_000_000_000 + t, "zhangsan", &["wmCust1"], "", "text", &text));
+        values.push(record(
+            i + 1,
+            1_700_000_000_000 + t,
+            "zhangsan",
+            &["wmCust1"],
+            "",
+            "text",
+            &text,
+        ));
     }
     let (_d, ix) = build(&values, 3);
     for q in ["保", "a", "本收", " a", "\"1！\"", "微"] {
         for limit in [7usize, 333] {
-            let fast = all_hits(&ix, SearchRequest { limit, ..SearchRequest::new(q, limit) });
+            let fast = all_hits(
+                &ix,
+                SearchRequest {
+                    limit,
+                    ..SearchRequest::new(q, limit)
+                },
+            );
             let mut slow_req = SearchRequest::new(q, limit);
             slow_req.since = Some(i64::MIN); // any filter takes the general path
             let slow = all_hits(&ix, slow_req);

@@ -193,9 +193,10 @@ impl WordList {
                 raw.push((m.start(), m.end(), ring[first % RING] as usize, end, v));
             }
         };
+        let table = normalize::table();
         for (i, c) in text.char_indices() {
             let end = i + c.len_utf8();
-            match fold_char(c) {
+            match normalize::fold_char_in(table, c) {
                 Folded::Skip => {}
                 Folded::One(nc) => feed(nc, i, end, &mut raw),
                 Folded::Many(s) => s.chars().for_each(|nc| feed(nc, i, end, &mut raw)),

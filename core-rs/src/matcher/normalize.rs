@@ -16,7 +16,7 @@ use unicode_normalization::UnicodeNormalization;
 /// One u16 per BMP character (128 KiB, half the cache footprint of u32): the folded
 /// character itself, or `SKIP16`, or an index into `expansions` stored in the surrogate
 /// range (which no folded character can be), or `SLOW16` for the rare rest.
-struct Table {
+pub struct Table {
     bmp: Vec<u16>,
     expansions: Vec<String>,
 }
@@ -43,7 +43,7 @@ fn fold_slow(c: char, out: &mut String) {
     }
 }
 
-fn table() -> &'static Table {
+pub fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut bmp = vec![SKIP16; 0x1_0000];
@@ -79,6 +79,12 @@ pub enum Folded {
 /// Folds one character (the hot path of matching: a table lookup for the BMP).
 #[inline(always)]
 pub fn fold_char(c: char) -> Folded {
+    fold_char_in(table(), c)
+}
+
+/// [`fold_char`] with the table looked up once by the caller (hot loops).
+#[inline(always)]
+pub fn fold_char_in(t: &'static Table, c: char) -> Folded {
     if c.is_ascii() {
         return if c.is_ascii_alphanumeric() {
             Folded::One(c.to_ascii_lowercase())
@@ -87,7 +93,6 @@ pub fn fold_char(c: char) -> Folded {
         };
     }
     if (c as u32) < 0x1_0000 {
-        let t = table();
         match t.bmp[c as usize] {
             SKIP16 => return Folded::Skip,
             v if (EXP_BASE..EXP_BASE + EXP_SLOTS as u16).contains(&v) => {
