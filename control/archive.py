@@ -99,7 +99,7 @@ class ArchiveViews:
         self.data_dir = data_dir
         self._dir: tuple[float, Directory, set[str]] | None = None
         self._consent: list[dict] = []
-        self.index = open_index(data_dir)
+        self.index = open_index(data_dir, replace_unreadable=True)
         self.search = ArchiveSearch(store, self.index)
         self.catalog = ArchiveCatalog(store)
         self.index_lock = threading.Lock()  # one writer user at a time in this process

@@ -223,3 +223,18 @@ def test_searches_run_while_an_ingest_writes(small_corpus, tmp_path):
         totals.append(search.search("", limit=1)["total"])
         assert totals == sorted(totals) and totals[-1] == store.counts()["records"]
         assert len(set(totals)) >= 3, totals  # searches saw the index grow
+
+
+def test_an_unreadable_index_is_replaced_by_ingest_and_refused_by_search(small_corpus, tmp_path):
+    data = tmp_path / "data"
+    files = sorted((small_corpus / "batches").iterdir())
+    run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(data), "--no-progress", str(files[0]),
+             check=True)
+    (data / "index" / "meta.json").write_text("{not json", encoding="utf-8")  # damaged
+    p = run_scrm("search", "--data", str(data), "--json", "的")
+    assert p.returncode == 1 and b"reindex" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(data), "--no-progress",
+             *map(str, files), check=True)
+    assert list(data.glob("index.unreadable-*"))
+    with ArchiveStore(data, readonly=True) as store:
+        assert open_index(data).num_docs() == store.counts()["records"]

@@ -48,8 +48,22 @@ def index_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / "index"
 
 
-def open_index(data_dir: str | os.PathLike[str]) -> ArchiveIndex:
-    return ArchiveIndex(str(index_dir(data_dir)))
+def open_index(data_dir: str | os.PathLike[str], *, replace_unreadable: bool = False) -> ArchiveIndex:
+    """The archive's index (created when missing). An index this version cannot read (another
+    layout, damaged metadata) is an error, or with ``replace_unreadable`` is moved aside to
+    ``index.unreadable-<time>`` and started afresh (the next :func:`catch_up` fills it)."""
+    path = index_dir(data_dir)
+    try:
+        return ArchiveIndex(str(path))
+    except SearchIndexError:
+        if not replace_unreadable or not path.exists():
+            raise
+        aside = path.with_name(f"index.unreadable-{int(time.time())}")
+        path.rename(aside)
+        import logging
+
+        logging.getLogger("scrm.search").warning("search index at %s unreadable: moved to %s, rebuilding", path, aside)
+        return ArchiveIndex(str(path))
 
 
 @dataclass(frozen=True)
@@ -130,7 +144,7 @@ def index_writer(store: ArchiveStore, index: ArchiveIndex | None = None, threads
     is released (after running merges) on exit. Additions not committed are dropped and
     indexed again by the next :func:`catch_up`."""
     if index is None:
-        index = open_index(store.data_dir)
+        index = open_index(store.data_dir, replace_unreadable=True)
     try:
         index.open_writer(threads, heap_mb)
     except SearchIndexError as e:
