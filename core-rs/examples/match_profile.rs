@@ -24,7 +24,8 @@ fn main() {
         .collect();
     let wl = WordList::new(entries, &[]).expect("list");
     let mb = corpus.len() as f64 / 1e6;
-    for _ in 0..5 {
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    for _ in 0..rounds {
         let t = std::time::Instant::now();
         let hits: usize = texts.iter().map(|t| wl.find(t, false).len()).sum();
         let el = t.elapsed().as_secs_f64();
