@@ -6,7 +6,6 @@ by the route that calls it."""
 
 from __future__ import annotations
 
-import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +16,7 @@ from control.accounts import User
 from control.errors import ApiError
 from scrm_fast.search import DAY_MS, TYPE_GROUPS, ArchiveSearch, SearchScope, open_index
 from scrm_fast.storage import ArchiveStore, key_seq, seq_key
-from scrm_fast.views import ArchiveCatalog
-
-
-def _time(index_value: bytes) -> int:
-    """The message time kept in a conversation-index value (0 for entries written before
-    the index carried it)."""
-    return struct.unpack(">q", index_value[:8])[0] if len(index_value) >= 8 else 0
-
-
-def is_customer(uid: str) -> bool:
-    return uid.startswith(("wo", "wm"))
+from scrm_fast.views import ArchiveCatalog, conv_time, dept_subtree, group_members, is_customer
 
 
 @dataclass
@@ -36,6 +25,8 @@ class Directory:
     departments: dict[int, dict]
     groups: dict[str, dict]
     customers: dict[str, dict]
+    consent: list[dict]
+    corp: dict
 
     @staticmethod
     def load(data_dir: Path) -> Directory:
@@ -46,7 +37,14 @@ class Directory:
         return Directory({e["userid"]: e for e in doc.get("employees", [])},
                          {d["id"]: d for d in doc.get("departments", [])},
                          {g["roomid"]: g for g in doc.get("groups", [])},
-                         {c["external_userid"]: c for c in doc.get("customers", [])})
+                         {c["external_userid"]: c for c in doc.get("customers", [])},
+                         doc.get("consent", []), doc.get("corp", {}))
+
+    def as_document(self) -> dict:
+        """The directory in its file's shape (what the library's views take)."""
+        return {"employees": list(self.employees.values()), "departments": list(self.departments.values()),
+                "groups": list(self.groups.values()), "customers": list(self.customers.values()),
+                "consent": self.consent, "corp": self.corp}
 
     def name(self, uid: str) -> str:
         who = self.employees.get(uid) or self.customers.get(uid) or {}
@@ -56,20 +54,10 @@ class Directory:
         return {u for u, e in self.employees.items() if e.get("status") == "resigned"}
 
     def subtree(self, dept: int) -> set[int]:
-        out, frontier = {dept}, [dept]
-        while frontier:
-            d = frontier.pop()
-            for k, v in self.departments.items():
-                if v.get("parent") == d and k not in out:
-                    out.add(k)
-                    frontier.append(k)
-        return out
+        return dept_subtree(self.departments, dept)
 
     def group_members(self, roomid: str) -> set[str]:
-        g = self.groups.get(roomid, {})
-        ids = {m["id"] if isinstance(m, dict) else m for m in g.get("members", [])}
-        ids |= {g.get("owner", "")} | {c["owner"] for c in g.get("owner_changes", [])}
-        return ids - {""}
+        return group_members(self.groups.get(roomid, {}))
 
 
 def allowed_employees(user: User, d: Directory) -> set[str] | None:
@@ -98,7 +86,6 @@ class ArchiveViews:
         self.store = store
         self.data_dir = data_dir
         self._dir: tuple[float, Directory, set[str]] | None = None
-        self._consent: list[dict] = []
         self.index = open_index(data_dir, replace_unreadable=True)
         self.search = ArchiveSearch(store, self.index)
         self.catalog = ArchiveCatalog(store)
@@ -122,11 +109,8 @@ class ArchiveViews:
         return 1
 
     def raw_directory(self) -> dict:
-        """The directory as the library views take it (the parsed file)."""
-        d = self.directory()
-        return {"employees": list(d.employees.values()), "departments": list(d.departments.values()),
-                "groups": list(d.groups.values()), "customers": list(d.customers.values()),
-                "consent": self._consent}
+        """The directory as the library views take it (the file's shape)."""
+        return self.directory().as_document()
 
     def search_scope(self, user: User) -> SearchScope | None:
         """Rule R-2 for search: messages an in-scope employee takes part in, and the group
@@ -144,9 +128,6 @@ class ArchiveViews:
         mtime = p.stat().st_mtime_ns if p.exists() else 0
         if self._dir is None or self._dir[0] != mtime:
             d = Directory.load(self.data_dir)
-            import orjson
-
-            self._consent = orjson.loads(p.read_bytes()).get("consent", []) if p.exists() else []
             self._dir = (mtime, d, d.resigned())
         return self._dir[1]
 
@@ -224,7 +205,7 @@ class ArchiveViews:
             ok = cur.prev() if ok else cur.last()
             while ok and cur.key().startswith(prefix):
                 seq = key_seq(cur.key()[-8:])
-                t = _time(cur.value())
+                t = conv_time(cur.value())
                 if until is not None and t > until:
                     ok = cur.prev()
                     continue

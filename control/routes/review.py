@@ -192,11 +192,5 @@ async def consent_state(request: web.Request) -> web.Response:
         mine |= {c["external_userid"] for c in raw["consent"] if c["userid"] in allowed}
     items = [{"external_userid": c, "name": d.name(c), "status": s} for c, s in sorted(state.items())
              if (mine is None or c in mine) and (status is None or s == status)]
-    corp = {}
-    p = views.data_dir / "directory.json"
-    if p.exists():
-        import orjson
-
-        corp = orjson.loads(p.read_bytes()).get("corp", {})
-    return web.json_response({"service_requires_consent": bool(corp.get("service_requires_consent", False)),
+    return web.json_response({"service_requires_consent": bool(d.corp.get("service_requires_consent", False)),
                               "customers": items})

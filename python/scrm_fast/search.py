@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgpack
 
-from scrm_fast._core import ArchiveIndex, QuerySyntaxError, SearchIndexError, check_search_query, snippets
+from scrm_fast._core import ArchiveIndex, QuerySyntaxError, SearchIndexError, snippets
 from scrm_fast.errors import InputError
 from scrm_fast.storage import ArchiveStore, key_seq, seq_key
 
@@ -225,7 +225,3 @@ class ArchiveSearch:
                           "tolist": r["tolist"], "roomid": r["roomid"], "conv": r.get("conv", "")})
         return {"total": total, "items": items, "next_cursor": encode_cursor(nxt)}
 
-
-def validate_query(query: str) -> list[str]:
-    """The query's highlight terms; raises QuerySyntaxError with the reason."""
-    return check_search_query(query)

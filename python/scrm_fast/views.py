@@ -30,8 +30,29 @@ class ConvSummary:
     last_msgtime: int
 
 
-def _time(v: bytes) -> int:
+def conv_time(v: bytes) -> int:
+    """The message time kept in a ``conv`` table value (0 for entries written before the
+    index carried it)."""
     return struct.unpack(">q", v[:8])[0] if len(v) >= 8 else 0
+
+
+def group_members(group: dict) -> set[str]:
+    """Everyone a directory group names: members, the owner and every past owner."""
+    ids = {m["id"] if isinstance(m, dict) else m for m in group.get("members", [])}
+    ids |= {group.get("owner", "")} | {c["owner"] for c in group.get("owner_changes", [])}
+    return ids - {""}
+
+
+def dept_subtree(departments: dict[int, dict], root: int) -> set[int]:
+    """``root`` and every department below it."""
+    out, frontier = {root}, [root]
+    while frontier:
+        d = frontier.pop()
+        for k, v in departments.items():
+            if v.get("parent") == d and k not in out:
+                out.add(k)
+                frontier.append(k)
+    return out
 
 
 class ArchiveCatalog:
@@ -60,7 +81,7 @@ class ArchiveCatalog:
                     cur.prev()
                 else:
                     cur.last()
-                seq_k, t = cur.key()[-8:], _time(cur.value())
+                seq_k, t = cur.key()[-8:], conv_time(cur.value())
                 if t == 0:  # an index entry written before entries carried the time
                     raw = recs.get(seq_k)
                     t = msgpack.unpackb(raw)["msgtime"] if raw is not None else 0
@@ -72,12 +93,7 @@ class ArchiveCatalog:
 
     @staticmethod
     def _members(directory: dict) -> dict[str, set[str]]:
-        out = {}
-        for g in directory.get("groups", []):
-            ids = {m["id"] if isinstance(m, dict) else m for m in g.get("members", [])}
-            ids |= {g.get("owner", "")} | {c["owner"] for c in g.get("owner_changes", [])}
-            out[g["roomid"]] = ids - {""}
-        return out
+        return {g["roomid"]: group_members(g) for g in directory.get("groups", [])}
 
     def _per_party(self, directory: dict) -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, list[int]]]:
         """Archived counterpart customers per employee, archived groups per party, and the
@@ -113,15 +129,7 @@ class ArchiveCatalog:
             for u in set(c.get("follow_users", [])):
                 follow[u] = follow.get(u, 0) + 1
         depts = {d["id"]: d for d in directory.get("departments", [])}
-        subtree = None
-        if department is not None:
-            subtree, frontier = {department}, [department]
-            while frontier:
-                d = frontier.pop()
-                for k, v in depts.items():
-                    if v.get("parent") == d and k not in subtree:
-                        subtree.add(k)
-                        frontier.append(k)
+        subtree = dept_subtree(depts, department) if department is not None else None
         items = []
         scoped = [e for e in directory.get("employees", [])
                   if (e.get("status", "active") == status) and (allowed is None or e["userid"] in allowed)]

@@ -361,7 +361,7 @@ impl ArchiveIndex {
             n => {
                 // bigrams at offsets 0, 2, 4, … plus the last one: they cover every character
                 let mut offsets: Vec<usize> = (0..n - 1).step_by(2).collect();
-                if *offsets.last().unwrap() != n - 2 {
+                if offsets.last() != Some(&(n - 2)) {
                     offsets.push(n - 2);
                 }
                 let terms = offsets

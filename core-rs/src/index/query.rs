@@ -113,10 +113,9 @@ impl Parser {
             }
             alts.push(self.and(depth)?);
         }
-        Ok(if alts.len() == 1 {
-            alts.pop().unwrap()
-        } else {
-            QueryNode::Or(alts)
+        Ok(match alts.len() {
+            1 => alts.swap_remove(0),
+            _ => QueryNode::Or(alts),
         })
     }
 
@@ -140,10 +139,9 @@ impl Parser {
         if parts.is_empty() {
             return Err(Error::Query("expected a term".into()));
         }
-        Ok(if parts.len() == 1 {
-            parts.pop().unwrap()
-        } else {
-            QueryNode::And(parts)
+        Ok(match parts.len() {
+            1 => parts.swap_remove(0),
+            _ => QueryNode::And(parts),
         })
     }
 
