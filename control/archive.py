@@ -6,7 +6,9 @@ by the route that calls it."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +88,8 @@ class ArchiveViews:
         self.store = store
         self.data_dir = data_dir
         self._dir: tuple[float, Directory, set[str]] | None = None
+        self._dir_path = str(data_dir / "directory.json")
+        self._dir_checked = 0.0
         self.index = open_index(data_dir, replace_unreadable=True)
         self.search = ArchiveSearch(store, self.index)
         self.catalog = ArchiveCatalog(store)
@@ -123,12 +127,19 @@ class ArchiveViews:
         return SearchScope(frozenset(allowed), frozenset(rooms))
 
     def directory(self) -> Directory:
-        """The tenant's directory, parsed again only when the file changed."""
-        p = self.data_dir / "directory.json"
-        mtime = p.stat().st_mtime_ns if p.exists() else 0
+        """The tenant's directory, parsed again only when the file changed (looked at once
+        a second at most: every request asks)."""
+        now = time.monotonic()
+        if self._dir is not None and now - self._dir_checked < 1.0:
+            return self._dir[1]
+        try:
+            mtime = os.stat(self._dir_path).st_mtime_ns
+        except FileNotFoundError:
+            mtime = 0
         if self._dir is None or self._dir[0] != mtime:
             d = Directory.load(self.data_dir)
             self._dir = (mtime, d, d.resigned())
+        self._dir_checked = now
         return self._dir[1]
 
     def resigned(self) -> set[str]:

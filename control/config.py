@@ -20,6 +20,26 @@ class ControlConfig:
     login_max_failures: int = 5
     login_lockout_s: int = 300
     web_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
+    # server processes sharing the port (SO_REUSEPORT): one Python process keeps one core
+    # busy at most (the GIL); archive reads scale with processes
+    workers: int = 1
+    # threads per worker for archive reads (the Rust part runs without the GIL)
+    read_threads: int = 2
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()})
+
+    @staticmethod
+    def from_json(doc: str) -> ControlConfig:
+        import json
+
+        d = json.loads(doc)
+        for k in ("data_dir", "keys_dir", "web_dir"):
+            if d.get(k) is not None:
+                d[k] = Path(d[k])
+        return ControlConfig(**d)
 
     @staticmethod
     def from_env(data_dir: str | Path, **overrides) -> ControlConfig:
@@ -28,6 +48,7 @@ class ControlConfig:
             "keys_dir": Path(env["SCRM_KEYS"]) if env.get("SCRM_KEYS") else None,
             "host": env.get("SCRM_HOST", "127.0.0.1"),
             "port": int(env.get("SCRM_PORT", "8080")),
+            "workers": int(env.get("SCRM_WORKERS", "0")) or min(os.cpu_count() or 1, 8),
         }
         base.update({k: v for k, v in overrides.items() if v is not None})
         return ControlConfig(data_dir=Path(data_dir), **base)

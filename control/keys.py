@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from aiohttp import web
 
 from control.accounts import AccountService, User
@@ -17,6 +19,8 @@ VIEWS = web.AppKey("views", ArchiveViews)
 TRAIL = web.AppKey("trail", AccessTrail)
 JOBS = web.AppKey("jobs", dict)
 METRICS = web.AppKey("metrics", dict)
+# archive reads (search, pages): few threads, so fewer threads fight over the GIL
+READS = web.AppKey("reads", ThreadPoolExecutor)
 
 # per request: who is calling, with which token
 USER = web.RequestKey("user", User)

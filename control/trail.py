@@ -1,9 +1,8 @@
 """Writing the access trail from a request (rule R-4): the append is a synced LMDB write,
-so it runs off the event loop."""
+done by the trail's writer thread (group commit); the request awaits its durability
+without holding a worker thread."""
 
 from __future__ import annotations
-
-import asyncio
 
 from aiohttp import web
 
@@ -11,4 +10,4 @@ from control.keys import TRAIL, USER
 
 
 async def record(request: web.Request, action: str, target: str, detail: dict | None = None) -> None:
-    await asyncio.to_thread(request.app[TRAIL].append, request[USER].username, action, target, detail)
+    await request.app[TRAIL].append_async(request[USER].username, action, target, detail)

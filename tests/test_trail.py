@@ -64,3 +64,27 @@ def test_concurrent_appends_chain_and_tampering(tmp_path):
 
     r = tamper(edit)
     assert not r["ok"] and r["first_broken"] == 50 and "changed" in r["why"]
+
+
+def test_async_appends_from_an_event_loop_and_threads_share_one_chain(tmp_path):
+    import asyncio
+
+    t = AccessTrail(tmp_path)
+    sync_done = []
+
+    async def main() -> list[dict]:
+        th = threading.Thread(target=lambda: sync_done.extend(t.append("sync", "search", str(j)) for j in range(50)))
+        th.start()
+        got = await asyncio.gather(*(t.append_async("loop", "search", str(j), {"j": j}) for j in range(150)))
+        await asyncio.to_thread(th.join)
+        return got
+
+    got = asyncio.run(main())
+    # each future resolves to its own durable entry
+    assert [e["detail"]["j"] for e in got] == list(range(150))
+    assert len({e["index"] for e in got + sync_done}) == 200
+    assert t.verify() == {"ok": True, "entries": 200, "head": t.entries()[-1]["hash"]}
+    t.close()
+    reopened = AccessTrail(tmp_path, readonly=True)
+    assert reopened.verify()["entries"] == 200
+    reopened.close()

@@ -4,13 +4,15 @@ access trail."""
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import tempfile
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
-from control.api import endpoint
+from control.api import endpoint, json_response
 from control.errors import ApiError, fields, json_body
 from control.keys import ACCOUNTS, CONFIG, JOBS, STORE, TRAIL, USER, VIEWS
 from control.trail import record
@@ -21,7 +23,7 @@ routes = web.RouteTableDef()
 @routes.get("/api/v1/users")
 @endpoint("Operator accounts", perm="admin.users", tag="admin")
 async def list_users(request: web.Request) -> web.Response:
-    return web.json_response([u.public() for u in request.app[ACCOUNTS].list_users()])
+    return json_response([u.public() for u in request.app[ACCOUNTS].list_users()])
 
 
 @routes.post("/api/v1/users")
@@ -42,7 +44,7 @@ async def create_user(request: web.Request) -> web.Response:
     user = await asyncio.to_thread(request.app[ACCOUNTS].create_user, doc["username"], doc["password"], doc["role"],
                                    doc.get("employee"), doc.get("department"), doc.get("sharing", False))
     await record(request, "user_created", user.username, {"role": user.role})
-    return web.json_response(user.public(), status=201)
+    return json_response(user.public(), status=201)
 
 
 @routes.post("/api/v1/users/disable")
@@ -58,7 +60,20 @@ async def disable_users(request: web.Request) -> web.Response:
     n = request.app[ACCOUNTS].set_disabled(doc["usernames"], doc["disabled"])
     await record(request, "users_disabled" if doc["disabled"] else "users_enabled",
                               ",".join(doc["usernames"]))
-    return web.json_response({"changed": n})
+    return json_response({"changed": n})
+
+
+_JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def _save_job(app: web.Application, job: dict) -> None:
+    """Jobs live in ``DATA/jobs/<id>.json`` (written whole, then renamed into place), so any
+    server worker answers a poll, and a finished job's summary outlives the process."""
+    d = app[CONFIG].data_dir / "jobs"
+    d.mkdir(exist_ok=True)
+    tmp = d / f".{job['id']}.tmp"
+    tmp.write_bytes(orjson.dumps(job))
+    tmp.replace(d / f"{job['id']}.json")
 
 
 def _run_ingest(app: web.Application, job: dict, path: Path) -> None:
@@ -82,6 +97,7 @@ def _run_ingest(app: web.Application, job: dict, path: Path) -> None:
         job.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
     finally:
         path.unlink(missing_ok=True)
+        _save_job(app, job)
 
 
 @routes.post("/api/v1/ingest")
@@ -108,19 +124,24 @@ async def ingest(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "empty upload")
     job = {"id": secrets.token_hex(8), "status": "running", "bytes": size, "by": request[USER].username}
     request.app[JOBS][job["id"]] = job
+    await asyncio.to_thread(_save_job, request.app, job)
     # decrypting is CPU work in Rust (GIL released) on a worker thread: the loop stays free
     request.app[JOBS][job["id"] + ":task"] = asyncio.ensure_future(
         asyncio.to_thread(_run_ingest, request.app, job, path))
-    return web.json_response(job, status=202)
+    return json_response(job, status=202)
 
 
 @routes.get("/api/v1/jobs/{job_id}")
 @endpoint("An ingest job's status and summary", perm="ingest.write", tag="admin")
 async def get_job(request: web.Request) -> web.Response:
-    job = request.app[JOBS].get(request.match_info["job_id"])
+    job_id = request.match_info["job_id"]
+    job = request.app[JOBS].get(job_id) if _JOB_ID.match(job_id) else None
+    if job is None and _JOB_ID.match(job_id):  # started by another worker, or before a restart
+        p = request.app[CONFIG].data_dir / "jobs" / f"{job_id}.json"
+        job = orjson.loads(p.read_bytes()) if p.exists() else None
     if job is None or not isinstance(job, dict):
         raise ApiError(404, "not_found", "no such job")
-    return web.json_response(job)
+    return json_response(job)
 
 
 @routes.get("/api/v1/trail")
@@ -131,7 +152,7 @@ async def trail(request: web.Request) -> web.Response:
 
     t = request.app[TRAIL]
     limit = _int(request, "limit", 1, 100_000) or 1000
-    return web.json_response({"verify": t.verify(), "entries": t.entries(limit=limit)})
+    return json_response({"verify": t.verify(), "entries": t.entries(limit=limit)})
 
 
 @routes.get("/api/v1/departments")
@@ -141,7 +162,7 @@ async def departments(request: web.Request) -> web.Response:
     counts: dict[int, int] = {}
     for e in d.employees.values():
         counts[e.get("department")] = counts.get(e.get("department"), 0) + 1
-    return web.json_response([{"id": k, "name": v.get("name"), "parent": v.get("parent"),
+    return json_response([{"id": k, "name": v.get("name"), "parent": v.get("parent"),
                                "employees": counts.get(k, 0)} for k, v in sorted(d.departments.items())])
 
 
@@ -150,6 +171,6 @@ async def departments(request: web.Request) -> web.Response:
 async def roles(request: web.Request) -> web.Response:
     from control.accounts import ROLES
 
-    return web.json_response([{"role": r, "permissions": sorted(p), "scope": s,
+    return json_response([{"role": r, "permissions": sorted(p), "scope": s,
                                "scope_with_sharing": "department" if s == "self" else s}
                               for r, (p, s) in ROLES.items()])

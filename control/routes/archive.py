@@ -7,7 +7,7 @@ import asyncio
 
 from aiohttp import web
 
-from control.api import endpoint
+from control.api import endpoint, json_response, read_off_loop
 from control.archive import allowed_employees
 from control.errors import ApiError
 from control.keys import STORE, USER, VIEWS
@@ -53,7 +53,7 @@ async def employees(request: web.Request) -> web.Response:
         out.append({"userid": uid, "name": e.get("name", uid), "department": dept.get("name"),
                     "archived": e.get("archived", True), "status": e.get("status", "active"),
                     "resigned_at": e.get("resigned_at"), "leader": e.get("leader")})
-    return web.json_response(out)
+    return json_response(out)
 
 
 @routes.get("/api/v1/conversations")
@@ -63,9 +63,9 @@ async def conversations(request: web.Request) -> web.Response:
     kind = request.query.get("kind")
     if kind not in (None, "external", "internal", "group"):
         raise ApiError(422, "invalid", "kind must be external, internal or group")
-    rows = await asyncio.to_thread(request.app[VIEWS].conversations, request[USER],
+    rows = await read_off_loop(request, request.app[VIEWS].conversations, request[USER],
                                    request.query.get("employee"), kind)
-    return web.json_response(rows)
+    return json_response(rows)
 
 
 @routes.get("/api/v1/conversations/{conv}/messages")
@@ -80,12 +80,12 @@ async def conversations(request: web.Request) -> web.Response:
 async def messages(request: web.Request) -> web.Response:
     conv = request.match_info["conv"]
     days = _int(request, "days", 1, 3650)
-    page = await asyncio.to_thread(
-        request.app[VIEWS].messages, request[USER], conv, request.query.get("type", "all"), days,
+    page = await read_off_loop(
+        request, request.app[VIEWS].messages, request[USER], conv, request.query.get("type", "all"), days,
         _int(request, "since", 0, 2**62), _int(request, "until", 0, 2**62), _int(request, "before_seq", 0, 2**62),
         _int(request, "limit", 1, 500) or 50, _int(request, "after_seq", 0, 2**62))
     await record(request, "read_messages", conv, {"seqs": [m["seq"] for m in page["items"]]})
-    return web.json_response(page)
+    return json_response(page)
 
 
 @routes.get("/api/v1/messages/{seq}")
@@ -100,14 +100,14 @@ async def message(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "seq must be an integer between 0 and 2^63-1") from e
     m = request.app[VIEWS].message(request[USER], seq)
     await record(request, "read_message", str(seq), {"conv": m["conv"]})
-    return web.json_response(m)
+    return json_response(m)
 
 
 @routes.get("/api/v1/stats")
 @endpoint("Archive counts and the checkpoint", perm="archive.read")
 async def stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return web.json_response({**store.counts(), "checkpoint": store.checkpoint(),
+    return json_response({**store.counts(), "checkpoint": store.checkpoint(),
                               "consent": store.rule_counts()})
 
 
@@ -151,9 +151,9 @@ async def search(request: web.Request) -> web.Response:
                "conv": _str(request, "conv"), "type_group": type_group, "days": _int(request, "days", 1, 3650),
                "since": _int(request, "since", 0, 2**62), "until": _int(request, "until", 0, 2**62)}
     try:
-        page = await asyncio.to_thread(views.search.search, q, **filters, cursor=_str(request, "cursor", 64),
-                                       limit=_int(request, "limit", 1, _SEARCH_LIMIT) or 20,
-                                       scope=views.search_scope(user))
+        page = await read_off_loop(request, views.search.search, q, **filters, cursor=_str(request, "cursor", 64),
+                                   limit=_int(request, "limit", 1, _SEARCH_LIMIT) or 20,
+                                   scope=views.search_scope(user))
     except QuerySyntaxError as e:
         raise ApiError(422, "invalid_query", str(e)) from None
     except InputError as e:
@@ -163,7 +163,7 @@ async def search(request: web.Request) -> web.Response:
     page["index_lag"] = views.search.lag()
     await record(request, "search", q, {"filters": {k: v for k, v in filters.items() if v not in (None, "all")},
                                          "seqs": [it["seq"] for it in page["items"]]})
-    return web.json_response(page)
+    return json_response(page)
 
 
 def _bool(request: web.Request, name: str) -> bool | None:
@@ -194,7 +194,7 @@ async def archive_employees(request: web.Request) -> web.Response:
         department=_int(request, "department", 0, 2**31), name=_str(request, "name"),
         enabled=_bool(request, "enabled"), resigned_since=_int(request, "resigned_since", 0, 2**62),
         resigned_until=_int(request, "resigned_until", 0, 2**62))
-    return web.json_response(out)
+    return json_response(out)
 
 
 @routes.get("/api/v1/archive/customers")
@@ -209,4 +209,4 @@ async def archive_customers(request: web.Request) -> web.Response:
     out = await asyncio.to_thread(lambda: views.catalog.customers(
         raw, consent=latest_consent(views.store, raw), allowed=allowed, follow_user=_str(request, "follow_user"),
         name=_str(request, "name")))
-    return web.json_response(out)
+    return json_response(out)

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from control.api import endpoint
+from control.api import endpoint, json_response
 from control.errors import ApiError, fields, json_body
 from control.keys import ACCOUNTS, CONFIG, TOKEN, USER, VIEWS
 
@@ -26,20 +26,20 @@ async def login(request: web.Request) -> web.Response:
     token, meta = await asyncio.to_thread(request.app[ACCOUNTS].login, doc["username"], doc["password"], peer,
                                           resigned)
     user = request.app[ACCOUNTS].get_user(doc["username"])
-    return web.json_response({"token": token, "expires_at": meta["expires_at"], "user": user.public()})
+    return json_response({"token": token, "expires_at": meta["expires_at"], "user": user.public()})
 
 
 @routes.post("/api/v1/auth/logout")
 @endpoint("Revoke the token this request carries", tag="auth")
 async def logout(request: web.Request) -> web.Response:
     request.app[ACCOUNTS].revoke(request[TOKEN]["id"], request[USER])
-    return web.json_response({"ok": True})
+    return json_response({"ok": True})
 
 
 @routes.get("/api/v1/me")
 @endpoint("The signed-in user, permissions and data scope", tag="auth")
 async def me(request: web.Request) -> web.Response:
-    return web.json_response(request[USER].public())
+    return json_response(request[USER].public())
 
 
 @routes.get("/api/v1/tokens")
@@ -47,7 +47,7 @@ async def me(request: web.Request) -> web.Response:
 async def list_tokens(request: web.Request) -> web.Response:
     user = request[USER]
     who = None if "admin.users" in user.perms else user.username
-    return web.json_response(request.app[ACCOUNTS].list_tokens(who))
+    return json_response(request.app[ACCOUNTS].list_tokens(who))
 
 
 @routes.post("/api/v1/tokens")
@@ -63,10 +63,10 @@ async def create_token(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "ttl_days must be between 1 and 3650")
     token, meta = request.app[ACCOUNTS].issue_token(request[USER].username, doc.get("name", "api"),
                                                     ttl * 86400 if ttl else None)
-    return web.json_response({"token": token, **meta}, status=201)
+    return json_response({"token": token, **meta}, status=201)
 
 
 @routes.delete("/api/v1/tokens/{token_id}")
 @endpoint("Revoke a token", tag="auth")
 async def revoke_token(request: web.Request) -> web.Response:
-    return web.json_response(request.app[ACCOUNTS].revoke(request.match_info["token_id"], request[USER]))
+    return json_response(request.app[ACCOUNTS].revoke(request.match_info["token_id"], request[USER]))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
-from control.api import endpoint
+from control.api import endpoint, json_response
 from control.keys import METRICS, STORE
 from control.openapi import build_openapi
 
@@ -12,10 +14,10 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/api/v1/health")
-@endpoint("Liveness and the archive's checkpoint", public=True, tag="meta")
+@endpoint("Liveness, the archive's checkpoint and which server process answered", public=True, tag="meta")
 async def health(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return web.json_response({"status": "ok", "checkpoint": store.checkpoint()})
+    return json_response({"status": "ok", "checkpoint": store.checkpoint(), "worker": os.getpid()})
 
 
 @routes.get("/metrics")
@@ -38,4 +40,4 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/api/v1/openapi.json")
 @endpoint("This document", public=True, tag="meta")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi(request.app))
+    return json_response(build_openapi(request.app))

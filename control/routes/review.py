@@ -8,7 +8,7 @@ import re
 
 from aiohttp import web
 
-from control.api import endpoint
+from control.api import endpoint, json_response
 from control.archive import allowed_employees
 from control.errors import ApiError, fields, json_body
 from control.keys import CONFIG, STORE, USER, VIEWS
@@ -41,7 +41,7 @@ async def list_audits(request: web.Request) -> web.Response:
             r["context"] = audit.context(store, r)
         await record(request, "read_audit_context", "audits",
                                   {"ids": [r["id"] for r in rows]})
-    return web.json_response(rows)
+    return json_response(rows)
 
 
 @routes.post("/api/v1/audits/{audit_id}/handle")
@@ -61,7 +61,7 @@ async def handle(request: web.Request) -> web.Response:
         raise ApiError(409, "conflict", f"{aid} was already handled; handled records are not changed")
     rec = audit.handle_audit(store, aid, doc["verdict"], doc.get("remark"), request[USER].username)
     await record(request, "audit_verdict", aid, {"verdict": doc["verdict"], "remark": doc.get("remark")})
-    return web.json_response(rec)
+    return json_response(rec)
 
 
 _WORD_CHAR = re.compile("[0-9A-Za-z\u4e00-\u9fff]")
@@ -73,7 +73,7 @@ async def get_words(request: web.Request) -> web.Response:
     store = request.app[STORE]
     entries, allow = audit.stored_words(store)
     stats = audit.word_stats(store)
-    return web.json_response({"entries": [
+    return json_response({"entries": [
         {"id": e[0], "word": e[1], "related": e[2], "category": e[3], "severity": e[4], "applies_to": e[5],
          "triggers": stats.get(e[1], (0, None))[0], "last_trigger": stats.get(e[1], (0, None))[1]}
         for e in entries], "allow": allow})
@@ -119,13 +119,13 @@ async def put_words(request: web.Request) -> web.Response:
     except ValueError as e:
         raise ApiError(422, "invalid", str(e)) from e
     await record(request, "words_replaced", "words", {"entries": n})
-    return web.json_response({"entries": n, "allow": len(allow)})
+    return json_response({"entries": n, "allow": len(allow)})
 
 
 @routes.get("/api/v1/behaviours")
 @endpoint("Sensitive-behaviour switches (A-4)", perm="words.read", tag="audit")
 async def get_behaviours(request: web.Request) -> web.Response:
-    return web.json_response(audit.behaviour_switches(request.app[STORE]))
+    return json_response(audit.behaviour_switches(request.app[STORE]))
 
 
 @routes.put("/api/v1/behaviours")
@@ -144,7 +144,7 @@ async def put_behaviours(request: web.Request) -> web.Response:
     cur = audit.behaviour_switches(store)
     for name, on in doc.items():
         cur = audit.set_behaviour(store, name, on)
-    return web.json_response(cur)
+    return json_response(cur)
 
 
 @routes.get("/api/v1/alerts")
@@ -156,19 +156,19 @@ async def alerts(request: web.Request) -> web.Response:
     with store.env.begin() as txn:
         rows = [msgpack.unpackb(v) for _, v in txn.cursor(db=store.db("alerts"))]
     rows.sort(key=lambda r: (r["msgtime"], r["id"]))
-    return web.json_response(_in_scope(request, rows))
+    return json_response(_in_scope(request, rows))
 
 
 @routes.get("/api/v1/consent/events")
 @endpoint("Consent enforcement events (C-3, C-9, C-12)", perm="consent.read", tag="consent")
 async def consent_events(request: web.Request) -> web.Response:
-    return web.json_response(_in_scope(request, request.app[STORE].enforcement_events()))
+    return json_response(_in_scope(request, request.app[STORE].enforcement_events()))
 
 
 @routes.get("/api/v1/consent/rules")
 @endpoint("Messages kept and dropped per consent rule", perm="consent.read", tag="consent")
 async def consent_rules(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STORE].rule_counts())
+    return json_response(request.app[STORE].rule_counts())
 
 
 @routes.get("/api/v1/consent/state")
@@ -192,5 +192,5 @@ async def consent_state(request: web.Request) -> web.Response:
         mine |= {c["external_userid"] for c in raw["consent"] if c["userid"] in allowed}
     items = [{"external_userid": c, "name": d.name(c), "status": s} for c, s in sorted(state.items())
              if (mine is None or c in mine) and (status is None or s == status)]
-    return web.json_response({"service_requires_consent": bool(d.corp.get("service_requires_consent", False)),
+    return json_response({"service_requires_consent": bool(d.corp.get("service_requires_consent", False)),
                               "customers": items})

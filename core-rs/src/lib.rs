@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod error;
 pub mod export;
 pub mod index;
+pub mod loadgen;
 pub mod matcher;
 pub mod message;
 pub mod policy;

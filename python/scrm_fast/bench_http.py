@@ -4,7 +4,6 @@ shows whether the event loop is ever blocked."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import statistics
@@ -47,66 +46,57 @@ def _sample_queries(data: str, n: int = 400, seed: int = 3) -> list[str]:
     return out
 
 
-async def _run(base: str, token: str, clients: int, seconds: float, max_requests: int,
-               queries: list[str] | None = None) -> dict:
-    import aiohttp
+def _run(host: str, port: int, token: str, clients: int, seconds: float, max_requests: int,
+         targets: list[str], what: str) -> dict:
+    """The load comes from the Rust generator (``_core.http_load``: blocking keep-alive
+    clients, the GIL released, a few microseconds of CPU a request); a health probe every
+    50 ms runs beside it in a Python thread."""
+    import http.client
+    import threading
 
-    h = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(headers=h) as s:
-        convs: list[str] = []
-        if queries is None:
-            async with s.get(f"{base}/api/v1/conversations") as r:
-                convs = [c["conv"] for c in await r.json()]
-            if not convs:
-                raise RuntimeError("no conversations to read")
-        lat: list[float] = []
-        probe: list[float] = []
-        errors = 0
-        stop = time.perf_counter() + seconds
-        rng = random.Random(1)
+    from scrm_fast._core import http_load
 
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < stop and len(lat) < max_requests:
-                if queries is not None:
-                    url, params = f"{base}/api/v1/search", {"q": rng.choice(queries), "limit": "20"}
-                else:
-                    url, params = f"{base}/api/v1/conversations/{rng.choice(convs)}/messages", {"limit": "20"}
-                t0 = time.perf_counter()
-                async with s.get(url, params=params) as r:
-                    await r.read()
-                    if r.status != 200:
-                        errors += 1
-                lat.append(time.perf_counter() - t0)
+    probe: list[float] = []
+    stop = threading.Event()
 
-        async def prober() -> None:
-            async with aiohttp.ClientSession() as ps:
-                while time.perf_counter() < stop and len(lat) < max_requests:
-                    t0 = time.perf_counter()
-                    async with ps.get(f"{base}/api/v1/health") as r:
-                        await r.read()
-                    probe.append(time.perf_counter() - t0)
-                    await asyncio.sleep(0.05)
+    def prober() -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            conn.request("GET", "/api/v1/health")
+            conn.getresponse().read()
+            probe.append(time.perf_counter() - t0)
+            stop.wait(0.05)
+        conn.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(prober(), *(worker() for _ in range(clients)))
-        elapsed = time.perf_counter() - t0
-    ms = 1000
-    return {"what": "search" if queries is not None else "messages", "clients": clients, "requests": len(lat),
-            "errors": errors, "seconds": round(elapsed, 2),
-            "requests_per_s": round(len(lat) / elapsed, 1),
-            "p50_ms": round(_pct(lat, 50) * ms, 2), "p99_ms": round(_pct(lat, 99) * ms, 2),
-            "probe_p50_ms": round(_pct(probe, 50) * ms, 2), "probe_p99_ms": round(_pct(probe, 99) * ms, 2),
-            "probe_max_ms": round(max(probe) * ms, 2) if probe else 0.0,
-            "mean_ms": round(statistics.mean(lat) * ms, 2) if lat else 0.0}
+    th = threading.Thread(target=prober, daemon=True)
+    th.start()
+    try:
+        res = http_load(host, port, targets, [("Authorization", f"Bearer {token}")], clients=clients,
+                        seconds=seconds, max_requests=max_requests)
+    finally:
+        stop.set()
+        th.join()
+    lat = res["latencies_ms"]
+    ok = res["statuses"].get(200, 0)
+    elapsed = res["elapsed_s"]
+    return {"what": what, "clients": clients, "distinct_targets": len(set(targets)), "requests": len(lat),
+            "ok": ok, "errors": len(lat) - ok + len(res["errors"]),
+            "error_samples": sorted(set(res["errors"]))[:5], "seconds": round(elapsed, 2),
+            "requests_per_s": round(len(lat) / elapsed, 1) if elapsed else 0.0,
+            "p50_ms": round(_pct(lat, 50), 2), "p99_ms": round(_pct(lat, 99), 2),
+            "max_ms": round(max(lat), 2) if lat else 0.0,
+            "mean_ms": round(statistics.mean(lat), 2) if lat else 0.0,
+            "probe_p50_ms": round(_pct(probe, 50) * 1000, 2), "probe_p99_ms": round(_pct(probe, 99) * 1000, 2),
+            "probe_max_ms": round(max(probe) * 1000, 2) if probe else 0.0}
 
 
 def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 18765,
-               max_requests: int = 200_000, what: str = "messages") -> dict:
+               max_requests: int = 1_000_000, what: str = "messages", pool: int = 400) -> dict:
     """Starts ``scrm serve`` on loopback for ``data``, loads it, stops it. ``what``:
-    ``messages`` (pages of 20 of random conversations) or ``search`` (random 1–4 character
-    queries, a page of 20 with the total)."""
-    queries = _sample_queries(data) if what == "search" else None
+    ``messages`` (pages of 20 of random conversations) or ``search`` (``pool`` random 1–4
+    character queries, each a page of 20 with the total, round robin)."""
+    queries = _sample_queries(data, pool) if what == "search" else None
     import secrets
 
     from control.accounts import AccountService
@@ -120,6 +110,7 @@ def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 
     server = subprocess.Popen([sys.executable, "-m", "scrm_fast.cli", "serve", "--data", data, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
+        import urllib.parse
         import urllib.request
 
         base = f"http://127.0.0.1:{port}"
@@ -133,7 +124,17 @@ def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 
                                      data=orjson.dumps({"username": name, "password": password}),
                                      headers={"Content-Type": "application/json"})
         token = orjson.loads(urllib.request.urlopen(req, timeout=10).read())["token"]
-        return asyncio.run(_run(base, token, clients, seconds, max_requests, queries))
+        if queries is not None:
+            targets = ["/api/v1/search?" + urllib.parse.urlencode({"q": q, "limit": "20"}) for q in queries]
+        else:
+            breq = urllib.request.Request(f"{base}/api/v1/conversations", headers={"Authorization": f"Bearer {token}"})
+            convs = [c["conv"] for c in orjson.loads(urllib.request.urlopen(breq, timeout=60).read())]
+            if not convs:
+                raise RuntimeError("no conversations to read")
+            rng = random.Random(1)
+            targets = [f"/api/v1/conversations/{urllib.parse.quote(rng.choice(convs), safe='')}/messages?limit=20"
+                       for _ in range(2000)]
+        return _run("127.0.0.1", port, token, clients, seconds, max_requests, targets, what)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -430,7 +430,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from control.app import serve
     from control.config import ControlConfig
 
-    cfg = ControlConfig.from_env(a.data, host=a.host, port=a.port, keys_dir=Path(a.keys) if a.keys else None)
+    cfg = ControlConfig.from_env(a.data, host=a.host, port=a.port, keys_dir=Path(a.keys) if a.keys else None,
+                                 workers=a.workers)
     _ensure_admin(cfg.data_dir)
     print(f"serving the console and /api/v1 on http://{cfg.host}:{cfg.port}/ (data: {cfg.data_dir})", flush=True)
     serve(cfg)
@@ -493,7 +494,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.bench == "http":
         from scrm_fast.bench_http import bench_http
 
-        _print_json(bench_http(a.data, a.clients, a.seconds, a.port, what=a.what))
+        _print_json(bench_http(a.data, a.clients, a.seconds, a.port, what=a.what, pool=a.pool))
         return 0
     if a.bench == "search":
         from scrm_fast.bench_search import bench_search, format_search_report
@@ -670,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, env SCRM_HOST)")
     s.add_argument("--port", type=int, default=None, help="port (default 8080, env SCRM_PORT)")
     s.add_argument("--keys", help="key directory, for uploads through POST /api/v1/ingest")
+    s.add_argument("--workers", type=int, default=None,
+                   help="server processes sharing the port (default: one per core, at most 8; env SCRM_WORKERS)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("users", help="operator accounts of the control plane")
@@ -728,6 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=18765)
     b.add_argument("--what", choices=["messages", "search"], default="messages",
                    help="conversation pages (default) or archive search with random 1–4 character queries")
+    b.add_argument("--pool", type=int, default=400,
+                   help="distinct search queries sent round robin (default 400; the index keeps per-segment "
+                        "counts, so a larger pool measures more first-time queries)")
     b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("search", help="search: build rate, recall and latency vs SQLite FTS5 and tantivy-py")
     b.add_argument("--data", required=True, help="an ingested data directory (read only)")

@@ -187,7 +187,7 @@ class ArchiveSearch:
 
     def lag(self) -> int:
         """Stored messages the index does not (yet) hold."""
-        return max(self.store.counts()["records"] - self.index.num_docs(), 0)
+        return max(self.store.record_count() - self.index.num_docs(), 0)
 
     def search(self, query: str = "", *, employee: str | None = None, customer: str | None = None,
                group: str | None = None, conv: str | None = None, type_group: str = "all",

@@ -223,6 +223,10 @@ class ArchiveStore:
             cur = txn.get(_CHECKPOINT)
             return key_seq(cur) if cur is not None else 0
 
+    def record_count(self) -> int:
+        with self.env.begin() as txn:
+            return txn.stat(self._db[b"records"])["entries"]
+
     def counts(self) -> dict[str, int]:
         with self.env.begin() as txn:
             return {name.decode(): txn.stat(self._db[name])["entries"]

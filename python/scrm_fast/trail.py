@@ -14,6 +14,7 @@ one writer thread commits everything queued in one transaction (group commit); e
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 import threading
@@ -39,7 +40,7 @@ class AccessTrail:
         self.env = lmdb.open(str(path), map_size=1 << 36, max_dbs=2, readonly=readonly, sync=True)
         self.db = self.env.open_db(b"trail", create=not readonly)
         self._cond = threading.Condition()
-        self._queue: list[tuple[dict, dict]] = []
+        self._queue: list[tuple[dict, object]] = []
         self._closed = False
         self._writer: threading.Thread | None = None
 
@@ -54,20 +55,51 @@ class AccessTrail:
     def append(self, user: str, action: str, target: str, detail: dict | None = None) -> dict:
         """Appends one entry and returns it once it is durable."""
         slot: dict = {}
-        fields = {"at": now_ms(), "user": user, "action": action, "target": target, "detail": detail or {}}
+
+        def done(kind: str, value: object) -> None:  # called with self._cond held
+            slot[kind] = value
+
         with self._cond:
-            if self._closed:
-                raise RuntimeError("access trail is closed")
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="scrm-trail", daemon=True)
-                self._writer.start()
-            self._queue.append((fields, slot))
-            self._cond.notify_all()
+            self._enqueue(user, action, target, detail, done)
             while "entry" not in slot and "error" not in slot:
                 self._cond.wait()
         if "error" in slot:
             raise slot["error"]
         return slot["entry"]
+
+    def append_async(self, user: str, action: str, target: str, detail: dict | None = None) -> asyncio.Future:
+        """Queues one entry from an event loop: the future resolves once it is durable. No
+        thread waits for the sync; the writer thread wakes the loop when it is done."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+
+        def settle(kind: str, value: object) -> None:
+            if fut.done():
+                return
+            if kind == "entry":
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)  # type: ignore[arg-type]
+
+        def done(kind: str, value: object) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, kind, value)
+            except RuntimeError:  # the loop is gone (shutdown): the entry is written anyway
+                pass
+
+        with self._cond:
+            self._enqueue(user, action, target, detail, done)
+        return fut
+
+    def _enqueue(self, user: str, action: str, target: str, detail: dict | None, done) -> None:
+        if self._closed:
+            raise RuntimeError("access trail is closed")
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="scrm-trail", daemon=True)
+            self._writer.start()
+        fields = {"at": now_ms(), "user": user, "action": action, "target": target, "detail": detail or {}}
+        self._queue.append((fields, done))
+        self._cond.notify_all()
 
     def _write_loop(self) -> None:
         while True:
@@ -83,11 +115,11 @@ class AccessTrail:
             except Exception as e:  # noqa: BLE001 - handed to every waiting caller
                 results = [("error", e)] * len(batch)
             with self._cond:
-                for (_, slot), (k, v) in zip(batch, results, strict=True):
-                    slot[k] = v
+                for (_, callback), (k, v) in zip(batch, results, strict=True):
+                    callback(k, v)
                 self._cond.notify_all()
 
-    def _commit(self, batch: list[tuple[dict, dict]]) -> list[dict]:
+    def _commit(self, batch: list[tuple[dict, object]]) -> list[dict]:
         out = []
         with self.env.begin(write=True, db=self.db) as txn:
             cur = txn.cursor()

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, TermQuery, TermSetQuery};
+use tantivy::query::{AllQuery, BooleanQuery, EnableScoring, Occur, PhraseQuery, Query, TermQuery, TermSetQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{
@@ -173,6 +173,7 @@ pub struct ArchiveIndex {
     reader: IndexReader,
     writer: Mutex<Option<IndexWriter>>,
     maxima: Mutex<std::collections::HashMap<tantivy::index::SegmentId, std::sync::Arc<Vec<i64>>>>,
+    counts: CountCache,
 }
 
 fn index_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -207,6 +208,7 @@ impl ArchiveIndex {
             reader,
             writer: Mutex::new(None),
             maxima: Mutex::new(Default::default()),
+            counts: CountCache::default(),
         };
         if let Some(layout) = me.committed()?.map(|c| c.0) {
             if layout != LAYOUT {
@@ -438,6 +440,12 @@ impl ArchiveIndex {
     }
 
     /// Runs one search against the last commit seen.
+    ///
+    /// Segments never change once written, so a segment's number of matches for a request
+    /// (query, filters, time bounds: everything but cursor and limit) is computed once and
+    /// kept; a segment with a known count only needs its newest matches, found by the
+    /// backward windowed scan. Paging through results (every page repeats the query) and
+    /// repeated searches so cost a small part of the first, exact, full pass.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchPage> {
         let node = parse_query(&req.query)?;
         if let Some(page) = self.single_term_search(&node, req)? {
@@ -446,25 +454,164 @@ impl ArchiveIndex {
         let mut clauses = self.filters(req);
         clauses.push((Occur::Must, self.node_query(&node)));
         let q = BooleanQuery::new(clauses);
+        let want = req.limit + 1; // one more than a page: is there a next page?
         let collector = PageCollector {
-            limit: req.limit,
+            limit: want,
             before: req.before,
             since: req.since,
             until: req.until,
         };
         let searcher = self.reader.searcher();
-        let fruit = searcher.search(&q, &collector)?;
-        let next = if fruit.remaining > req.limit as u64 {
-            fruit.top.last().copied()
-        } else {
-            None
+        let weight = q.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        let key = req.count_key();
+        let mut total = 0u64;
+        let mut top: Vec<(i64, u64)> = Vec::new();
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+            let cacheable = seg.alive_bitset().is_none();
+            let known = if cacheable {
+                self.counts.get(seg.segment_id(), key)
+            } else {
+                None
+            };
+            match known {
+                Some(n) => {
+                    total += n;
+                    if n > 0 {
+                        let times = seg.fast_fields().i64("msgtime")?;
+                        let seqs = seg.fast_fields().u64("seq")?;
+                        let maxima = self.block_maxima(seg, &times);
+                        let open = || -> Result<Option<Box<dyn tantivy::query::Scorer>>> {
+                            Ok(Some(weight.scorer(seg, 1.0)?))
+                        };
+                        top.extend(newest(seg.max_doc(), &times, &seqs, &maxima, open, req, want)?);
+                    }
+                }
+                None => {
+                    let fruit = collector.collect_segment(weight.as_ref(), ord as SegmentOrdinal, seg)?;
+                    total += fruit.total;
+                    top.extend(fruit.top);
+                    if cacheable {
+                        self.counts.put(seg.segment_id(), key, fruit.total);
+                    }
+                }
+            }
+        }
+        Ok(page_of(top, total, req.limit, node.positive_terms()))
+    }
+}
+
+/// The page of `limit` newest of `top` (unsorted, from every segment).
+fn page_of(mut top: Vec<(i64, u64)>, total: u64, limit: usize, terms: Vec<String>) -> SearchPage {
+    top.sort_unstable_by(|a, b| b.cmp(a));
+    let more = top.len() > limit;
+    top.truncate(limit);
+    let next = if more { top.last().copied() } else { None };
+    SearchPage {
+        total,
+        hits: top,
+        next,
+        terms,
+    }
+}
+
+/// The `want` newest `(msgtime, seq)` of one segment's matches that are older than the
+/// request's cursor and inside its time bounds: scans the matches backwards in growing
+/// windows of doc ids (`open` gives a fresh doc set standing on its first match) until no
+/// older block can hold a newer message than the oldest kept (per-block time maxima).
+fn newest<D: DocSet>(
+    max_doc: DocId,
+    times: &Column<i64>,
+    seqs: &Column<u64>,
+    maxima: &[i64],
+    mut open: impl FnMut() -> Result<Option<D>>,
+    req: &SearchRequest,
+    want: usize,
+) -> Result<Vec<(i64, u64)>> {
+    let since = req.since.unwrap_or(i64::MIN);
+    let until = req.until.unwrap_or(i64::MAX);
+    let mut heap: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::with_capacity(want + 1);
+    let mut hi = max_doc;
+    let mut width = BLOCK;
+    while hi > 0 {
+        let lo = (hi.saturating_sub(width) / BLOCK) * BLOCK;
+        let Some(mut docs) = open()? else { break };
+        // a fresh set stands on its first doc; seek only forwards
+        let mut doc = if docs.doc() < lo { docs.seek(lo) } else { docs.doc() };
+        while doc < hi {
+            let t = times.first(doc).unwrap_or(0);
+            let full = heap.len() == want;
+            if (since..=until).contains(&t) && (!full || heap.peek().is_some_and(|Reverse((mt, _))| t >= *mt)) {
+                let sq = seqs.first(doc).unwrap_or(0);
+                if req.before.is_none_or(|b| (t, sq) < b) {
+                    heap.push(Reverse((t, sq)));
+                    if heap.len() > want {
+                        heap.pop();
+                    }
+                }
+            }
+            doc = docs.advance();
+        }
+        if lo == 0 {
+            break;
+        }
+        // every doc below `lo` is at most `older_max`: done when that is older than the
+        // page's oldest, or than the time bound
+        let older_max = maxima[(lo / BLOCK) as usize];
+        if older_max < since || (heap.len() == want && heap.peek().is_some_and(|Reverse((mt, _))| older_max < *mt)) {
+            break;
+        }
+        hi = lo;
+        width = width.saturating_mul(2);
+    }
+    Ok(heap.into_iter().map(|Reverse(x)| x).collect())
+}
+
+/// Per-segment match counts of requests (see [`ArchiveIndex::search`]), bounded.
+#[derive(Default)]
+struct CountCache {
+    map: Mutex<std::collections::HashMap<(tantivy::index::SegmentId, u128), u64>>,
+}
+
+/// Entries kept before the cache starts afresh (~40 bytes each).
+const COUNT_CACHE_ENTRIES: usize = 200_000;
+
+impl CountCache {
+    fn get(&self, seg: tantivy::index::SegmentId, key: u128) -> Option<u64> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(seg, key))
+            .copied()
+    }
+
+    fn put(&self, seg: tantivy::index::SegmentId, key: u128, n: u64) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= COUNT_CACHE_ENTRIES {
+            m.clear(); // merged-away segments and old queries go with it
+        }
+        m.insert((seg, key), n);
+    }
+}
+
+impl SearchRequest {
+    /// What a segment's match count depends on (everything but cursor and limit), as a
+    /// 128-bit digest: two SipHash runs with different prefixes.
+    fn count_key(&self) -> u128 {
+        use std::hash::{Hash, Hasher};
+        let digest = |salt: u8| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            salt.hash(&mut h);
+            self.query.hash(&mut h);
+            self.parties.hash(&mut h);
+            self.room.hash(&mut h);
+            self.conv.hash(&mut h);
+            self.msgtypes.hash(&mut h);
+            self.since.hash(&mut h);
+            self.until.hash(&mut h);
+            self.scope.as_ref().map(|s| (&s.parties, &s.rooms)).hash(&mut h);
+            h.finish()
         };
-        Ok(SearchPage {
-            total: fruit.total,
-            hits: fruit.top,
-            next,
-            terms: node.positive_terms(),
-        })
+        (u128::from(digest(0)) << 64) | u128::from(digest(1))
     }
 }
 
@@ -513,60 +660,13 @@ impl ArchiveIndex {
             let times = seg.fast_fields().i64("msgtime")?;
             let seqs = seg.fast_fields().u64("seq")?;
             let maxima = self.block_maxima(seg, &times);
-            let mut heap: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::with_capacity(want + 1);
-            let mut hi = seg.max_doc();
-            let mut width = BLOCK;
-            loop {
-                let lo = (hi.saturating_sub(width) / BLOCK) * BLOCK;
-                let Some(mut postings) = inv
-                    .read_postings(&term, IndexRecordOption::Basic)
-                    .map_err(|e| Error::Index(e.to_string()))?
-                else {
-                    break;
-                };
-                // a fresh list stands on its first doc; seek only forwards
-                let mut doc = if postings.doc() < lo {
-                    postings.seek(lo)
-                } else {
-                    postings.doc()
-                };
-                while doc < hi {
-                    let t = times.first(doc).unwrap_or(0);
-                    let full = heap.len() == want;
-                    if !full || heap.peek().is_some_and(|Reverse((mt, _))| t >= *mt) {
-                        let sq = seqs.first(doc).unwrap_or(0);
-                        if req.before.is_none_or(|b| (t, sq) < b) {
-                            heap.push(Reverse((t, sq)));
-                            if heap.len() > want {
-                                heap.pop();
-                            }
-                        }
-                    }
-                    doc = postings.advance();
-                }
-                if lo == 0 {
-                    break;
-                }
-                // every doc below `lo` is older than the page's oldest: this segment is done
-                let older_max = maxima[(lo / BLOCK) as usize];
-                if heap.len() == want && heap.peek().is_some_and(|Reverse((mt, _))| older_max < *mt) {
-                    break;
-                }
-                hi = lo;
-                width = width.saturating_mul(2);
-            }
-            top.extend(heap.into_iter().map(|Reverse(x)| x));
+            let open = || {
+                inv.read_postings(&term, IndexRecordOption::Basic)
+                    .map_err(|e| Error::Index(e.to_string()))
+            };
+            top.extend(newest(seg.max_doc(), &times, &seqs, &maxima, open, req, want)?);
         }
-        top.sort_unstable_by(|a, b| b.cmp(a));
-        let more = top.len() > req.limit;
-        top.truncate(req.limit);
-        let next = if more { top.last().copied() } else { None };
-        Ok(Some(SearchPage {
-            total,
-            hits: top,
-            next,
-            terms: node.positive_terms(),
-        }))
+        Ok(Some(page_of(top, total, req.limit, node.positive_terms())))
     }
 
     /// `maxima[b]`: the newest msgtime among docs `[0, b·BLOCK)` of a segment (cached).

@@ -6,6 +6,7 @@ mod batch;
 mod errors;
 mod index;
 mod keys;
+mod loadgen;
 mod policy;
 
 use pyo3::prelude::*;
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     policy::register(m)?;
     audit::register(m)?;
     index::register(m)?;
+    loadgen::register(m)?;
     m.add("KNOWN_MSGTYPES", crate::message::KNOWN_MSGTYPES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
