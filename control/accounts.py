@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ ROLES: dict[str, tuple[frozenset[str], str]] = {
                           "alerts.read"}), "department"),
     "regular": (frozenset({"archive.read", "audit.read"}), "self"),
 }
+SCOPES = ("self", "department", "all")
 _hasher = PasswordHasher()
 
 
@@ -44,15 +44,22 @@ class User:
     department: int | None = None
     sharing: bool = False
     disabled: bool = False
+    # the role's definition when the account was read (a built-in or a custom role)
+    role_perms: frozenset[str] = frozenset()
+    role_scope: str = "self"
 
     @property
     def perms(self) -> frozenset[str]:
-        return ROLES[self.role][0]
+        return self.role_perms
 
     @property
     def scope(self) -> str:
-        scope = ROLES[self.role][1]
-        return "department" if scope == "self" and self.sharing else scope
+        return "department" if self.role_scope == "self" and self.sharing else self.role_scope
+
+    def public_record(self) -> dict:
+        """The stored fields (the role by name: its definition is looked up on every read)."""
+        return {"username": self.username, "role": self.role, "employee": self.employee,
+                "department": self.department, "sharing": self.sharing, "disabled": self.disabled}
 
     def public(self) -> dict:
         return {"username": self.username, "role": self.role, "employee": self.employee,
@@ -72,10 +79,10 @@ class AccountService:
         self.env = lmdb.open(str(path), map_size=1 << 32, max_dbs=4, sync=True)
         self.users = self.env.open_db(b"users")
         self.tokens = self.env.open_db(b"tokens")
+        self.roles = self.env.open_db(b"roles")  # custom roles; the built-in ones are ROLES
+        self.failures = self.env.open_db(b"failures")  # failed logins, shared by every server worker
         self.session_ttl_s = session_ttl_s
         self.max_failures, self.lockout_s = max_failures, lockout_s
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.env.close()
@@ -83,14 +90,15 @@ class AccountService:
     # -- users ----------------------------------------------------------------------------
     def create_user(self, username: str, password: str, role: str, employee: str | None = None,
                     department: int | None = None, sharing: bool = False) -> User:
-        if role not in ROLES:
-            raise ApiError(422, "invalid", f"role must be one of {', '.join(ROLES)}")
+        if self.role(role) is None:
+            raise ApiError(422, "invalid", f"no role {role!r} (see GET /api/v1/roles)")
         if not username or len(username) > 64 or not username.replace("_", "").replace("-", "").isalnum():
             raise ApiError(422, "invalid", "username: 1-64 letters, digits, - or _")
         if len(password) < 8:
             raise ApiError(422, "invalid", "password: at least 8 characters")
-        user = User(username, role, employee, department, sharing)
-        rec = {**user.__dict__, "password": _hasher.hash(password)}
+        user = self._user({"username": username, "role": role, "employee": employee, "department": department,
+                           "sharing": sharing, "disabled": False})
+        rec = {**user.public_record(), "password": _hasher.hash(password)}
         with self.env.begin(write=True, db=self.users) as txn:
             if not txn.put(username.encode(), orjson.dumps(rec), overwrite=False):
                 raise ApiError(409, "conflict", f"user {username} exists")
@@ -103,17 +111,98 @@ class AccountService:
             raw = txn.get(username.encode())
         return orjson.loads(raw) if raw else None
 
+    def _user(self, rec: dict) -> User:
+        fields = {k: rec[k] for k in ("username", "role", "employee", "department", "sharing", "disabled") if k in rec}
+        perms, scope = self.role(rec["role"]) or (frozenset(), "self")  # a role that is gone grants nothing
+        return User(**fields, role_perms=perms, role_scope=scope)
+
     def get_user(self, username: str) -> User | None:
         rec = self._record(username)
-        if rec is None:
-            return None
-        rec.pop("password", None)
-        return User(**rec)
+        return None if rec is None else self._user(rec)
 
     def list_users(self) -> list[User]:
         with self.env.begin(db=self.users) as txn:
             recs = [orjson.loads(v) for _, v in txn.cursor()]
-        return [User(**{k: v for k, v in r.items() if k != "password"}) for r in recs]
+        return [self._user(r) for r in recs]
+
+    def update_user(self, username: str, changes: dict) -> User:
+        """Changes an account's role, employee, department or sharing permission; takes
+        effect on the account's next request (tokens stay, their rights follow the account)."""
+        if "role" in changes and self.role(changes["role"]) is None:
+            raise ApiError(422, "invalid", f"no role {changes['role']!r} (see GET /api/v1/roles)")
+        with self.env.begin(write=True, db=self.users) as txn:
+            raw = txn.get(username.encode()) if 0 < len(username.encode()) <= 64 else None
+            if raw is None:
+                raise ApiError(404, "not_found", f"no user {username}")
+            rec = orjson.loads(raw)
+            rec.update(changes)
+            txn.put(username.encode(), orjson.dumps(rec))
+        return self._user(rec)
+
+    # -- roles (R-1): function permissions and a data scope ------------------------------------
+    def role(self, name: str) -> tuple[frozenset[str], str] | None:
+        if name in ROLES:
+            return ROLES[name]
+        if not name or len(name.encode()) > 64:
+            return None
+        with self.env.begin(db=self.roles) as txn:
+            raw = txn.get(name.encode())
+        if raw is None:
+            return None
+        d = orjson.loads(raw)
+        return frozenset(d["permissions"]), d["scope"]
+
+    def list_roles(self) -> list[dict]:
+        with self.env.begin(db=self.roles) as txn:
+            custom = {k.decode(): orjson.loads(v) for k, v in txn.cursor()}
+        in_use: dict[str, int] = {}
+        for u in self.list_users():
+            in_use[u.role] = in_use.get(u.role, 0) + 1
+        out = [{"role": r, "permissions": sorted(p), "scope": sc, "builtin": True} for r, (p, sc) in ROLES.items()]
+        out += [{"role": r, "permissions": sorted(d["permissions"]), "scope": d["scope"], "builtin": False}
+                for r, d in sorted(custom.items())]
+        for r in out:
+            r["scope_with_sharing"] = "department" if r["scope"] == "self" else r["scope"]
+            r["users"] = in_use.get(r["role"], 0)
+        return out
+
+    @staticmethod
+    def _check_role(name: str, permissions: list, scope: str) -> None:
+        if not name or len(name) > 32 or not name.replace("_", "").replace("-", "").isalnum() or not name.isascii():
+            raise ApiError(422, "invalid", "role: 1-32 letters, digits, - or _")
+        unknown = [p for p in permissions if p not in ALL_PERMS]
+        if unknown or not all(isinstance(p, str) for p in permissions):
+            raise ApiError(422, "invalid", f"unknown permission(s) {unknown}; known: {', '.join(sorted(ALL_PERMS))}")
+        if scope not in SCOPES:
+            raise ApiError(422, "invalid", f"scope must be one of {', '.join(SCOPES)}")
+
+    def put_role(self, name: str, permissions: list, scope: str, *, create: bool) -> dict:
+        """Creates (``create``) or redefines a custom role; built-in roles are fixed."""
+        self._check_role(name, permissions, scope)
+        if name in ROLES:
+            raise ApiError(409, "conflict", f"{name} is a built-in role and cannot be changed")
+        doc = {"permissions": sorted(set(permissions)), "scope": scope}
+        with self.env.begin(write=True, db=self.roles) as txn:
+            exists = txn.get(name.encode()) is not None
+            if create and exists:
+                raise ApiError(409, "conflict", f"role {name} exists")
+            if not create and not exists:
+                raise ApiError(404, "not_found", f"no custom role {name}")
+            txn.put(name.encode(), orjson.dumps(doc))
+        return {"role": name, **doc, "builtin": False}
+
+    def delete_role(self, name: str) -> None:
+        if name in ROLES:
+            raise ApiError(409, "conflict", f"{name} is a built-in role and cannot be deleted")
+        users = [u.username for u in self.list_users() if u.role == name]
+        if not 0 < len(name.encode()) <= 64:
+            raise ApiError(404, "not_found", f"no custom role {name}")
+        with self.env.begin(write=True, db=self.roles) as txn:
+            if txn.get(name.encode()) is None:
+                raise ApiError(404, "not_found", f"no custom role {name}")
+            if users:
+                raise ApiError(409, "conflict", f"role {name} is held by {', '.join(sorted(users)[:10])}")
+            txn.delete(name.encode())
 
     def set_disabled(self, usernames: list[str], disabled: bool) -> int:
         """Bulk enable/disable (rule R-3); disabling revokes the users' tokens at once."""
@@ -138,15 +227,18 @@ class AccountService:
 
     # -- login and tokens -------------------------------------------------------------------
     def _throttled(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._failures.get(key, []) if now - t < self.lockout_s]
-            self._failures[key] = recent
-            return len(recent) >= self.max_failures
+        now = time.time()
+        with self.env.begin(db=self.failures) as txn:
+            raw = txn.get(key.encode())
+        recent = [t for t in (orjson.loads(raw) if raw else []) if now - t < self.lockout_s]
+        return len(recent) >= self.max_failures
 
     def _fail(self, key: str) -> None:
-        with self._lock:
-            self._failures.setdefault(key, []).append(time.monotonic())
+        now = time.time()
+        with self.env.begin(write=True, db=self.failures) as txn:
+            raw = txn.get(key.encode())
+            recent = [t for t in (orjson.loads(raw) if raw else []) if now - t < self.lockout_s]
+            txn.put(key.encode(), orjson.dumps([*recent[-self.max_failures:], now]))
 
     def login(self, username: str, password: str, peer: str, resigned: set[str] = frozenset()) -> tuple[str, dict]:
         """Checks the password (argon2, slow on purpose: call off the event loop)."""

@@ -408,3 +408,91 @@ async def test_departments_roles_and_consent_state(client, tenant):
     assert len(scoped["customers"]) < len(state["customers"])
     alice = await login(client, "alice")
     assert (await client.get("/api/v1/consent/state", headers=alice)).status == 403  # no consent.read
+
+
+async def test_custom_roles_and_account_changes_take_effect_at_once(client, tenant):
+    admin = await login(client, "admin")
+    bob = await login(client, "bob")
+    # a custom role: the words list only, no archive reading
+    r = await client.post("/api/v1/roles", json={"role": "words-editor", "permissions": ["words.read", "words.write"],
+                                                 "scope": "self"}, headers=admin)
+    assert r.status == 201, await r.text()
+    assert (await client.post("/api/v1/roles", json={"role": "words-editor", "permissions": [], "scope": "self"},
+                              headers=admin)).status == 409
+    for bad in ({"role": "x", "permissions": ["root"], "scope": "self"},
+                {"role": "x", "permissions": [], "scope": "galaxy"},
+                {"role": "../x", "permissions": [], "scope": "self"},
+                {"role": "x", "permissions": "words.read", "scope": "self"}):
+        r = await client.post("/api/v1/roles", json=bad, headers=admin)
+        assert r.status == 422, bad
+    assert (await client.put("/api/v1/roles/admin", json={"permissions": [], "scope": "all"},
+                             headers=admin)).status == 409  # built-ins are fixed
+    assert (await client.post("/api/v1/roles", json={"role": "y", "permissions": [], "scope": "all"},
+                              headers=bob)).status == 403
+    assert (await client.get("/api/v1/conversations", headers=bob)).status == 200
+    r = await client.patch("/api/v1/users/bob", json={"role": "words-editor"}, headers=admin)
+    assert r.status == 200 and (await r.json())["permissions"] == ["words.read", "words.write"]
+    # bob's existing session now has the new role's rights
+    assert (await client.get("/api/v1/conversations", headers=bob)).status == 403
+    assert (await client.get("/api/v1/words", headers=bob)).status == 200
+    # redefining the role changes what its holders may do, also at once
+    r = await client.put("/api/v1/roles/words-editor", json={"permissions": ["archive.read"], "scope": "all"},
+                         headers=admin)
+    assert r.status == 200
+    me = await (await client.get("/api/v1/me", headers=bob)).json()
+    assert me["scope"] == "all" and me["permissions"] == ["archive.read"]
+    assert (await client.get("/api/v1/words", headers=bob)).status == 403
+    roles = {x["role"]: x for x in await (await client.get("/api/v1/roles", headers=admin)).json()}
+    assert roles["words-editor"]["users"] == 1 and roles["words-editor"]["builtin"] is False
+    # a role somebody holds cannot be deleted; afterwards it can
+    r = await client.delete("/api/v1/roles/words-editor", headers=admin)
+    assert r.status == 409 and "bob" in (await r.json())["detail"]
+    assert (await client.patch("/api/v1/users/bob", json={"role": "regular", "sharing": True},
+                               headers=admin)).status == 200
+    assert (await client.get("/api/v1/me", headers=bob)).status == 200
+    assert (await (await client.get("/api/v1/me", headers=bob)).json())["scope"] == "department"
+    assert (await client.delete("/api/v1/roles/words-editor", headers=admin)).status == 200
+    assert (await client.delete("/api/v1/roles/words-editor", headers=admin)).status == 404
+    assert (await client.delete("/api/v1/roles/regular", headers=admin)).status == 409
+    for bad in ({}, {"role": "nope"}, {"password": "x" * 10}, {"department": -1}, {"sharing": "yes"}):
+        r = await client.patch("/api/v1/users/bob", json=bad, headers=admin)
+        assert r.status == 422, bad
+    assert (await client.patch("/api/v1/users/nobody", json={"sharing": True}, headers=admin)).status == 404
+    trail = await (await client.get("/api/v1/trail", params={"limit": 100000}, headers=admin)).json()
+    actions = [e["action"] for e in trail["entries"]]
+    assert {"role_created", "role_changed", "role_deleted", "user_changed"} <= set(actions)
+
+
+def test_login_throttling_is_shared_between_server_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from control.errors import ApiError
+
+    def other_worker(password: str, times: int) -> list[int]:
+        """Login attempts from another process on the same data directory: their statuses."""
+        code = ("import sys; from pathlib import Path; from control.accounts import AccountService\n"
+                "from control.errors import ApiError\n"
+                "a = AccountService(Path(sys.argv[1])); out = []\n"
+                "for _ in range(int(sys.argv[3])):\n"
+                "    try: a.login('carol', sys.argv[2], '10.0.0.1'); out.append(200)\n"
+                "    except ApiError as e: out.append(e.status)\n"
+                "print(out)")
+        p = subprocess.run([sys.executable, "-c", code, str(tmp_path), password, str(times)], capture_output=True,
+                           text=True, check=True, timeout=120)
+        return orjson.loads(p.stdout)
+
+    a = AccountService(tmp_path)
+    a.create_user("carol", PASSWORD, "regular")
+    assert other_worker("wrong-password", 3) == [401, 401, 401]
+    for _ in range(2):
+        with pytest.raises(ApiError) as e:
+            a.login("carol", "wrong-password", "10.0.0.1")
+        assert e.value.status == 401
+    with pytest.raises(ApiError) as e:  # 5 failures in all: locked out here …
+        a.login("carol", PASSWORD, "10.0.0.1")
+    assert e.value.status == 429
+    assert other_worker(PASSWORD, 1) == [429]  # … and in the other process
+    token, _ = a.login("carol", PASSWORD, "10.0.0.2")  # another peer is not locked out
+    assert token
+    a.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from control.accounts import ALL_PERMS, SCOPES
 from control.api import endpoint, json_response
 from control.errors import ApiError, fields, json_body
 from control.keys import ACCOUNTS, CONFIG, JOBS, STORE, TRAIL, USER, VIEWS
@@ -31,7 +32,7 @@ async def list_users(request: web.Request) -> web.Response:
           body={"type": "object", "required": ["username", "password", "role"], "additionalProperties": False,
                 "properties": {"username": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
                                "password": {"type": "string", "minLength": 8},
-                               "role": {"enum": ["admin", "auditor", "leader", "regular"]},
+                               "role": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
                                "employee": {"type": "string"},
                                "department": {"type": "integer", "minimum": 0, "maximum": 2147483647},
                                "sharing": {"type": "boolean"}}})
@@ -167,10 +168,70 @@ async def departments(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/roles")
-@endpoint("Roles: function permissions and data scope of each (R-1, R-2; seed 004's levels)", tag="admin")
+@endpoint("Roles: function permissions and data scope of each (R-1, R-2; seed 004's levels), built-in and "
+          "custom, with how many accounts hold each", tag="admin")
 async def roles(request: web.Request) -> web.Response:
-    from control.accounts import ROLES
+    return json_response(await asyncio.to_thread(request.app[ACCOUNTS].list_roles))
 
-    return json_response([{"role": r, "permissions": sorted(p), "scope": s,
-                               "scope_with_sharing": "department" if s == "self" else s}
-                              for r, (p, s) in ROLES.items()])
+
+_ROLE_BODY = {"permissions": {"type": "array", "items": {"enum": sorted(ALL_PERMS)}, "maxItems": 64},
+              "scope": {"enum": list(SCOPES)}}
+
+
+@routes.post("/api/v1/roles")
+@endpoint("Create a custom role (R-1): function permissions and a data scope", perm="admin.users", tag="admin",
+          body={"type": "object", "required": ["role", "permissions", "scope"], "additionalProperties": False,
+                "properties": {"role": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"}, **_ROLE_BODY}})
+async def create_role(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
+                 {"role": (str, True), "permissions": (list, True), "scope": (str, True)})
+    role = request.app[ACCOUNTS].put_role(doc["role"], doc["permissions"], doc["scope"], create=True)
+    await record(request, "role_created", role["role"], {"permissions": role["permissions"], "scope": role["scope"]})
+    return json_response(role, status=201)
+
+
+@routes.put("/api/v1/roles/{role}")
+@endpoint("Redefine a custom role; accounts holding it get the new rights on their next request",
+          perm="admin.users", tag="admin",
+          body={"type": "object", "required": ["permissions", "scope"], "additionalProperties": False,
+                "properties": _ROLE_BODY})
+async def update_role(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
+                 {"permissions": (list, True), "scope": (str, True)})
+    name = request.match_info["role"]
+    role = request.app[ACCOUNTS].put_role(name, doc["permissions"], doc["scope"], create=False)
+    await record(request, "role_changed", name, {"permissions": role["permissions"], "scope": role["scope"]})
+    return json_response(role)
+
+
+@routes.delete("/api/v1/roles/{role}")
+@endpoint("Delete a custom role that no account holds", perm="admin.users", tag="admin")
+async def delete_role(request: web.Request) -> web.Response:
+    name = request.match_info["role"]
+    request.app[ACCOUNTS].delete_role(name)
+    await record(request, "role_deleted", name)
+    return json_response({"deleted": name})
+
+
+@routes.patch("/api/v1/users/{username}")
+@endpoint("Change an account's role, employee, department or sharing permission (R-1, R-2)",
+          perm="admin.users", tag="admin",
+          body={"type": "object", "additionalProperties": False, "minProperties": 1,
+                "properties": {"role": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
+                               "employee": {"type": "string", "maxLength": 64},
+                               "department": {"type": "integer", "minimum": 0, "maximum": 2147483647},
+                               "sharing": {"type": "boolean"}}})
+async def update_user(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes),
+                 {"role": (str, False), "employee": (str, False), "department": (int, False),
+                  "sharing": (bool, False)})
+    if not doc:
+        raise ApiError(422, "invalid", "nothing to change: give role, employee, department or sharing")
+    if not 0 <= doc.get("department", 0) < 2**31:
+        raise ApiError(422, "invalid", "department must be a department id (0 … 2^31-1)")
+    if len(doc.get("employee", "")) > 64:
+        raise ApiError(422, "invalid", "employee: at most 64 characters")
+    name = request.match_info["username"]
+    user = request.app[ACCOUNTS].update_user(name, doc)
+    await record(request, "user_changed", name, doc)
+    return json_response(user.public())
