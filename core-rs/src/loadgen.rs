@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct LoadResult {
     /// Latency of every completed request, microseconds, in completion order per client.
     pub latencies_us: Vec<u64>,
+    /// When each of those requests was sent, microseconds after the run's start.
+    pub started_us: Vec<u64>,
     /// `(status, count)` of completed requests.
     pub statuses: Vec<(u16, u64)>,
     /// Requests that failed at the socket or HTTP level (each followed by a reconnect).
@@ -42,18 +44,20 @@ pub fn run(plan: &LoadPlan<'_>) -> LoadResult {
     let budget = AtomicUsize::new(0);
     let start = Instant::now();
     let deadline = start + plan.duration;
-    let per_client: Vec<(Vec<u64>, Vec<u16>, Vec<String>)> = std::thread::scope(|s| {
+    let per_client: Vec<ClientLog> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..plan.clients)
             .map(|c| {
                 let budget = &budget;
-                s.spawn(move || client(plan, c, deadline, budget))
+                s.spawn(move || client(plan, c, start, deadline, budget))
             })
             .collect();
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| (Vec::new(), Vec::new(), vec!["client thread failed".into()]))
+                h.join().unwrap_or_else(|_| ClientLog {
+                    errors: vec!["client thread failed".into()],
+                    ..Default::default()
+                })
             })
             .collect()
     });
@@ -63,12 +67,13 @@ pub fn run(plan: &LoadPlan<'_>) -> LoadResult {
         ..Default::default()
     };
     let mut counts = std::collections::BTreeMap::new();
-    for (lat, st, err) in per_client {
-        out.latencies_us.extend(lat);
-        for s in st {
+    for log in per_client {
+        out.latencies_us.extend(log.latencies_us);
+        out.started_us.extend(log.started_us);
+        for s in log.statuses {
             *counts.entry(s).or_insert(0u64) += 1;
         }
-        out.errors.extend(err);
+        out.errors.extend(log.errors);
     }
     out.statuses = counts.into_iter().collect();
     out
@@ -86,21 +91,22 @@ fn request_bytes(plan: &LoadPlan<'_>, target: &str) -> Vec<u8> {
     r.into_bytes()
 }
 
-fn client(
-    plan: &LoadPlan<'_>,
-    id: usize,
-    deadline: Instant,
-    budget: &AtomicUsize,
-) -> (Vec<u64>, Vec<u16>, Vec<String>) {
-    let mut lat = Vec::new();
-    let mut statuses = Vec::new();
-    let mut errors = Vec::new();
+#[derive(Default)]
+struct ClientLog {
+    latencies_us: Vec<u64>,
+    started_us: Vec<u64>,
+    statuses: Vec<u16>,
+    errors: Vec<String>,
+}
+
+fn client(plan: &LoadPlan<'_>, id: usize, start: Instant, deadline: Instant, budget: &AtomicUsize) -> ClientLog {
+    let mut log = ClientLog::default();
     let requests: Vec<Vec<u8>> = plan.targets.iter().map(|t| request_bytes(plan, t)).collect();
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut body = Vec::new();
     let mut n = id * 7919;
     while Instant::now() < deadline && budget.fetch_add(1, Ordering::Relaxed) < plan.max_requests {
-        if errors.len() > 100 {
+        if log.errors.len() > 100 {
             break; // a server that is down: stop hammering it
         }
         let req = &requests[n % requests.len()];
@@ -113,7 +119,7 @@ fn client(
                     conn = Some(BufReader::with_capacity(64 << 10, s));
                 }
                 Err(e) => {
-                    errors.push(format!("connect: {e}"));
+                    log.errors.push(format!("connect: {e}"));
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
@@ -128,19 +134,20 @@ fn client(
             .and_then(|_| read_response(c, &mut body));
         match answer {
             Ok((status, keep_alive)) => {
-                lat.push(t0.elapsed().as_micros() as u64);
-                statuses.push(status);
+                log.latencies_us.push(t0.elapsed().as_micros() as u64);
+                log.started_us.push(t0.duration_since(start).as_micros() as u64);
+                log.statuses.push(status);
                 if !keep_alive {
                     conn = None;
                 }
             }
             Err(e) => {
-                errors.push(e);
+                log.errors.push(e);
                 conn = None;
             }
         }
     }
-    (lat, statuses, errors)
+    log
 }
 
 fn read_line(r: &mut BufReader<TcpStream>, line: &mut String) -> Result<(), String> {
@@ -278,6 +285,8 @@ mod tests {
         });
         assert_eq!(res.errors, Vec::<String>::new());
         assert_eq!(res.latencies_us.len(), 40);
+        assert_eq!(res.started_us.len(), 40);
+        assert!(res.started_us.iter().all(|&s| s < 10_000_000));
         assert_eq!(res.statuses, vec![(200, 20), (404, 20)]);
     }
 

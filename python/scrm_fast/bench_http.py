@@ -80,6 +80,8 @@ def _run(host: str, port: int, token: str, clients: int, seconds: float, max_req
     lat = res["latencies_ms"]
     ok = res["statuses"].get(200, 0)
     elapsed = res["elapsed_s"]
+    # the second half of the run: caches warm (each worker's per-segment counts)
+    late = [x for x, t in zip(lat, res["started_ms"], strict=True) if t >= elapsed * 500]
     return {"what": what, "clients": clients, "distinct_targets": len(set(targets)), "requests": len(lat),
             "ok": ok, "errors": len(lat) - ok + len(res["errors"]),
             "error_samples": sorted(set(res["errors"]))[:5], "seconds": round(elapsed, 2),
@@ -87,6 +89,8 @@ def _run(host: str, port: int, token: str, clients: int, seconds: float, max_req
             "p50_ms": round(_pct(lat, 50), 2), "p99_ms": round(_pct(lat, 99), 2),
             "max_ms": round(max(lat), 2) if lat else 0.0,
             "mean_ms": round(statistics.mean(lat), 2) if lat else 0.0,
+            "second_half": {"requests_per_s": round(len(late) / (elapsed / 2), 1) if elapsed else 0.0,
+                            "p50_ms": round(_pct(late, 50), 2), "p99_ms": round(_pct(late, 99), 2)},
             "probe_p50_ms": round(_pct(probe, 50) * 1000, 2), "probe_p99_ms": round(_pct(probe, 99) * 1000, 2),
             "probe_max_ms": round(max(probe) * 1000, 2) if probe else 0.0}
 

@@ -23,19 +23,18 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde::Deserialize;
-use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::collector::SegmentCollector;
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{AllQuery, BooleanQuery, EnableScoring, Occur, PhraseQuery, Query, TermQuery, TermSetQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{
-    DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal, SegmentReader,
-    TantivyDocument, Term,
+    DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, TantivyDocument, Term,
 };
 
 pub use fold::{fold_char, fold_text};
@@ -172,7 +171,7 @@ pub struct ArchiveIndex {
     fields: Fields,
     reader: IndexReader,
     writer: Mutex<Option<IndexWriter>>,
-    maxima: Mutex<std::collections::HashMap<tantivy::index::SegmentId, std::sync::Arc<Vec<i64>>>>,
+    columns: Mutex<std::collections::HashMap<tantivy::index::SegmentId, Arc<SegColumns>>>,
     counts: CountCache,
 }
 
@@ -207,7 +206,7 @@ impl ArchiveIndex {
             fields,
             reader,
             writer: Mutex::new(None),
-            maxima: Mutex::new(Default::default()),
+            columns: Mutex::new(Default::default()),
             counts: CountCache::default(),
         };
         if let Some(layout) = me.committed()?.map(|c| c.0) {
@@ -455,18 +454,13 @@ impl ArchiveIndex {
         clauses.push((Occur::Must, self.node_query(&node)));
         let q = BooleanQuery::new(clauses);
         let want = req.limit + 1; // one more than a page: is there a next page?
-        let collector = PageCollector {
-            limit: want,
-            before: req.before,
-            since: req.since,
-            until: req.until,
-        };
         let searcher = self.reader.searcher();
         let weight = q.weight(EnableScoring::disabled_from_searcher(&searcher))?;
         let key = req.count_key();
         let mut total = 0u64;
         let mut top: Vec<(i64, u64)> = Vec::new();
-        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+        for seg in searcher.segment_readers() {
+            let cols = self.columns(seg)?;
             let cacheable = seg.alive_bitset().is_none();
             let known = if cacheable {
                 self.counts.get(seg.segment_id(), key)
@@ -477,17 +471,14 @@ impl ArchiveIndex {
                 Some(n) => {
                     total += n;
                     if n > 0 {
-                        let times = seg.fast_fields().i64("msgtime")?;
-                        let seqs = seg.fast_fields().u64("seq")?;
-                        let maxima = self.block_maxima(seg, &times);
                         let open = || -> Result<Option<Box<dyn tantivy::query::Scorer>>> {
                             Ok(Some(weight.scorer(seg, 1.0)?))
                         };
-                        top.extend(newest(seg.max_doc(), &times, &seqs, &maxima, open, req, want)?);
+                        top.extend(newest(seg.max_doc(), &cols, open, req, want)?);
                     }
                 }
                 None => {
-                    let fruit = collector.collect_segment(weight.as_ref(), ord as SegmentOrdinal, seg)?;
+                    let fruit = collect_all(seg, &cols, weight.as_ref(), req, want)?;
                     total += fruit.total;
                     top.extend(fruit.top);
                     if cacheable {
@@ -520,13 +511,12 @@ fn page_of(mut top: Vec<(i64, u64)>, total: u64, limit: usize, terms: Vec<String
 /// older block can hold a newer message than the oldest kept (per-block time maxima).
 fn newest<D: DocSet>(
     max_doc: DocId,
-    times: &Column<i64>,
-    seqs: &Column<u64>,
-    maxima: &[i64],
+    cols: &SegColumns,
     mut open: impl FnMut() -> Result<Option<D>>,
     req: &SearchRequest,
     want: usize,
 ) -> Result<Vec<(i64, u64)>> {
+    let (times, seqs, maxima) = (&cols.times, &cols.seqs, &cols.maxima);
     let since = req.since.unwrap_or(i64::MIN);
     let until = req.until.unwrap_or(i64::MAX);
     let mut heap: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::with_capacity(want + 1);
@@ -657,26 +647,27 @@ impl ArchiveIndex {
             if df == 0 || req.limit == 0 {
                 continue;
             }
-            let times = seg.fast_fields().i64("msgtime")?;
-            let seqs = seg.fast_fields().u64("seq")?;
-            let maxima = self.block_maxima(seg, &times);
+            let cols = self.columns(seg)?;
             let open = || {
                 inv.read_postings(&term, IndexRecordOption::Basic)
                     .map_err(|e| Error::Index(e.to_string()))
             };
-            top.extend(newest(seg.max_doc(), &times, &seqs, &maxima, open, req, want)?);
+            top.extend(newest(seg.max_doc(), &cols, open, req, want)?);
         }
         Ok(Some(page_of(top, total, req.limit, node.positive_terms())))
     }
 
-    /// `maxima[b]`: the newest msgtime among docs `[0, b·BLOCK)` of a segment (cached).
-    fn block_maxima(&self, seg: &SegmentReader, times: &Column<i64>) -> std::sync::Arc<Vec<i64>> {
+    /// A segment's `msgtime` and `seq` columns and its per-block time maxima, opened once
+    /// per segment (opening a column reads its block headers: too slow to do per search).
+    fn columns(&self, seg: &SegmentReader) -> Result<Arc<SegColumns>> {
         let id = seg.segment_id();
-        if let Some(m) = self.maxima.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-            return m.clone();
+        if let Some(c) = self.columns.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(c.clone());
         }
+        let times = seg.fast_fields().i64("msgtime")?;
+        let seqs = seg.fast_fields().u64("seq")?;
         let max_doc = seg.max_doc();
-        let mut out = vec![i64::MIN];
+        let mut maxima = vec![i64::MIN];
         let mut running = i64::MIN;
         let mut docs: Vec<DocId> = Vec::with_capacity(BLOCK as usize);
         let mut vals: Vec<Option<i64>> = vec![None; BLOCK as usize];
@@ -688,30 +679,63 @@ impl ArchiveIndex {
             vals.resize(docs.len(), None);
             times.first_vals(&docs, &mut vals);
             running = vals.iter().flatten().fold(running, |m, &t| m.max(t));
-            out.push(running);
+            maxima.push(running);
             start = end;
         }
-        let m = std::sync::Arc::new(out);
-        let mut cache = self.maxima.lock().unwrap_or_else(|p| p.into_inner());
+        let c = Arc::new(SegColumns { times, seqs, maxima });
+        let mut cache = self.columns.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 256 {
             cache.clear(); // segments come and go with merges
         }
-        cache.insert(id, m.clone());
-        m
+        cache.insert(id, c.clone());
+        Ok(c)
     }
 }
 
-/// Collects the newest `limit` matches older than the cursor, and counts every match.
-struct PageCollector {
-    limit: usize,
-    before: Option<(i64, u64)>,
-    since: Option<i64>,
-    until: Option<i64>,
+/// What the page search reads of a segment besides postings (see [`ArchiveIndex::columns`]).
+struct SegColumns {
+    times: Column<i64>,
+    seqs: Column<u64>,
+    /// `maxima[b]`: the newest msgtime among docs `[0, b·BLOCK)`.
+    maxima: Vec<i64>,
 }
 
+/// One full pass over a segment's matches: counts every match inside the time bounds and
+/// keeps the `want` newest older than the cursor.
+fn collect_all(
+    seg: &SegmentReader,
+    cols: &SegColumns,
+    weight: &dyn tantivy::query::Weight,
+    req: &SearchRequest,
+    want: usize,
+) -> Result<PageFruit> {
+    let mut ps = PageSegment {
+        msgtime: cols.times.clone(),
+        times: Vec::new(),
+        seq: cols.seqs.clone(),
+        heap: BinaryHeap::with_capacity(want + 1),
+        total: 0,
+        limit: want,
+        before: req.before,
+        since: req.since.unwrap_or(i64::MIN),
+        until: req.until.unwrap_or(i64::MAX),
+    };
+    match seg.alive_bitset() {
+        None => weight.for_each_no_score(seg, &mut |docs| ps.collect_block(docs))?,
+        Some(alive) => weight.for_each_no_score(seg, &mut |docs| {
+            for &d in docs {
+                if alive.is_alive(d) {
+                    ps.collect(d, 0.0);
+                }
+            }
+        })?,
+    }
+    Ok(ps.harvest())
+}
+
+/// One segment's share of a page: the newest matches and the counts.
 struct PageFruit {
     total: u64,
-    remaining: u64,
     top: Vec<(i64, u64)>,
 }
 
@@ -721,46 +745,10 @@ struct PageSegment {
     seq: Column<u64>,
     heap: BinaryHeap<Reverse<(i64, u64)>>,
     total: u64,
-    remaining: u64,
     limit: usize,
     before: Option<(i64, u64)>,
     since: i64,
     until: i64,
-}
-
-impl Collector for PageCollector {
-    type Fruit = PageFruit;
-    type Child = PageSegment;
-
-    fn for_segment(&self, _ord: SegmentOrdinal, seg: &SegmentReader) -> tantivy::Result<PageSegment> {
-        Ok(PageSegment {
-            msgtime: seg.fast_fields().i64("msgtime")?,
-            times: Vec::new(),
-            seq: seg.fast_fields().u64("seq")?,
-            heap: BinaryHeap::with_capacity(self.limit + 1),
-            total: 0,
-            remaining: 0,
-            limit: self.limit,
-            before: self.before,
-            since: self.since.unwrap_or(i64::MIN),
-            until: self.until.unwrap_or(i64::MAX),
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<PageFruit>) -> tantivy::Result<PageFruit> {
-        let mut top: Vec<(i64, u64)> = fruits.iter().flat_map(|f| f.top.iter().copied()).collect();
-        top.sort_unstable_by(|a, b| b.cmp(a));
-        top.truncate(self.limit);
-        Ok(PageFruit {
-            total: fruits.iter().map(|f| f.total).sum(),
-            remaining: fruits.iter().map(|f| f.remaining).sum(),
-            top,
-        })
-    }
 }
 
 impl PageSegment {
@@ -796,15 +784,9 @@ impl PageSegment {
             return;
         }
         self.total += 1;
-        if let Some((bt, bs)) = self.before {
-            if t > bt {
-                return;
-            }
-            if t == bt && self.seq.first(doc).unwrap_or(0) >= bs {
-                return;
-            }
+        if self.before.is_some_and(|(bt, _)| t > bt) {
+            return; // newer than the cursor (ties are settled by seq in `offer`)
         }
-        self.remaining += 1;
         self.offer(t, doc);
     }
 }
@@ -832,11 +814,7 @@ impl SegmentCollector for PageSegment {
     fn harvest(self) -> PageFruit {
         let mut top: Vec<(i64, u64)> = self.heap.into_iter().map(|Reverse(x)| x).collect();
         top.sort_unstable_by(|a, b| b.cmp(a));
-        PageFruit {
-            total: self.total,
-            remaining: self.remaining,
-            top,
-        }
+        PageFruit { total: self.total, top }
     }
 }
 

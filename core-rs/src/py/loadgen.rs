@@ -11,7 +11,7 @@ use crate::loadgen::{run, LoadPlan};
 
 /// Sends GET `targets` (round robin) to `host:port` from `clients` keep-alive connections
 /// for `seconds` or `max_requests` requests, the GIL released. Returns a dict:
-/// `latencies_ms` (list), `statuses` ({status: count}), `errors` (list of reasons),
+/// `latencies_ms` (list), `started_ms` (when each was sent, after the start), `statuses` ({status: count}), `errors` (list of reasons),
 /// `elapsed_s`.
 #[pyfunction]
 #[pyo3(signature = (host, port, targets, headers, clients = 50, seconds = 30.0, max_requests = 1_000_000))]
@@ -55,6 +55,8 @@ fn http_load<'py>(
     let out = PyDict::new(py);
     let lat: Vec<f64> = res.latencies_us.iter().map(|&u| u as f64 / 1000.0).collect();
     out.set_item("latencies_ms", lat)?;
+    let started: Vec<f64> = res.started_us.iter().map(|&u| u as f64 / 1000.0).collect();
+    out.set_item("started_ms", started)?;
     let st = PyDict::new(py);
     for (s, n) in res.statuses {
         st.set_item(s, n)?;
