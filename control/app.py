@@ -125,75 +125,20 @@ def create_app(config: ControlConfig) -> web.Application:
 
 def serve(config: ControlConfig) -> None:
     """Serves until interrupted: in this process (``workers`` 1) or in ``workers`` child
-    processes listening on the same port (SO_REUSEPORT; the kernel spreads connections),
-    supervised here: a worker that dies is started again, a worker that keeps dying stops
-    the service with its exit status."""
+    processes to which this one hands each accepted connection (see ``control.workers``)."""
     if config.workers <= 1:
         serve_one(config)
     else:
-        _supervise(config)
+        from control.workers import supervise
+
+        supervise(config)
 
 
-def serve_one(config: ControlConfig, reuse_port: bool = False) -> None:
+def serve_one(config: ControlConfig) -> None:
     try:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # uvloop is optional; asyncio's loop works too
         pass
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None,
-                reuse_port=reuse_port or None)
-
-
-def _supervise(config: ControlConfig) -> None:
-    import logging
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    log = logging.getLogger("scrm.control")
-    env = {**os.environ, "SCRM_WORKER_CONFIG": config.to_json()}
-
-    def start(i: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "control.worker"], env={**env, "SCRM_WORKER_ID": str(i)})
-
-    procs = {i: start(i) for i in range(config.workers)}
-    deaths: list[float] = []
-    stopping = False
-
-    def stop(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    status = 0
-    try:
-        while not stopping:
-            time.sleep(0.2)
-            for i, p in list(procs.items()):
-                rc = p.poll()
-                if rc is None or stopping:
-                    continue
-                deaths = [t for t in deaths if t > time.monotonic() - 60] + [time.monotonic()]
-                if len(deaths) > 2 * config.workers:
-                    log.error("server worker %d exited with %d, too often: stopping", i, rc)
-                    print(f"scrm serve: worker exited with status {rc} (port {config.port} in use?); stopping",
-                          file=sys.stderr, flush=True)
-                    status = rc or 1
-                    stop(signal.SIGTERM, None)
-                    break
-                log.warning("server worker %d exited with %d: starting it again", i, rc)
-                procs[i] = start(i)
-    finally:
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    if status:
-        raise SystemExit(status)
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None)
