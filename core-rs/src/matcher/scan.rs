@@ -1,0 +1,174 @@
+//! The multi-pattern search behind [`super::WordList::find`]: every occurrence of every
+//! pattern (overlapping) in a normalized text.
+//!
+//! A word list is tens of thousands of patterns; an Aho-Corasick automaton that large is
+//! megabytes, and walking it costs a cache miss or two per character. Here instead: every
+//! pattern of two or more characters starts with a character pair, and a 128 KiB bit set
+//! (in L2) says which pairs (hashed) start some pattern. At each position one multiply and
+//! one bit test decide whether anything can start there; only at the few positions that
+//! pass are the patterns with that first pair looked up and compared. One-character patterns
+//! (rare in word lists) have their own bit set. Exact: the bit sets only skip positions
+//! where no pattern can start, and every candidate is compared in full.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Bits of the pair filter: 2^20 bits = 128 KiB; a 50,000-pattern list sets ~5% of them.
+const FILTER_BITS: u32 = 20;
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A multiplicative hasher for the small integer keys here (pairs of chars, chars).
+#[derive(Default)]
+struct MulHash(u64);
+
+impl Hasher for MulHash {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX);
+        }
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(MIX);
+    }
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+type Map<K> = HashMap<K, Vec<u32>, BuildHasherDefault<MulHash>>;
+
+#[inline(always)]
+fn pair(a: char, b: char) -> u64 {
+    (u64::from(a as u32) << 32) | u64::from(b as u32)
+}
+
+#[inline(always)]
+fn pair_bit(key: u64) -> usize {
+    (key.wrapping_mul(MIX) >> (64 - FILTER_BITS)) as usize
+}
+
+pub(crate) struct Patterns {
+    /// Every pattern's characters, end to end; `spans[p]` is pattern `p`'s range.
+    chars: Vec<char>,
+    spans: Vec<(u32, u32)>,
+    pair_filter: Vec<u64>,
+    by_pair: Map<u64>,
+    single_filter: Vec<u64>,
+    singles: Map<char>,
+}
+
+impl Patterns {
+    /// `texts[p]` is pattern `p` (normalized, not empty).
+    pub(crate) fn new(texts: &[String]) -> Patterns {
+        let mut me = Patterns {
+            chars: Vec::new(),
+            spans: Vec::with_capacity(texts.len()),
+            pair_filter: vec![0; (1 << FILTER_BITS) / 64],
+            by_pair: Map::default(),
+            single_filter: vec![0; (1 << 16) / 64],
+            singles: Map::default(),
+        };
+        for (p, t) in texts.iter().enumerate() {
+            let start = me.chars.len();
+            me.chars.extend(t.chars());
+            let span = &me.chars[start..];
+            match span {
+                [] => {}
+                [c] => {
+                    let bit = (*c as u32 & 0xFFFF) as usize;
+                    me.single_filter[bit >> 6] |= 1 << (bit & 63);
+                    me.singles.entry(*c).or_default().push(p as u32);
+                }
+                [a, b, ..] => {
+                    let key = pair(*a, *b);
+                    let bit = pair_bit(key);
+                    me.pair_filter[bit >> 6] |= 1 << (bit & 63);
+                    me.by_pair.entry(key).or_default().push(p as u32);
+                }
+            }
+            me.spans.push((start as u32, me.chars.len() as u32));
+        }
+        me
+    }
+
+    /// Calls `hit(start, end, pattern)` (character positions in `text`) for every
+    /// occurrence of every pattern (one-character patterns first, then the longer ones,
+    /// each in order of start).
+    #[inline]
+    pub(crate) fn find(&self, text: &[char], mut hit: impl FnMut(usize, usize, u32)) {
+        if !self.singles.is_empty() {
+            for (i, &c) in text.iter().enumerate() {
+                let bit = (c as u32 & 0xFFFF) as usize;
+                if self.single_filter[bit >> 6] & (1 << (bit & 63)) != 0 {
+                    if let Some(ps) = self.singles.get(&c) {
+                        for &p in ps {
+                            hit(i, i + 1, p);
+                        }
+                    }
+                }
+            }
+        }
+        for (i, w) in text.windows(2).enumerate() {
+            let key = pair(w[0], w[1]);
+            let bit = pair_bit(key);
+            if self.pair_filter[bit >> 6] & (1 << (bit & 63)) == 0 {
+                continue;
+            }
+            let Some(ps) = self.by_pair.get(&key) else { continue };
+            for &p in ps {
+                let (s, e) = self.spans[p as usize];
+                let len = (e - s) as usize;
+                if text.get(i..i + len) == Some(&self.chars[s as usize..e as usize]) {
+                    hit(i, i + len, p);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Brute force: every pattern at every position.
+    fn naive(pats: &[String], text: &[char]) -> Vec<(usize, usize, u32)> {
+        let mut out = Vec::new();
+        for i in 0..text.len() {
+            for (p, t) in pats.iter().enumerate() {
+                let cs: Vec<char> = t.chars().collect();
+                if text.get(i..i + cs.len()) == Some(&cs[..]) {
+                    out.push((i, i + cs.len(), p as u32));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn finds_exactly_what_brute_force_finds() {
+        // a tiny alphabet so that patterns overlap, nest and share first pairs
+        let alphabet: Vec<char> = "ab微信保本1".chars().collect();
+        let mut seed = 12345u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n
+        };
+        for round in 0..200 {
+            let pats: Vec<String> = (0..1 + next(12))
+                .map(|_| (0..1 + next(4)).map(|_| alphabet[next(alphabet.len())]).collect())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let text: Vec<char> = (0..next(60)).map(|_| alphabet[next(alphabet.len())]).collect();
+            let ps = Patterns::new(&pats);
+            let mut got = Vec::new();
+            ps.find(&text, |s, e, p| got.push((s, e, p)));
+            got.sort_unstable();
+            assert_eq!(got, naive(&pats, &text), "round {round}: {pats:?} in {text:?}");
+        }
+    }
+}
