@@ -163,11 +163,20 @@ impl WordList {
     /// Every hit in `text` of an entry that applies to the sender, in text order. Returns
     /// entry *indices* (positions in the list) in `Hit::entry`.
     pub fn find(&self, text: &str, sender_is_customer: bool) -> Vec<Hit> {
+        // the per-thread buffer, as a local while in use (so it stays in registers)
+        let mut buf = NORMALIZED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let hits = self.find_with(text, sender_is_customer, &mut buf);
+        NORMALIZED.with(|b| *b.borrow_mut() = buf);
+        hits
+    }
+
+    /// [`WordList::find`] with the caller's buffer (batch loops keep one per thread and
+    /// skip the thread-local lookups).
+    pub fn find_with(&self, text: &str, sender_is_customer: bool, buf: &mut FindBuffer) -> Vec<Hit> {
         if self.patterns.is_empty() {
             return Vec::new();
         }
-        // the per-thread buffers, as locals while in use (so they stay in registers)
-        let (mut norm, mut ostart) = NORMALIZED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let FindBuffer { norm, ostart } = buf;
         norm.clear();
         ostart.clear();
         norm.reserve(text.len());
@@ -195,12 +204,11 @@ impl WordList {
         // pass 2: every pattern occurrence (see `scan`)
         // (normalized start, normalized end, original start, original end, pattern)
         let mut raw: Vec<(usize, usize, usize, usize, usize)> = Vec::new();
-        self.search.find(&norm, |s, e, p| {
+        self.search.find(norm, |s, e, p| {
             let last = ostart[e - 1] as usize; // the original character of the last one
             let end = last + text[last..].chars().next().map_or(0, char::len_utf8);
             raw.push((s, e, ostart[s] as usize, end, p as usize));
         });
-        NORMALIZED.with(|b| *b.borrow_mut() = (norm, ostart));
         if raw.is_empty() {
             return Vec::new();
         }
@@ -208,10 +216,17 @@ impl WordList {
     }
 }
 
+/// Working memory of [`WordList::find_with`]: normalized characters and the original byte
+/// offset of each.
+#[derive(Default)]
+pub struct FindBuffer {
+    norm: Vec<char>,
+    ostart: Vec<u32>,
+}
+
 thread_local! {
-    /// Per-thread buffers of [`WordList::find`]: normalized characters and the original
-    /// byte offset of each (reused: no allocation per message once warm).
-    static NORMALIZED: std::cell::RefCell<(Vec<char>, Vec<u32>)> = Default::default();
+    /// Per-thread buffer of [`WordList::find`] (reused: no allocation per message once warm).
+    static NORMALIZED: std::cell::RefCell<FindBuffer> = Default::default();
 }
 
 fn raw_to_hits(wl: &WordList, raw: Vec<(usize, usize, usize, usize, usize)>, sender_is_customer: bool) -> Vec<Hit> {

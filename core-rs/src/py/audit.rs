@@ -102,10 +102,11 @@ impl PyWordList {
             }
         }
         let hits: Vec<(usize, u32, String, usize, usize)> = py.detach(move || {
+            use crate::matcher::FindBuffer;
             use rayon::prelude::*;
-            let one = |(i, t): (usize, &&str)| {
+            let one = |buf: &mut FindBuffer, (i, t): (usize, &&str)| {
                 let c = customers.as_ref().is_some_and(|c| c[i]);
-                wl.find(t, c)
+                wl.find_with(t, c, buf)
                     .into_iter()
                     .map(|h| {
                         let id = wl.entry(h.entry as usize).id;
@@ -114,9 +115,15 @@ impl PyWordList {
                     .collect::<Vec<_>>()
             };
             if parallel {
-                texts.par_iter().enumerate().flat_map_iter(one).collect()
+                texts
+                    .par_iter()
+                    .enumerate()
+                    .map_init(FindBuffer::default, one)
+                    .flatten_iter()
+                    .collect()
             } else {
-                texts.iter().enumerate().flat_map(one).collect()
+                let mut buf = FindBuffer::default();
+                texts.iter().enumerate().flat_map(|x| one(&mut buf, x)).collect()
             }
         });
         let items: Vec<Bound<'py, PyTuple>> = hits
