@@ -19,6 +19,10 @@ use unicode_normalization::UnicodeNormalization;
 /// character itself, or `SKIP16`, or an index into `expansions` stored in the surrogate
 /// range (which no folded character can be), or `SLOW16` for the rare rest.
 pub struct Table {
+    /// One bit per CJK unified ideograph (U+4E00…U+9FFF, 2.5 KiB: stays in L1): set when
+    /// normalization changes it (traditional → simplified). Chat text is mostly these, and
+    /// most fold to themselves: the bit answers without touching the big table.
+    cjk_changed: Vec<u64>,
     bmp: Vec<u16>,
     /// The same for plane 1 (U+10000…U+1FFFF: emoji, mathematical letters, enclosed
     /// alphanumerics): a folded character of the BMP, `SKIP16`, or `SLOW16`.
@@ -83,7 +87,19 @@ pub fn table() -> &'static Table {
                 _ => SLOW16,
             };
         }
-        Table { bmp, smp, expansions }
+        let mut cjk_changed = vec![0u64; (0xA000 - 0x4E00) / 64];
+        for cp in 0x4E00..0xA000usize {
+            if bmp[cp] != cp as u16 {
+                let k = cp - 0x4E00;
+                cjk_changed[k >> 6] |= 1 << (k & 63);
+            }
+        }
+        Table {
+            cjk_changed,
+            bmp,
+            smp,
+            expansions,
+        }
     })
 }
 
@@ -110,6 +126,12 @@ pub fn fold_char_in(t: &'static Table, c: char) -> Folded {
         } else {
             Folded::Skip
         };
+    }
+    if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+        let k = c as usize - 0x4E00;
+        if t.cjk_changed[k >> 6] & (1 << (k & 63)) == 0 {
+            return Folded::One(c);
+        }
     }
     if (c as u32) < 0x1_0000 {
         match t.bmp[c as usize] {
