@@ -88,9 +88,8 @@ pub fn table() -> &'static Table {
             };
         }
         let mut cjk_changed = vec![0u64; (0xA000 - 0x4E00) / 64];
-        for cp in 0x4E00..0xA000usize {
-            if bmp[cp] != cp as u16 {
-                let k = cp - 0x4E00;
+        for (k, &v) in bmp[0x4E00..0xA000].iter().enumerate() {
+            if v != (0x4E00 + k) as u16 {
                 cjk_changed[k >> 6] |= 1 << (k & 63);
             }
         }
