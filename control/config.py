@@ -20,7 +20,7 @@ class ControlConfig:
     login_max_failures: int = 5
     login_lockout_s: int = 300
     web_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
-    # server processes sharing the port (SO_REUSEPORT): one Python process keeps one core
+    # server processes (control.workers hands them the connections): one Python process keeps one core
     # busy at most (the GIL); archive reads scale with processes
     workers: int = 1
     # threads per worker for archive reads (the Rust part runs without the GIL)

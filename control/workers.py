@@ -122,8 +122,10 @@ def supervise(config: ControlConfig) -> None:
                     continue
                 w.alive = False
                 if w.chan.fileno() != -1:
-                    if w.chan in (k.fileobj for k in sel.get_map().values()):
+                    try:
                         sel.unregister(w.chan)
+                    except KeyError:  # already gone: its channel reported the end first
+                        pass
                     w.chan.close()
                 now = time.monotonic()
                 deaths = [t for t in deaths if t > now - 60] + [now]

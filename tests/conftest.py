@@ -24,6 +24,27 @@ def run_scrm(*args: str, check: bool = False, timeout: float = 600) -> subproces
     return proc
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(data: Path, *args: str, stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """Starts the real `scrm serve` for ``data`` on a free loopback port and waits until it
+    answers; returns the process and its base URL."""
+    from scrm_fast.bench_http import wait_serving
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "scrm_fast.cli", "serve", "--data", str(data), "--port", str(port),
+                             *args], stdout=subprocess.DEVNULL, stderr=stderr)
+    base = f"http://127.0.0.1:{port}"
+    wait_serving(base)
+    return proc, base
+
+
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> Path:
     """3,000 messages in documents of 250 items, two key versions."""

@@ -5,30 +5,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from control.accounts import AccountService
 from scrm_fast.simulate import simulate
-from tests.conftest import ROOT, run_scrm
+from tests.conftest import ROOT, run_scrm, start_serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
                                 reason="chromium not installed (scripts/setup.sh installs it)")
 SHOTS = ROOT / "artifacts" / "screenshots"
 PASSWORD = "browser-pass-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +40,7 @@ def server(tmp_path_factory):
     acc.create_user("boss", PASSWORD, "admin")
     acc.create_user("operator", PASSWORD, "regular", employee=employee["userid"])
     acc.close()
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "scrm_fast.cli", "serve", "--data", str(data), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{base}/api/v1/health", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc, base = start_serve(data)
     yield {"base": base, "employee": employee, "directory": directory, "data": data}
     proc.terminate()
     proc.wait(timeout=30)

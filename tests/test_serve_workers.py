@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -17,9 +15,9 @@ import pytest
 
 from control.accounts import AccountService
 from scrm_fast._core import http_load
+from scrm_fast.bench_http import login
 from scrm_fast.simulate import simulate
-from tests.conftest import run_scrm
-from tests.test_browser import _free_port
+from tests.conftest import run_scrm, start_serve
 
 PASSWORD = "correct-horse-9"
 
@@ -44,22 +42,10 @@ def served(tmp_path_factory):
     acc = AccountService(data)
     acc.create_user("boss", PASSWORD, "admin")
     acc.close()
-    port = _free_port()
     err = (root / "serve.err").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "scrm_fast.cli", "serve", "--data", str(data), "--port", str(port),
-                             "--workers", "2", "--keys", str(sim / "keys")],
-                            stdout=subprocess.DEVNULL, stderr=err)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{base}/api/v1/health", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.1)
-    req = urllib.request.Request(f"{base}/api/v1/auth/login", method="POST",
-                                 data=orjson.dumps({"username": "boss", "password": PASSWORD}),
-                                 headers={"Content-Type": "application/json"})
-    token = orjson.loads(urllib.request.urlopen(req, timeout=30).read())["token"]
+    proc, base = start_serve(data, "--workers", "2", "--keys", str(sim / "keys"), stderr=err)
+    port = int(base.rsplit(":", 1)[1])
+    token = login(base, "boss", PASSWORD)
     yield {"base": base, "port": port, "token": token, "data": data, "proc": proc, "sim": sim,
            "err": root / "serve.err"}
     if proc.poll() is None:

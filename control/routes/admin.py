@@ -164,7 +164,7 @@ async def departments(request: web.Request) -> web.Response:
     for e in d.employees.values():
         counts[e.get("department")] = counts.get(e.get("department"), 0) + 1
     return json_response([{"id": k, "name": v.get("name"), "parent": v.get("parent"),
-                               "employees": counts.get(k, 0)} for k, v in sorted(d.departments.items())])
+                          "employees": counts.get(k, 0)} for k, v in sorted(d.departments.items())])
 
 
 @routes.get("/api/v1/roles")

@@ -64,7 +64,7 @@ async def conversations(request: web.Request) -> web.Response:
     if kind not in (None, "external", "internal", "group"):
         raise ApiError(422, "invalid", "kind must be external, internal or group")
     rows = await read_off_loop(request, request.app[VIEWS].conversations, request[USER],
-                                   request.query.get("employee"), kind)
+                               request.query.get("employee"), kind)
     return json_response(rows)
 
 
@@ -108,7 +108,7 @@ async def message(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
     return json_response({**store.counts(), "checkpoint": store.checkpoint(),
-                              "consent": store.rule_counts()})
+                          "consent": store.rule_counts()})
 
 
 _SEARCH_LIMIT = 100

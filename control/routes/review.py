@@ -193,4 +193,4 @@ async def consent_state(request: web.Request) -> web.Response:
     items = [{"external_userid": c, "name": d.name(c), "status": s} for c, s in sorted(state.items())
              if (mine is None or c in mine) and (status is None or s == status)]
     return json_response({"service_requires_consent": bool(d.corp.get("service_requires_consent", False)),
-                              "customers": items})
+                          "customers": items})

@@ -46,6 +46,32 @@ def _sample_queries(data: str, n: int = 400, seed: int = 3) -> list[str]:
     return out
 
 
+def wait_serving(base: str, seconds: float = 20.0) -> None:
+    """Returns once the service at ``base`` answers its health check; raises if it does not
+    within ``seconds``."""
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/v1/health", timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def login(base: str, username: str, password: str) -> str:
+    """A session token from ``POST /api/v1/auth/login``."""
+    import urllib.request
+
+    req = urllib.request.Request(f"{base}/api/v1/auth/login", method="POST",
+                                 data=orjson.dumps({"username": username, "password": password}),
+                                 headers={"Content-Type": "application/json"})
+    return orjson.loads(urllib.request.urlopen(req, timeout=30).read())["token"]
+
+
 def _run(host: str, port: int, token: str, clients: int, seconds: float, max_requests: int,
          targets: list[str], what: str) -> dict:
     """The load comes from the Rust generator (``_core.http_load``: blocking keep-alive
@@ -118,16 +144,8 @@ def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 
         import urllib.request
 
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/api/v1/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        req = urllib.request.Request(f"{base}/api/v1/auth/login", method="POST",
-                                     data=orjson.dumps({"username": name, "password": password}),
-                                     headers={"Content-Type": "application/json"})
-        token = orjson.loads(urllib.request.urlopen(req, timeout=10).read())["token"]
+        wait_serving(base)
+        token = login(base, name, password)
         if queries is not None:
             targets = ["/api/v1/search?" + urllib.parse.urlencode({"q": q, "limit": "20"}) for q in queries]
         else:

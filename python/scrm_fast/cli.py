@@ -672,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None, help="port (default 8080, env SCRM_PORT)")
     s.add_argument("--keys", help="key directory, for uploads through POST /api/v1/ingest")
     s.add_argument("--workers", type=int, default=None,
-                   help="server processes sharing the port (default: one per core, at most 8; env SCRM_WORKERS)")
+                   help="server processes behind one port (default: one per core, at most 8; env SCRM_WORKERS)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("users", help="operator accounts of the control plane")
