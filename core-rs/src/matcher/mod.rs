@@ -170,30 +170,10 @@ impl WordList {
             return Vec::new();
         }
         let FindBuffer { norm, ostart } = buf;
-        norm.clear();
-        ostart.clear();
-        norm.reserve(text.len());
-        ostart.reserve(text.len());
         // pass 1: the normalized characters, each with its original character's byte
         // offset (a table lookup per character)
-        let table = normalize::table();
-        for (i, c) in text.char_indices() {
-            match normalize::fold_char_in(table, c) {
-                Folded::Skip => {}
-                Folded::One(nc) => {
-                    norm.push(nc);
-                    ostart.push(i as u32);
-                }
-                Folded::Many(s) => s.chars().for_each(|nc| {
-                    norm.push(nc);
-                    ostart.push(i as u32);
-                }),
-                Folded::Slow(s) => s.chars().for_each(|nc| {
-                    norm.push(nc);
-                    ostart.push(i as u32);
-                }),
-            }
-        }
+        let len = normalize::fold_into(normalize::table(), text, norm, ostart);
+        let (norm, ostart) = (&norm[..len], &ostart[..len]);
         // pass 2: every pattern occurrence (see `scan`)
         // (normalized start, normalized end, original start, original end, pattern)
         let mut raw: Vec<(usize, usize, usize, usize, usize)> = Vec::new();
@@ -209,11 +189,11 @@ impl WordList {
     }
 }
 
-/// Working memory of [`WordList::find_with`]: normalized characters and the original byte
-/// offset of each.
+/// Working memory of [`WordList::find_with`]: normalized characters (code points) and the
+/// original byte offset of each.
 #[derive(Default)]
 pub struct FindBuffer {
-    norm: Vec<char>,
+    norm: Vec<u32>,
     ostart: Vec<u32>,
 }
 

@@ -16,8 +16,9 @@ use std::sync::OnceLock;
 use unicode_normalization::UnicodeNormalization;
 
 /// One u16 per BMP character (128 KiB, half the cache footprint of u32): the folded
-/// character itself, or `SKIP16`, or an index into `expansions` stored in the surrogate
-/// range (which no folded character can be), or `SLOW16` for the rare rest.
+/// character itself, or `SKIP16`, or, in the surrogate range (which no folded character
+/// can be), an index into `expansions` or `SLOW16` for the rare rest. So one mask test
+/// (`is_special`) sends a value off the hot path.
 pub struct Table {
     /// One bit per CJK unified ideograph (U+4E00…U+9FFF, 2.5 KiB: stays in L1): set when
     /// normalization changes it (traditional → simplified). Chat text is mostly these, and
@@ -31,9 +32,15 @@ pub struct Table {
 }
 
 const SKIP16: u16 = 0xFFFF;
-const SLOW16: u16 = 0xFFFE;
+const SLOW16: u16 = 0xDFFF;
 const EXP_BASE: u16 = 0xD800;
-const EXP_SLOTS: usize = 0x800;
+const EXP_SLOTS: usize = 0x7FF;
+
+/// An expansion index or `SLOW16`: a value the hot loop hands to [`fold_char_in`].
+#[inline(always)]
+fn is_special(v: u16) -> bool {
+    v & 0xF800 == 0xD800
+}
 
 fn fold_slow(c: char, out: &mut String) {
     let nfkc: String = std::iter::once(c).nfkc().collect();
@@ -154,6 +161,102 @@ pub fn fold_char_in(t: &'static Table, c: char) -> Folded {
     Folded::Slow(slow)
 }
 
+/// Normalizes `text` into `norm` (code points) with every normalized character's original
+/// byte offset in `ostart`, and returns the normalized length: `norm[..len]`, `ostart[..len]`
+/// (the buffers are reused between calls and only ever grow; what lies past `len` is stale).
+/// The same result as [`normalize`] (tested), in one tight loop: a hand-rolled UTF-8 decode,
+/// one table load per character, both slots written unconditionally and the length bumped
+/// only for a kept character (a skipped one is overwritten by the next), so separators,
+/// punctuation and script changes cost no mispredicted branch on the fold. Expansions and
+/// the slow path leave the loop.
+pub fn fold_into(t: &'static Table, text: &str, norm: &mut Vec<u32>, ostart: &mut Vec<u32>) -> usize {
+    let b = text.as_bytes();
+    let n = b.len();
+    // invariant at the top of the loop: both buffers hold at least k + (n - i) slots (a
+    // character of the table writes one slot and consumes at least one byte)
+    if norm.len() < n {
+        norm.resize(n, 0);
+        ostart.resize(n, 0);
+    }
+    let (mut i, mut k) = (0usize, 0usize);
+    while i < n {
+        // the hot loop works on plain slices (so the vectors' headers are not reloaded
+        // after every store); a special character leaves it to grow the buffers
+        let (ns, os) = (&mut norm[..], &mut ostart[..]);
+        let mut special = None;
+        while i < n {
+            let b0 = u32::from(b[i]);
+            let (cp, len) = if b0 < 0x80 {
+                (b0, 1)
+            } else if b0 < 0xE0 {
+                (((b0 & 0x1F) << 6) | (u32::from(b[i + 1]) & 0x3F), 2)
+            } else if b0 < 0xF0 {
+                let c = ((b0 & 0x0F) << 12) | ((u32::from(b[i + 1]) & 0x3F) << 6) | (u32::from(b[i + 2]) & 0x3F);
+                (c, 3)
+            } else {
+                let c = ((b0 & 0x07) << 18)
+                    | ((u32::from(b[i + 1]) & 0x3F) << 12)
+                    | ((u32::from(b[i + 2]) & 0x3F) << 6)
+                    | (u32::from(b[i + 3]) & 0x3F);
+                (c, 4)
+            };
+            let v = if cp < 0x1_0000 {
+                t.bmp[cp as usize]
+            } else if cp < 0x2_0000 {
+                t.smp[cp as usize - 0x1_0000]
+            } else {
+                SLOW16
+            };
+            if is_special(v) {
+                special = Some((cp, len));
+                break;
+            }
+            ns[k] = u32::from(v);
+            os[k] = i as u32;
+            k += usize::from(v != SKIP16);
+            i += len;
+        }
+        if let Some((cp, len)) = special {
+            k = fold_rare(t, cp, i, n - i - len, norm, ostart, k);
+            i += len;
+        }
+    }
+    k
+}
+
+/// [`fold_into`]'s way out for expansions and the slow path: writes the character's folded
+/// form at `k`, keeps the buffers' invariant for the `rest` bytes after it, returns the new k.
+#[cold]
+#[inline(never)]
+fn fold_rare(
+    t: &'static Table,
+    cp: u32,
+    at: usize,
+    rest: usize,
+    norm: &mut Vec<u32>,
+    ostart: &mut Vec<u32>,
+    k: usize,
+) -> usize {
+    let Some(c) = char::from_u32(cp) else { return k }; // not reachable from a &str
+    let mut put = |k: &mut usize, nc: char| {
+        if norm.len() <= *k + rest {
+            norm.resize(*k + rest + 1, 0);
+            ostart.resize(*k + rest + 1, 0);
+        }
+        norm[*k] = nc as u32;
+        ostart[*k] = at as u32;
+        *k += 1;
+    };
+    let mut k = k;
+    match fold_char_in(t, c) {
+        Folded::Skip => {}
+        Folded::One(nc) => put(&mut k, nc),
+        Folded::Many(s) => s.chars().for_each(|nc| put(&mut k, nc)),
+        Folded::Slow(s) => s.chars().for_each(|nc| put(&mut k, nc)),
+    }
+    k
+}
+
 /// Builds the lookup table now (otherwise the first call pays for it).
 pub fn warm_up() {
     let _ = table();
@@ -238,6 +341,32 @@ mod tests {
         // emoji and mathematical letters take the table, not the slow path
         for c in ['😀', '✅', '𝐖', '🄰'] {
             assert!(!matches!(fold_char_in(t, c), Folded::Slow(_)), "{c}");
+        }
+    }
+
+    #[test]
+    fn the_fast_loop_agrees_with_normalize() {
+        // every kind of character: ASCII, CJK (changed and not), full width, expansions
+        // (ﷺ, ㍿), plane 1 (emoji, math letters), plane 2, zero width, combining marks
+        let alphabet: Vec<char> = "aZ9 ,微信號碼保本ＶＸ①⒈ﷺ㍿😀𝐖🄰𠀀\u{200B}\u{0301}é，。"
+            .chars()
+            .collect();
+        let t = table();
+        let (mut norm, mut ostart) = (Vec::new(), Vec::new());
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for round in 0..3000 {
+            let text: String = (0..next(40)).map(|_| alphabet[next(alphabet.len())]).collect();
+            let k = fold_into(t, &text, &mut norm, &mut ostart);
+            let want = normalize(&text);
+            let got: String = norm[..k].iter().map(|&c| char::from_u32(c).unwrap()).collect();
+            assert_eq!(got, want.text, "round {round}: {text:?}");
+            // every normalized character's original byte offset
+            let want_starts: Vec<u32> = want.text.char_indices().map(|(bi, _)| want.origin[bi].0).collect();
+            assert_eq!(&ostart[..k], &want_starts[..], "round {round}: {text:?}");
         }
     }
 

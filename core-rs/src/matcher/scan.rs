@@ -41,8 +41,8 @@ impl Hasher for MulHash {
 type Map<K> = HashMap<K, Vec<u32>, BuildHasherDefault<MulHash>>;
 
 #[inline(always)]
-fn pair(a: char, b: char) -> u64 {
-    (u64::from(a as u32) << 32) | u64::from(b as u32)
+fn pair(a: u32, b: u32) -> u64 {
+    (u64::from(a) << 32) | u64::from(b)
 }
 
 #[inline(always)]
@@ -51,13 +51,13 @@ fn pair_bit(key: u64) -> usize {
 }
 
 pub(crate) struct Patterns {
-    /// Every pattern's characters, end to end; `spans[p]` is pattern `p`'s range.
-    chars: Vec<char>,
+    /// Every pattern's characters (code points), end to end; `spans[p]` is pattern `p`'s range.
+    chars: Vec<u32>,
     spans: Vec<(u32, u32)>,
     pair_filter: Vec<u64>,
     by_pair: Map<u64>,
     single_filter: Vec<u64>,
-    singles: Map<char>,
+    singles: Map<u32>,
 }
 
 impl Patterns {
@@ -73,12 +73,12 @@ impl Patterns {
         };
         for (p, t) in texts.iter().enumerate() {
             let start = me.chars.len();
-            me.chars.extend(t.chars());
+            me.chars.extend(t.chars().map(u32::from));
             let span = &me.chars[start..];
             match span {
                 [] => {}
                 [c] => {
-                    let bit = (*c as u32 & 0xFFFF) as usize;
+                    let bit = (*c & 0xFFFF) as usize;
                     me.single_filter[bit >> 6] |= 1 << (bit & 63);
                     me.singles.entry(*c).or_default().push(p as u32);
                 }
@@ -98,10 +98,10 @@ impl Patterns {
     /// occurrence of every pattern (one-character patterns first, then the longer ones,
     /// each in order of start).
     #[inline]
-    pub(crate) fn find(&self, text: &[char], mut hit: impl FnMut(usize, usize, u32)) {
+    pub(crate) fn find(&self, text: &[u32], mut hit: impl FnMut(usize, usize, u32)) {
         if !self.singles.is_empty() {
             for (i, &c) in text.iter().enumerate() {
-                let bit = (c as u32 & 0xFFFF) as usize;
+                let bit = (c & 0xFFFF) as usize;
                 if self.single_filter[bit >> 6] & (1 << (bit & 63)) != 0 {
                     if let Some(ps) = self.singles.get(&c) {
                         for &p in ps {
@@ -134,11 +134,11 @@ mod tests {
     use super::*;
 
     /// Brute force: every pattern at every position.
-    fn naive(pats: &[String], text: &[char]) -> Vec<(usize, usize, u32)> {
+    fn naive(pats: &[String], text: &[u32]) -> Vec<(usize, usize, u32)> {
         let mut out = Vec::new();
         for i in 0..text.len() {
             for (p, t) in pats.iter().enumerate() {
-                let cs: Vec<char> = t.chars().collect();
+                let cs: Vec<u32> = t.chars().map(u32::from).collect();
                 if text.get(i..i + cs.len()) == Some(&cs[..]) {
                     out.push((i, i + cs.len(), p as u32));
                 }
@@ -163,7 +163,7 @@ mod tests {
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let text: Vec<char> = (0..next(60)).map(|_| alphabet[next(alphabet.len())]).collect();
+            let text: Vec<u32> = (0..next(60)).map(|_| alphabet[next(alphabet.len())] as u32).collect();
             let ps = Patterns::new(&pats);
             let mut got = Vec::new();
             ps.find(&text, |s, e, p| got.push((s, e, p)));

@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PySequence, PyString, PyTuple};
+use rayon::prelude::*;
 
 use crate::audit::{AuditBatch, Behaviours};
-use crate::matcher::{AppliesTo, Entry, WordList};
+use crate::matcher::{AppliesTo, Entry, FindBuffer, Hit, WordList};
 use crate::message::Record;
 
 #[pyclass(name = "WordList", module = "scrm_fast._core", frozen)]
@@ -18,8 +19,25 @@ pub struct PyWordList {
 
 type EntryTuple = (u32, String, Vec<String>, String, u8, String);
 
-fn byte_to_char(text: &str, byte: usize) -> usize {
-    text[..byte].chars().count()
+/// Hits of `text` with str (character) offsets instead of byte offsets: one pass over the
+/// text for all its hits (a long text with many hits stays linear).
+fn with_char_offsets(text: &str, hits: Vec<Hit>) -> Vec<(u32, String, usize, usize)> {
+    let mut at: Vec<usize> = hits.iter().flat_map(|h| [h.start, h.end]).collect();
+    at.sort_unstable();
+    at.dedup();
+    let (mut byte, mut chars) = (0, 0);
+    let counted: Vec<usize> = at
+        .iter()
+        .map(|&b| {
+            chars += text[byte..b].chars().count();
+            byte = b;
+            chars
+        })
+        .collect();
+    let char_of = |b: usize| at.binary_search(&b).map_or(0, |i| counted[i]);
+    hits.into_iter()
+        .map(|h| (h.entry, h.word, char_of(h.start), char_of(h.end)))
+        .collect()
 }
 
 #[pymethods]
@@ -63,11 +81,11 @@ impl PyWordList {
     fn find_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<Bound<'py, PyString>>,
+        texts: &Bound<'py, PyAny>,
         customers: Option<Vec<bool>>,
         parallel: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let n = texts.len();
+        let n = texts.len()?;
         let flat = self.scan(py, texts, customers, parallel)?;
         let mut per: Vec<Vec<Bound<'py, PyAny>>> = (0..n).map(|_| Vec::new()).collect();
         for item in flat.iter() {
@@ -85,47 +103,65 @@ impl PyWordList {
 
     /// Hits of a whole batch as one flat list of (text index, entry id, listed word, start,
     /// end), character offsets: the cheap shape for large batches with few hits.
+    ///
+    /// `texts` (a sequence of str) is taken in chunks: a chunk's strings are borrowed (their
+    /// UTF-8, no copy), scanned with the GIL released and let go while their objects are
+    /// still in cache (borrowing a whole large batch first, then scanning, then releasing it
+    /// touched every string object three times from memory).
     #[pyo3(signature = (texts, customers = None, parallel = true))]
     fn scan<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<Bound<'py, PyString>>,
+        texts: &Bound<'py, PyAny>,
         customers: Option<Vec<bool>>,
         parallel: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        // borrowed UTF-8 views of the Python strings (kept alive by `texts`): no copies
-        let texts: Vec<&str> = texts.iter().map(|t| t.to_str()).collect::<PyResult<_>>()?;
-        let wl = self.inner.clone();
+        const CHUNK: usize = 1024;
+        if texts.is_instance_of::<PyString>() {
+            return Err(PyTypeError::new_err("texts must be a sequence of str, not one str"));
+        }
+        let seq = texts.cast::<PySequence>()?;
+        let n = seq.len()?;
         if let Some(c) = &customers {
-            if c.len() != texts.len() {
+            if c.len() != n {
                 return Err(PyValueError::new_err("customers must have one flag per text"));
             }
         }
-        let hits: Vec<(usize, u32, String, usize, usize)> = py.detach(move || {
-            use crate::matcher::FindBuffer;
-            use rayon::prelude::*;
-            let one = |buf: &mut FindBuffer, (i, t): (usize, &&str)| {
-                let c = customers.as_ref().is_some_and(|c| c[i]);
-                wl.find_with(t, c, buf)
-                    .into_iter()
-                    .map(|h| {
-                        let id = wl.entry(h.entry as usize).id;
-                        (i, id, h.word, byte_to_char(t, h.start), byte_to_char(t, h.end))
-                    })
-                    .collect::<Vec<_>>()
-            };
-            if parallel {
-                texts
-                    .par_iter()
-                    .enumerate()
-                    .map_init(FindBuffer::default, one)
-                    .flatten_iter()
-                    .collect()
-            } else {
-                let mut buf = FindBuffer::default();
-                texts.iter().enumerate().flat_map(|x| one(&mut buf, x)).collect()
-            }
-        });
+        let wl = &*self.inner;
+        let mut hits: Vec<(usize, u32, String, usize, usize)> = Vec::new();
+        let mut buf = FindBuffer::default();
+        for first in (0..n).step_by(CHUNK) {
+            let items: Vec<Bound<'py, PyString>> = (first..n.min(first + CHUNK))
+                .map(|i| Ok(seq.get_item(i)?.cast_into::<PyString>()?))
+                .collect::<PyResult<_>>()?;
+            // borrowed UTF-8 views of the Python strings (kept alive by `items`): no copies
+            let strs: Vec<&str> = items.iter().map(|t| t.to_str()).collect::<PyResult<_>>()?;
+            let customers = customers.as_deref().map(|c| &c[first..first + strs.len()]);
+            let (hits, buf) = (&mut hits, &mut buf);
+            py.detach(move || {
+                let one = |buf: &mut FindBuffer, (j, t): (usize, &&str)| {
+                    let c = customers.is_some_and(|c| c[j]);
+                    let hits = wl.find_with(t, c, buf);
+                    if hits.is_empty() {
+                        return Vec::new();
+                    }
+                    with_char_offsets(t, hits)
+                        .into_iter()
+                        .map(|(e, word, start, end)| (first + j, wl.entry(e as usize).id, word, start, end))
+                        .collect::<Vec<_>>()
+                };
+                if parallel {
+                    hits.par_extend(
+                        strs.par_iter()
+                            .enumerate()
+                            .map_init(FindBuffer::default, one)
+                            .flatten_iter(),
+                    );
+                } else {
+                    hits.extend(strs.iter().enumerate().flat_map(|x| one(buf, x)));
+                }
+            });
+        }
         let items: Vec<Bound<'py, PyTuple>> = hits
             .into_iter()
             .map(|h| h.into_pyobject(py))
