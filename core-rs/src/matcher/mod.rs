@@ -82,13 +82,26 @@ pub enum WordListError {
 }
 
 enum Pattern {
-    /// (entry index, listed word) for every entry word that normalizes to this pattern
-    Words(Vec<(usize, String)>),
+    /// (entry index, index into `words`) for every entry word that normalizes to this pattern
+    Words(Vec<(usize, u32)>),
     Allow,
+}
+
+/// A hit with its listed word by index ([`WordList::word`]): what batch scans collect
+/// (no string copied per hit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHit {
+    pub entry: u32,
+    pub word: u32,
+    /// Byte range in the original text.
+    pub start: usize,
+    pub end: usize,
 }
 
 pub struct WordList {
     entries: Vec<Entry>,
+    /// every listed word (main or related) of every entry, as written
+    words: Vec<String>,
     patterns: Vec<Pattern>,
     search: scan::Patterns,
 }
@@ -99,6 +112,7 @@ impl WordList {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut texts: Vec<String> = Vec::new();
         let mut patterns: Vec<Pattern> = Vec::new();
+        let mut words: Vec<String> = Vec::new();
         for (ei, e) in entries.iter().enumerate() {
             if e.related.len() > MAX_RELATED {
                 return Err(WordListError::TooManyRelated {
@@ -122,7 +136,8 @@ impl WordList {
                 });
                 if let Pattern::Words(v) = &mut patterns[pi] {
                     if !v.iter().any(|(x, _)| *x == ei) {
-                        v.push((ei, w.clone()));
+                        v.push((ei, words.len() as u32));
+                        words.push(w.clone());
                     }
                 }
             }
@@ -140,6 +155,7 @@ impl WordList {
         }
         Ok(WordList {
             entries,
+            words,
             patterns,
             search: scan::Patterns::new(&texts),
         })
@@ -151,6 +167,11 @@ impl WordList {
 
     pub fn entry(&self, idx: usize) -> &Entry {
         &self.entries[idx]
+    }
+
+    /// Every listed word; [`RawHit::word`] indexes it.
+    pub fn words(&self) -> &[String] {
+        &self.words
     }
 
     /// Every hit in `text` of an entry that applies to the sender, in text order. Returns
@@ -166,69 +187,92 @@ impl WordList {
     /// [`WordList::find`] with the caller's buffer (batch loops keep one per thread and
     /// skip the thread-local lookups).
     pub fn find_with(&self, text: &str, sender_is_customer: bool, buf: &mut FindBuffer) -> Vec<Hit> {
+        let mut raw = Vec::new();
+        self.find_raw(text, sender_is_customer, buf, &mut raw);
+        raw.into_iter()
+            .map(|h| Hit {
+                entry: h.entry,
+                word: self.words[h.word as usize].clone(),
+                start: h.start,
+                end: h.end,
+            })
+            .collect()
+    }
+
+    /// Appends the hits in `text` to `out` (in text order, as [`WordList::find`]), words by
+    /// index: the allocation-free form for batch scans.
+    pub fn find_raw(&self, text: &str, sender_is_customer: bool, buf: &mut FindBuffer, out: &mut Vec<RawHit>) {
         if self.patterns.is_empty() {
-            return Vec::new();
+            return;
         }
-        let FindBuffer { norm, ostart } = buf;
+        let FindBuffer { norm, ostart, raw } = buf;
         // pass 1: the normalized characters, each with its original character's byte
         // offset (a table lookup per character)
         let len = normalize::fold_into(normalize::table(), text, norm, ostart);
         let (norm, ostart) = (&norm[..len], &ostart[..len]);
         // pass 2: every pattern occurrence (see `scan`)
-        // (normalized start, normalized end, original start, original end, pattern)
-        let mut raw: Vec<(usize, usize, usize, usize, usize)> = Vec::new();
+        raw.clear();
         self.search.find(norm, |s, e, p| {
             let last = ostart[e - 1] as usize; // the original character of the last one
             let end = last + text[last..].chars().next().map_or(0, char::len_utf8);
-            raw.push((s, e, ostart[s] as usize, end, p as usize));
+            raw.push(Occurrence {
+                norm: (s, e),
+                orig: (ostart[s] as usize, end),
+                pattern: p as usize,
+            });
         });
         if raw.is_empty() {
-            return Vec::new();
+            return;
         }
-        raw_to_hits(self, raw, sender_is_customer)
+        // allow-list phrases found (usually none: no allocation)
+        let allows: Vec<(usize, usize)> = raw
+            .iter()
+            .filter(|r| matches!(self.patterns[r.pattern], Pattern::Allow))
+            .map(|r| r.norm)
+            .collect();
+        let allowed = |s: usize, e: usize| allows.iter().any(|&(a, b)| a <= s && e <= b);
+        let first = out.len();
+        for r in raw.iter() {
+            let Pattern::Words(ws) = &self.patterns[r.pattern] else {
+                continue;
+            };
+            if allowed(r.norm.0, r.norm.1) {
+                continue;
+            }
+            for &(ei, w) in ws {
+                if self.entries[ei].applies_to.applies(sender_is_customer) {
+                    out.push(RawHit {
+                        entry: ei as u32,
+                        word: w,
+                        start: r.orig.0,
+                        end: r.orig.1,
+                    });
+                }
+            }
+        }
+        out[first..].sort_by_key(|h| (h.start, h.end, h.entry));
     }
 }
 
-/// Working memory of [`WordList::find_with`]: normalized characters (code points) and the
-/// original byte offset of each.
+/// A pattern found in the normalized text: its normalized and original ranges.
+struct Occurrence {
+    norm: (usize, usize),
+    orig: (usize, usize),
+    pattern: usize,
+}
+
+/// Working memory of [`WordList::find_with`]: normalized characters (code points), the
+/// original byte offset of each, the occurrences found.
 #[derive(Default)]
 pub struct FindBuffer {
     norm: Vec<u32>,
     ostart: Vec<u32>,
+    raw: Vec<Occurrence>,
 }
 
 thread_local! {
     /// Per-thread buffer of [`WordList::find`] (reused: no allocation per message once warm).
     static NORMALIZED: std::cell::RefCell<FindBuffer> = Default::default();
-}
-
-fn raw_to_hits(wl: &WordList, raw: Vec<(usize, usize, usize, usize, usize)>, sender_is_customer: bool) -> Vec<Hit> {
-    let allowed: Vec<(usize, usize)> = raw
-        .iter()
-        .filter(|r| matches!(wl.patterns[r.4], Pattern::Allow))
-        .map(|r| (r.0, r.1))
-        .collect();
-    let mut hits = Vec::new();
-    for (s, e, os, oe, pid) in raw {
-        let Pattern::Words(ws) = &wl.patterns[pid] else {
-            continue;
-        };
-        if allowed.iter().any(|(a, b)| *a <= s && e <= *b) {
-            continue;
-        }
-        for (ei, w) in ws {
-            if wl.entries[*ei].applies_to.applies(sender_is_customer) {
-                hits.push(Hit {
-                    entry: *ei as u32,
-                    word: w.clone(),
-                    start: os,
-                    end: oe,
-                });
-            }
-        }
-    }
-    hits.sort_by_key(|h| (h.start, h.end, h.entry));
-    hits
 }
 
 #[cfg(test)]

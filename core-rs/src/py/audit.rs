@@ -9,19 +9,21 @@ use pyo3::types::{PyBytes, PyList, PySequence, PyString, PyTuple};
 use rayon::prelude::*;
 
 use crate::audit::{AuditBatch, Behaviours};
-use crate::matcher::{AppliesTo, Entry, FindBuffer, Hit, WordList};
+use crate::matcher::{AppliesTo, Entry, FindBuffer, RawHit, WordList};
 use crate::message::Record;
 
 #[pyclass(name = "WordList", module = "scrm_fast._core", frozen)]
 pub struct PyWordList {
     pub(crate) inner: Arc<WordList>,
+    /// the listed words as Python strings, made once (a hit shares one, no copy)
+    words: Vec<Py<PyString>>,
 }
 
 type EntryTuple = (u32, String, Vec<String>, String, u8, String);
 
-/// Hits of `text` with str (character) offsets instead of byte offsets: one pass over the
-/// text for all its hits (a long text with many hits stays linear).
-fn with_char_offsets(text: &str, hits: Vec<Hit>) -> Vec<(u32, String, usize, usize)> {
+/// Turns the byte offsets of `hits` (all in `text`) into str (character) offsets: one pass
+/// over the text for all its hits (a long text with many hits stays linear).
+fn to_char_offsets(text: &str, hits: &mut [RawHit]) {
     let mut at: Vec<usize> = hits.iter().flat_map(|h| [h.start, h.end]).collect();
     at.sort_unstable();
     at.dedup();
@@ -35,9 +37,9 @@ fn with_char_offsets(text: &str, hits: Vec<Hit>) -> Vec<(u32, String, usize, usi
         })
         .collect();
     let char_of = |b: usize| at.binary_search(&b).map_or(0, |i| counted[i]);
-    hits.into_iter()
-        .map(|h| (h.entry, h.word, char_of(h.start), char_of(h.end)))
-        .collect()
+    for h in hits {
+        (h.start, h.end) = (char_of(h.start), char_of(h.end));
+    }
 }
 
 #[pymethods]
@@ -67,7 +69,11 @@ impl PyWordList {
         let wl = py
             .detach(move || WordList::new(es, &allow))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(PyWordList { inner: Arc::new(wl) })
+        let words = wl.words().iter().map(|w| PyString::new(py, w).unbind()).collect();
+        Ok(PyWordList {
+            inner: Arc::new(wl),
+            words,
+        })
     }
 
     fn __len__(&self) -> usize {
@@ -128,8 +134,9 @@ impl PyWordList {
             }
         }
         let wl = &*self.inner;
-        let mut hits: Vec<(usize, u32, String, usize, usize)> = Vec::new();
-        let mut buf = FindBuffer::default();
+        // (text index, entry id, word index, start, end)
+        let mut hits: Vec<(usize, u32, u32, usize, usize)> = Vec::new();
+        let mut buf = (FindBuffer::default(), Vec::new());
         for first in (0..n).step_by(CHUNK) {
             let items: Vec<Bound<'py, PyString>> = (first..n.min(first + CHUNK))
                 .map(|i| Ok(seq.get_item(i)?.cast_into::<PyString>()?))
@@ -139,32 +146,38 @@ impl PyWordList {
             let customers = customers.as_deref().map(|c| &c[first..first + strs.len()]);
             let (hits, buf) = (&mut hits, &mut buf);
             py.detach(move || {
-                let one = |buf: &mut FindBuffer, (j, t): (usize, &&str)| {
-                    let c = customers.is_some_and(|c| c[j]);
-                    let hits = wl.find_with(t, c, buf);
-                    if hits.is_empty() {
-                        return Vec::new();
+                // one text's hits into `out` (its own scratch `raw` reused)
+                let one = |(fb, raw): &mut (FindBuffer, Vec<RawHit>), j: usize, out: &mut Vec<_>| {
+                    let t = strs[j];
+                    raw.clear();
+                    wl.find_raw(t, customers.is_some_and(|c| c[j]), fb, raw);
+                    if !raw.is_empty() {
+                        to_char_offsets(t, raw);
+                        let id = |h: &RawHit| wl.entry(h.entry as usize).id;
+                        out.extend(raw.iter().map(|h| (first + j, id(h), h.word, h.start, h.end)));
                     }
-                    with_char_offsets(t, hits)
-                        .into_iter()
-                        .map(|(e, word, start, end)| (first + j, wl.entry(e as usize).id, word, start, end))
-                        .collect::<Vec<_>>()
                 };
                 if parallel {
-                    hits.par_extend(
-                        strs.par_iter()
-                            .enumerate()
-                            .map_init(FindBuffer::default, one)
-                            .flatten_iter(),
-                    );
+                    let found: Vec<Vec<_>> = (0..strs.len())
+                        .into_par_iter()
+                        .map_init(
+                            || (FindBuffer::default(), Vec::new()),
+                            |b, j| {
+                                let mut out = Vec::new();
+                                one(b, j, &mut out);
+                                out
+                            },
+                        )
+                        .collect();
+                    hits.extend(found.into_iter().flatten());
                 } else {
-                    hits.extend(strs.iter().enumerate().flat_map(|x| one(buf, x)));
+                    (0..strs.len()).for_each(|j| one(buf, j, hits));
                 }
             });
         }
         let items: Vec<Bound<'py, PyTuple>> = hits
             .into_iter()
-            .map(|h| h.into_pyobject(py))
+            .map(|(i, id, w, start, end)| (i, id, self.words[w as usize].clone_ref(py), start, end).into_pyobject(py))
             .collect::<Result<_, _>>()?;
         PyList::new(py, items)
     }
