@@ -6,6 +6,7 @@ by the route that calls it."""
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -51,6 +52,18 @@ class Directory:
     def name(self, uid: str) -> str:
         who = self.employees.get(uid) or self.customers.get(uid) or {}
         return who.get("name") or uid
+
+    @functools.cached_property
+    def names(self) -> dict[str, str]:
+        """{userid: display name} for everyone with a name: what :meth:`name` answers (the
+        user id for the rest), as one map for the search page (made once per directory)."""
+        out = {u: c["name"] for u, c in self.customers.items() if c.get("name")}
+        for u, e in self.employees.items():
+            if e.get("name"):
+                out[u] = e["name"]
+            elif e:  # a known employee without a name is shown by id, not as a customer's name
+                out.pop(u, None)
+        return out
 
     def resigned(self) -> set[str]:
         return {u for u, e in self.employees.items() if e.get("status") == "resigned"}

@@ -280,6 +280,10 @@ async def test_search_is_scoped_exact_and_trailed(client, tenant):
     def visible_to_alice(r):
         return alice in {r["from"], *r["tolist"]} or r["roomid"] in alice_rooms
 
+    by_seq = {r["seq"]: r for r in records}
+    names = {c["external_userid"]: c["name"] for c in d["customers"] if c.get("name")}
+    names |= {e["userid"]: e["name"] for e in d["employees"] if e.get("name")}
+
     async def pages(h, **params):
         seqs, cursor, total = [], None, None
         while True:
@@ -290,6 +294,13 @@ async def test_search_is_scoped_exact_and_trailed(client, tenant):
             total = page["total"] if total is None else total
             assert page["total"] == total and page["index_lag"] == 0
             seqs += [it["seq"] for it in page["items"]]
+            for it in page["items"]:  # each item is its stored record's fields, the sender named
+                r = by_seq[it["seq"]]
+                assert {k: it[k] for k in ("msgid", "msgtime", "msgtype", "from", "tolist", "roomid", "conv")} == \
+                       {k: r[k] for k in ("msgid", "msgtime", "msgtype", "from", "tolist", "roomid", "conv")}
+                assert it["from_name"] == names.get(r["from"], r["from"])
+                assert set(it) == {"msgid", "seq", "msgtime", "snippet", "highlights", "msgtype", "from", "tolist",
+                                   "roomid", "conv", "from_name"}
             cursor = page["next_cursor"]
             if not cursor:
                 return total, seqs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 from aiohttp import web
 
 from control.api import endpoint, json_response, read_off_loop
@@ -151,19 +152,19 @@ async def search(request: web.Request) -> web.Response:
                "conv": _str(request, "conv"), "type_group": type_group, "days": _int(request, "days", 1, 3650),
                "since": _int(request, "since", 0, 2**62), "until": _int(request, "until", 0, 2**62)}
     try:
-        page = await read_off_loop(request, views.search.search, q, **filters, cursor=_str(request, "cursor", 64),
-                                   limit=_int(request, "limit", 1, _SEARCH_LIMIT) or 20,
-                                   scope=views.search_scope(user))
+        total, items, nxt, seqs = await read_off_loop(
+            request, views.search.page, q, **filters, cursor=_str(request, "cursor", 64),
+            limit=_int(request, "limit", 1, _SEARCH_LIMIT) or 20, scope=views.search_scope(user), names=d.names)
     except QuerySyntaxError as e:
         raise ApiError(422, "invalid_query", str(e)) from None
     except InputError as e:
         raise ApiError(422, "invalid", str(e)) from None
-    for it in page["items"]:
-        it["from_name"] = d.name(it["from"])
-    page["index_lag"] = views.search.lag()
+    lag = views.search.lag()
     await record(request, "search", q, {"filters": {k: v for k, v in filters.items() if v not in (None, "all")},
-                                         "seqs": [it["seq"] for it in page["items"]]})
-    return json_response(page)
+                                         "seqs": seqs})
+    # the items come as JSON from Rust (see ArchiveSearch.page); the page is put around them
+    body = b'{"total":%d,"items":%b,"next_cursor":%b,"index_lag":%d}' % (total, items, orjson.dumps(nxt), lag)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def _bool(request: web.Request, name: str) -> bool | None:

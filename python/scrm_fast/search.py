@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
+import orjson
 
-from scrm_fast._core import ArchiveIndex, QuerySyntaxError, SearchIndexError, snippets
+from scrm_fast._core import ArchiveIndex, QuerySyntaxError, SearchIndexError, page_json
 from scrm_fast.errors import InputError
 from scrm_fast.storage import ArchiveStore, key_seq, seq_key
 
@@ -196,6 +196,19 @@ class ArchiveSearch:
                snippet_width: int = 80) -> dict:
         """One page, newest first: ``{"total", "items", "next_cursor"}``; each item has
         msgid, seq, msgtime, snippet (plain text) and highlights (character ranges of it)."""
+        total, items, nxt, _ = self.page(query, employee=employee, customer=customer, group=group, conv=conv,
+                                         type_group=type_group, days=days, since=since, until=until, cursor=cursor,
+                                         limit=limit, scope=scope, snippet_width=snippet_width)
+        return {"total": total, "items": orjson.loads(items), "next_cursor": nxt}
+
+    def page(self, query: str = "", *, employee: str | None = None, customer: str | None = None,
+             group: str | None = None, conv: str | None = None, type_group: str = "all",
+             days: int | None = None, since: int | None = None, until: int | None = None,
+             cursor: str | None = None, limit: int = 20, scope: SearchScope | None = None,
+             snippet_width: int = 80, names: dict[str, str] | None = None) -> tuple[int, bytes, str | None, list[int]]:
+        """:meth:`search` for answers that go out as JSON: ``(total, items as a JSON array,
+        next_cursor, seqs of the items)``. The items are made in Rust from the stored records
+        (no Python object per item); ``names`` ({userid: name}) adds each item's ``from_name``."""
         if type_group not in TYPE_GROUPS:
             raise InputError(f"type must be one of {', '.join(TYPE_GROUPS)}, not {type_group!r}")
         if not 1 <= limit <= MAX_LIMIT:
@@ -214,14 +227,6 @@ class ArchiveSearch:
         records = self.store.db("records")
         with self.store.env.begin(db=records) as txn:
             raws = [txn.get(seq_key(seq)) for _, seq in hits]
-        recs = [msgpack.unpackb(r) if r is not None else None for r in raws]
-        snips = snippets([r["text"] if r else "" for r in recs], terms, snippet_width)
-        items = []
-        for (msgtime, seq), r, (text, marks) in zip(hits, recs, snips, strict=True):
-            if r is None:  # indexed but no longer stored: cannot happen while index ⊆ store
-                continue
-            items.append({"msgid": r["msgid"], "seq": seq, "msgtime": msgtime, "snippet": text,
-                          "highlights": [list(m) for m in marks], "msgtype": r["msgtype"], "from": r["from"],
-                          "tolist": r["tolist"], "roomid": r["roomid"], "conv": r.get("conv", "")})
-        return {"total": total, "items": items, "next_cursor": encode_cursor(nxt)}
+        items, seqs = page_json(hits, raws, terms, snippet_width, names)
+        return total, items, encode_cursor(nxt), seqs
 

@@ -16,6 +16,9 @@ pub fn fold_char(c: char) -> char {
     if c.is_ascii() {
         return c.to_ascii_lowercase();
     }
+    if uncased(c) {
+        return c;
+    }
     if !c.is_alphabetic() {
         return c;
     }
@@ -26,6 +29,13 @@ pub fn fold_char(c: char) -> char {
     }
 }
 
+/// CJK (radicals, punctuation, kana, Hangul, the ideographs and their extensions): no
+/// case, so no Unicode table lookup for the bulk of Chinese text (tested for every one).
+#[inline(always)]
+fn uncased(c: char) -> bool {
+    matches!(c as u32, 0x2E80..=0x9FFF | 0xAC00..=0xD7AF | 0x2_0000..)
+}
+
 /// Folds a whole string (same number of characters as the input).
 pub fn fold_text(s: &str) -> String {
     s.chars().map(fold_char).collect()
@@ -34,6 +44,13 @@ pub fn fold_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_uncased_ranges_have_no_lower_case() {
+        for c in (0..=0x10_FFFFu32).filter_map(char::from_u32).filter(|&c| uncased(c)) {
+            assert_eq!(c.to_lowercase().collect::<String>(), c.to_string(), "U+{:04X}", c as u32);
+        }
+    }
 
     #[test]
     fn width_and_case_fold_to_the_same_text() {

@@ -15,6 +15,7 @@
 //!   collector reads two fast-field values per matching document.
 
 mod fold;
+mod page;
 mod query;
 mod snippet;
 mod tokenizer;
@@ -38,6 +39,7 @@ use tantivy::{
 };
 
 pub use fold::{fold_char, fold_text};
+pub use page::{items_json, page_items, PageItem};
 pub use query::{parse_query, QueryNode, MAX_TERMS, MAX_TERM_CHARS};
 pub use snippet::{snippet, Snippet};
 

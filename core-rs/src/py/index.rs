@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::batch::PyDecoded;
 use super::detached;
-use crate::index::{fold_text, parse_query, snippet, ArchiveIndex, Scope, SearchRequest};
+use crate::index::{fold_text, items_json, page_items, parse_query, snippet, ArchiveIndex, Scope, SearchRequest};
 
 #[pyclass(name = "ArchiveIndex", module = "scrm_fast._core", frozen)]
 pub struct PyArchiveIndex {
@@ -156,6 +158,41 @@ fn snippets(py: Python<'_>, texts: Vec<String>, terms: Vec<String>, width: usize
     })
 }
 
+/// A page of results as JSON: `hits` (msgtime, seq) from `ArchiveIndex.search`, `raws` their
+/// stored records (msgpack bytes or None), `terms` to highlight, `names` an optional
+/// {userid: display name} (adds `from_name`, the user id when unknown). Returns the items
+/// as one JSON array (bytes) and the seqs it holds (a hit without a record is left out).
+#[pyfunction]
+#[pyo3(signature = (hits, raws, terms, width = 80, names = None))]
+fn page_json<'py>(
+    py: Python<'py>,
+    hits: Vec<(i64, u64)>,
+    raws: Vec<Option<Bound<'py, PyBytes>>>,
+    terms: Vec<String>,
+    width: usize,
+    names: Option<Bound<'py, PyDict>>,
+) -> PyResult<(Bound<'py, PyBytes>, Vec<u64>)> {
+    if hits.len() != raws.len() {
+        return Err(PyValueError::new_err("hits and raws must have the same length"));
+    }
+    let slices: Vec<Option<&[u8]>> = raws.iter().map(|r| r.as_ref().map(|b| b.as_bytes())).collect();
+    let mut items = py
+        .detach(|| page_items(&hits, &slices, &terms, width))
+        .map_err(PyValueError::new_err)?;
+    if let Some(names) = names {
+        for it in &mut items {
+            let name = match names.get_item(it.from.as_ref())? {
+                Some(n) => n.extract::<String>()?,
+                None => it.from.to_string(),
+            };
+            it.from_name = Some(name);
+        }
+    }
+    let seqs = items.iter().map(|it| it.seq).collect();
+    let json = py.detach(|| items_json(&items));
+    Ok((PyBytes::new(py, &json), seqs))
+}
+
 /// The search folding (case and width) applied to indexed text and queries.
 #[pyfunction]
 fn fold_search_text(text: &str) -> String {
@@ -173,6 +210,7 @@ fn check_search_query(query: &str) -> PyResult<Vec<String>> {
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArchiveIndex>()?;
     m.add_function(wrap_pyfunction!(snippets, m)?)?;
+    m.add_function(wrap_pyfunction!(page_json, m)?)?;
     m.add_function(wrap_pyfunction!(fold_search_text, m)?)?;
     m.add_function(wrap_pyfunction!(check_search_query, m)?)?;
     Ok(())
