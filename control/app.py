@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from control.accounts import AccountService
-from control.api import meta
+from control.api import ReadCosts, meta
 from control.archive import ArchiveViews
 from control.config import ControlConfig
 from control.errors import ApiError, error_middleware, problem
-from control.keys import ACCOUNTS, CONFIG, JOBS, METRICS, READS, STORE, TOKEN, TRAIL, USER, VIEWS
+from control.keys import ACCOUNTS, CONFIG, JOBS, METRICS, READ_COSTS, READS, STORE, TOKEN, TRAIL, USER, VIEWS
 from control.routes import admin, archive, auth, review
 from control.routes import meta as meta_routes
 from scrm_fast.storage import ArchiveStore
@@ -66,6 +66,7 @@ async def metrics_middleware(request: web.Request, handler):
 async def _resources(app: web.Application):
     cfg = app[CONFIG]
     app[READS] = ThreadPoolExecutor(cfg.read_threads, thread_name_prefix="scrm-read")
+    app[READ_COSTS] = ReadCosts()
     store = ArchiveStore(cfg.data_dir)
     app[STORE] = store
     app[VIEWS] = ArchiveViews(store, cfg.data_dir)

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from control.accounts import AccountService, User
+from control.api import ReadCosts
 from control.archive import ArchiveViews
 from control.config import ControlConfig
 from scrm_fast.storage import ArchiveStore
@@ -21,6 +22,8 @@ JOBS = web.AppKey("jobs", dict)
 METRICS = web.AppKey("metrics", dict)
 # archive reads (search, pages): few threads, so fewer threads fight over the GIL
 READS = web.AppKey("reads", ThreadPoolExecutor)
+# how long each kind of read took last time: cheap ones run on the loop (control.api)
+READ_COSTS = web.AppKey("read_costs", ReadCosts)
 
 # per request: who is calling, with which token
 USER = web.RequestKey("user", User)

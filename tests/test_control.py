@@ -507,3 +507,35 @@ def test_login_throttling_is_shared_between_server_processes(tmp_path):
     token, _ = a.login("carol", PASSWORD, "10.0.0.2")  # another peer is not locked out
     assert token
     a.close()
+
+
+async def test_repeated_searches_run_on_the_loop_first_ones_and_slow_ones_on_threads(client, tenant):
+    from control.api import INLINE_MAX_S, ReadCosts
+    from control.keys import READ_COSTS
+
+    admin = await login(client, "admin")
+    costs = client.app[READ_COSTS]
+
+    async def search(q: str) -> list[int]:
+        r = await client.get("/api/v1/search", params={"q": q, "limit": "5"}, headers=admin)
+        assert r.status == 200
+        return [it["seq"] for it in (await r.json())["items"]]
+
+    before = (costs.inline, costs.threaded)
+    first = await search("的")
+    assert (costs.inline, costs.threaded) == (before[0], before[1] + 1), "a first-time read goes to the threads"
+    [key] = [k for k in costs._last if "的" in k]  # timed; set as fast (a busy CI box may take longer)
+    costs.note(key, INLINE_MAX_S / 2)
+    assert await search("的") == first
+    assert (costs.inline, costs.threaded) == (before[0] + 1, before[1] + 1), "a cheap repeat runs on the loop"
+    # a read that was slow last time goes back to the threads
+    costs.note(key, INLINE_MAX_S * 10)
+    assert await search("的") == first
+    assert costs.threaded == before[1] + 2
+    text = await (await client.get("/metrics", headers=admin)).text()
+    assert f'scrm_archive_reads_total{{where="event_loop"}} {costs.inline}' in text
+    # bounded: a full map starts over
+    small = ReadCosts(limit=2)
+    for k in "abc":
+        small.note(k, 0.0)
+    assert not small.cheap("a") and small.cheap("c")

@@ -8,7 +8,7 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from control.api import endpoint, json_response, read_off_loop
+from control.api import endpoint, json_response, read_measured, read_off_loop
 from control.archive import allowed_employees
 from control.errors import ApiError
 from control.keys import STORE, USER, VIEWS
@@ -152,9 +152,12 @@ async def search(request: web.Request) -> web.Response:
                "conv": _str(request, "conv"), "type_group": type_group, "days": _int(request, "days", 1, 3650),
                "since": _int(request, "since", 0, 2**62), "until": _int(request, "until", 0, 2**62)}
     try:
-        total, items, nxt, seqs = await read_off_loop(
-            request, views.search.page, q, **filters, cursor=_str(request, "cursor", 64),
-            limit=_int(request, "limit", 1, _SEARCH_LIMIT) or 20, scope=views.search_scope(user), names=d.names)
+        limit = _int(request, "limit", 1, _SEARCH_LIMIT) or 20
+        # the same query, filters, page size and caller cost the same on every page
+        key = ("search", q, limit, user.username, *filters.values())
+        total, items, nxt, seqs = await read_measured(
+            request, key, views.search.page, q, **filters, cursor=_str(request, "cursor", 64), limit=limit,
+            scope=views.search_scope(user), names=d.names)
     except QuerySyntaxError as e:
         raise ApiError(422, "invalid_query", str(e)) from None
     except InputError as e:

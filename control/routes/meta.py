@@ -7,7 +7,7 @@ import os
 from aiohttp import web
 
 from control.api import endpoint, json_response
-from control.keys import METRICS, STORE
+from control.keys import METRICS, READ_COSTS, STORE
 from control.openapi import build_openapi
 
 routes = web.RouteTableDef()
@@ -30,6 +30,10 @@ async def metrics(request: web.Request) -> web.Response:
     lines.append("# TYPE scrm_http_request_seconds_sum counter")
     for (method, route), s in sorted(m["seconds"].items()):
         lines.append(f'scrm_http_request_seconds_sum{{method="{method}",route="{route}"}} {s:.6f}')
+    costs = request.app[READ_COSTS]
+    lines.append("# TYPE scrm_archive_reads_total counter")
+    lines.append(f'scrm_archive_reads_total{{where="event_loop"}} {costs.inline}')
+    lines.append(f'scrm_archive_reads_total{{where="read_threads"}} {costs.threaded}')
     counts = request.app[STORE].counts()
     lines.append("# TYPE scrm_archive_records gauge")
     for k, v in counts.items():

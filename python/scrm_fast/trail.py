@@ -7,9 +7,10 @@ broken entry.
 Lives in its own LMDB environment (``trail.lmdb`` in the data directory) so that the
 archive's writers never wait for it and it can be copied off as evidence on its own.
 
-Cost: one synced write per *group* of appends: concurrent callers queue their entries and
-one writer thread commits everything queued in one transaction (group commit); each
-``append`` returns only when its entry is durable.
+Cost: one synced write per *group* of appends (group commit): threads queue their entries
+and one writer thread commits everything queued in one transaction; an event loop commits
+what its requests appended during one turn in one transaction (``append_async``). Each
+append returns only when its entry is durable.
 """
 
 from __future__ import annotations
@@ -43,8 +44,16 @@ class AccessTrail:
         self._queue: list[tuple[dict, object]] = []
         self._closed = False
         self._writer: threading.Thread | None = None
+        # entries appended from event loops, per loop, until the loop commits them
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[dict, asyncio.Future]]] = {}
+        self._lock = threading.Lock()
 
     def close(self) -> None:
+        # entries a loop appended but has not committed yet (closing from that loop's thread,
+        # or after it stopped): written now, not lost
+        for loop in list(self._pending):
+            if loop is asyncio._get_running_loop() or not loop.is_running():
+                self._commit_pending(loop)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -68,28 +77,43 @@ class AccessTrail:
         return slot["entry"]
 
     def append_async(self, user: str, action: str, target: str, detail: dict | None = None) -> asyncio.Future:
-        """Queues one entry from an event loop: the future resolves once it is durable. No
-        thread waits for the sync; the writer thread wakes the loop when it is done."""
+        """Queues one entry from an event loop: the future resolves once it is durable.
+
+        Group commit on the loop's own thread: every entry appended during one turn of the
+        loop goes into one synced transaction, committed by a callback that runs after the
+        callbacks already due (``call_soon``). The loop waits for that one commit (a synced
+        LMDB commit, ~0.3–0.5 ms here) once per batch, not per request, and no thread is
+        woken: handing the batch to a writer thread and back cost more CPU per request (two
+        thread switches, the GIL handed over each way) and a longer tail (measured: p99
+        36–41 ms against 50–55 ms at 50 clients, see issue 6's note)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
-
-        def settle(kind: str, value: object) -> None:
-            if fut.done():
-                return
-            if kind == "entry":
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)  # type: ignore[arg-type]
-
-        def done(kind: str, value: object) -> None:
-            try:
-                loop.call_soon_threadsafe(settle, kind, value)
-            except RuntimeError:  # the loop is gone (shutdown): the entry is written anyway
-                pass
-
-        with self._cond:
-            self._enqueue(user, action, target, detail, done)
+        if self._closed:
+            raise RuntimeError("access trail is closed")
+        fields = {"at": now_ms(), "user": user, "action": action, "target": target, "detail": detail or {}}
+        pending = self._pending.setdefault(loop, [])
+        pending.append((fields, fut))
+        if len(pending) == 1:
+            loop.call_soon(self._commit_pending, loop)
         return fut
+
+    def _commit_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._pending.pop(loop, [])
+        if not batch:
+            return
+        try:
+            # the writer thread's commits and these take turns on a Python lock (waiting for
+            # it frees the GIL), never inside LMDB's own write lock while holding the GIL
+            with self._lock:
+                done = self._commit(batch)
+        except Exception as e:  # noqa: BLE001 - handed to every waiting request
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for (_, fut), entry in zip(batch, done, strict=True):
+            if not fut.done():
+                fut.set_result(entry)
 
     def _enqueue(self, user: str, action: str, target: str, detail: dict | None, done) -> None:
         if self._closed:
@@ -110,7 +134,8 @@ class AccessTrail:
                     return
                 batch, self._queue = self._queue, []
             try:
-                done = self._commit(batch)
+                with self._lock:
+                    done = self._commit(batch)
                 results = [("entry", e) for e in done]
             except Exception as e:  # noqa: BLE001 - handed to every waiting caller
                 results = [("error", e)] * len(batch)
