@@ -48,7 +48,12 @@ mod tests {
     #[test]
     fn the_uncased_ranges_have_no_lower_case() {
         for c in (0..=0x10_FFFFu32).filter_map(char::from_u32).filter(|&c| uncased(c)) {
-            assert_eq!(c.to_lowercase().collect::<String>(), c.to_string(), "U+{:04X}", c as u32);
+            assert_eq!(
+                c.to_lowercase().collect::<String>(),
+                c.to_string(),
+                "U+{:04X}",
+                c as u32
+            );
         }
     }
 
