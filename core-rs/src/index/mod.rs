@@ -209,7 +209,7 @@ impl ArchiveIndex {
             reader,
             writer: Mutex::new(None),
             columns: Mutex::new(Default::default()),
-            counts: CountCache::default(),
+            counts: CountCache::new(path),
         };
         if let Some(layout) = me.committed()?.map(|c| c.0) {
             if layout != LAYOUT {
@@ -459,17 +459,24 @@ impl ArchiveIndex {
         let searcher = self.reader.searcher();
         let weight = q.weight(EnableScoring::disabled_from_searcher(&searcher))?;
         let key = req.count_key();
+        let segs: Vec<(&tantivy::SegmentReader, Option<u128>)> = searcher
+            .segment_readers()
+            .iter()
+            .map(|seg| (seg, seg.alive_bitset().is_none().then(|| seg_u128(seg.segment_id()))))
+            .collect();
+        // a count this process lacks may have been made by another one: look once
+        if segs
+            .iter()
+            .any(|(_, id)| id.is_some_and(|id| self.counts.get(id, key).is_none()))
+        {
+            self.counts.refresh();
+        }
         let mut total = 0u64;
         let mut top: Vec<(i64, u64)> = Vec::new();
-        for seg in searcher.segment_readers() {
+        let mut new = Vec::new();
+        for &(seg, id) in &segs {
             let cols = self.columns(seg)?;
-            let cacheable = seg.alive_bitset().is_none();
-            let known = if cacheable {
-                self.counts.get(seg.segment_id(), key)
-            } else {
-                None
-            };
-            match known {
+            match id.and_then(|id| self.counts.get(id, key)) {
                 Some(n) => {
                     total += n;
                     if n > 0 {
@@ -483,11 +490,14 @@ impl ArchiveIndex {
                     let fruit = collect_all(seg, &cols, weight.as_ref(), req, want)?;
                     total += fruit.total;
                     top.extend(fruit.top);
-                    if cacheable {
-                        self.counts.put(seg.segment_id(), key, fruit.total);
+                    if let Some(id) = id {
+                        new.push((id, key, fruit.total));
                     }
                 }
             }
+        }
+        if !new.is_empty() {
+            self.counts.put_all(&new, true);
         }
         Ok(page_of(top, total, req.limit, node.positive_terms()))
     }
@@ -558,17 +568,152 @@ fn newest<D: DocSet>(
     Ok(heap.into_iter().map(|Reverse(x)| x).collect())
 }
 
-/// Per-segment match counts of requests (see [`ArchiveIndex::search`]), bounded.
-#[derive(Default)]
+/// Per-segment match counts of requests (see [`ArchiveIndex::search`]), bounded, and
+/// shared between the processes that search the same index (the server's workers): each
+/// appends the counts it computes to its own file in `<index>/counts/` and, before computing
+/// one it lacks, reads what the others appended since it last looked. A query the other
+/// worker already counted costs this one a file read, not a full pass.
 struct CountCache {
-    map: Mutex<std::collections::HashMap<(tantivy::index::SegmentId, u128), u64>>,
+    map: Mutex<std::collections::HashMap<(u128, u128), u64>>,
+    shared: Option<Mutex<SharedCounts>>,
 }
 
-/// Entries kept before the cache starts afresh (~40 bytes each).
+/// Entries kept before the cache starts afresh (~48 bytes each).
 const COUNT_CACHE_ENTRIES: usize = 200_000;
 
+/// One shared count: segment id, request digest, count (little endian).
+const COUNT_RECORD: usize = 40;
+
+fn seg_u128(seg: tantivy::index::SegmentId) -> u128 {
+    u128::from_str_radix(&seg.uuid_string(), 16).unwrap_or_default()
+}
+
+/// The files of [`CountCache`]: `<pid>-<fingerprint>.bin`, the fingerprint a digest made
+/// with this build's hasher (a build that digests requests differently never reads them).
+struct SharedCounts {
+    dir: PathBuf,
+    /// this process's id in file names (tests stand in for a second process with another)
+    me: String,
+    mine: Option<std::fs::File>,
+    mine_len: u64,
+    /// bytes of each other file already read
+    seen: std::collections::HashMap<std::ffi::OsString, u64>,
+}
+
+fn fingerprint() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (LAYOUT, "scrm count digest v1").hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+impl SharedCounts {
+    fn open(index: &Path) -> Option<SharedCounts> {
+        // inside the index directory (tantivy only ever deletes files it made itself); a
+        // read-only data directory simply shares nothing
+        let dir = index.join("counts");
+        std::fs::create_dir_all(&dir).ok()?;
+        let ours = format!("-{}.bin", fingerprint());
+        // files of processes that are gone, or of other builds, are stale
+        for e in std::fs::read_dir(&dir).ok()?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let alive = n
+                .strip_suffix(&ours)
+                .is_some_and(|pid| Path::new("/proc").join(pid).exists());
+            if !alive {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Some(SharedCounts {
+            dir,
+            me: std::process::id().to_string(),
+            mine: None,
+            mine_len: 0,
+            seen: Default::default(),
+        })
+    }
+
+    fn my_name(&self) -> String {
+        format!("{}-{}.bin", self.me, fingerprint())
+    }
+
+    /// Appends `new` to this process's file (started afresh when it holds a full cache).
+    fn publish(&mut self, new: &[(u128, u128, u64)]) {
+        use std::io::Write;
+        if self.mine.is_none() || self.mine_len >= (COUNT_CACHE_ENTRIES * COUNT_RECORD) as u64 {
+            self.mine = std::fs::File::create(self.dir.join(self.my_name())).ok();
+            self.mine_len = 0;
+        }
+        let Some(f) = self.mine.as_mut() else { return };
+        let mut buf = Vec::with_capacity(new.len() * COUNT_RECORD);
+        for (seg, key, n) in new {
+            buf.extend_from_slice(&seg.to_le_bytes());
+            buf.extend_from_slice(&key.to_le_bytes());
+            buf.extend_from_slice(&n.to_le_bytes());
+        }
+        // whole records in one write: a reader takes whole records only
+        if f.write_all(&buf).is_ok() {
+            self.mine_len += buf.len() as u64;
+        }
+    }
+
+    /// Calls `each` with every record the other processes appended since the last call.
+    fn refresh(&mut self, mut each: impl FnMut(u128, u128, u64)) {
+        use std::io::{Read, Seek, SeekFrom};
+        let mine = std::ffi::OsString::from(self.my_name());
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name == mine {
+                continue;
+            }
+            let Ok(len) = e.metadata().map(|m| m.len()) else {
+                continue;
+            };
+            let seen = self.seen.entry(name).or_insert(0);
+            if len < *seen {
+                *seen = 0; // started afresh
+            }
+            let whole = (len - *seen) / COUNT_RECORD as u64 * COUNT_RECORD as u64;
+            if whole == 0 {
+                continue;
+            }
+            let Ok(mut f) = std::fs::File::open(e.path()) else {
+                continue;
+            };
+            let mut buf = vec![0u8; whole as usize];
+            if f.seek(SeekFrom::Start(*seen)).is_err() || f.read_exact(&mut buf).is_err() {
+                continue;
+            }
+            *seen += whole;
+            for r in buf.chunks_exact(COUNT_RECORD) {
+                let mut seg = [0u8; 16];
+                let mut key = [0u8; 16];
+                let mut n = [0u8; 8];
+                seg.copy_from_slice(&r[..16]);
+                key.copy_from_slice(&r[16..32]);
+                n.copy_from_slice(&r[32..]);
+                each(
+                    u128::from_le_bytes(seg),
+                    u128::from_le_bytes(key),
+                    u64::from_le_bytes(n),
+                );
+            }
+        }
+    }
+}
+
 impl CountCache {
-    fn get(&self, seg: tantivy::index::SegmentId, key: u128) -> Option<u64> {
+    fn new(index: &Path) -> CountCache {
+        CountCache {
+            map: Default::default(),
+            shared: SharedCounts::open(index).map(Mutex::new),
+        }
+    }
+
+    fn get(&self, seg: u128, key: u128) -> Option<u64> {
         self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -576,12 +721,31 @@ impl CountCache {
             .copied()
     }
 
-    fn put(&self, seg: tantivy::index::SegmentId, key: u128, n: u64) {
+    /// Keeps `new` counts; `publish`: made here, so appended for the other processes.
+    fn put_all(&self, new: &[(u128, u128, u64)], publish: bool) {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= COUNT_CACHE_ENTRIES {
-            m.clear(); // merged-away segments and old queries go with it
+        for &(seg, key, n) in new {
+            if m.len() >= COUNT_CACHE_ENTRIES {
+                m.clear(); // merged-away segments and old queries go with it
+            }
+            m.insert((seg, key), n);
         }
-        m.insert((seg, key), n);
+        drop(m);
+        if let (true, Some(sh)) = (publish, &self.shared) {
+            sh.lock().unwrap_or_else(|p| p.into_inner()).publish(new);
+        }
+    }
+
+    /// Takes in what the other processes counted since the last look.
+    fn refresh(&self) {
+        let Some(sh) = &self.shared else { return };
+        let mut got = Vec::new();
+        sh.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh(|seg, key, n| got.push((seg, key, n)));
+        if !got.is_empty() {
+            self.put_all(&got, false);
+        }
     }
 }
 

@@ -342,3 +342,62 @@ fn known_segment_counts_give_the_same_pages_as_a_full_pass() {
         }
     }
 }
+
+#[test]
+fn counts_made_by_one_process_serve_another() {
+    // Two server workers search the same index: what one counted, the other takes from
+    // the shared files instead of counting again, and the pages are the same.
+    let mut g = Lcg(5);
+    let values: Vec<Vec<u8>> = (0..6_000u64)
+        .map(|i| {
+            let text: String = (0..2 + g.below(6)).map(|_| ALPHABET[g.below(5)]).collect();
+            record(
+                i + 1,
+                1_700_000_000_000 + i as i64,
+                "zhangsan",
+                &["wmCust1"],
+                "",
+                "text",
+                &text,
+            )
+        })
+        .collect();
+    let (dir, a) = build(&values, 3);
+    let b = ArchiveIndex::open(dir.path()).unwrap();
+    b.reload().unwrap();
+    if let Some(sh) = &b.counts.shared {
+        sh.lock().unwrap().me = "second".into();
+    }
+    let files = |tag: &str| -> u64 {
+        std::fs::read_dir(dir.path().join("counts"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(tag))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let q: String = ALPHABET[..3].iter().collect();
+    let first = a.search(&SearchRequest::new(&q, 20)).unwrap();
+    let mine = std::process::id().to_string();
+    assert!(files(&format!("{mine}-")) > 0, "the first process published its counts");
+    let second = b.search(&SearchRequest::new(&q, 20)).unwrap();
+    assert_eq!((second.total, &second.hits), (first.total, &first.hits));
+    assert_eq!(files("second-"), 0, "the second process counted nothing itself");
+    // a request the first never made is counted (and published) by the second
+    let other = b
+        .search(&SearchRequest::new(&ALPHABET[2..5].iter().collect::<String>(), 20))
+        .unwrap();
+    assert!(other.total > 0 && files("second-") > 0);
+    // files of processes that are gone are removed when an index is opened
+    drop(b);
+    std::fs::write(
+        dir.path()
+            .join("counts")
+            .join(format!("999999999-{}.bin", fingerprint())),
+        [0u8; 40],
+    )
+    .unwrap();
+    let _c = ArchiveIndex::open(dir.path()).unwrap();
+    assert_eq!(files("999999999-"), 0);
+    assert_eq!(files("second-"), 0, "no process `second`: stale");
+}
