@@ -3,6 +3,7 @@ any change, removal or reordering of a stored entry is detected and named."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import threading
 
@@ -67,7 +68,6 @@ def test_concurrent_appends_chain_and_tampering(tmp_path):
 
 
 def test_async_appends_from_an_event_loop_and_threads_share_one_chain(tmp_path):
-    import asyncio
 
     t = AccessTrail(tmp_path)
     sync_done = []
@@ -87,4 +87,19 @@ def test_async_appends_from_an_event_loop_and_threads_share_one_chain(tmp_path):
     t.close()
     reopened = AccessTrail(tmp_path, readonly=True)
     assert reopened.verify()["entries"] == 200
+    reopened.close()
+
+
+def test_entries_a_loop_appended_are_written_when_the_trail_closes(tmp_path):
+    t = AccessTrail(tmp_path)
+
+    async def main() -> asyncio.Future:
+        fut = t.append_async("loop", "search", "q")  # its commit is due at the loop's next turn
+        t.close()  # closed first, from the loop's own thread
+        return await fut
+
+    entry = asyncio.run(main())
+    assert entry["index"] == 0
+    reopened = AccessTrail(tmp_path, readonly=True)
+    assert reopened.verify()["entries"] == 1
     reopened.close()

@@ -51,8 +51,12 @@ class AccessTrail:
     def close(self) -> None:
         # entries a loop appended but has not committed yet (closing from that loop's thread,
         # or after it stopped): written now, not lost
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         for loop in list(self._pending):
-            if loop is asyncio._get_running_loop() or not loop.is_running():
+            if loop is running or not loop.is_running():
                 self._commit_pending(loop)
         with self._cond:
             self._closed = True
