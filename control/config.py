@@ -23,7 +23,8 @@ class ControlConfig:
     # server processes (control.workers hands them the connections): one Python process keeps one core
     # busy at most (the GIL); archive reads scale with processes
     workers: int = 1
-    # threads per worker for archive reads (the Rust part runs without the GIL)
+    # threads per worker for archive reads that were slow or are new (the Rust part runs
+    # without the GIL); repeated cheap ones run on the loop (control.api.read_measured)
     read_threads: int = 2
 
     def to_json(self) -> str:

@@ -1,6 +1,6 @@
 """Writing the access trail from a request (rule R-4): the append is a synced LMDB write,
-done by the trail's writer thread (group commit); the request awaits its durability
-without holding a worker thread."""
+group-committed by the event loop once per turn for every request of that turn; the
+request awaits its durability (see ``AccessTrail.append_async``)."""
 
 from __future__ import annotations
 
