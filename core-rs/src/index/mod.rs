@@ -89,24 +89,26 @@ fn schema() -> (Schema, Fields) {
     )
 }
 
-/// The fields of a stored record (msgpack, see `message::Record`) the index needs; the
-/// rest (notably `raw`) is skipped without copying.
+/// The fields of a stored record (msgpack, see `message::Record`) the index and a result
+/// page need; the rest (notably `raw`) is skipped without copying.
 #[derive(Deserialize)]
-struct StoredView<'a> {
-    seq: u64,
-    #[serde(borrow)]
-    from: Cow<'a, str>,
-    #[serde(borrow)]
-    tolist: Vec<Cow<'a, str>>,
-    #[serde(borrow)]
-    roomid: Cow<'a, str>,
-    msgtime: i64,
-    #[serde(borrow)]
-    msgtype: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Cow<'a, str>,
+pub(crate) struct StoredView<'a> {
+    pub(crate) seq: u64,
     #[serde(borrow, default)]
-    conv: Cow<'a, str>,
+    pub(crate) msgid: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) from: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) tolist: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) roomid: Cow<'a, str>,
+    pub(crate) msgtime: i64,
+    #[serde(borrow)]
+    pub(crate) msgtype: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) text: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub(crate) conv: Cow<'a, str>,
 }
 
 /// Data scope (rule R-2): a message is visible when one of `parties` takes part in it or it

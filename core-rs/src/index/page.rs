@@ -5,29 +5,10 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::snippet::snippet;
-
-/// The fields of a stored record (see [`crate::message::Record`]) a result shows,
-/// borrowed from the msgpack bytes.
-#[derive(Deserialize)]
-struct Shown<'a> {
-    #[serde(borrow)]
-    msgid: Cow<'a, str>,
-    #[serde(borrow)]
-    from: Cow<'a, str>,
-    #[serde(borrow)]
-    tolist: Vec<Cow<'a, str>>,
-    #[serde(borrow)]
-    roomid: Cow<'a, str>,
-    #[serde(borrow)]
-    msgtype: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Cow<'a, str>,
-    #[serde(borrow, default)]
-    conv: Cow<'a, str>,
-}
+use super::StoredView;
 
 /// One result item, in the order of its JSON keys.
 #[derive(Serialize)]
@@ -60,7 +41,7 @@ pub fn page_items<'a>(
         .zip(raws)
         .filter_map(|(&(msgtime, seq), raw)| raw.map(|r| (msgtime, seq, r)))
         .map(|(msgtime, seq, raw)| {
-            let r: Shown<'a> =
+            let r: StoredView<'a> =
                 rmp_serde::from_slice(raw).map_err(|e| format!("stored record of seq {seq} is unreadable: {e}"))?;
             let s = snippet(&r.text, terms, width);
             Ok(PageItem {
