@@ -142,4 +142,4 @@ def serve_one(config: ControlConfig) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # uvloop is optional; asyncio's loop works too
         pass
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None)
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None, access_log=None)

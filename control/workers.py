@@ -173,7 +173,9 @@ async def _worker_main(config: ControlConfig, chan_fd: int) -> None:
     loop = asyncio.get_running_loop()
     chan = socket.socket(fileno=chan_fd)
     chan.setblocking(False)
-    runner = web.AppRunner(create_app(config))
+    # no access log: nothing configures logging for it (it printed nothing), and each request
+    # still paid for the call; reads of content are in the access trail, counts in /metrics
+    runner = web.AppRunner(create_app(config), access_log=None)
     await runner.setup()
     server = runner.server
     stop = asyncio.Event()
