@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::batch::PyDecoded;
 use super::detached;
-use crate::index::{fold_text, items_json, page_items, parse_query, snippet, ArchiveIndex, Scope, SearchRequest};
+use crate::index::{fold_text, items_json, page_items, parse_query, ArchiveIndex, Scope, SearchRequest};
 
 #[pyclass(name = "ArchiveIndex", module = "scrm_fast._core", frozen)]
 pub struct PyArchiveIndex {
@@ -18,7 +18,6 @@ pub struct PyArchiveIndex {
 }
 
 type Page = (u64, Vec<(i64, u64)>, Option<(i64, u64)>, Vec<String>);
-type Highlighted = (String, Vec<(usize, usize)>);
 
 #[pymethods]
 impl PyArchiveIndex {
@@ -142,22 +141,6 @@ impl PyArchiveIndex {
     }
 }
 
-/// Highlighted snippets of `texts` for folded `terms`: `(snippet, [(start, end)…])` with
-/// character offsets into the snippet.
-#[pyfunction]
-#[pyo3(signature = (texts, terms, width = 80))]
-fn snippets(py: Python<'_>, texts: Vec<String>, terms: Vec<String>, width: usize) -> PyResult<Vec<Highlighted>> {
-    detached(py, move || {
-        Ok(texts
-            .iter()
-            .map(|t| {
-                let s = snippet(t, &terms, width);
-                (s.text, s.highlights)
-            })
-            .collect())
-    })
-}
-
 /// A page of results as JSON: `hits` (msgtime, seq) from `ArchiveIndex.search`, `raws` their
 /// stored records (msgpack bytes or None), `terms` to highlight, `names` an optional
 /// {userid: display name} (adds `from_name`, the user id when unknown). Returns the items
@@ -209,7 +192,6 @@ fn check_search_query(query: &str) -> PyResult<Vec<String>> {
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArchiveIndex>()?;
-    m.add_function(wrap_pyfunction!(snippets, m)?)?;
     m.add_function(wrap_pyfunction!(page_json, m)?)?;
     m.add_function(wrap_pyfunction!(fold_search_text, m)?)?;
     m.add_function(wrap_pyfunction!(check_search_query, m)?)?;
