@@ -464,7 +464,15 @@ impl ArchiveIndex {
         let segs: Vec<(&tantivy::SegmentReader, Option<u128>)> = searcher
             .segment_readers()
             .iter()
-            .map(|seg| (seg, seg.alive_bitset().is_none().then(|| seg_u128(seg.segment_id()))))
+            .map(|seg| {
+                (
+                    seg,
+                    seg.alive_bitset()
+                        .is_none()
+                        .then(|| seg_u128(seg.segment_id()))
+                        .flatten(),
+                )
+            })
             .collect();
         // a count this process lacks may have been made by another one: look once
         if segs
@@ -586,8 +594,11 @@ const COUNT_CACHE_ENTRIES: usize = 200_000;
 /// One shared count: segment id, request digest, count (little endian).
 const COUNT_RECORD: usize = 40;
 
-fn seg_u128(seg: tantivy::index::SegmentId) -> u128 {
-    u128::from_str_radix(&seg.uuid_string(), 16).unwrap_or_default()
+/// A segment's id as a number (its uuid's 32 hex digits); None (the segment's counts are
+/// not kept) should tantivy ever write it otherwise, never a shared stand-in value.
+fn seg_u128(seg: tantivy::index::SegmentId) -> Option<u128> {
+    let hex = seg.uuid_string();
+    (hex.len() == 32).then(|| u128::from_str_radix(&hex, 16).ok()).flatten()
 }
 
 /// The files of [`CountCache`]: `<pid>-<fingerprint>.bin`, the fingerprint a digest made

@@ -87,7 +87,7 @@ enum Pattern {
     Allow,
 }
 
-/// A hit with its listed word by index ([`WordList::word`]): what batch scans collect
+/// A hit with its listed word by index ([`WordList::words`]): what batch scans collect
 /// (no string copied per hit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawHit {

@@ -20,10 +20,6 @@ use unicode_normalization::UnicodeNormalization;
 /// can be), an index into `expansions` or `SLOW16` for the rare rest. So one mask test
 /// (`is_special`) sends a value off the hot path.
 pub struct Table {
-    /// One bit per CJK unified ideograph (U+4E00…U+9FFF, 2.5 KiB: stays in L1): set when
-    /// normalization changes it (traditional → simplified). Chat text is mostly these, and
-    /// most fold to themselves: the bit answers without touching the big table.
-    cjk_changed: Vec<u64>,
     bmp: Vec<u16>,
     /// The same for plane 1 (U+10000…U+1FFFF: emoji, mathematical letters, enclosed
     /// alphanumerics): a folded character of the BMP, `SKIP16`, or `SLOW16`.
@@ -94,18 +90,7 @@ pub fn table() -> &'static Table {
                 _ => SLOW16,
             };
         }
-        let mut cjk_changed = vec![0u64; (0xA000 - 0x4E00) / 64];
-        for (k, &v) in bmp[0x4E00..0xA000].iter().enumerate() {
-            if v != (0x4E00 + k) as u16 {
-                cjk_changed[k >> 6] |= 1 << (k & 63);
-            }
-        }
-        Table {
-            cjk_changed,
-            bmp,
-            smp,
-            expansions,
-        }
+        Table { bmp, smp, expansions }
     })
 }
 
@@ -117,13 +102,14 @@ pub enum Folded {
     Slow(String),
 }
 
-/// Folds one character (the hot path of matching: a table lookup for the BMP).
+/// Folds one character (word lists, references, and [`fold_into`]'s rare characters; the
+/// matching loop itself is [`fold_into`]).
 #[inline(always)]
 pub fn fold_char(c: char) -> Folded {
     fold_char_in(table(), c)
 }
 
-/// [`fold_char`] with the table looked up once by the caller (hot loops).
+/// [`fold_char`] with the table looked up once by the caller.
 #[inline(always)]
 pub fn fold_char_in(t: &'static Table, c: char) -> Folded {
     if c.is_ascii() {
@@ -132,12 +118,6 @@ pub fn fold_char_in(t: &'static Table, c: char) -> Folded {
         } else {
             Folded::Skip
         };
-    }
-    if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
-        let k = c as usize - 0x4E00;
-        if t.cjk_changed[k >> 6] & (1 << (k & 63)) == 0 {
-            return Folded::One(c);
-        }
     }
     if (c as u32) < 0x1_0000 {
         match t.bmp[c as usize] {
