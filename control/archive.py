@@ -7,7 +7,7 @@ by the route that calls it."""
 from __future__ import annotations
 
 import functools
-import os
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -18,8 +18,8 @@ import msgpack
 from control.accounts import User
 from control.errors import ApiError
 from scrm_fast.search import DAY_MS, TYPE_GROUPS, ArchiveSearch, SearchScope, open_index
-from scrm_fast.storage import ArchiveStore, key_seq, seq_key
-from scrm_fast.views import ArchiveCatalog, conv_time, dept_subtree, group_members, is_customer
+from scrm_fast.storage import ArchiveStore
+from scrm_fast.views import ArchiveCatalog, dept_subtree, group_members, is_customer
 
 
 @dataclass
@@ -32,11 +32,8 @@ class Directory:
     corp: dict
 
     @staticmethod
-    def load(data_dir: Path) -> Directory:
-        import orjson
-
-        p = data_dir / "directory.json"
-        doc = orjson.loads(p.read_bytes()) if p.exists() else {}
+    def load(store: ArchiveStore) -> Directory:
+        doc = store.directory() or {}
         return Directory({e["userid"]: e for e in doc.get("employees", [])},
                          {d["id"]: d for d in doc.get("departments", [])},
                          {g["roomid"]: g for g in doc.get("groups", [])},
@@ -101,9 +98,8 @@ class ArchiveViews:
         self.store = store
         self.data_dir = data_dir
         self._dir: tuple[float, Directory, set[str]] | None = None
-        self._dir_path = str(data_dir / "directory.json")
         self._dir_checked = 0.0
-        self.index = open_index(data_dir, replace_unreadable=True)
+        self.index = open_index(store, replace_unreadable=True)
         self.search = ArchiveSearch(store, self.index)
         self.catalog = ArchiveCatalog(store)
         self.index_lock = threading.Lock()  # one writer user at a time in this process
@@ -140,18 +136,15 @@ class ArchiveViews:
         return SearchScope(frozenset(allowed), frozenset(rooms))
 
     def directory(self) -> Directory:
-        """The tenant's directory, parsed again only when the file changed (looked at once
-        a second at most: every request asks)."""
+        """The tenant's directory, opened again only when it was saved again (its stamp is
+        looked at once a second at most: every request asks)."""
         now = time.monotonic()
         if self._dir is not None and now - self._dir_checked < 1.0:
             return self._dir[1]
-        try:
-            mtime = os.stat(self._dir_path).st_mtime_ns
-        except FileNotFoundError:
-            mtime = 0
-        if self._dir is None or self._dir[0] != mtime:
-            d = Directory.load(self.data_dir)
-            self._dir = (mtime, d, d.resigned())
+        stamp = self.store.directory_stamp()
+        if self._dir is None or self._dir[0] != stamp:
+            d = Directory.load(self.store)
+            self._dir = (stamp, d, d.resigned())
         self._dir_checked = now
         return self._dir[1]
 
@@ -204,47 +197,32 @@ class ArchiveViews:
             raise ApiError(422, "invalid", "voice calls are not a tab for groups (rule V-2)")
         if days is not None:
             since = self.store.stream_time() - days * DAY_MS
-        prefix = conv.encode() + b"\0"
+        if not self.store.has_conversation(conv):
+            raise ApiError(404, "not_found", "no such conversation")
         items: list[dict] = []
         next_cursor = None
-        with self.store.env.begin() as txn:
-            cur = txn.cursor(db=self.store.db("conv"))
-            if not cur.set_range(prefix) or not cur.key().startswith(prefix):
-                raise ApiError(404, "not_found", "no such conversation")
-            recs = txn.cursor(db=self.store.db("records"))
-            if after_seq is not None:
-                ok = cur.set_range(prefix + seq_key(after_seq + 1))
-                while ok and cur.key().startswith(prefix) and len(items) < limit:
-                    raw = recs.get(cur.key()[-8:])
-                    if raw is not None:
-                        r = msgpack.unpackb(raw)
-                        t = r["msgtime"]
-                        if (types is None or r["msgtype"] in types) and (since is None or t >= since) \
-                                and (until is None or t <= until):
-                            items.append(message_view(r))
-                    ok = cur.next()
-                return {"conv": conv, "items": items[::-1], "next_cursor": None}
-            start = prefix + seq_key(before_seq) if before_seq is not None else conv.encode() + b"\x01"
-            ok = cur.set_range(start)
-            ok = cur.prev() if ok else cur.last()
-            while ok and cur.key().startswith(prefix):
-                seq = key_seq(cur.key()[-8:])
-                t = conv_time(cur.value())
-                if until is not None and t > until:
-                    ok = cur.prev()
+        # seqs in pages of the conversation index, records opened a page at a time (one
+        # batch call into the vault, not one per message)
+        seqs = self.store.conversation_seqs(conv, before=before_seq, after=after_seq, since=since, until=until)
+        want = limit if after_seq is not None else limit + 1
+        while len(items) < want:
+            chunk = list(itertools.islice(seqs, max(want - len(items), 16)))
+            if not chunk:
+                break
+            for raw in self.store.records_raw(chunk):
+                if raw is None:
                     continue
-                if since is not None and t < since:
-                    break
-                raw = recs.get(seq_key(seq))
-                if raw is not None:
-                    r = msgpack.unpackb(raw)
-                    if types is None or r["msgtype"] in types:
-                        if len(items) == limit:
-                            next_cursor = items[-1]["seq"]
-                            break
-                        items.append(message_view(r))
-                ok = cur.prev()
-        return {"conv": conv, "items": items, "next_cursor": next_cursor}
+                r = msgpack.unpackb(raw)
+                if types is None or r["msgtype"] in types:
+                    items.append(r)
+                    if len(items) == want:
+                        break
+        if after_seq is not None:
+            return {"conv": conv, "items": [message_view(r) for r in items[::-1]], "next_cursor": None}
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = items[-1]["seq"]
+        return {"conv": conv, "items": [message_view(r) for r in items], "next_cursor": next_cursor}
 
     def message(self, user: User, seq: int) -> dict:
         r = self.store.get_record(seq)

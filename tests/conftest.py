@@ -14,10 +14,27 @@ from scrm_fast.simulate import simulate
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def master_key(tmp_path_factory) -> Path:
+    """One master key for the whole run, outside every data directory, named by
+    ``SCRM_MASTER_KEY_FILE`` (the CLI, the server's workers and the library read it)."""
+    from scrm_fast.sealing import ENV_MASTER, new_master_key
+
+    path = tmp_path_factory.mktemp("keys-at-rest") / "master.key"
+    new_master_key(path)
+    old = os.environ.get(ENV_MASTER)
+    os.environ[ENV_MASTER] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(ENV_MASTER, None)
+    else:
+        os.environ[ENV_MASTER] = old
+
+
 def run_scrm(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs the real `scrm` CLI in a child process."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "scrm_fast.cli", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "control.cli", *args], capture_output=True,
                           timeout=timeout, env=env, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"scrm {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}")
@@ -35,10 +52,10 @@ def free_port() -> int:
 def start_serve(data: Path, *args: str, stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
     """Starts the real `scrm serve` for ``data`` on a free loopback port and waits until it
     answers; returns the process and its base URL."""
-    from scrm_fast.bench_http import wait_serving
+    from control.bench_http import wait_serving
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "scrm_fast.cli", "serve", "--data", str(data), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "control.cli", "serve", "--data", str(data), "--port", str(port),
                              *args], stdout=subprocess.DEVNULL, stderr=stderr)
     base = f"http://127.0.0.1:{port}"
     wait_serving(base)

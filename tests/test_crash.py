@@ -14,7 +14,7 @@ import time
 import orjson
 
 from scrm_fast.search import open_index
-from scrm_fast.storage import ArchiveStore, key_seq
+from scrm_fast.storage import ArchiveStore
 from tests.conftest import run_scrm
 
 
@@ -22,7 +22,7 @@ def test_sigkill_at_random_moments_then_resume(crash_corpus, tmp_path):
     data = tmp_path / "data"
     # index commits at random moments too (the default is every 5 s)
     env = {**os.environ, "SCRM_INDEX_COMMIT_S": "0.05"}
-    args = [sys.executable, "-m", "scrm_fast.cli", "ingest", "--keys", str(crash_corpus / "keys"),
+    args = [sys.executable, "-m", "control.cli", "ingest", "--keys", str(crash_corpus / "keys"),
             "--data", str(data), "--directory", str(crash_corpus / "directory.json"), "--json", "--no-progress",
             str(crash_corpus / "batches")]
     rng = random.Random(2024)
@@ -55,9 +55,8 @@ def test_sigkill_at_random_moments_then_resume(crash_corpus, tmp_path):
     assert export == (crash_corpus / "expected.jsonl").read_bytes()
     # the search index holds every stored message exactly once
     with ArchiveStore(data, readonly=True) as store:
-        with store.env.begin(db=store.db("records")) as txn:
-            stored_seqs = [key_seq(k) for k in txn.cursor().iternext(keys=True, values=False)]
-    assert open_index(data).seqs() == stored_seqs
+        stored_seqs = list(store.record_seqs())
+        assert open_index(store).seqs() == stored_seqs
     # the consent events equal those of one uninterrupted ingest
     clean = tmp_path / "clean"
     run_scrm("ingest", "--keys", str(crash_corpus / "keys"), "--data", str(clean), "--directory",

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from control.accounts import AccountService
+from control.bench_http import login
 from scrm_fast._core import http_load
-from scrm_fast.bench_http import login
 from scrm_fast.simulate import simulate
 from tests.conftest import run_scrm, start_serve
 

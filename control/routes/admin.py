@@ -78,21 +78,15 @@ def _save_job(app: web.Application, job: dict) -> None:
 
 
 def _run_ingest(app: web.Application, job: dict, path: Path) -> None:
-    from scrm_fast import Cipher, KeyRing
-    from scrm_fast.consent import build_policy
-    from scrm_fast.pipeline import ingest_files
-    from scrm_fast.search import index_writer
-    from scrm_fast.tenant import auditing_for, tenant_directory
+    from scrm_fast import KeyRing
+    from scrm_fast.tenant import Tenant
 
     cfg = app[CONFIG]
     try:
-        store = app[STORE]
-        directory = tenant_directory(str(cfg.data_dir), None)
         views = app[VIEWS]
-        with views.index_lock, index_writer(store, views.index) as index:
-            summary = ingest_files([path], KeyRing.load_dir(cfg.keys_dir), Cipher.open(), store,
-                                   policy=build_policy(directory, store), auditing=auditing_for(store, directory),
-                                   index=index)
+        tenant = Tenant(cfg.data_dir, store=app[STORE])
+        with views.index_lock:
+            summary = tenant.ingest([path], KeyRing.load_dir(cfg.keys_dir), index=views.index)
         job.update(status="done", summary=summary.as_dict())
     except Exception as e:  # noqa: BLE001 - reported on the job
         job.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)

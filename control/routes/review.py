@@ -150,11 +150,7 @@ async def put_behaviours(request: web.Request) -> web.Response:
 @routes.get("/api/v1/alerts")
 @endpoint("Alerts in your scope (A-5 sensitive words, A-6 timeout replies)", perm="alerts.read", tag="audit")
 async def alerts(request: web.Request) -> web.Response:
-    import msgpack
-
-    store = request.app[STORE]
-    with store.env.begin() as txn:
-        rows = [msgpack.unpackb(v) for _, v in txn.cursor(db=store.db("alerts"))]
+    rows = await asyncio.to_thread(request.app[STORE].alerts)
     rows.sort(key=lambda r: (r["msgtime"], r["id"]))
     return json_response(_in_scope(request, rows))
 

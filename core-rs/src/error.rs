@@ -23,6 +23,9 @@ pub enum Error {
     Record(String),
     #[error("crypto: {0}")]
     Crypto(String),
+    /// A stored value or data key does not open: wrong key, damage, or plaintext.
+    #[error("at rest: {0}")]
+    Seal(String),
     #[error("search index: {0}")]
     Index(String),
     #[error("search query: {0}")]

@@ -9,7 +9,6 @@ for behaviours, so ingest and rescans never duplicate a record.
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,13 +17,18 @@ import orjson
 
 from scrm_fast._core import AuditBatch, WordList, audit_records, reply_timeouts
 from scrm_fast.errors import InputError
-from scrm_fast.storage import ArchiveStore, key_seq, now_ms, seq_key
+from scrm_fast.storage import (
+    ArchiveStore,
+    StoreWriter,
+    audit_key,
+    content_audit_key,
+    event_audit_key,
+    now_ms,
+    timeout_alert_key,
+)
 
 VERDICTS = ("abnormal", "normal", "ignore")  # 异常 / 正常 / 忽略 (rule A-3)
 BEHAVIOURS = ("push_card", "red_packet", "delete_customer")  # rule A-4
-_WORDS_META = b"wordlist"
-_SWITCHES_META = b"behaviours"
-_THRESHOLDS_META = b"reply_thresholds"
 DEFAULT_REPLY_THRESHOLDS_MS = (5 * 60_000, 30 * 60_000, 60 * 60_000)  # rule A-6 defaults
 
 
@@ -74,18 +78,14 @@ def compile_words(entries: list[tuple], allow: list[str]) -> WordList:
 def import_words(store: ArchiveStore, entries: list[tuple], allow: list[str]) -> int:
     """Replaces the word list (validated by compiling it first)."""
     compile_words(entries, allow)
-    doc = {"entries": [list(e) for e in entries], "allow": allow, "imported_at": now_ms()}
-    with store.env.begin(write=True) as txn:
-        txn.put(_WORDS_META, msgpack.packb(doc), db=store.db("meta"))
+    store.put_document("wordlist", {"entries": [list(e) for e in entries], "allow": allow, "imported_at": now_ms()})
     return len(entries)
 
 
 def stored_words(store: ArchiveStore) -> tuple[list[tuple], list[str]]:
-    with store.env.begin() as txn:
-        raw = txn.get(_WORDS_META, db=store.db("meta"))
-    if raw is None:
+    doc = store.document("wordlist")
+    if not isinstance(doc, dict):
         return [], []
-    doc = msgpack.unpackb(raw)
     return [tuple(e) for e in doc["entries"]], doc["allow"]
 
 
@@ -96,15 +96,12 @@ def load_wordlist(store: ArchiveStore) -> WordList | None:
 
 def word_stats(store: ArchiveStore) -> dict[str, tuple[int, int]]:
     """Per listed word: (trigger count, last trigger time ms) (rule A-1)."""
-    with store.env.begin() as txn:
-        return {k.decode(): struct.unpack(">Qq", v) for k, v in txn.cursor(db=store.db("wordstats"))}
+    return store.word_stats()
 
 
 # -- behaviour switches ----------------------------------------------------------------
 def behaviour_switches(store: ArchiveStore) -> dict[str, bool]:
-    with store.env.begin() as txn:
-        raw = txn.get(_SWITCHES_META, db=store.db("meta"))
-    saved = msgpack.unpackb(raw) if raw else {}
+    saved = store.document("behaviours") or {}
     return {b: bool(saved.get(b, True)) for b in BEHAVIOURS}
 
 
@@ -113,8 +110,7 @@ def set_behaviour(store: ArchiveStore, name: str, on: bool) -> dict[str, bool]:
         raise InputError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}")
     cur = behaviour_switches(store)
     cur[name] = on
-    with store.env.begin(write=True) as txn:
-        txn.put(_SWITCHES_META, msgpack.packb(cur), db=store.db("meta"))
+    store.put_document("behaviours", cur)
     return cur
 
 
@@ -135,71 +131,40 @@ def leader_chain(directory: dict | None, userid: str, limit: int = 5) -> list[st
     return chain
 
 
-def commit_audits(txn, store: ArchiveStore, batch: AuditBatch, words: list[tuple],
-                  directory: dict | None) -> int:
+def commit_audits(w: StoreWriter, batch: AuditBatch, words: list[tuple], directory: dict | None) -> int:
     """Writes the batch's new audit records, bumps trigger statistics and raises alerts,
     inside the caller's write transaction. Returns how many records were new."""
     audits = batch.audits()
     if not audits:
         return 0
-    _, added = txn.cursor(db=store.db("audits")).putmulti(audits, overwrite=False)
+    added = w.add_audits(audits)
     by_id = {e[0]: e[1] for e in words}
-    stats = store.db("wordstats")
     for entry_id, (count, last) in batch.entry_triggers().items():  # one per entry hit
         word = by_id.get(entry_id)
-        if word is None:
-            continue
-        key = word.encode()
-        cur = txn.get(key, db=stats)
-        c0, l0 = struct.unpack(">Qq", cur) if cur else (0, 0)
-        txn.put(key, struct.pack(">Qq", c0 + count, max(l0, last)), db=stats)
+        if word is not None:
+            w.bump_word(word, count, last)
     alerts = []
     for key, value in audits:
-        if key[:1] != b"c":
+        if not content_audit_key(key):
             continue
         a = msgpack.unpackb(value)
         alerts.append((key, msgpack.packb({
             "id": f"alert-{a['id']}", "kind": "sensitive_word", "audit_id": a["id"], "employee": a["employee"],
             "word": a["word"], "words": a["words"], "msgtime": a["msgtime"], "severity": a["severity"],
             "notify": leader_chain(directory, a["employee"]), "raised_at": now_ms()})))
-    if alerts:
-        txn.cursor(db=store.db("alerts")).putmulti(alerts, overwrite=False)
+    w.add_alerts(alerts)
     return added
 
 
 # -- review queue ----------------------------------------------------------------------
-def audit_key(audit_id: str) -> bytes:
-    """``c-<seq>-<entry>`` / ``b-<seq>`` / ``e-<hex>`` → the table key."""
-    try:
-        kind, _, rest = audit_id.partition("-")
-        if kind == "c":
-            seq, entry = rest.split("-")
-            return b"c" + seq_key(int(seq)) + struct.pack(">I", int(entry))
-        if kind == "b":
-            return b"b" + seq_key(int(rest))
-        if kind == "e":
-            return b"e" + bytes.fromhex(rest)
-    except (ValueError, struct.error):  # not numbers, or out of the 64/32-bit range
-        pass
-    raise InputError(f"{audit_id!r} is not an audit id (c-SEQ-ENTRY, b-SEQ or e-HEX)")
-
-
 def get_audit(store: ArchiveStore, audit_id: str) -> dict | None:
     """One audit record by id: a single key lookup."""
-    with store.env.begin() as txn:
-        raw = txn.get(audit_key(audit_id), db=store.db("audits"))
-    return msgpack.unpackb(raw) if raw is not None else None
+    return store.audit(audit_key(audit_id))
 
 
 def list_audits(store: ArchiveStore, kind: str | None = None, status: str | None = None) -> list[dict]:
     prefix = {"content": (b"c",), "behaviour": (b"b", b"e"), None: (b"c", b"b", b"e")}[kind]
-    out = []
-    with store.env.begin() as txn:
-        for k, v in txn.cursor(db=store.db("audits")):
-            if k[:1] in prefix:
-                a = msgpack.unpackb(v)
-                if status is None or a["status"] == status:
-                    out.append(a)
+    out = [a for k, a in store.audits() if k[:1] in prefix and (status is None or a["status"] == status)]
     return sorted(out, key=lambda a: (a["msgtime"], a["id"]))
 
 
@@ -209,16 +174,15 @@ def handle_audit(store: ArchiveStore, audit_id: str, verdict: str, remark: str |
     if verdict not in VERDICTS:
         raise InputError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
     key = audit_key(audit_id)
-    with store.env.begin(write=True) as txn:
-        raw = txn.get(key, db=store.db("audits"))
-        if raw is None:
+    with store.write() as w:
+        a = w.audit(key)
+        if a is None:
             raise InputError(f"no audit record {audit_id}")
-        a = msgpack.unpackb(raw)
         if a["status"] != "pending":
             raise InputError(f"{audit_id} was already handled ({a['verdict']}) by {a['handled_by']} "
                              f"at {a['handled_at']}; handled records are not changed")
         a.update(status="handled", verdict=verdict, remark=remark, handled_by=who, handled_at=now_ms())
-        txn.put(key, msgpack.packb(a), db=store.db("audits"))
+        w.put_audit(key, a)
     return a
 
 
@@ -227,27 +191,10 @@ def context(store: ArchiveStore, audit: dict, around: int = 10) -> list[dict]:
     (evidence for rule A-2), with the audited message itself, oldest first."""
     if audit.get("seq") is None or not audit.get("conv"):
         return []
-    prefix = audit["conv"].encode() + b"\0"
-    me = prefix + seq_key(audit["seq"])
-    seqs: list[int] = []
-    with store.env.begin() as txn:
-        cur = txn.cursor(db=store.db("conv"))
-        if cur.set_range(me):
-            before = []
-            c2 = txn.cursor(db=store.db("conv"))
-            c2.set_range(me)
-            while len(before) < around and c2.prev() and c2.key().startswith(prefix):
-                before.append(key_seq(c2.key()[len(prefix):]))
-            seqs = before[::-1]
-            n = 0
-            while n <= around and cur.key().startswith(prefix):
-                seqs.append(key_seq(cur.key()[len(prefix):]))
-                n += 1
-                if not cur.next():
-                    break
-        recs = txn.cursor(db=store.db("records")).getmulti([seq_key(s) for s in seqs])
     out = []
-    for _, v in recs:
+    for v in store.records_raw(store.context_seqs(audit["conv"], audit["seq"], around)):
+        if v is None:
+            continue
         r = msgpack.unpackb(v)
         out.append({"seq": r["seq"], "msgid": r["msgid"], "from": r["from"], "msgtime": r["msgtime"],
                     "msgtype": r["msgtype"], "text": r["text"]})
@@ -266,7 +213,7 @@ def contact_event_audits(events: Iterable[dict], switches: dict[str, bool]) -> l
             continue
         raw = orjson.dumps(ev, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(raw).digest()[:12]
-        out.append((b"e" + digest, msgpack.packb({
+        out.append((event_audit_key(digest), msgpack.packb({
             "id": f"e-{digest.hex()}", "kind": "behaviour", "behaviour": "delete_customer", "seq": None,
             "msgid": "", "msgtime": int(ev.get("time", 0)), "employee": ev.get("userid", ""),
             "customer": ev.get("external_userid", ""), "roomid": "", "conv": "", "sender": ev.get("userid", ""),
@@ -289,11 +236,7 @@ def import_contact_events(store: ArchiveStore, path: str | Path) -> tuple[int, i
     except OSError as e:
         raise InputError(f"{p}: cannot read: {e.strerror}") from e
     audits = contact_event_audits(events, behaviour_switches(store))
-    added = 0
-    if audits:
-        with store.env.begin(write=True) as txn:
-            _, added = txn.cursor(db=store.db("audits")).putmulti(audits, overwrite=False)
-    return len(events), added
+    return len(events), store.add_audits(audits)
 
 
 def rescan(store: ArchiveStore, directory: dict | None = None, chunk: int = 20_000) -> dict:
@@ -308,27 +251,23 @@ def rescan(store: ArchiveStore, directory: dict | None = None, chunk: int = 20_0
         batch = run_audit(block, words, switches)
         if not len(batch):
             continue
-        with store.env.begin() as txn:
-            found = txn.cursor(db=store.db("audits")).getmulti(batch.keys())
-        new = batch.without(found)
+        new = batch.without(store.audit_keys_among(batch.keys()))
         if len(new):
-            with store.env.begin(write=True) as txn:
-                added += commit_audits(txn, store, new, words_entries, directory)
+            with store.write() as w:
+                added += commit_audits(w, new, words_entries, directory)
     return {"scanned": scanned, "added": added}
 
 
 # -- timeout-reply alerts (rule A-6) --------------------------------------------------------
 def reply_thresholds(store: ArchiveStore) -> list[int]:
-    with store.env.begin() as txn:
-        raw = txn.get(_THRESHOLDS_META, db=store.db("meta"))
-    return msgpack.unpackb(raw) if raw else list(DEFAULT_REPLY_THRESHOLDS_MS)
+    saved = store.document("reply_thresholds")
+    return list(saved) if saved else list(DEFAULT_REPLY_THRESHOLDS_MS)
 
 
 def set_reply_thresholds(store: ArchiveStore, thresholds_ms: list[int]) -> list[int]:
     if not thresholds_ms or any(t <= 0 for t in thresholds_ms) or sorted(thresholds_ms) != thresholds_ms:
         raise InputError("thresholds must be positive and increasing, e.g. 5m,30m,1h")
-    with store.env.begin(write=True) as txn:
-        txn.put(_THRESHOLDS_META, msgpack.packb(thresholds_ms), db=store.db("meta"))
+    store.put_document("reply_thresholds", thresholds_ms)
     return thresholds_ms
 
 
@@ -348,31 +287,17 @@ def recompute_timeouts(store: ArchiveStore, directory: dict | None, touched: set
     if touched is not None and not touched:
         return 0
     thresholds = reply_thresholds(store)
-    with store.env.begin() as txn:
-        entries = list(txn.cursor(db=store.db("conv")))  # C-level iteration of the index
+    entries = store.conversation_entries()
     found = reply_timeouts(entries, thresholds, store.stream_time(), touched)
     alerts = []
     for conv, seq, level, threshold, since, answered_at, delay in found:
         a, _, b = conv[2:].partition("|")
         customer, employee = (a, b) if a.startswith(("wm", "wo")) else (b, a)
         chain = [employee, *leader_chain(directory, employee)]
-        key = b"t" + conv.encode() + b"\0" + seq_key(seq) + bytes([level])
-        alerts.append((key, msgpack.packb({
+        alerts.append((timeout_alert_key(conv, seq, level), msgpack.packb({
             "id": f"timeout-{seq}-{level}", "kind": "timeout_reply", "level": level, "threshold_ms": threshold,
             "conv": conv, "seq": seq, "employee": employee, "customer": customer, "msgtime": since,
             "answered_at": answered_at, "delay_ms": delay, "word": None, "words": [],
             "notify": chain[:level], "raised_at": now_ms()})))
-    with store.env.begin(write=True) as txn:
-        cur = txn.cursor(db=store.db("alerts"))
-        stale = []
-        if cur.set_range(b"t"):
-            for k in cur.iternext(keys=True, values=False):  # existing timeout alerts only
-                if not k.startswith(b"t"):
-                    break
-                if touched is None or k[1:k.index(b"\0")].decode() in touched:
-                    stale.append(k)
-        for k in stale:
-            txn.delete(k, db=store.db("alerts"))
-        if alerts:
-            txn.cursor(db=store.db("alerts")).putmulti(alerts)
+    store.replace_timeout_alerts(alerts, touched)
     return len(alerts)

@@ -68,7 +68,7 @@ class Ours:
 
     def build(self, rows) -> float:
         shutil.rmtree(self.path, ignore_errors=True)
-        ix = ArchiveIndex(str(self.path))
+        ix = ArchiveIndex(str(self.path), self.store.token_key)
         t0 = time.perf_counter()
         ix.open_writer(os.cpu_count() or 1, 256)
         n = 0
@@ -80,7 +80,7 @@ class Ours:
         ix.commit(0)
         dt = time.perf_counter() - t0
         ix.close_writer()
-        self.search = ArchiveSearch(self.store, ArchiveIndex(str(self.path)))
+        self.search = ArchiveSearch(self.store, ArchiveIndex(str(self.path), self.store.token_key))
         return dt
 
     def query(self, q: str, employee: str | None) -> tuple[int, list[int]]:

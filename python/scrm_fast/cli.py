@@ -12,7 +12,6 @@ from pathlib import Path
 import orjson
 
 from scrm_fast.errors import InputError, ScrmError
-from scrm_fast.tenant import auditing_for, import_directory_events, tenant_directory
 
 
 def _default_sdk_path() -> str:
@@ -87,27 +86,20 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 
 def cmd_ingest(a: argparse.Namespace) -> int:
     from scrm_fast import KeyRing
-    from scrm_fast.consent import build_policy
-    from scrm_fast.directory import save_directory
-    from scrm_fast.pipeline import Progress, ingest_files
-    from scrm_fast.search import index_writer
+    from scrm_fast.directory import load_directory
+    from scrm_fast.pipeline import Progress
     from scrm_fast.sources import expand_inputs
-    from scrm_fast.storage import ArchiveStore
+    from scrm_fast.tenant import Tenant
 
     keys = KeyRing.load_dir(a.keys)
     cipher = make_cipher(a.cipher, a.sdk)
     files = expand_inputs(a.inputs)
-    directory = tenant_directory(a.data, a.directory)
-    with ArchiveStore(a.data) as store:
-        if a.directory:
-            save_directory(a.data, directory)
-            import_directory_events(store, directory)
-        progress = Progress(enabled=False if a.no_progress else None)
-        with index_writer(store) as index:
-            summary = ingest_files(files, keys, cipher, store, progress=progress,
-                                   policy=build_policy(directory, store),
-                                   auditing=auditing_for(store, directory), index=index,
-                                   index_commit_s=float(os.environ.get("SCRM_INDEX_COMMIT_S", "5"))).as_dict()
+    directory = load_directory(a.directory) if a.directory else None
+    with Tenant(a.data) as tenant:
+        if directory is not None:
+            tenant.import_directory(directory)
+        summary = tenant.ingest(files, keys, cipher, progress=Progress(enabled=False if a.no_progress else None),
+                                index_commit_s=float(os.environ.get("SCRM_INDEX_COMMIT_S", "5"))).as_dict()
     if a.json:
         _print_json(summary)
     else:
@@ -134,19 +126,15 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def cmd_quarantine(a: argparse.Namespace) -> int:
     from scrm_fast import KeyRing
-    from scrm_fast.pipeline import retry_quarantine
     from scrm_fast.storage import ArchiveStore
+    from scrm_fast.tenant import Tenant
 
     if a.retry:
         if not a.keys:
             raise InputError("--retry needs --keys DIR")
-        from scrm_fast.consent import build_policy
-        from scrm_fast.search import index_writer
-
         keys = KeyRing.load_dir(a.keys)
-        with ArchiveStore(a.data) as store, index_writer(store) as index:
-            policy = build_policy(tenant_directory(a.data, None), store)
-            res = retry_quarantine(keys, make_cipher(a.cipher, a.sdk), store, policy, index=index)
+        with Tenant(a.data) as tenant:
+            res = tenant.retry_quarantine(keys, make_cipher(a.cipher, a.sdk))
         _print_json(res)
         return 0
     with ArchiveStore(a.data, readonly=True) as store:
@@ -183,11 +171,11 @@ def _time_arg(v: str | None, end: bool = False) -> int | None:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
-    from scrm_fast.search import TIME_RANGES, ArchiveSearch, open_index
-    from scrm_fast.storage import ArchiveStore
+    from scrm_fast.search import TIME_RANGES
+    from scrm_fast.tenant import Tenant
 
-    with ArchiveStore(a.data, readonly=True) as store:
-        search = ArchiveSearch(store, open_index(a.data))
+    with Tenant(a.data, readonly=True) as tenant:
+        search = tenant.search()
         page = search.search(a.query, employee=a.employee, customer=a.customer, group=a.group, conv=a.conv,
                              type_group=a.type, days=TIME_RANGES[a.days] if a.days else None,
                              since=_time_arg(a.since), until=_time_arg(a.until, end=True),
@@ -233,13 +221,13 @@ DEMO_WORDS = [
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from scrm_fast import Cipher, KeyRing
-    from scrm_fast.consent import build_policy
-    from scrm_fast.directory import load_directory, save_directory
-    from scrm_fast.pipeline import Progress, ingest_files
+    from scrm_fast import KeyRing
+    from scrm_fast.directory import load_directory
+    from scrm_fast.pipeline import Progress
+    from scrm_fast.sealing import ENV_MASTER, new_master_key
     from scrm_fast.simulate import simulate
     from scrm_fast.sources import expand_inputs
-    from scrm_fast.storage import ArchiveStore
+    from scrm_fast.tenant import Tenant
 
     root = Path(a.dir)
     sim = root / "sim"
@@ -247,53 +235,30 @@ def cmd_demo(a: argparse.Namespace) -> int:
         print(f"simulating {a.messages:,} messages into {sim} …")
         simulate(sim, a.messages, a.seed)
     data = root / "archive"
-    with ArchiveStore(data) as store:
+    if not os.environ.get(ENV_MASTER):
+        # beside the data directory, never inside it
+        key = root / "master.key"
+        if not key.exists():
+            new_master_key(key)
+        os.environ[ENV_MASTER] = str(key.resolve())
+        print(f"master key: {key} (outside the data directory {data}; keep it apart from backups of it)")
+    with Tenant(data) as tenant:
         from scrm_fast.audit import import_words, stored_words
 
-        if not stored_words(store)[0]:  # a sample list so the demo shows the review queue
-            import_words(store, DEMO_WORDS, ["微信支付"])
-        directory = load_directory(sim / "directory.json")
-        save_directory(data, directory)
-        from scrm_fast.search import index_writer
-
-        with index_writer(store) as index:
-            summary = ingest_files(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"), Cipher.open(),
-                                   store, progress=Progress(), policy=build_policy(directory, store),
-                                   auditing=auditing_for(store, directory), index=index).as_dict()
-        counts = store.counts()
+        if not stored_words(tenant.store)[0]:  # a sample list so the demo shows the review queue
+            import_words(tenant.store, DEMO_WORDS, ["微信支付"])
+        tenant.import_directory(load_directory(sim / "directory.json"))
+        summary = tenant.ingest(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"),
+                                progress=Progress()).as_dict()
+        counts = tenant.store.counts()
     print(_summary_text(summary))
     print(f"archive: {counts['records']:,} records, {counts['quarantine']:,} quarantined in {data}")
     if a.no_serve:
         return 0
-    _demo_users(data)
-    from control.app import serve
-    from control.config import ControlConfig
-
-    cfg = ControlConfig.from_env(data, port=a.port, keys_dir=sim / "keys")
-    print(f"console: http://{cfg.host}:{cfg.port}/  (admin / {DEMO_PASSWORD}; operator / {DEMO_PASSWORD})",
-          flush=True)
-    serve(cfg)
-    return 0
-
-
-DEMO_PASSWORD = "demo-pass-123"
-
-
-def _demo_users(data: Path) -> None:
-    from control.accounts import AccountService
-
-    accounts = AccountService(data)
-    try:
-        have = {u.username for u in accounts.list_users()}
-        if "admin" not in have:
-            accounts.create_user("admin", DEMO_PASSWORD, "admin")
-        if "operator" not in have:
-            import orjson
-
-            first = orjson.loads((data / "directory.json").read_bytes())["employees"][1]["userid"]
-            accounts.create_user("operator", DEMO_PASSWORD, "regular", employee=first)
-    finally:
-        accounts.close()
+    serve_demo = getattr(a, "serve_demo", None)
+    if serve_demo is None:
+        raise InputError("serving the console needs the control package (run `scrm demo`, or pass --no-serve)")
+    return serve_demo(a, data, sim / "keys")
 
 
 def cmd_consent(a: argparse.Namespace) -> int:
@@ -302,10 +267,10 @@ def cmd_consent(a: argparse.Namespace) -> int:
     if a.consent == "refresh":
         from scrm_fast.consent import ConsentApi, refresh_consent
 
-        directory = tenant_directory(a.data, None)
-        if directory is None:
-            raise InputError(f"{a.data}: no directory imported; run `scrm directory import` first")
         with ArchiveStore(a.data) as store:
+            directory = store.directory()
+            if directory is None:
+                raise InputError(f"{a.data}: no directory imported; run `scrm directory import` first")
             _print_json(refresh_consent(ConsentApi(a.api_base, a.access_token), directory, store))
         return 0
     with ArchiveStore(a.data, readonly=True) as store:
@@ -321,14 +286,14 @@ def cmd_consent(a: argparse.Namespace) -> int:
 
 
 def cmd_directory(a: argparse.Namespace) -> int:
-    from scrm_fast.directory import load_directory, save_directory
-    from scrm_fast.storage import ArchiveStore
+    from scrm_fast.directory import load_directory
+    from scrm_fast.tenant import Tenant
 
     doc = load_directory(a.file)
-    with ArchiveStore(a.data):
-        dest = save_directory(a.data, doc)
+    with Tenant(a.data) as tenant:
+        tenant.import_directory(doc)
     print(f"directory: {len(doc.get('employees', []))} employees, {len(doc.get('customers', []))} customers, "
-          f"{len(doc.get('groups', []))} groups, {len(doc.get('consent', []))} consent results → {dest}")
+          f"{len(doc.get('groups', []))} groups, {len(doc.get('consent', []))} consent results → {a.data} (sealed)")
     return 0
 
 
@@ -381,7 +346,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
         if a.audit_cmd == "handle":
             _print_json(audit.handle_audit(store, a.id, a.verdict, a.remark, a.by))
         elif a.audit_cmd == "rescan":
-            _print_json(audit.rescan(store, tenant_directory(a.data, None)))
+            _print_json(audit.rescan(store, store.directory()))
         elif a.audit_cmd == "events":
             total, added = audit.import_contact_events(store, a.file)
             print(f"{total} contact events, {added} new behaviour records")
@@ -397,8 +362,6 @@ def cmd_audit(a: argparse.Namespace) -> int:
 
 
 def cmd_alerts(a: argparse.Namespace) -> int:
-    import msgpack
-
     from scrm_fast import audit
     from scrm_fast.storage import ArchiveStore
 
@@ -410,12 +373,12 @@ def cmd_alerts(a: argparse.Namespace) -> int:
         return 0
     if a.alerts_cmd == "rescan":
         with ArchiveStore(a.data) as store:
-            n = audit.recompute_timeouts(store, tenant_directory(a.data, None))
+            n = audit.recompute_timeouts(store, store.directory())
         _print_json({"timeout_alerts": n})
         return 0
 
-    with ArchiveStore(a.data, readonly=True) as store, store.env.begin() as txn:
-        rows = [msgpack.unpackb(v) for _, v in txn.cursor(db=store.db("alerts"))]
+    with ArchiveStore(a.data, readonly=True) as store:
+        rows = store.alerts()
     rows.sort(key=lambda r: (r["msgtime"], r["id"]))
     if a.json:
         _print_json(rows)
@@ -423,54 +386,6 @@ def cmd_alerts(a: argparse.Namespace) -> int:
         for r in rows:
             what = ",".join(r["words"]) if r["kind"] == "sensitive_word" else f"unanswered {r['delay_ms'] // 60000} min"
             print(f"{r['id']:<28} {r['employee']:<12} {what}  notify: {' → '.join(r['notify'])}")
-    return 0
-
-
-def cmd_serve(a: argparse.Namespace) -> int:
-    from control.app import serve
-    from control.config import ControlConfig
-
-    cfg = ControlConfig.from_env(a.data, host=a.host, port=a.port, keys_dir=Path(a.keys) if a.keys else None,
-                                 workers=a.workers)
-    _ensure_admin(cfg.data_dir)
-    print(f"serving the console and /api/v1 on http://{cfg.host}:{cfg.port}/ (data: {cfg.data_dir})", flush=True)
-    serve(cfg)
-    return 0
-
-
-def _ensure_admin(data_dir: Path) -> None:
-    """A fresh tenant gets an admin account with a random password, printed once."""
-    import secrets
-
-    from control.accounts import AccountService
-
-    accounts = AccountService(data_dir)
-    try:
-        if not accounts.list_users():
-            password = secrets.token_urlsafe(12)
-            accounts.create_user("admin", password, "admin")
-            print(f"created user admin with password {password} (shown once)", file=sys.stderr)
-    finally:
-        accounts.close()
-
-
-def cmd_users(a: argparse.Namespace) -> int:
-    from control.accounts import AccountService
-    from control.errors import ApiError
-
-    accounts = AccountService(Path(a.data))
-    try:
-        if a.users_cmd == "add":
-            password = a.password or os.environ.get("SCRM_PASSWORD") or sys.stdin.readline().strip()
-            try:
-                user = accounts.create_user(a.username, password, a.role, a.employee, a.department, a.sharing)
-            except ApiError as e:
-                raise InputError(e.detail) from e
-            _print_json(user.public())
-        else:
-            _print_json([u.public() for u in accounts.list_users()])
-    finally:
-        accounts.close()
     return 0
 
 
@@ -491,11 +406,6 @@ def cmd_trail(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from scrm_fast.bench import bench_ingest, bench_words, format_report, format_words_report
 
-    if a.bench == "http":
-        from scrm_fast.bench_http import bench_http
-
-        _print_json(bench_http(a.data, a.clients, a.seconds, a.port, what=a.what, pool=a.pool))
-        return 0
     if a.bench == "search":
         from scrm_fast.bench_search import bench_search, format_search_report
 
@@ -523,7 +433,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions=()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scrm", description="WeCom chat-archive processor (scrm-fast)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -666,30 +576,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_reindex)
 
-    s = sub.add_parser("serve", help="serve the console and the HTTP API (/api/v1)")
-    s.add_argument("--data", required=True, help="the tenant's data directory")
-    s.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, env SCRM_HOST)")
-    s.add_argument("--port", type=int, default=None, help="port (default 8080, env SCRM_PORT)")
-    s.add_argument("--keys", help="key directory, for uploads through POST /api/v1/ingest")
-    s.add_argument("--workers", type=int, default=None,
-                   help="server processes behind one port (default: one per core, at most 8; env SCRM_WORKERS)")
-    s.set_defaults(func=cmd_serve)
-
-    s = sub.add_parser("users", help="operator accounts of the control plane")
-    usub = s.add_subparsers(dest="users_cmd", required=True, metavar="WHAT")
-    u = usub.add_parser("add", help="create an account (password from --password, $SCRM_PASSWORD or stdin)")
-    u.add_argument("--data", required=True)
-    u.add_argument("--username", required=True)
-    u.add_argument("--role", required=True, choices=["admin", "auditor", "leader", "regular"])
-    u.add_argument("--employee", help="the WeCom userid this operator is (data scope 'self')")
-    u.add_argument("--department", type=int, help="department id (data scope 'department')")
-    u.add_argument("--sharing", action="store_true", help="sharing permission: widens 'self' to the department")
-    u.add_argument("--password")
-    u.set_defaults(func=cmd_users)
-    u = usub.add_parser("list", help="accounts")
-    u.add_argument("--data", required=True)
-    u.set_defaults(func=cmd_users)
-
     s = sub.add_parser("trail", help="the access trail (rule R-4)")
     tsub = s.add_subparsers(dest="trail_cmd", required=True, metavar="WHAT")
     t = tsub.add_parser("verify", help="check the hash chain; exit 3 and name the first broken entry")
@@ -724,17 +610,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=cmd_bench)
-    b = bsub.add_parser("http", help="archive reads over HTTP under concurrent clients (loopback, bounded)")
-    b.add_argument("--data", required=True, help="an ingested data directory")
-    b.add_argument("--clients", type=int, default=50)
-    b.add_argument("--seconds", type=float, default=30.0)
-    b.add_argument("--port", type=int, default=18765)
-    b.add_argument("--what", choices=["messages", "search"], default="messages",
-                   help="conversation pages (default) or archive search with random 1–4 character queries")
-    b.add_argument("--pool", type=int, default=400,
-                   help="distinct search queries sent round robin (default 400; the index keeps per-segment "
-                        "counts, so a larger pool measures more first-time queries)")
-    b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("search", help="search: build rate, recall and latency vs SQLite FTS5 and tantivy-py")
     b.add_argument("--data", required=True, help="an ingested data directory (read only)")
     b.add_argument("--work", help="where to build the indexes (default: DATA-bench-search beside it)")
@@ -749,12 +624,101 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("keys", help="keys at rest: the master key, data key rotation, master key rewrap")
+    ksub = s.add_subparsers(dest="keys_cmd", required=True, metavar="WHAT")
+    k = ksub.add_parser("new", help="write a new master key (mode 0600) to FILE, outside every data directory")
+    k.add_argument("--out", required=True, help="the key file to create (never overwritten)")
+    k.set_defaults(func=cmd_keys)
+    k = ksub.add_parser("rotate", help="a new data key for new writes (old values stay readable)")
+    k.add_argument("--data", required=True, help="the tenant's data directory")
+    k.add_argument("--reencrypt", action="store_true",
+                   help="also seal every stored value again under the new key, compact, and retire the old keys "
+                        "(no server may have the data directory open)")
+    k.set_defaults(func=cmd_keys)
+    k = ksub.add_parser("rewrap", help="wrap the data directory's keys under a new master key")
+    k.add_argument("--data", required=True, help="the tenant's data directory")
+    k.add_argument("--new-master-key", required=True, help="the new master key file (`scrm keys new`)")
+    k.set_defaults(func=cmd_keys)
+    k = ksub.add_parser("status", help="data keys, the current one, and how many stored values each seals")
+    k.add_argument("--data", required=True, help="the tenant's data directory")
+    k.set_defaults(func=cmd_keys)
+
+    s = sub.add_parser("migrate", help="encrypt a plaintext data directory of the earlier format in place "
+                                       "(resumable; no server may have it open)")
+    s.add_argument("--data", required=True, help="the tenant's data directory")
+    s.set_defaults(func=cmd_migrate)
+
+    for extend in extensions:
+        extend(sub, bsub)
+    _master_key_options(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def _master_key_options(parser: argparse.ArgumentParser) -> None:
+    """Every command that opens a data directory (``--data``) takes ``--master-key FILE``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _master_key_options(child)
+    if any("--data" in a.option_strings for a in parser._actions) and \
+            not any("--master-key" in a.option_strings for a in parser._actions):
+        parser.add_argument("--master-key", metavar="FILE",
+                            help="the master key file (default: $SCRM_MASTER_KEY_FILE)")
+
+
+def cmd_keys(a: argparse.Namespace) -> int:
+    from scrm_fast import sealing
+
+    if a.keys_cmd == "new":
+        fp = sealing.new_master_key(a.out)
+        print(f"master key written to {a.out} (fingerprint {fp}); keep it outside every data directory")
+        return 0
+    master = sealing.read_master_key()
+    if a.keys_cmd == "rewrap":
+        new = sealing.read_master_key(a.new_master_key)
+        n = sealing.rewrap(a.data, master, new)
+        print(f"{n} keys of {a.data} now wrapped under {a.new_master_key} (fingerprint {sealing.fingerprint(new)}); "
+              f"the old master key opens nothing here any more")
+        return 0
+    from scrm_fast.storage import ArchiveStore
+
+    if a.keys_cmd == "status":
+        with ArchiveStore(a.data, readonly=True) as store:
+            _print_json({"current": store.vault.current, "keys": sorted(store.keys.file.keys),
+                         "values_by_key": {str(k): v for k, v in sorted(store.sealed_key_ids().items())}})
+        return 0
+    new_id = sealing.rotate(a.data, master)
+    print(f"data key {new_id} is current for new writes")
+    if a.reencrypt:
+        with ArchiveStore(a.data) as store:
+            n = store.reseal()
+            left = {k: v for k, v in store.sealed_key_ids().items() if k != store.vault.current}
+            if left:
+                raise InputError(f"values still under keys {sorted(left)} after re-encryption; nothing retired")
+            old = set(store.keys.file.keys) - {store.vault.current}
+            store.compact()
+        sealing.retire(a.data, master, old)
+        print(f"{n:,} values sealed again under key {new_id}; compacted; retired keys {sorted(old) or 'none'}")
+    return 0
+
+
+def cmd_migrate(a: argparse.Namespace) -> int:
+    from scrm_fast.migrate import migrate
+
+    _print_json(migrate(a.data))
+    return 0
+
+
+def main(argv: list[str] | None = None, extensions=()) -> int:
+    from scrm_fast.sealing import ENV_MASTER, private_umask
+
+    parser = build_parser(extensions)
     args = parser.parse_args(argv)
+    private_umask()
+    if getattr(args, "master_key", None):
+        # one way in for the library and for child processes (server workers)
+        os.environ[ENV_MASTER] = str(Path(args.master_key).resolve())
     try:
         return args.func(args)
     except BrokenPipeError:

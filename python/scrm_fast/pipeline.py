@@ -150,8 +150,8 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
         decoded, audit = p[0].result()
         also = None
         if audit is not None and len(audit):
-            def also(txn):  # noqa: E306 - same transaction as the batch
-                summary.audits += commit_audits(txn, store, audit, auditing.entries, auditing.directory)
+            def also(w):  # noqa: E306 - same transaction as the batch
+                summary.audits += commit_audits(w, audit, auditing.entries, auditing.directory)
         store.commit_batch(decoded, also=also)
         if index is not None and decoded.stored:
             # after the store commit: the index never holds what the store lacks

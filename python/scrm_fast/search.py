@@ -24,7 +24,7 @@ import orjson
 
 from scrm_fast._core import ArchiveIndex, QuerySyntaxError, SearchIndexError, page_json
 from scrm_fast.errors import InputError
-from scrm_fast.storage import ArchiveStore, key_seq, seq_key
+from scrm_fast.storage import ArchiveStore
 
 # rule V-2: message-type groups (tabs of the conversation view, filters of the search)
 TYPE_GROUPS: dict[str, set[str] | None] = {
@@ -48,22 +48,22 @@ def index_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / "index"
 
 
-def open_index(data_dir: str | os.PathLike[str], *, replace_unreadable: bool = False) -> ArchiveIndex:
-    """The archive's index (created when missing). An index this version cannot read (another
-    layout, damaged metadata) is an error, or with ``replace_unreadable`` is moved aside to
-    ``index.unreadable-<time>`` and started afresh (the next :func:`catch_up` fills it)."""
-    path = index_dir(data_dir)
+def open_index(store: ArchiveStore, *, replace_unreadable: bool = False) -> ArchiveIndex:
+    """The archive's index (created when missing), its terms keyed with the store's token
+    key. An index this version cannot read (another layout, damaged metadata) is an error,
+    or with ``replace_unreadable`` is removed and started afresh (the next :func:`catch_up`
+    fills it; an unreadable index may be of the earlier, plaintext layout, so it is not kept)."""
+    path = index_dir(store.data_dir)
     try:
-        return ArchiveIndex(str(path))
+        return ArchiveIndex(str(path), store.token_key)
     except SearchIndexError:
         if not replace_unreadable or not path.exists():
             raise
-        aside = path.with_name(f"index.unreadable-{int(time.time())}")
-        path.rename(aside)
+        shutil.rmtree(path)
         import logging
 
-        logging.getLogger("scrm.search").warning("search index at %s unreadable: moved to %s, rebuilding", path, aside)
-        return ArchiveIndex(str(path))
+        logging.getLogger("scrm.search").warning("search index at %s unreadable: removed, rebuilding", path)
+        return ArchiveIndex(str(path), store.token_key)
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,6 @@ def decode_cursor(s: str | None) -> tuple[int, int] | None:
         raise InputError(f"cursor {s!r} is not one this search returned (msgtime:seq)") from None
 
 
-def _store_seqs(store: ArchiveStore):
-    with store.env.begin(db=store.db("records")) as txn:
-        for k in txn.cursor().iternext(keys=True, values=False):
-            yield key_seq(k)
-
-
 def catch_up(store: ArchiveStore, index: ArchiveIndex, chunk: int = 10_000) -> int:
     """Indexes every stored message the index lacks (after a crash between a store commit
     and an index commit, or a quarantine retry); the index writer must be open. Returns
@@ -108,7 +102,7 @@ def catch_up(store: ArchiveStore, index: ArchiveIndex, chunk: int = 10_000) -> i
     missing: list[int] = []
     extra = False
     i = 0
-    for s in _store_seqs(store):  # merge walk: both ascending
+    for s in store.record_seqs():  # merge walk: both ascending
         while i < len(have) and have[i] < s:
             extra, i = True, i + 1  # indexed but not stored
         if i < len(have) and have[i] == s:
@@ -120,10 +114,8 @@ def catch_up(store: ArchiveStore, index: ArchiveIndex, chunk: int = 10_000) -> i
         index.clear()
         return _add_all(store, index, chunk)
     added = 0
-    records = store.db("records")
     for at in range(0, len(missing), chunk):
-        with store.env.begin(db=records, buffers=False) as txn:
-            values = [txn.get(seq_key(s)) for s in missing[at:at + chunk]]
+        values = store.records_raw(missing[at:at + chunk])
         added += index.add_stored([v for v in values if v is not None])
     index.commit(store.checkpoint())
     return added
@@ -144,7 +136,7 @@ def index_writer(store: ArchiveStore, index: ArchiveIndex | None = None, threads
     is released (after running merges) on exit. Additions not committed are dropped and
     indexed again by the next :func:`catch_up`."""
     if index is None:
-        index = open_index(store.data_dir, replace_unreadable=True)
+        index = open_index(store, replace_unreadable=True)
     try:
         index.open_writer(threads, heap_mb)
     except SearchIndexError as e:
@@ -160,13 +152,8 @@ def reindex(data_dir: str | os.PathLike[str], threads: int | None = None, heap_m
             chunk: int = 20_000) -> dict:
     """Rebuilds the index from storage (no RSA). Readers keep the old index until the
     single commit at the end."""
-    path = index_dir(data_dir)
     with ArchiveStore(data_dir, readonly=True) as store:
-        try:
-            index = ArchiveIndex(str(path))
-        except SearchIndexError:
-            shutil.rmtree(path)  # another layout: nothing in it is reusable
-            index = ArchiveIndex(str(path))
+        index = open_index(store, replace_unreadable=True)  # another layout: nothing in it is reusable
         t0 = time.perf_counter()
         index.open_writer(threads or os.cpu_count() or 1, heap_mb)
         index.clear()
@@ -224,9 +211,7 @@ class ArchiveSearch:
             scope_parties=sorted(scope.parties) if scope is not None else None,
             scope_rooms=sorted(scope.rooms) if scope is not None else None,
             before=decode_cursor(cursor), limit=limit)
-        records = self.store.db("records")
-        with self.store.env.begin(db=records) as txn:
-            raws = [txn.get(seq_key(seq)) for _, seq in hits]
+        raws = self.store.records_raw([seq for _, seq in hits])
         items, seqs = page_json(hits, raws, terms, snippet_width, names)
         return total, items, encode_cursor(nxt), seqs
 

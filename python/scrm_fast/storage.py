@@ -1,21 +1,29 @@
-"""Per-tenant storage: one data directory, one LMDB environment.
+"""Per-tenant storage: one data directory, one LMDB environment, and the **one owner of
+the stored format**: table names, key layouts and encodings live here and nowhere else
+(the Rust batch emits keys in the layout documented below; every other module calls the
+methods of :class:`ArchiveStore` and never opens a cursor).
 
-Tables (all keys of seq-keyed tables are 8-byte big-endian seqs, so LMDB order = seq order):
+Tables (all keys of seq-keyed tables are 8-byte big-endian seqs, so LMDB order = seq order).
+Values marked *sealed* are AES-256-GCM under the data directory's current data key, bound
+to their table and key (``scrm_fast.sealing``, ``_core.Vault``); keys hold ids only (seqs,
+msgids, user, customer and room ids), never message content:
 
-- ``records``    seq → msgpack record (normalized fields + the decrypted JSON, ``raw``)
+- ``records``    seq → *sealed* msgpack record (normalized fields + the decrypted JSON, ``raw``)
 - ``msgids``     msgid → seq
-- ``seen``       seq → ``S`` stored / ``Q`` quarantined: every seq that ever arrived
-- ``quarantine`` seq → msgpack (reason, detail, the chatdata item exactly as received)
-- ``rejects``    sha256 → msgpack: documents and items that have no usable seq
-- ``consent``    customer \0 time status → msgpack: consent changes (stream, APIs)
+- ``seen``       seq → ``S`` stored / ``Q`` quarantined / ``D`` dropped: every seq that arrived
+- ``quarantine`` seq → *sealed* msgpack (reason, detail, the chatdata item exactly as received)
+- ``rejects``    sha256 → *sealed* msgpack: documents and items that have no usable seq
+- ``consent``    customer \0 time status → *sealed* msgpack: consent changes (stream, APIs)
 - ``spoken``     roomid \0 userid → first message time: archived members who spoke (C-5)
-- ``events``     rule \0 employee \0 customer \0 roomid \0 since → msgpack enforcement event
+- ``events``     rule \0 employee \0 customer \0 roomid \0 since → *sealed* enforcement event
 - ``rulecounts`` ``kept:C-1`` / ``dropped:C-2`` … → 8-byte count of consent decisions
-- ``conv``       conversation \0 seq → empty: stored messages by conversation, in order
-- ``audits``     ``c``+seq+entry / ``b``+seq / ``e``+digest → msgpack audit record (A-2, A-4)
-- ``wordstats``  listed word → trigger count and last trigger time (A-1)
-- ``alerts``     audit key → msgpack alert with the leader chain to notify (A-5)
-- ``meta``       ``checkpoint`` (8-byte seq) and schema version
+- ``conv``       conversation \0 seq → msgtime + role: stored messages by conversation
+- ``audits``     ``c``+seq+entry / ``b``+seq / ``e``+digest → *sealed* audit record (A-2, A-4)
+- ``wordstats``  keyed digest of a listed word → *sealed* (word, count, last trigger) (A-1)
+- ``alerts``     audit key / ``t``+conv+seq+level → *sealed* alert with its leader chain (A-5, A-6)
+- ``meta``       ``checkpoint``, ``stream_time`` (8-byte), ``schema``; *sealed* documents
+                 (``directory``, ``wordlist``, ``behaviours``, ``reply_thresholds``) and the
+                 directory's change stamp
 
 Durability: :meth:`ArchiveStore.commit_batch` writes one batch in one LMDB write
 transaction, synced to disk before it returns; the checkpoint moves in the same
@@ -28,20 +36,25 @@ import hashlib
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
 import msgpack
 
-from scrm_fast._core import DecodedBatch
+from scrm_fast._core import DecodedBatch, SealError, Vault
 from scrm_fast.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _TABLES = (b"records", b"msgids", b"seen", b"quarantine", b"rejects", b"consent", b"spoken", b"events",
            b"rulecounts", b"conv", b"audits", b"wordstats", b"alerts", b"meta")
+# tables whose every value is sealed; ``meta`` seals its documents only (see _SEALED_META)
+SEALED_TABLES = (b"records", b"quarantine", b"rejects", b"consent", b"events", b"audits", b"wordstats", b"alerts")
+_SEALED_META = (b"directory", b"wordlist", b"behaviours", b"reply_thresholds")
 _CHECKPOINT = b"checkpoint"
+_DIRECTORY_STAMP = b"directory_stamp"
 # Virtual address space only: LMDB files grow with the data, not to this size.
 DEFAULT_MAP_SIZE = 1 << 40
 
@@ -58,6 +71,41 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def conv_time(v: bytes) -> int:
+    """The message time kept in a ``conv`` table value (0 for entries written before the
+    index carried it)."""
+    return struct.unpack(">q", v[:8])[0] if len(v) >= 8 else 0
+
+
+def audit_key(audit_id: str) -> bytes:
+    """``c-<seq>-<entry>`` / ``b-<seq>`` / ``e-<hex>`` → the ``audits`` key."""
+    try:
+        kind, _, rest = audit_id.partition("-")
+        if kind == "c":
+            seq, entry = rest.split("-")
+            return b"c" + seq_key(int(seq)) + struct.pack(">I", int(entry))
+        if kind == "b":
+            return b"b" + seq_key(int(rest))
+        if kind == "e":
+            return b"e" + bytes.fromhex(rest)
+    except (ValueError, struct.error):  # not numbers, or out of the 64/32-bit range
+        pass
+    raise InputError(f"{audit_id!r} is not an audit id (c-SEQ-ENTRY, b-SEQ or e-HEX)")
+
+
+def content_audit_key(key: bytes) -> bool:
+    """An ``audits`` key of a sensitive-word record (they raise alerts)."""
+    return key[:1] == b"c"
+
+
+def event_audit_key(digest: bytes) -> bytes:
+    return b"e" + digest
+
+
+def timeout_alert_key(conv: str, seq: int, level: int) -> bytes:
+    return b"t" + conv.encode() + b"\0" + seq_key(seq) + bytes([level])
+
+
 @dataclass
 class CommitResult:
     stored: int
@@ -66,22 +114,87 @@ class CommitResult:
     dropped: int = 0
 
 
+@dataclass(frozen=True)
+class ConvSummary:
+    conv: str
+    last_seq: int
+    last_msgtime: int
+
+
+class StoreWriter:
+    """The typed view of one write transaction (seals on the way in, opens on the way out);
+    what other modules write inside a batch's transaction goes through it."""
+
+    def __init__(self, store: ArchiveStore, txn: lmdb.Transaction) -> None:
+        self._s = store
+        self.txn = txn
+
+    def add_audits(self, pairs: list[tuple[bytes, bytes]]) -> int:
+        """New audit records (msgpack); existing keys are kept. Returns how many were new."""
+        if not pairs:
+            return 0
+        _, added = self.txn.cursor(db=self._s._db[b"audits"]).putmulti(self._s._seal(b"audits", pairs),
+                                                                      overwrite=False)
+        return added
+
+    def add_alerts(self, pairs: list[tuple[bytes, bytes]], overwrite: bool = False) -> None:
+        if pairs:
+            self.txn.cursor(db=self._s._db[b"alerts"]).putmulti(self._s._seal(b"alerts", pairs), overwrite=overwrite)
+
+    def bump_word(self, word: str, count: int, last: int) -> None:
+        """Trigger statistics of one listed word (rule A-1)."""
+        key = self._s._word_key(word)
+        cur = self._s._get(self.txn, b"wordstats", key)
+        c0, l0 = msgpack.unpackb(cur)[1:] if cur else (0, 0)
+        self._s._put(self.txn, b"wordstats", key, msgpack.packb([word, c0 + count, max(l0, last)]))
+
+    def audit(self, key: bytes) -> dict | None:
+        raw = self._s._get(self.txn, b"audits", key)
+        return msgpack.unpackb(raw) if raw is not None else None
+
+    def put_audit(self, key: bytes, record: dict) -> None:
+        self._s._put(self.txn, b"audits", key, msgpack.packb(record))
+
+
 class ArchiveStore:
-    """The archive of one tenant. Open one per process; LMDB serialises writers."""
+    """The archive of one tenant. Open one per process; LMDB serialises writers.
+
+    ``master_key`` (32 bytes; default: the file ``$SCRM_MASTER_KEY_FILE`` names) opens the
+    data directory's keys; nothing on disk is created or changed before it proved right."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *, readonly: bool = False,
-                 map_size: int = DEFAULT_MAP_SIZE) -> None:
+                 map_size: int = DEFAULT_MAP_SIZE, master_key: bytes | None = None,
+                 allow_migrating: bool = False) -> None:
+        from scrm_fast import sealing
+
         self.data_dir = Path(data_dir)
         path = self.data_dir / "archive.lmdb"
-        if readonly and not path.exists():
-            raise InputError(f"{self.data_dir}: no archive here (run `scrm ingest` first)")
-        if not readonly:
+        _recover_compaction(self.data_dir)
+        master = master_key if master_key is not None else sealing.read_master_key()
+        kf = sealing.read_key_file(self.data_dir)
+        if kf is None:
+            if path.exists():
+                raise InputError(f"{self.data_dir}: a plaintext data directory of the earlier format; encrypt it "
+                                 f"with `scrm migrate --data {self.data_dir}` (nothing was read or changed)")
+            if readonly:
+                raise InputError(f"{self.data_dir}: no archive here (run `scrm ingest` first)")
             try:
-                path.mkdir(parents=True, exist_ok=True)
+                self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as e:
                 raise InputError(f"{self.data_dir}: cannot create data directory: {e.strerror}") from e
+            kf = sealing.new_key_file(master)
+            sealing.write_key_file(self.data_dir, kf)
+        elif kf.migrating and not allow_migrating:
+            raise InputError(f"{self.data_dir}: an encryption migration did not finish; run "
+                             f"`scrm migrate --data {self.data_dir}` again")
+        self.keys = sealing.open_keys(self.data_dir, master, kf)
+        self.vault: Vault = self.keys.vault
+        self.token_key: bytes = self.keys.token_key
+        self._word_mac = hashlib.blake2b(key=self.token_key, digest_size=16, person=b"scrm-wordstats")
+        if readonly and not path.exists():
+            raise InputError(f"{self.data_dir}: no archive here (run `scrm ingest` first)")
         try:
-            self.env = lmdb.open(str(path), map_size=map_size, max_dbs=len(_TABLES) + 4,
+            self.env = lmdb.open(str(path), map_size=map_size, max_dbs=len(_TABLES) + 4, mode=0o700,
                                  readonly=readonly, lock=True, sync=True, metasync=True)
         except lmdb.Error as e:
             raise InputError(f"{path}: cannot open archive: {e}") from e
@@ -99,15 +212,89 @@ class ArchiveStore:
     def close(self) -> None:
         self.env.close()
 
-    def db(self, name: str):
-        """The handle of one table (for the modules that own a table's format)."""
-        return self._db[name.encode()]
-
     def __enter__(self) -> ArchiveStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- sealing ------------------------------------------------------------------------
+    def _seal(self, table: bytes, pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return self.vault.seal_pairs(table, pairs)
+
+    def _open(self, table: bytes, pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
+        try:
+            return self.vault.open_pairs(table, pairs)
+        except SealError as e:
+            raise InputError(f"{self.data_dir}: {e}") from None
+
+    def _get(self, txn: lmdb.Transaction, table: bytes, key: bytes) -> bytes | None:
+        v = txn.get(key, db=self._db[table])
+        if v is None:
+            return None
+        try:
+            return self.vault.open(table, key, bytes(v))
+        except SealError as e:
+            raise InputError(f"{self.data_dir}: {e}") from None
+
+    def _put(self, txn: lmdb.Transaction, table: bytes, key: bytes, value: bytes) -> None:
+        txn.put(key, self.vault.seal(table, key, value), db=self._db[table])
+
+    def _items(self, txn: lmdb.Transaction, table: bytes, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """Every (key, opened value) of ``table`` whose key starts with ``prefix``."""
+        cur = txn.cursor(db=self._db[table])
+        if prefix:
+            pairs = []
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    pairs.append((k, v))
+        else:
+            pairs = list(cur)
+        return list(zip([k for k, _ in pairs], self._open(table, pairs), strict=True))
+
+    def _word_key(self, word: str) -> bytes:
+        h = self._word_mac.copy()
+        h.update(word.encode())
+        return h.digest()
+
+    @contextmanager
+    def write(self) -> Iterator[StoreWriter]:
+        """One write transaction (committed and synced on exit) through its typed view."""
+        with self.env.begin(write=True) as txn:
+            yield StoreWriter(self, txn)
+
+    # -- sealed documents in meta ----------------------------------------------------------
+    def document(self, name: str) -> object | None:
+        key = name.encode()
+        assert key in _SEALED_META, name
+        with self.env.begin() as txn:
+            raw = self._get(txn, b"meta", key)
+        return msgpack.unpackb(raw) if raw is not None else None
+
+    def put_document(self, name: str, doc: object) -> None:
+        key = name.encode()
+        assert key in _SEALED_META, name
+        with self.env.begin(write=True) as txn:
+            self._put(txn, b"meta", key, msgpack.packb(doc))
+            if key == b"directory":
+                cur = txn.get(_DIRECTORY_STAMP, db=self._db[b"meta"])
+                txn.put(_DIRECTORY_STAMP, seq_key((key_seq(cur) if cur else 0) + 1), db=self._db[b"meta"])
+
+    def directory(self) -> dict | None:
+        """The tenant's directory (spec §6) kept by ``scrm directory import`` / ingest."""
+        d = self.document("directory")
+        return d if isinstance(d, dict) else None
+
+    def save_directory(self, doc: dict) -> None:
+        self.put_document("directory", doc)
+
+    def directory_stamp(self) -> int:
+        """Changes whenever the directory is saved (cheap: one plain key)."""
+        with self.env.begin(db=self._db[b"meta"]) as txn:
+            cur = txn.get(_DIRECTORY_STAMP)
+            return key_seq(cur) if cur is not None else 0
 
     # -- ingest -----------------------------------------------------------------------
     def seen_among(self, keys: list[bytes]) -> list[tuple[bytes, bytes]]:
@@ -118,26 +305,28 @@ class ArchiveStore:
             return txn.cursor().getmulti(keys)
 
     def commit_batch(self, decoded: DecodedBatch, extra_rejects: list[tuple[bytes, bytes]] = (),
-                     also: Callable[[lmdb.Transaction], None] | None = None) -> CommitResult:
+                     also: Callable[[StoreWriter], None] | None = None) -> CommitResult:
         """Makes one decoded batch durable (one synced transaction) and advances the
         checkpoint to the batch's highest seq. ``also`` writes more in the same
         transaction (the batch's audit records)."""
         records = decoded.records()
         quarantine = decoded.quarantine()
         rejects = decoded.rejects() + list(extra_rejects)
+        sealed_records = self._seal(b"records", records) if records else []
+        sealed_quarantine = self._seal(b"quarantine", quarantine) if quarantine else []
         with self.env.begin(write=True) as txn:
             if records:
-                txn.cursor(db=self._db[b"records"]).putmulti(records)
+                txn.cursor(db=self._db[b"records"]).putmulti(sealed_records)
                 txn.cursor(db=self._db[b"msgids"]).putmulti(decoded.msgids())
                 txn.cursor(db=self._db[b"conv"]).putmulti(decoded.conv_entries())
             if quarantine:
-                txn.cursor(db=self._db[b"quarantine"]).putmulti(quarantine)
+                txn.cursor(db=self._db[b"quarantine"]).putmulti(sealed_quarantine)
             if also is not None:
-                also(txn)
+                also(StoreWriter(self, txn))
             if records or quarantine or decoded.dropped:
                 txn.cursor(db=self._db[b"seen"]).putmulti(decoded.seen())
             if rejects:
-                txn.cursor(db=self._db[b"rejects"]).putmulti(rejects)
+                txn.cursor(db=self._db[b"rejects"]).putmulti(self._seal(b"rejects", rejects))
             self._commit_policy_delta(txn, decoded)
             if decoded.max_msgtime is not None:
                 self._advance(txn, b"stream_time", decoded.max_msgtime)
@@ -162,13 +351,13 @@ class ArchiveStore:
         a crash the state always matches the stored messages."""
         consent = decoded.consent_entries()
         if consent:
-            txn.cursor(db=self._db[b"consent"]).putmulti(consent)
+            txn.cursor(db=self._db[b"consent"]).putmulti(self._seal(b"consent", consent))
         spoken = decoded.spoken_entries()
         if spoken:
             txn.cursor(db=self._db[b"spoken"]).putmulti(spoken, overwrite=False)
         events = decoded.events()
         if events:
-            txn.cursor(db=self._db[b"events"]).putmulti(events, overwrite=False)
+            txn.cursor(db=self._db[b"events"]).putmulti(self._seal(b"events", events), overwrite=False)
         counts = self._db[b"rulecounts"]
         for prefix, by_rule in ((b"kept:", decoded.kept_by_rule), (b"dropped:", decoded.dropped_by_rule)):
             for rule, n in by_rule.items():  # a handful of rule ids per batch
@@ -180,23 +369,23 @@ class ArchiveStore:
     def consent_state(self) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
         """The persisted consent and spoken tables as (key, value) pairs, for the policy."""
         with self.env.begin() as txn:
-            return list(txn.cursor(db=self._db[b"consent"])), list(txn.cursor(db=self._db[b"spoken"]))
+            return self._items(txn, b"consent"), list(txn.cursor(db=self._db[b"spoken"]))
 
     def put_consent(self, entries: list[tuple[bytes, bytes]]) -> None:
         with self.env.begin(write=True) as txn:
-            txn.cursor(db=self._db[b"consent"]).putmulti(entries)
+            txn.cursor(db=self._db[b"consent"]).putmulti(self._seal(b"consent", entries))
 
     def consent_changes(self) -> list[dict]:
         out = []
         with self.env.begin() as txn:
-            for k, v in txn.cursor(db=self._db[b"consent"]):
+            for k, v in self._items(txn, b"consent"):
                 customer, _, rest = k.partition(b"\0")
                 out.append({"external_userid": customer.decode(), "time": key_seq(rest[:8]), **msgpack.unpackb(v)})
         return out
 
     def enforcement_events(self) -> list[dict]:
         with self.env.begin() as txn:
-            events = [msgpack.unpackb(v) for _, v in txn.cursor(db=self._db[b"events"])]
+            events = [msgpack.unpackb(v) for _, v in self._items(txn, b"events")]
         return sorted(events, key=lambda e: (e["time"], e["rule"], e["customer"]))
 
     def rule_counts(self) -> dict[str, dict[str, int]]:
@@ -209,7 +398,7 @@ class ArchiveStore:
 
     def commit_rejects(self, rejects: list[tuple[bytes, bytes]]) -> None:
         with self.env.begin(write=True) as txn:
-            txn.cursor(db=self._db[b"rejects"]).putmulti(rejects)
+            txn.cursor(db=self._db[b"rejects"]).putmulti(self._seal(b"rejects", rejects))
 
     def _advance_checkpoint(self, txn: lmdb.Transaction, seq: int) -> None:
         meta = self._db[b"meta"]
@@ -232,30 +421,45 @@ class ArchiveStore:
             return {name.decode(): txn.stat(self._db[name])["entries"]
                     for name in (b"records", b"quarantine", b"rejects")}
 
-    def record_value_chunks(self, chunk: int = 10_000) -> Iterator[list[bytes]]:
-        """Stored record values (msgpack) in seq order, ``chunk`` at a time."""
-        with self.env.begin(db=self._db[b"records"], buffers=False) as txn:
-            cur = txn.cursor()
-            it = cur.iternext(keys=False, values=True)
-            while True:
-                block = [v for _, v in zip(range(chunk), it, strict=False)]
-                if not block:
-                    return
-                yield block
+    def record_seqs(self) -> Iterator[int]:
+        """Every stored seq, ascending."""
+        with self.env.begin(db=self._db[b"records"]) as txn:
+            for k in txn.cursor().iternext(keys=True, values=False):
+                yield key_seq(k)
 
     def record_pair_chunks(self, chunk: int = 10_000) -> Iterator[list[tuple[bytes, bytes]]]:
-        """(seq_key, record) pairs in seq order, ``chunk`` at a time."""
+        """(seq_key, record msgpack) pairs in seq order, ``chunk`` at a time (opened on
+        every core per chunk)."""
         with self.env.begin(db=self._db[b"records"]) as txn:
             it = iter(txn.cursor())
             while True:
                 block = [kv for _, kv in zip(range(chunk), it, strict=False)]
                 if not block:
                     return
-                yield block
+                yield list(zip([k for k, _ in block], self._open(b"records", block), strict=True))
+
+    def record_value_chunks(self, chunk: int = 10_000) -> Iterator[list[bytes]]:
+        """Stored record values (msgpack) in seq order, ``chunk`` at a time."""
+        with self.env.begin(db=self._db[b"records"]) as txn:
+            it = iter(txn.cursor())
+            while True:
+                block = [kv for _, kv in zip(range(chunk), it, strict=False)]
+                if not block:
+                    return
+                yield self._open(b"records", block)
+
+    def records_raw(self, seqs: Iterable[int]) -> list[bytes | None]:
+        """The record msgpack of each of ``seqs`` (None where none is stored), in order."""
+        keys = [seq_key(s) for s in seqs]
+        with self.env.begin(db=self._db[b"records"]) as txn:
+            found = [(k, txn.get(k)) for k in keys]
+        present = [(k, v) for k, v in found if v is not None]
+        opened = iter(self._open(b"records", present)) if present else iter(())
+        return [next(opened) if v is not None else None for _, v in found]
 
     def get_record(self, seq: int) -> dict | None:
-        with self.env.begin(db=self._db[b"records"]) as txn:
-            v = txn.get(seq_key(seq))
+        with self.env.begin() as txn:
+            v = self._get(txn, b"records", seq_key(seq))
         return msgpack.unpackb(v) if v is not None else None
 
     def seq_of_msgid(self, msgid: str) -> int | None:
@@ -263,20 +467,152 @@ class ArchiveStore:
             v = txn.get(msgid.encode())
         return key_seq(v) if v is not None else None
 
+    # -- conversations --------------------------------------------------------------------
+    def conversation_summaries(self) -> list[ConvSummary]:
+        """Every conversation with its newest message (one seek per conversation)."""
+        out = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self._db[b"conv"])
+            ok = cur.first()
+            while ok:
+                conv = cur.key()[:-9]
+                # jump to this conversation's last entry: one seek per conversation
+                if cur.set_range(conv + b"\x01"):
+                    cur.prev()
+                else:
+                    cur.last()
+                seq_k, t = cur.key()[-8:], conv_time(cur.value())
+                if t == 0:  # an index entry written before entries carried the time
+                    raw = self._get(txn, b"records", seq_k)
+                    t = msgpack.unpackb(raw)["msgtime"] if raw is not None else 0
+                out.append(ConvSummary(conv.decode(), key_seq(seq_k), t))
+                ok = cur.next()
+        return out
+
+    def conversation_entries(self) -> list[tuple[bytes, bytes]]:
+        """The whole ``conv`` table (for the timeout-reply pass, rule A-6)."""
+        with self.env.begin() as txn:
+            return list(txn.cursor(db=self._db[b"conv"]))
+
+    def has_conversation(self, conv: str) -> bool:
+        prefix = conv.encode() + b"\0"
+        with self.env.begin(db=self._db[b"conv"]) as txn:
+            cur = txn.cursor()
+            return cur.set_range(prefix) and cur.key().startswith(prefix)
+
+    def conversation_seqs(self, conv: str, *, before: int | None = None, after: int | None = None,
+                          since: int | None = None, until: int | None = None) -> Iterator[int]:
+        """A conversation's seqs: newest first below ``before`` (all when None), or oldest
+        first above ``after``; ``since``/``until`` bound the message time (newest-first walk
+        stops at ``since``)."""
+        prefix = conv.encode() + b"\0"
+        with self.env.begin(db=self._db[b"conv"]) as txn:
+            cur = txn.cursor()
+            if after is not None:
+                ok = cur.set_range(prefix + seq_key(after + 1))
+                while ok and cur.key().startswith(prefix):
+                    t = conv_time(cur.value())
+                    if (since is None or t >= since) and (until is None or t <= until):
+                        yield key_seq(cur.key()[-8:])
+                    ok = cur.next()
+                return
+            start = prefix + seq_key(before) if before is not None else conv.encode() + b"\x01"
+            ok = cur.set_range(start)
+            ok = cur.prev() if ok else cur.last()
+            while ok and cur.key().startswith(prefix):
+                t = conv_time(cur.value())
+                if until is not None and t > until:
+                    ok = cur.prev()
+                    continue
+                if since is not None and t < since:
+                    return
+                yield key_seq(cur.key()[-8:])
+                ok = cur.prev()
+
+    def context_seqs(self, conv: str, seq: int, around: int) -> list[int]:
+        """Up to ``around`` seqs before ``seq`` in its conversation, it, and ``around`` after,
+        oldest first."""
+        prefix = conv.encode() + b"\0"
+        me = prefix + seq_key(seq)
+        seqs: list[int] = []
+        with self.env.begin(db=self._db[b"conv"]) as txn:
+            cur = txn.cursor()
+            if cur.set_range(me):
+                before = []
+                c2 = txn.cursor()
+                c2.set_range(me)
+                while len(before) < around and c2.prev() and c2.key().startswith(prefix):
+                    before.append(key_seq(c2.key()[len(prefix):]))
+                seqs = before[::-1]
+                n = 0
+                while n <= around and cur.key().startswith(prefix):
+                    seqs.append(key_seq(cur.key()[len(prefix):]))
+                    n += 1
+                    if not cur.next():
+                        break
+        return seqs
+
+    # -- audits and alerts ---------------------------------------------------------------
+    def audit(self, key: bytes) -> dict | None:
+        with self.env.begin() as txn:
+            raw = self._get(txn, b"audits", key)
+        return msgpack.unpackb(raw) if raw is not None else None
+
+    def audits(self) -> list[tuple[bytes, dict]]:
+        with self.env.begin() as txn:
+            return [(k, msgpack.unpackb(v)) for k, v in self._items(txn, b"audits")]
+
+    def audit_keys_among(self, keys: list[bytes]) -> list[bytes]:
+        """Which of ``keys`` the ``audits`` table holds."""
+        with self.env.begin(db=self._db[b"audits"]) as txn:
+            return [k for k, _ in txn.cursor().getmulti(keys)]
+
+    def add_audits(self, pairs: list[tuple[bytes, bytes]]) -> int:
+        with self.write() as w:
+            return w.add_audits(pairs)
+
+    def alerts(self) -> list[dict]:
+        with self.env.begin() as txn:
+            return [msgpack.unpackb(v) for _, v in self._items(txn, b"alerts")]
+
+    def replace_timeout_alerts(self, alerts: list[tuple[bytes, bytes]], touched: set[str] | None) -> None:
+        """Drops the timeout alerts of the ``touched`` conversations (all when None) and
+        writes ``alerts`` in their place, in one transaction."""
+        with self.env.begin(write=True) as txn:
+            cur = txn.cursor(db=self._db[b"alerts"])
+            stale = []
+            if cur.set_range(b"t"):
+                for k in cur.iternext(keys=True, values=False):  # existing timeout alerts only
+                    if not k.startswith(b"t"):
+                        break
+                    if touched is None or k[1:k.index(b"\0")].decode() in touched:
+                        stale.append(k)
+            for k in stale:
+                txn.delete(k, db=self._db[b"alerts"])
+            if alerts:
+                txn.cursor(db=self._db[b"alerts"]).putmulti(self._seal(b"alerts", alerts))
+
+    def word_stats(self) -> dict[str, tuple[int, int]]:
+        """Per listed word: (trigger count, last trigger time ms) (rule A-1)."""
+        with self.env.begin() as txn:
+            rows = [msgpack.unpackb(v) for _, v in self._items(txn, b"wordstats")]
+        return {w: (c, t) for w, c, t in rows}
+
+    # -- quarantine ---------------------------------------------------------------------
     def quarantine_entries(self) -> list[dict]:
         """Every quarantined item and reject, oldest seq first (rejects last)."""
         out = []
         with self.env.begin() as txn:
-            for _, v in txn.cursor(db=self._db[b"quarantine"]):
+            for _, v in self._items(txn, b"quarantine"):
                 out.append({"table": "quarantine", **msgpack.unpackb(v)})
-            for k, v in txn.cursor(db=self._db[b"rejects"]):
+            for k, v in self._items(txn, b"rejects"):
                 out.append({"table": "rejects", "key": k.hex(), **msgpack.unpackb(v)})
         return out
 
     def quarantined_items(self) -> list[str]:
         """The raw chatdata items of the quarantine table (for a retry)."""
-        with self.env.begin(db=self._db[b"quarantine"]) as txn:
-            return [msgpack.unpackb(v)["item"] for _, v in txn.cursor()]
+        with self.env.begin() as txn:
+            return [msgpack.unpackb(v)["item"] for _, v in self._items(txn, b"quarantine")]
 
     def release_quarantine(self, decoded: DecodedBatch) -> CommitResult:
         """Stores what a quarantine retry recovered, removes recovered and consent-dropped
@@ -285,7 +621,7 @@ class ArchiveStore:
         done = [k for k, v in decoded.seen() if v != b"Q"]
         with self.env.begin(write=True) as txn:
             if records:
-                txn.cursor(db=self._db[b"records"]).putmulti(records)
+                txn.cursor(db=self._db[b"records"]).putmulti(self._seal(b"records", records))
                 txn.cursor(db=self._db[b"msgids"]).putmulti(decoded.msgids())
                 txn.cursor(db=self._db[b"conv"]).putmulti(decoded.conv_entries())
             if done:
@@ -296,9 +632,118 @@ class ArchiveStore:
                         q.delete()
             quarantine = decoded.quarantine()
             if quarantine:
-                txn.cursor(db=self._db[b"quarantine"]).putmulti(quarantine)
+                txn.cursor(db=self._db[b"quarantine"]).putmulti(self._seal(b"quarantine", quarantine))
             self._commit_policy_delta(txn, decoded)
         return CommitResult(len(records), len(quarantine), 0, decoded.dropped)
+
+    # -- keys at rest ---------------------------------------------------------------------
+    def sealed_key_ids(self) -> dict[int, int]:
+        """How many stored values each data key seals (None-sealed values count as -1)."""
+        out: dict[int, int] = {}
+        with self.env.begin() as txn:
+            for table in SEALED_TABLES + (b"meta",):
+                for k, v in txn.cursor(db=self._db[table]):
+                    if table == b"meta" and k not in _SEALED_META:
+                        continue
+                    kid = Vault.key_id_of(v)
+                    kid = -1 if kid is None else kid
+                    out[kid] = out.get(kid, 0) + 1
+        return out
+
+    def reseal(self, chunk: int = 5_000, plaintext: bool = False) -> int:
+        """Seals again, under the current data key, every value that is under another key
+        (or, with ``plaintext``, not sealed: the earlier format's), ``chunk`` values per
+        transaction, so a crash keeps every value readable and a rerun goes on. Returns how
+        many values were rewritten."""
+        current = self.vault.current
+        done = 0
+        for table in SEALED_TABLES + (b"meta",):
+            db = self._db[table]
+            after: bytes | None = None
+            while True:
+                with self.env.begin(write=True) as txn:
+                    cur = txn.cursor(db=db)
+                    ok = cur.set_range(after) if after is not None else cur.first()
+                    if ok and after is not None and cur.key() == after:
+                        ok = cur.next()
+                    todo, n = [], 0
+                    while ok and n < chunk:
+                        k, v = cur.key(), cur.value()
+                        n += 1
+                        if table != b"meta" or k in _SEALED_META:
+                            kid = Vault.key_id_of(v)
+                            if kid is None and plaintext:
+                                todo.append((k, self._migrated(table, k, v)))
+                            elif kid is not None and kid != current:
+                                todo.append((k, self.vault.open(table, k, v)))
+                        ok = cur.next()
+                    last = cur.key() if ok else None
+                    for k, plain in todo:
+                        if table == b"wordstats" and plaintext:
+                            txn.delete(k, db=db)
+                            k = self._word_key(msgpack.unpackb(plain)[0])
+                        txn.put(k, self.vault.seal(table, k, plain), db=db)
+                    done += len(todo)
+                if not ok:
+                    break
+                after = last
+        return done
+
+    def _migrated(self, table: bytes, key: bytes, value: bytes) -> bytes:
+        """A value of the earlier plaintext format in this format's plaintext encoding."""
+        if table == b"wordstats":  # word → (count, last) became digest → [word, count, last]
+            count, last = struct.unpack(">Qq", value)
+            return msgpack.packb([key.decode(), count, last])
+        return bytes(value)
+
+    def compact(self) -> None:
+        """Rewrites the environment without its free pages (where values replaced by a
+        migration or re-encryption could still be read), then swaps it in. Needs no other
+        process to have the store open."""
+        path = self.data_dir / "archive.lmdb"
+        new = self.data_dir / "archive.lmdb.compact"
+        if new.exists():
+            import shutil
+
+            shutil.rmtree(new)
+        new.mkdir(mode=0o700)
+        self.env.copy(str(new), compact=True)
+        with open(new / "data.mdb", "rb+") as f:
+            os.fsync(f.fileno())
+        _fsync_dir(new)
+        self.env.close()
+        old = self.data_dir / "archive.lmdb.old"
+        os.replace(path, old)
+        os.replace(new, path)
+        import shutil
+
+        shutil.rmtree(old)
+        _fsync_dir(self.data_dir)
+
+
+def _recover_compaction(data_dir: Path) -> None:
+    """Finishes or undoes a :meth:`ArchiveStore.compact` a crash interrupted."""
+    import shutil
+
+    path, new, old = (data_dir / n for n in ("archive.lmdb", "archive.lmdb.compact", "archive.lmdb.old"))
+    if path.exists():
+        if new.exists():  # the copy was not finished: the original is intact
+            shutil.rmtree(new)
+        if old.exists():  # swapped already: the old copy is what is left to remove
+            shutil.rmtree(old)
+    elif old.exists() and new.exists():  # between the two renames: the copy was complete
+        os.replace(new, path)
+        shutil.rmtree(old)
+    elif old.exists():
+        os.replace(old, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def reject_record(data: bytes, reason: str, detail: str, source: str) -> tuple[bytes, bytes]:

@@ -10,30 +10,13 @@ scope (rule R-2) is applied by the caller passing ``allowed`` employee ids.
 
 from __future__ import annotations
 
-import struct
 import threading
-from dataclasses import dataclass
 
-import msgpack
-
-from scrm_fast.storage import ArchiveStore, key_seq
+from scrm_fast.storage import ArchiveStore, ConvSummary, conv_time  # noqa: F401 - conv_time re-exported
 
 
 def is_customer(uid: str) -> bool:
     return uid.startswith(("wo", "wm"))
-
-
-@dataclass(frozen=True)
-class ConvSummary:
-    conv: str
-    last_seq: int
-    last_msgtime: int
-
-
-def conv_time(v: bytes) -> int:
-    """The message time kept in a ``conv`` table value (0 for entries written before the
-    index carried it)."""
-    return struct.unpack(">q", v[:8])[0] if len(v) >= 8 else 0
 
 
 def group_members(group: dict) -> set[str]:
@@ -69,24 +52,7 @@ class ArchiveCatalog:
         with self._lock:
             if self._cache is not None and self._cache[0] == stamp:
                 return self._cache[1]
-        out = []
-        with self.store.env.begin() as txn:
-            recs = txn.cursor(db=self.store.db("records"))
-            cur = txn.cursor(db=self.store.db("conv"))
-            ok = cur.first()
-            while ok:
-                conv = cur.key()[:-9]
-                # jump to this conversation's last entry: one seek per conversation
-                if cur.set_range(conv + b"\x01"):
-                    cur.prev()
-                else:
-                    cur.last()
-                seq_k, t = cur.key()[-8:], conv_time(cur.value())
-                if t == 0:  # an index entry written before entries carried the time
-                    raw = recs.get(seq_k)
-                    t = msgpack.unpackb(raw)["msgtime"] if raw is not None else 0
-                out.append(ConvSummary(conv.decode(), key_seq(seq_k), t))
-                ok = cur.next()
+        out = self.store.conversation_summaries()
         with self._lock:
             self._cache = (stamp, out)
         return out

@@ -1,13 +1,16 @@
 //! Cryptography of the chat archive: the RSA key ring (one private key per
 //! `publickey_ver`), the message ciphers (the open scheme, native; the vendor SDK, through
-//! dlopen), and the sealing side used by the simulator. Pure Rust over OpenSSL; no PyO3.
+//! dlopen), the sealing side used by the simulator, and the vault that encrypts stored
+//! values at rest. Pure Rust over OpenSSL; no PyO3.
 
 pub mod keyring;
 pub mod open;
 pub mod seal;
+pub mod vault;
 pub mod vendor;
 
 pub use keyring::KeyRing;
+pub use vault::{TokenKey, Vault};
 pub use vendor::VendorSdk;
 
 /// The symmetric layer chosen for a pipeline (spec §3).

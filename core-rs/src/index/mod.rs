@@ -43,10 +43,16 @@ pub use page::{items_json, page_items, PageItem};
 pub use query::{parse_query, QueryNode, MAX_TERMS, MAX_TERM_CHARS};
 pub use snippet::{snippet, Snippet};
 
+use crate::crypto::TokenKey;
 use crate::error::{Error, Result};
 
+/// Token domains of the id fields.
+const PARTY: u8 = b'p';
+const ROOM: u8 = b'r';
+const CONV: u8 = b'c';
+
 /// Layout version, recorded in every commit: a different one needs `scrm reindex`.
-pub const LAYOUT: u32 = 1;
+pub const LAYOUT: u32 = 2;
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -177,6 +183,7 @@ pub struct ArchiveIndex {
     writer: Mutex<Option<IndexWriter>>,
     columns: Mutex<std::collections::HashMap<tantivy::index::SegmentId, Arc<SegColumns>>>,
     counts: CountCache,
+    key: TokenKey,
 }
 
 fn index_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -184,8 +191,9 @@ fn index_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 impl ArchiveIndex {
-    /// Opens the index in `path`, creating it when the directory holds none.
-    pub fn open(path: &Path) -> Result<ArchiveIndex> {
+    /// Opens the index in `path`, creating it when the directory holds none; `key` keys
+    /// every term (an index made with another key finds nothing).
+    pub fn open(path: &Path, key: TokenKey) -> Result<ArchiveIndex> {
         std::fs::create_dir_all(path).map_err(|e| index_err(path, e))?;
         let (schema, fields) = schema();
         let dir = MmapDirectory::open(path).map_err(|e| index_err(path, e))?;
@@ -193,11 +201,11 @@ impl ArchiveIndex {
             .map_err(|e| index_err(path, format!("{e} (an index of another layout: run `scrm reindex`)")))?;
         index.tokenizers().register(
             tokenizer::UNIGRAM,
-            TextAnalyzer::from(tokenizer::NgramTokenizer::unigrams()),
+            TextAnalyzer::from(tokenizer::NgramTokenizer::unigrams(key)),
         );
         index.tokenizers().register(
             tokenizer::BIGRAM,
-            TextAnalyzer::from(tokenizer::NgramTokenizer::bigrams()),
+            TextAnalyzer::from(tokenizer::NgramTokenizer::bigrams(key)),
         );
         let reader = index
             .reader_builder()
@@ -212,6 +220,7 @@ impl ArchiveIndex {
             writer: Mutex::new(None),
             columns: Mutex::new(Default::default()),
             counts: CountCache::new(path),
+            key,
         };
         if let Some(layout) = me.committed()?.map(|c| c.0) {
             if layout != LAYOUT {
@@ -274,16 +283,16 @@ impl ArchiveIndex {
                 doc.add_text(f.bi, &r.text);
                 doc.add_u64(f.seq, r.seq);
                 doc.add_i64(f.msgtime, r.msgtime);
-                doc.add_text(f.party, &r.from);
+                doc.add_text(f.party, self.key.token(PARTY, &r.from));
                 for t in &r.tolist {
                     if t.as_ref() != r.from.as_ref() {
-                        doc.add_text(f.party, t);
+                        doc.add_text(f.party, self.key.token(PARTY, t));
                     }
                 }
                 if !r.roomid.is_empty() {
-                    doc.add_text(f.room, &r.roomid);
+                    doc.add_text(f.room, self.key.token(ROOM, &r.roomid));
                 }
-                doc.add_text(f.conv, &r.conv);
+                doc.add_text(f.conv, self.key.token(CONV, &r.conv));
                 doc.add_text(f.msgtype, &r.msgtype);
                 Ok(doc)
             })
@@ -358,7 +367,7 @@ impl ArchiveIndex {
 
     fn substring_query(&self, s: &str) -> Box<dyn Query> {
         let chars: Vec<char> = s.chars().collect();
-        let term = |field: Field, cs: &[char]| Term::from_field_text(field, &cs.iter().collect::<String>());
+        let term = |field: Field, cs: &[char]| Term::from_field_text(field, &tokenizer::ngram_token(&self.key, cs));
         match chars.len() {
             0 => Box::new(AllQuery),
             1 => Box::new(TermQuery::new(term(self.fields.uni, &chars), IndexRecordOption::Basic)),
@@ -407,21 +416,22 @@ impl ArchiveIndex {
 
     fn filters(&self, req: &SearchRequest) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
-        let term_q = |field: Field, v: &str| -> Box<dyn Query> {
+        let k = self.key;
+        let term_q = |field: Field, kind: u8, v: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
-                Term::from_field_text(field, v),
+                Term::from_field_text(field, &k.token(kind, v)),
                 IndexRecordOption::Basic,
             ))
         };
         let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for p in &req.parties {
-            out.push((Occur::Must, term_q(f.party, p)));
+            out.push((Occur::Must, term_q(f.party, PARTY, p)));
         }
         if let Some(r) = &req.room {
-            out.push((Occur::Must, term_q(f.room, r)));
+            out.push((Occur::Must, term_q(f.room, ROOM, r)));
         }
         if let Some(c) = &req.conv {
-            out.push((Occur::Must, term_q(f.conv, c)));
+            out.push((Occur::Must, term_q(f.conv, CONV, c)));
         }
         if let Some(types) = &req.msgtypes {
             out.push((
@@ -435,8 +445,8 @@ impl ArchiveIndex {
             let terms = scope
                 .parties
                 .iter()
-                .map(|p| Term::from_field_text(f.party, p))
-                .chain(scope.rooms.iter().map(|r| Term::from_field_text(f.room, r)));
+                .map(|p| Term::from_field_text(f.party, &k.token(PARTY, p)))
+                .chain(scope.rooms.iter().map(|r| Term::from_field_text(f.room, &k.token(ROOM, r))));
             out.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
         }
         out
@@ -460,7 +470,7 @@ impl ArchiveIndex {
         let want = req.limit + 1; // one more than a page: is there a next page?
         let searcher = self.reader.searcher();
         let weight = q.weight(EnableScoring::disabled_from_searcher(&searcher))?;
-        let key = req.count_key();
+        let key = req.count_key(&self.key);
         let segs: Vec<(&tantivy::SegmentReader, Option<u128>)> = searcher
             .segment_readers()
             .iter()
@@ -764,11 +774,13 @@ impl CountCache {
 
 impl SearchRequest {
     /// What a segment's match count depends on (everything but cursor and limit), as a
-    /// 128-bit digest: two SipHash runs with different prefixes.
-    fn count_key(&self) -> u128 {
+    /// 128-bit digest: two SipHash runs with different prefixes, keyed with the index's
+    /// token key (the shared count files show no query, not even a short one by guessing).
+    fn count_key(&self, token_key: &TokenKey) -> u128 {
         use std::hash::{Hash, Hasher};
         let digest = |salt: u8| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
+            token_key.bytes().hash(&mut h);
             salt.hash(&mut h);
             self.query.hash(&mut h);
             self.parties.hash(&mut h);
@@ -807,7 +819,7 @@ impl ArchiveIndex {
             return Ok(None);
         }
         let field = if n == 1 { self.fields.uni } else { self.fields.bi };
-        let term = Term::from_field_text(field, s);
+        let term = Term::from_field_text(field, &tokenizer::ngram_token(&self.key, &s.chars().collect::<Vec<_>>()));
         let searcher = self.reader.searcher();
         if searcher
             .segment_readers()

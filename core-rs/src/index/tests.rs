@@ -1,6 +1,10 @@
 use super::*;
 use crate::message::Record;
 
+fn test_key() -> TokenKey {
+    TokenKey::new(&[42u8; 32]).unwrap()
+}
+
 fn record(seq: u64, msgtime: i64, from: &str, to: &[&str], room: &str, msgtype: &str, text: &str) -> Vec<u8> {
     let tolist: Vec<String> = to.iter().map(|s| s.to_string()).collect();
     let conv = crate::message::conversation_id(from, &tolist, room, msgtype);
@@ -74,7 +78,7 @@ fn corpus(n: usize, seed: u64) -> (Vec<Row>, Vec<Vec<u8>>) {
 
 fn build(values: &[Vec<u8>], batches: usize) -> (tempfile::TempDir, ArchiveIndex) {
     let dir = tempfile::tempdir().unwrap();
-    let ix = ArchiveIndex::open(dir.path()).unwrap();
+    let ix = ArchiveIndex::open(dir.path(), test_key()).unwrap();
     ix.open_writer(1, 32 << 20).unwrap();
     let per = values.len().div_ceil(batches);
     for (i, chunk) in values.chunks(per).enumerate() {
@@ -203,20 +207,20 @@ fn commits_record_the_watermark_and_reopen_sees_them() {
     let (_rows, values) = corpus(50, 1);
     let dir = tempfile::tempdir().unwrap();
     {
-        let ix = ArchiveIndex::open(dir.path()).unwrap();
+        let ix = ArchiveIndex::open(dir.path(), test_key()).unwrap();
         assert_eq!(ix.committed().unwrap(), None);
         ix.open_writer(1, 32 << 20).unwrap();
         ix.add_stored(&values[..30]).unwrap();
         ix.commit(30).unwrap();
         ix.add_stored(&values[30..]).unwrap(); // never committed: a crash
     }
-    let ix = ArchiveIndex::open(dir.path()).unwrap();
+    let ix = ArchiveIndex::open(dir.path(), test_key()).unwrap();
     assert_eq!(ix.committed().unwrap(), Some((LAYOUT, 30)));
     assert_eq!(ix.num_docs(), 30);
     assert_eq!(ix.seqs().unwrap(), (1..=30).collect::<Vec<u64>>());
     // a second writer on the same index is refused with a reason
     ix.open_writer(1, 32 << 20).unwrap();
-    let other = ArchiveIndex::open(dir.path()).unwrap();
+    let other = ArchiveIndex::open(dir.path(), test_key()).unwrap();
     let e = other.open_writer(1, 32 << 20).unwrap_err().to_string();
     assert!(e.contains("another ingest"), "{e}");
     ix.clear().unwrap();
@@ -363,7 +367,7 @@ fn counts_made_by_one_process_serve_another() {
         })
         .collect();
     let (dir, a) = build(&values, 3);
-    let b = ArchiveIndex::open(dir.path()).unwrap();
+    let b = ArchiveIndex::open(dir.path(), test_key()).unwrap();
     b.reload().unwrap();
     if let Some(sh) = &b.counts.shared {
         sh.lock().unwrap().me = "second".into();
@@ -397,7 +401,7 @@ fn counts_made_by_one_process_serve_another() {
         [0u8; 40],
     )
     .unwrap();
-    let _c = ArchiveIndex::open(dir.path()).unwrap();
+    let _c = ArchiveIndex::open(dir.path(), test_key()).unwrap();
     assert_eq!(files("999999999-"), 0);
     assert_eq!(files("second-"), 0, "no process `second`: stale");
 }

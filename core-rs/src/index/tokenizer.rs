@@ -4,12 +4,29 @@
 //! a unigram term, of two a bigram term, of *n* > 2 a phrase of bigrams at fixed offsets:
 //! so any substring of any length is found exactly, with no word segmentation to miss it.
 //!
+//! **Keyed**: a token's text is not the characters but their keyed MAC
+//! ([`TokenKey::token_into`], 16 characters), so the index files hold no character of any
+//! message; a query's terms are keyed the same way ([`ngram_token`]).
+//!
 //! Cost: two postings per character; the unigram field keeps doc ids only, the bigram
-//! field keeps positions (for phrases).
+//! field keeps positions (for phrases); one SipHash of ≤ 8 bytes per token.
 
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 
 use super::fold::fold_char;
+use crate::crypto::TokenKey;
+
+/// Token domain of the unigram field.
+pub const UNI: u8 = b'u';
+/// Token domain of the bigram field.
+pub const BI: u8 = b'b';
+
+/// The keyed token of folded characters `cs` (one: a unigram, two: a bigram).
+pub fn ngram_token(key: &TokenKey, cs: &[char]) -> String {
+    let mut plain = String::with_capacity(8);
+    plain.extend(cs.iter());
+    key.token(if cs.len() == 1 { UNI } else { BI }, &plain)
+}
 
 /// Tokenizer name of the unigram field.
 pub const UNIGRAM: &str = "scrm_unigram";
@@ -20,24 +37,35 @@ pub const BIGRAM: &str = "scrm_bigram";
 #[derive(Clone, Copy)]
 pub struct NgramTokenizer {
     width: usize,
+    key: TokenKey,
 }
 
 impl NgramTokenizer {
-    pub fn unigrams() -> Self {
-        NgramTokenizer { width: 1 }
+    pub fn unigrams(key: TokenKey) -> Self {
+        NgramTokenizer { width: 1, key }
     }
 
-    pub fn bigrams() -> Self {
-        NgramTokenizer { width: 2 }
+    pub fn bigrams(key: TokenKey) -> Self {
+        NgramTokenizer { width: 2, key }
     }
 }
 
 pub struct NgramStream<'a> {
     chars: std::str::CharIndices<'a>,
     width: usize,
+    key: TokenKey,
     prev: Option<(usize, char)>,
     position: usize,
+    plain: [u8; 8],
     token: Token,
+}
+
+impl NgramStream<'_> {
+    fn emit(&mut self, len: usize) {
+        self.token.text.clear();
+        let kind = if self.width == 1 { UNI } else { BI };
+        self.key.token_into(kind, &self.plain[..len], &mut self.token.text);
+    }
 }
 
 impl Tokenizer for NgramTokenizer {
@@ -47,8 +75,10 @@ impl Tokenizer for NgramTokenizer {
         NgramStream {
             chars: text.char_indices(),
             width: self.width,
+            key: self.key,
             prev: None,
             position: 0,
+            plain: [0; 8],
             token: Token::default(),
         }
     }
@@ -61,9 +91,9 @@ impl TokenStream for NgramStream<'_> {
                 return false;
             };
             let c = fold_char(c);
-            self.token.text.clear();
             if self.width == 1 {
-                self.token.text.push(c);
+                let n = c.encode_utf8(&mut self.plain).len();
+                self.emit(n);
                 self.token.offset_from = at;
                 self.token.offset_to = at + c.len_utf8();
                 self.token.position = self.position;
@@ -72,8 +102,9 @@ impl TokenStream for NgramStream<'_> {
             }
             let prev = self.prev.replace((at, c));
             if let Some((pat, pc)) = prev {
-                self.token.text.push(pc);
-                self.token.text.push(c);
+                let n = pc.encode_utf8(&mut self.plain).len();
+                let m = c.encode_utf8(&mut self.plain[n..]).len();
+                self.emit(n + m);
                 self.token.offset_from = pat;
                 self.token.offset_to = at + c.len_utf8();
                 self.token.position = self.position;
@@ -106,15 +137,21 @@ mod tests {
     }
 
     #[test]
-    fn unigrams_and_bigrams_cover_every_character() {
+    fn unigrams_and_bigrams_cover_every_character_keyed() {
+        let key = TokenKey::new(&[3u8; 32]).unwrap();
+        let t = |s: &str| ngram_token(&key, &s.chars().collect::<Vec<_>>());
         assert_eq!(
-            tokens(NgramTokenizer::unigrams(), "保本A"),
-            vec![("保".into(), 0), ("本".into(), 1), ("a".into(), 2)]
+            tokens(NgramTokenizer::unigrams(key), "保本A"),
+            vec![(t("保"), 0), (t("本"), 1), (t("a"), 2)]
         );
         assert_eq!(
-            tokens(NgramTokenizer::bigrams(), "保本 Ｘ"),
-            vec![("保本".into(), 0), ("本 ".into(), 1), (" x".into(), 2)]
+            tokens(NgramTokenizer::bigrams(key), "保本 Ｘ"),
+            vec![(t("保本"), 0), (t("本 "), 1), (t(" x"), 2)]
         );
-        assert!(tokens(NgramTokenizer::bigrams(), "保").is_empty());
+        assert!(tokens(NgramTokenizer::bigrams(key), "保").is_empty());
+        // no character shows in a token
+        for (tok, _) in tokens(NgramTokenizer::unigrams(key), "保本") {
+            assert!(!tok.contains('保') && !tok.contains('本'));
+        }
     }
 }

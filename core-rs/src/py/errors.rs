@@ -26,6 +26,13 @@ create_exception!(
     ScrmError,
     "The vendor SDK library cannot be loaded or used."
 );
+create_exception!(
+    _core,
+    SealError,
+    ScrmError,
+    "A stored value or data key does not open: wrong master key, a missing data key, damage, \
+     or a plaintext data directory of the earlier format."
+);
 create_exception!(_core, RecordError, ScrmError, "A stored record cannot be decoded.");
 create_exception!(
     _core,
@@ -52,6 +59,7 @@ pub(crate) fn to_pyerr(e: Error) -> PyErr {
         Error::VendorLoad { .. } => VendorSdkError::new_err(msg),
         Error::Record(_) => RecordError::new_err(msg),
         Error::Crypto(_) => ScrmError::new_err(msg),
+        Error::Seal(_) => SealError::new_err(msg),
         Error::Index(_) => SearchIndexError::new_err(msg),
         Error::Query(_) => QuerySyntaxError::new_err(msg),
     }
@@ -74,6 +82,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BatchFormatError", py.get_type::<BatchFormatError>())?;
     m.add("VendorSdkError", py.get_type::<VendorSdkError>())?;
     m.add("RecordError", py.get_type::<RecordError>())?;
+    m.add("SealError", py.get_type::<SealError>())?;
     m.add("SearchIndexError", py.get_type::<SearchIndexError>())?;
     m.add("QuerySyntaxError", py.get_type::<QuerySyntaxError>())?;
     Ok(())

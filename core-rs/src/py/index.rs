@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::batch::PyDecoded;
 use super::detached;
+use crate::crypto::TokenKey;
 use crate::index::{fold_text, items_json, page_items, parse_query, ArchiveIndex, Scope, SearchRequest};
 
 #[pyclass(name = "ArchiveIndex", module = "scrm_fast._core", frozen)]
@@ -21,11 +22,12 @@ type Page = (u64, Vec<(i64, u64)>, Option<(i64, u64)>, Vec<String>);
 
 #[pymethods]
 impl PyArchiveIndex {
-    /// Opens (or creates) the index in directory `path`; readers see new commits within a
-    /// second, or at once after `reload()`.
+    /// Opens (or creates) the index in directory `path`, every term keyed with `token_key`
+    /// (32 bytes); readers see new commits within a second, or at once after `reload()`.
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let ix = detached(py, move || ArchiveIndex::open(&path))?;
+    fn new(py: Python<'_>, path: PathBuf, token_key: &[u8]) -> PyResult<Self> {
+        let key = TokenKey::new(token_key).map_err(super::errors::to_pyerr)?;
+        let ix = detached(py, move || ArchiveIndex::open(&path, key))?;
         Ok(PyArchiveIndex { inner: Arc::new(ix) })
     }
 

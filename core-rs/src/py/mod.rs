@@ -8,6 +8,7 @@ mod index;
 mod keys;
 mod loadgen;
 mod policy;
+mod vault;
 
 use pyo3::prelude::*;
 
@@ -22,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     audit::register(m)?;
     index::register(m)?;
     loadgen::register(m)?;
+    vault::register(m)?;
     m.add("KNOWN_MSGTYPES", crate::message::KNOWN_MSGTYPES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -137,7 +137,7 @@ def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 
     acc.create_user(name, password, "admin")
     acc.close()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "scrm_fast.cli", "serve", "--data", data, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "control.cli", "serve", "--data", data, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         import urllib.parse
