@@ -119,7 +119,8 @@ def test_a_missing_or_wrong_master_key_is_one_line_and_changes_nothing(sealed, s
     before = _snapshot(sealed)
     other = tmp_path / "other.key"
     run_scrm("keys", "new", "--out", str(other), check=True)
-    for args in (["search", "保本"], ["export"], ["audit", "list"], ["ingest", "--keys", str(small_corpus / "keys"), str(small_corpus / "batches")]):
+    ingest = ["ingest", "--keys", str(small_corpus / "keys"), str(small_corpus / "batches")]
+    for args in (["search", "保本"], ["export"], ["audit", "list"], ingest):
         cmd = args[:2] if args[0] == "audit" else args[:1]
         p = run_scrm(*cmd, "--data", str(sealed), "--master-key", str(other), *args[len(cmd):])
         assert p.returncode != 0

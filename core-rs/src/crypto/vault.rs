@@ -170,11 +170,13 @@ pub const TOKEN_CHARS: usize = 16;
 impl TokenKey {
     pub fn new(raw: &[u8]) -> Result<TokenKey> {
         let k: [u8; KEY_LEN] = key_array(raw, "token key")?;
+        // SipHash takes 128 bits: derived from all 256 (domain-separated)
+        let mut h = openssl::sha::Sha256::new();
+        h.update(b"scrm token key\0");
+        h.update(&k);
+        let d = h.finish();
         let mut out = [0u8; 16];
-        // SipHash takes 128 bits: fold the 256-bit key (both halves count)
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = k[i] ^ k[i + 16];
-        }
+        out.copy_from_slice(&d[..16]);
         Ok(TokenKey(out))
     }
 
