@@ -88,8 +88,11 @@ pub fn unwrap_key(master: &[u8], id: u32, wrapped: &[u8]) -> Result<Vec<u8>> {
     if key_id_of(wrapped) != Some(id) {
         return Err(Error::Seal(format!("data key {id}: not a wrapped key")));
     }
-    open_with(&master, &wrap_aad(id), wrapped)
-        .ok_or_else(|| Error::Seal(format!("data key {id}: the master key does not open it (wrong master key?)")))
+    open_with(&master, &wrap_aad(id), wrapped).ok_or_else(|| {
+        Error::Seal(format!(
+            "data key {id}: the master key does not open it (wrong master key?)"
+        ))
+    })
 }
 
 fn wrap_aad(id: u32) -> Vec<u8> {
@@ -113,7 +116,9 @@ impl Vault {
             map.insert(id, key_array(&k, &format!("data key {id}"))?);
         }
         if !map.contains_key(&current) {
-            return Err(Error::Crypto(format!("current data key {current} is not among the keys")));
+            return Err(Error::Crypto(format!(
+                "current data key {current} is not among the keys"
+            )));
         }
         Ok(Vault { keys: map, current })
     }

@@ -405,3 +405,23 @@ fn counts_made_by_one_process_serve_another() {
     assert_eq!(files("999999999-"), 0);
     assert_eq!(files("second-"), 0, "no process `second`: stale");
 }
+
+#[test]
+fn count_files_of_dead_processes_go_those_of_live_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = ArchiveIndex::open(dir.path(), test_key()).unwrap();
+    let counts = dir.path().join("counts");
+    let stale = counts.join(format!("999999-{}.bin", fingerprint()));
+    std::fs::write(&stale, [0u8; 40]).unwrap();
+    let live = counts.join(format!("999998-{}.bin", fingerprint()));
+    let held = std::fs::File::create(&live).unwrap();
+    held.try_lock().unwrap(); // what a live process does with its own file
+    let other_build = counts.join("999997-0000000000000000.bin");
+    std::fs::write(&other_build, [0u8; 40]).unwrap();
+    let _second = ArchiveIndex::open(dir.path(), test_key()).unwrap();
+    assert!(!stale.exists() && !other_build.exists());
+    assert!(live.exists());
+    drop(held);
+    let _third = ArchiveIndex::open(dir.path(), test_key()).unwrap();
+    assert!(!live.exists());
+}

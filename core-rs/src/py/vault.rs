@@ -18,7 +18,10 @@ pub struct PyVault {
 }
 
 fn owned(pairs: &[(Bound<'_, PyBytes>, Bound<'_, PyBytes>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 #[pymethods]
@@ -27,7 +30,9 @@ impl PyVault {
     #[new]
     fn new(keys: BTreeMap<u32, Bound<'_, PyBytes>>, current: u32) -> PyResult<Self> {
         let keys: Vec<(u32, Vec<u8>)> = keys.into_iter().map(|(k, v)| (k, v.as_bytes().to_vec())).collect();
-        Ok(PyVault { inner: Arc::new(Vault::new(keys, current).map_err(to_pyerr)?) })
+        Ok(PyVault {
+            inner: Arc::new(Vault::new(keys, current).map_err(to_pyerr)?),
+        })
     }
 
     #[getter]
@@ -102,13 +107,19 @@ fn wrap_key<'py>(py: Python<'py>, master: &[u8], id: u32, key: &[u8]) -> PyResul
 /// Data key `id` unwrapped with `master` (`SealError`: not the master it was wrapped with).
 #[pyfunction]
 fn unwrap_key<'py>(py: Python<'py>, master: &[u8], id: u32, wrapped: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    Ok(PyBytes::new(py, &vault::unwrap_key(master, id, wrapped).map_err(to_pyerr)?))
+    Ok(PyBytes::new(
+        py,
+        &vault::unwrap_key(master, id, wrapped).map_err(to_pyerr)?,
+    ))
 }
 
 /// `n` random bytes (OpenSSL's DRBG): new master, data and token keys.
 #[pyfunction]
 fn random_key<'py>(py: Python<'py>, n: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
-    Ok(PyBytes::new(py, &vault::random_bytes(n.unwrap_or(vault::KEY_LEN)).map_err(to_pyerr)?))
+    Ok(PyBytes::new(
+        py,
+        &vault::random_bytes(n.unwrap_or(vault::KEY_LEN)).map_err(to_pyerr)?,
+    ))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,0 +1,54 @@
+//! The index's schema: its fields and the view of a stored record it reads.
+
+use super::*;
+
+pub(super) fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = |tok: &str, opt: IndexRecordOption| {
+        TextOptions::default()
+            .set_indexing_options(TextFieldIndexing::default().set_tokenizer(tok).set_index_option(opt))
+    };
+    let uni = b.add_text_field("uni", text(tokenizer::UNIGRAM, IndexRecordOption::Basic));
+    let bi = b.add_text_field("bi", text(tokenizer::BIGRAM, IndexRecordOption::WithFreqsAndPositions));
+    let seq = b.add_u64_field("seq", FAST | INDEXED);
+    let msgtime = b.add_i64_field("msgtime", FAST);
+    let party = b.add_text_field("party", text("raw", IndexRecordOption::Basic));
+    let room = b.add_text_field("room", text("raw", IndexRecordOption::Basic));
+    let conv = b.add_text_field("conv", text("raw", IndexRecordOption::Basic));
+    let msgtype = b.add_text_field("msgtype", text("raw", IndexRecordOption::Basic));
+    (
+        b.build(),
+        Fields {
+            uni,
+            bi,
+            seq,
+            msgtime,
+            party,
+            room,
+            conv,
+            msgtype,
+        },
+    )
+}
+
+/// The fields of a stored record (msgpack, see `message::Record`) the index and a result
+/// page need; the rest (notably `raw`) is skipped without copying.
+#[derive(Deserialize)]
+pub(crate) struct StoredView<'a> {
+    pub(crate) seq: u64,
+    #[serde(borrow, default)]
+    pub(crate) msgid: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) from: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) tolist: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) roomid: Cow<'a, str>,
+    pub(crate) msgtime: i64,
+    #[serde(borrow)]
+    pub(crate) msgtype: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) text: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub(crate) conv: Cow<'a, str>,
+}
