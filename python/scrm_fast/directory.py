@@ -1,5 +1,5 @@
 """The directory file (spec §6): who is who, for the consent rules. Validated on import
-and kept in the tenant's data directory as ``directory.json``."""
+and kept in the tenant's store, sealed (``ArchiveStore.save_directory``)."""
 
 from __future__ import annotations
 
@@ -45,11 +45,3 @@ def load_directory(path: str | Path) -> dict:
                     where = section if section == "corp" else f"{section}[{i}]"
                     raise InputError(f"{p}: {where}: missing required key '{k}'")
     return doc
-
-
-def save_directory(data_dir: str | Path, doc: dict) -> Path:
-    dest = Path(data_dir) / "directory.json"
-    tmp = dest.with_suffix(".json.tmp")
-    tmp.write_bytes(orjson.dumps(doc))
-    tmp.replace(dest)
-    return dest
