@@ -34,10 +34,11 @@ def _killed_runs(args: list[str], rng: random.Random, tries: int = 12) -> int:
         time.sleep(rng.uniform(0.15, 1.2))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
-            p.wait()
+            p.communicate()
             kills += 1
             continue
-        assert p.returncode == 0, p.stderr.read().decode()
+        _, err = p.communicate()
+        assert p.returncode == 0, err.decode()
         return kills
     p = subprocess.run([sys.executable, "-m", "control.cli", *args], capture_output=True, check=False)
     assert p.returncode == 0, p.stderr.decode()

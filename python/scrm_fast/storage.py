@@ -663,9 +663,8 @@ class ArchiveStore:
             while True:
                 with self.env.begin(write=True) as txn:
                     cur = txn.cursor(db=db)
+                    # ``after``: the first key the previous chunk did not look at
                     ok = cur.set_range(after) if after is not None else cur.first()
-                    if ok and after is not None and cur.key() == after:
-                        ok = cur.next()
                     todo, n = [], 0
                     while ok and n < chunk:
                         k, v = cur.key(), cur.value()
