@@ -25,7 +25,8 @@ def _wheel(out: Path) -> Path:
 
 def test_the_wheel_alone_serves_the_console_and_the_api(tmp_path):
     wheel = _wheel(tmp_path / "dist")
-    names = zipfile.ZipFile(wheel).namelist()
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
     for must in ("scrm_fast/__init__.py", "control/app.py", "control/cli.py", "web/index.html", "web/app.js"):
         assert any(n == must for n in names), must
     assert any(n.startswith("scrm_fast/_core") for n in names)
@@ -52,7 +53,7 @@ def test_the_wheel_alone_serves_the_console_and_the_api(tmp_path):
                     health = r.read()
                 break
             except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
+                assert proc.poll() is None, proc.communicate()[1].decode()
                 assert time.monotonic() < deadline, "the installed server did not answer"
                 time.sleep(0.3)
         assert b"ok" in health
@@ -69,4 +70,4 @@ def test_the_wheel_alone_serves_the_console_and_the_api(tmp_path):
         assert str(ROOT) not in where and str(venv) in where
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.communicate(timeout=20)
