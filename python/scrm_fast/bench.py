@@ -5,6 +5,7 @@ copy: the most this workload can do) and a pure-Python reference pipeline."""
 from __future__ import annotations
 
 import base64
+import os
 import resource
 import shutil
 import statistics
@@ -42,12 +43,27 @@ def _corpus_docs(batches: Path, limit: int) -> list[bytes]:
     return docs
 
 
+def _child_env(data: Path) -> dict[str, str]:
+    """The environment of a CLI child: a master key of the bench's own, beside the data
+    directory, unless one is set."""
+    from scrm_fast.sealing import ENV_MASTER, new_master_key
+
+    env = dict(os.environ)
+    if not env.get(ENV_MASTER):
+        key = data.parent / "bench-master.key"
+        if not key.exists():
+            new_master_key(key)
+        env[ENV_MASTER] = str(key)
+    return env
+
+
 def _ingest_child(keys: Path, data: Path, files: list[Path], directory: Path) -> dict:
-    """The real CLI with consent on (the simulated enterprise's directory)."""
+    """The real CLI with consent on (the simulated enterprise's directory), sealing at rest
+    with a master key of the bench's own (beside the data directory) unless one is set."""
     proc = subprocess.run([sys.executable, "-m", "scrm_fast.cli", "ingest", "--keys", str(keys),
                            "--data", str(data), "--directory", str(directory), "--json", "--no-progress",
                            *map(str, files)],
-                          capture_output=True, check=False)
+                          capture_output=True, check=False, env=_child_env(data))
     if proc.returncode != 0:
         raise RuntimeError(f"ingest failed: {proc.stderr.decode(errors='replace').strip()}")
     return orjson.loads(proc.stdout)
@@ -138,7 +154,7 @@ def bench_ingest(messages: int = 100_000, corpus: str | None = None, seconds: fl
 
 
 def _export_matches(data: Path, root: Path) -> bool:
-    proc = subprocess.run([sys.executable, "-m", "scrm_fast.cli", "export", "--data", str(data)],
+    proc = subprocess.run([sys.executable, "-m", "scrm_fast.cli", "export", "--data", str(data)], env=_child_env(data),
                           capture_output=True, check=False)
     return proc.returncode == 0 and proc.stdout == (root / "expected.jsonl").read_bytes()
 
