@@ -170,6 +170,13 @@ def test_rotation_reencryption_and_rewrap(small_corpus, tmp_path):
     assert st["values_by_key"]["1"] > 0 and st["values_by_key"]["2"] > 0
     expected = (small_corpus / "truth.jsonl").read_bytes()  # everything kept: no directory
     assert run_scrm("export", "--data", str(data), check=True).stdout == expected
+    # refused while another process has the store open (it would lose that process's writes)
+    from scrm_fast.storage import ArchiveStore
+
+    with ArchiveStore(data, readonly=True):
+        p = run_scrm("keys", "rotate", "--data", str(data), "--reencrypt")
+        assert p.returncode == 1 and b"open in another process" in p.stderr
+        assert _status(data)["current"] == 2  # nothing changed
     run_scrm("keys", "rotate", "--data", str(data), "--reencrypt", check=True)
     st = _status(data)
     assert st["current"] == 3 and st["keys"] == [3] and set(st["values_by_key"]) == {"3"}

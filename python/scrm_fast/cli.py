@@ -688,10 +688,14 @@ def cmd_keys(a: argparse.Namespace) -> int:
             _print_json({"current": store.vault.current, "keys": sorted(store.keys.file.keys),
                          "values_by_key": {str(k): v for k, v in sorted(store.sealed_key_ids().items())}})
         return 0
+    if a.reencrypt:
+        with ArchiveStore(a.data) as probe:
+            probe.exclusive()  # before anything changes: refused while a server has it open
     new_id = sealing.rotate(a.data, master)
     print(f"data key {new_id} is current for new writes")
     if a.reencrypt:
         with ArchiveStore(a.data) as store:
+            store.exclusive()
             n = store.reseal()
             left = {k: v for k, v in store.sealed_key_ids().items() if k != store.vault.current}
             if left:

@@ -11,7 +11,7 @@ command refuses the directory meanwhile):
 4. the environment is rewritten without its free pages (:meth:`ArchiveStore.compact`), so
    no replaced plaintext stays readable in the file;
 5. the plaintext search index is removed and rebuilt with keyed tokens;
-6. the key file's mark is cleared.
+6. the key file's mark is cleared (last: a kill before it runs the steps again).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from scrm_fast.errors import InputError
 
 def migrate(data_dir: str | os.PathLike[str]) -> dict:
     from scrm_fast.directory import load_directory
-    from scrm_fast.search import reindex
+    from scrm_fast.search import rebuild
     from scrm_fast.storage import ArchiveStore
 
     data = Path(data_dir)
@@ -44,6 +44,7 @@ def migrate(data_dir: str | os.PathLike[str]) -> dict:
         return {"migrated": False, "detail": f"{data} is encrypted already"}
     t0 = time.perf_counter()
     with ArchiveStore(data, master_key=master, allow_migrating=True) as store:
+        store.exclusive()
         sealed = store.reseal(plaintext=True)
         dfile = data / "directory.json"
         if dfile.exists():
@@ -52,10 +53,12 @@ def migrate(data_dir: str | os.PathLike[str]) -> dict:
     (data / "directory.json").unlink(missing_ok=True)
     for p in [data / "index", *data.glob("index.unreadable-*")]:
         shutil.rmtree(p, ignore_errors=True)
+    with ArchiveStore(data, master_key=master, readonly=True, allow_migrating=True) as store:
+        res = rebuild(store)
+    # only now: a kill before this line runs the whole migration again (each step is idempotent)
     kf = sealing.read_key_file(data)
     assert kf is not None
     kf.migrating = False
     sealing.write_key_file(data, kf)
-    res = reindex(data)
     return {"migrated": True, "values_sealed": sealed, "indexed": res["indexed"],
             "elapsed_s": round(time.perf_counter() - t0, 3)}

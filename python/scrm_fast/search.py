@@ -153,14 +153,19 @@ def reindex(data_dir: str | os.PathLike[str], threads: int | None = None, heap_m
     """Rebuilds the index from storage (no RSA). Readers keep the old index until the
     single commit at the end."""
     with ArchiveStore(data_dir, readonly=True) as store:
-        index = open_index(store, replace_unreadable=True)  # another layout: nothing in it is reusable
-        t0 = time.perf_counter()
-        index.open_writer(threads or os.cpu_count() or 1, heap_mb)
-        index.clear()
-        n = _add_all(store, index, chunk)
-        t1 = time.perf_counter()
-        index.close_writer()
-        t2 = time.perf_counter()
+        return rebuild(store, threads, heap_mb, chunk)
+
+
+def rebuild(store: ArchiveStore, threads: int | None = None, heap_mb: int = 256, chunk: int = 20_000) -> dict:
+    """:func:`reindex` on an open store."""
+    index = open_index(store, replace_unreadable=True)  # another layout: nothing in it is reusable
+    t0 = time.perf_counter()
+    index.open_writer(threads or os.cpu_count() or 1, heap_mb)
+    index.clear()
+    n = _add_all(store, index, chunk)
+    t1 = time.perf_counter()
+    index.close_writer()
+    t2 = time.perf_counter()
     return {"indexed": n, "segments": index.num_segments(), "build_s": round(t1 - t0, 3),
             "merge_s": round(t2 - t1, 3), "docs_per_s": round(n / (t1 - t0), 1) if t1 > t0 else 0.0}
 

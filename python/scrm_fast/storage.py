@@ -32,6 +32,7 @@ transaction, so after a crash the store and the checkpoint always agree.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import struct
@@ -188,6 +189,12 @@ class ArchiveStore:
             raise InputError(f"{self.data_dir}: an encryption migration did not finish; run "
                              f"`scrm migrate --data {self.data_dir}` again")
         self.keys = sealing.open_keys(self.data_dir, master, kf)
+        # held shared by every process that has the store open; compaction needs it alone
+        lock = self.data_dir / "store.lock"
+        self._lock_fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600) if not readonly or lock.exists() \
+            else None
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
         self.vault: Vault = self.keys.vault
         self.token_key: bytes = self.keys.token_key
         self._word_mac = hashlib.blake2b(key=self.token_key, digest_size=16, person=b"scrm-wordstats")
@@ -211,6 +218,20 @@ class ArchiveStore:
 
     def close(self) -> None:
         self.env.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def exclusive(self) -> None:
+        """Makes sure no other process has this store open (a server, an ingest): what
+        swaps the environment's file (:meth:`compact`) needs that. A clear error otherwise."""
+        try:
+            if self._lock_fd is None:
+                raise BlockingIOError
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{self.data_dir}: open in another process (a server or an ingest?); stop it "
+                             "first: this rewrites the archive file") from None
 
     def __enter__(self) -> ArchiveStore:
         return self
@@ -697,8 +718,9 @@ class ArchiveStore:
 
     def compact(self) -> None:
         """Rewrites the environment without its free pages (where values replaced by a
-        migration or re-encryption could still be read), then swaps it in. Needs no other
-        process to have the store open."""
+        migration or re-encryption could still be read), then swaps it in. No other
+        process may have the store open (checked: :meth:`exclusive`)."""
+        self.exclusive()
         path = self.data_dir / "archive.lmdb"
         new = self.data_dir / "archive.lmdb.compact"
         if new.exists():
