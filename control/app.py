@@ -71,7 +71,7 @@ async def _resources(app: web.Application):
     app[STORE] = store
     app[VIEWS] = ArchiveViews(store, cfg.data_dir)
     app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.login_max_failures, cfg.login_lockout_s)
-    app[TRAIL] = AccessTrail(cfg.data_dir)
+    app[TRAIL] = AccessTrail(store)
     if app[VIEWS].search.lag():
         # an archive ingested before it had an index, or an ingest that crashed: catch up
         # in the background (searches meanwhile report index_lag)

@@ -49,9 +49,15 @@ def tenant(tmp_path_factory):
 
 
 @pytest.fixture
-async def client(aiohttp_client, tenant, tmp_path):
+async def client(aiohttp_client, tenant, tmp_path, monkeypatch, master_key):
     data = tmp_path / "data"
     shutil.copytree(tenant["data"], data)  # each test gets its own tenant copy
+    # ... and its own master key file (the same key): a copy of a data directory shares its
+    # trail's id, so its trail anchor (beside the master key) must be its own
+    own_key = tmp_path / "master" / "master.key"
+    own_key.parent.mkdir()
+    shutil.copy(master_key, own_key)
+    monkeypatch.setenv("SCRM_MASTER_KEY_FILE", str(own_key))
     app = create_app(ControlConfig(data_dir=data, keys_dir=tenant["sim"] / "keys"))
     c = await aiohttp_client(app)
     c.data_dir = data
@@ -217,17 +223,18 @@ async def test_handle_audit_and_trail(client):
     assert [a["id"] for a in handled] == [aid]
     conv = pending[0]["conv"]
     await client.get(f"/api/v1/conversations/{conv}/messages", headers=h)
-    trail = await (await client.get("/api/v1/trail", headers=h)).json()
+    trail = await (await client.get("/api/v1/trail", params={"verify": "1"}, headers=h)).json()
     actions = [e["action"] for e in trail["entries"]]
     assert "audit_verdict" in actions and "read_messages" in actions and trail["verify"]["ok"]
+    assert trail["verify"]["anchored"]
     await client.close()  # release the LMDB environments before tampering
     assert run_scrm("trail", "verify", "--data", str(client.data_dir), check=True).returncode == 0
     env = lmdb.open(str(client.data_dir / "trail.lmdb"), max_dbs=2)
     db = env.open_db(b"trail")
-    with env.begin(write=True, db=db) as txn:
-        raw = orjson.loads(txn.get(struct.pack(">Q", 1)))
-        raw["user"] = "someone-else"
-        txn.put(struct.pack(">Q", 1), orjson.dumps(raw))
+    with env.begin(write=True, db=db) as txn:  # sealed: a change is any change of its bytes
+        raw = bytearray(txn.get(struct.pack(">Q", 1)))
+        raw[40] ^= 1
+        txn.put(struct.pack(">Q", 1), bytes(raw))
     env.close()
     r = run_scrm("trail", "verify", "--data", str(client.data_dir))
     assert r.returncode == 3
@@ -327,7 +334,7 @@ async def test_search_is_scoped_exact_and_trailed(client, tenant):
         assert 400 <= r.status < 500, (params, r.status)
         assert "detail" in await r.json()
     # the search was written to the access trail with the seqs it showed
-    r = await client.get("/api/v1/trail", params={"limit": "2000"}, headers=admin)
+    r = await client.get("/api/v1/trail", params={"limit": "2000", "verify": "1"}, headers=admin)
     body = await r.json()
     assert body["verify"]["ok"]
     assert any(e["action"] == "search" and e["user"] == "alice" and e["target"] == "的" and e["detail"]["seqs"]
@@ -469,7 +476,7 @@ async def test_custom_roles_and_account_changes_take_effect_at_once(client, tena
         r = await client.patch("/api/v1/users/bob", json=bad, headers=admin)
         assert r.status == 422, bad
     assert (await client.patch("/api/v1/users/nobody", json={"sharing": True}, headers=admin)).status == 404
-    trail = await (await client.get("/api/v1/trail", params={"limit": 100000}, headers=admin)).json()
+    trail = await (await client.get("/api/v1/trail", params={"limit": 10000}, headers=admin)).json()
     actions = [e["action"] for e in trail["entries"]]
     assert {"role_created", "role_changed", "role_deleted", "user_changed"} <= set(actions)
 

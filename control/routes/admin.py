@@ -140,14 +140,25 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/trail")
-@endpoint("The access trail and its verification (R-4)", perm="trail.read", tag="admin",
-          query={"limit": {"type": "integer", "minimum": 1, "maximum": 100000}})
+@endpoint("The access trail, newest first (R-4); `before` is the `next_cursor` of the previous page; "
+          "`verify=1` also walks the whole chain and compares it with its anchor (off the event loop)",
+          perm="trail.read", tag="admin",
+          query={"limit": {"type": "integer", "minimum": 1, "maximum": 10000},
+                 "before": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                 "verify": {"type": "integer", "minimum": 0, "maximum": 1}})
 async def trail(request: web.Request) -> web.Response:
     from control.routes.archive import _int
 
     t = request.app[TRAIL]
-    limit = _int(request, "limit", 1, 100_000) or 1000
-    return json_response({"verify": t.verify(), "entries": t.entries(limit=limit)})
+    limit = _int(request, "limit", 1, 10_000) or 100
+    before = _int(request, "before", 0, 2**62)
+    entries = await asyncio.to_thread(t.entries, limit + 1, before, True)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    out = {"entries": entries, "next_cursor": entries[-1]["index"] if more else None}
+    if _int(request, "verify", 0, 1):
+        out["verify"] = await asyncio.to_thread(t.verify)
+    return json_response(out)
 
 
 @routes.get("/api/v1/departments")

@@ -390,15 +390,17 @@ def cmd_alerts(a: argparse.Namespace) -> int:
 
 
 def cmd_trail(a: argparse.Namespace) -> int:
+    from scrm_fast.storage import ArchiveStore
     from scrm_fast.trail import AccessTrail
 
-    if not (Path(a.data) / "trail.lmdb").exists():
-        raise InputError(f"{a.data}: no access trail here")
-    trail = AccessTrail(a.data, readonly=True)
-    try:
-        res = trail.verify()
-    finally:
-        trail.close()
+    with ArchiveStore(a.data, readonly=True) as store:
+        trail = AccessTrail(store, readonly=True)
+        try:
+            if trail.env is None and trail.anchor is not None and not trail.anchor.exists():
+                raise InputError(f"{a.data}: no access trail here")
+            res = trail.verify()
+        finally:
+            trail.close()
     _print_json(res)
     return 0 if res["ok"] else 3
 
@@ -677,16 +679,22 @@ def cmd_keys(a: argparse.Namespace) -> int:
     master = sealing.read_master_key()
     if a.keys_cmd == "rewrap":
         new = sealing.read_master_key(a.new_master_key)
-        n = sealing.rewrap(a.data, master, new)
+        n = sealing.rewrap(a.data, master, new, sealing.master_key_path(), Path(a.new_master_key))
         print(f"{n} keys of {a.data} now wrapped under {a.new_master_key} (fingerprint {sealing.fingerprint(new)}); "
               f"the old master key opens nothing here any more")
         return 0
     from scrm_fast.storage import ArchiveStore
+    from scrm_fast.trail import AccessTrail
 
     if a.keys_cmd == "status":
         with ArchiveStore(a.data, readonly=True) as store:
+            by_key = store.sealed_key_ids()
+            trail = AccessTrail(store, readonly=True)
+            for k, v in trail.key_ids().items():
+                by_key[k] = by_key.get(k, 0) + v
+            trail.close()
             _print_json({"current": store.vault.current, "keys": sorted(store.keys.file.keys),
-                         "values_by_key": {str(k): v for k, v in sorted(store.sealed_key_ids().items())}})
+                         "values_by_key": {str(k): v for k, v in sorted(by_key.items())}})
         return 0
     if a.reencrypt:
         with ArchiveStore(a.data) as probe:
@@ -696,11 +704,14 @@ def cmd_keys(a: argparse.Namespace) -> int:
     if a.reencrypt:
         with ArchiveStore(a.data) as store:
             store.exclusive()
-            n = store.reseal()
-            left = {k: v for k, v in store.sealed_key_ids().items() if k != store.vault.current}
+            trail = AccessTrail(store)
+            n = store.reseal() + trail.reseal()
+            left = {k for k in [*store.sealed_key_ids(), *trail.key_ids()] if k != store.vault.current}
             if left:
                 raise InputError(f"values still under keys {sorted(left)} after re-encryption; nothing retired")
             old = set(store.keys.file.keys) - {store.vault.current}
+            trail.compact()  # old-key ciphertext out of the free pages too
+            trail.close()
             store.compact()
         sealing.retire(a.data, master, old)
         print(f"{n:,} values sealed again under key {new_id}; compacted; retired keys {sorted(old) or 'none'}")

@@ -29,6 +29,7 @@ def migrate(data_dir: str | os.PathLike[str]) -> dict:
     from scrm_fast.directory import load_directory
     from scrm_fast.search import rebuild
     from scrm_fast.storage import ArchiveStore
+    from scrm_fast.trail import AccessTrail
 
     data = Path(data_dir)
     master = sealing.read_master_key()
@@ -49,6 +50,13 @@ def migrate(data_dir: str | os.PathLike[str]) -> dict:
         dfile = data / "directory.json"
         if dfile.exists():
             store.save_directory(load_directory(dfile))
+        if (data / "trail.lmdb").exists():
+            # the earlier entries are sealed, their unkeyed chain kept as it was (verify accepts
+            # it before the first keyed entry); a fresh anchor starts from this head
+            trail = AccessTrail(store, anchor=None)
+            sealed += trail.reseal(plaintext=True)
+            trail.compact()
+            trail.close()
         store.compact()
     (data / "directory.json").unlink(missing_ok=True)
     for p in [data / "index", *data.glob("index.unreadable-*")]:

@@ -27,6 +27,7 @@ from scrm_fast.errors import InputError
 ENV_MASTER = "SCRM_MASTER_KEY_FILE"
 KEY_FILE = "keys.json"
 TOKEN_KEY_ID = 0
+TRAIL_KEY_ID = 0xFFFFFFFF
 FORMAT = 1
 
 
@@ -61,6 +62,18 @@ def new_master_key(out: str | os.PathLike[str]) -> str:
     return fingerprint(key)
 
 
+def master_key_path(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Where the master key is read from (``path``, else ``$SCRM_MASTER_KEY_FILE``)."""
+    given = path if path is not None else os.environ.get(ENV_MASTER)
+    return Path(given) if given else None
+
+
+def anchor_path(master_path: Path, trail_id: str) -> Path:
+    """The trail's anchor (its head, MAC'd) for one data directory: beside the master key,
+    outside every data directory (rule R-4)."""
+    return master_path.parent / f"{master_path.name}.trail-{trail_id}.anchor"
+
+
 def read_master_key(path: str | os.PathLike[str] | None = None) -> bytes:
     """The master key from ``path``, else from ``$SCRM_MASTER_KEY_FILE``."""
     given = path if path is not None else os.environ.get(ENV_MASTER)
@@ -92,13 +105,16 @@ class KeyFile:
     keys: dict[int, bytes]
     token: bytes
     migrating: bool = False
+    trail: bytes = b""
+    trail_id: str = ""
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
         return orjson.dumps({"format": FORMAT, "master": self.master, "current": self.current,
                              "keys": {str(k): b64(v) for k, v in sorted(self.keys.items())},
-                             "token": b64(self.token), "migrating": self.migrating, **self.extra},
+                             "token": b64(self.token), "trail": b64(self.trail), "trail_id": self.trail_id,
+                             "migrating": self.migrating, **self.extra},
                             option=orjson.OPT_INDENT_2)
 
     @staticmethod
@@ -109,7 +125,9 @@ class KeyFile:
                 raise ValueError(f"format {d.get('format')!r}, this version reads {FORMAT}")
             keys = {int(k): base64.b64decode(v, validate=True) for k, v in d["keys"].items()}
             return KeyFile(master=str(d["master"]), current=int(d["current"]), keys=keys,
-                           token=base64.b64decode(d["token"], validate=True), migrating=bool(d.get("migrating")))
+                           token=base64.b64decode(d["token"], validate=True), migrating=bool(d.get("migrating")),
+                           trail=base64.b64decode(d.get("trail", ""), validate=True),
+                           trail_id=str(d.get("trail_id", "")))
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
             raise InputError(f"{path}: not a key file this version reads: {e}") from None
 
@@ -147,8 +165,17 @@ def write_key_file(data_dir: str | os.PathLike[str], kf: KeyFile) -> None:
 
 
 def new_key_file(master: bytes) -> KeyFile:
-    return KeyFile(master=fingerprint(master), current=1, keys={1: wrap_key(master, 1, random_key(32))},
-                   token=wrap_key(master, TOKEN_KEY_ID, random_key(32)))
+    kf = KeyFile(master=fingerprint(master), current=1, keys={1: wrap_key(master, 1, random_key(32))},
+                 token=wrap_key(master, TOKEN_KEY_ID, random_key(32)))
+    add_trail_key(kf, master)
+    return kf
+
+
+def add_trail_key(kf: KeyFile, master: bytes) -> None:
+    """The access trail's MAC key (wrapped like the data keys, so a rewrap keeps the
+    evidence verifiable) and the trail's id (names its anchor)."""
+    kf.trail = wrap_key(master, TRAIL_KEY_ID, random_key(32))
+    kf.trail_id = random_key(8).hex()
 
 
 @dataclass
@@ -158,6 +185,7 @@ class Keys:
     vault: Vault
     token_key: bytes
     file: KeyFile
+    trail_key: bytes = b""
 
 
 def open_keys(data_dir: str | os.PathLike[str], master: bytes, kf: KeyFile) -> Keys:
@@ -168,9 +196,10 @@ def open_keys(data_dir: str | os.PathLike[str], master: bytes, kf: KeyFile) -> K
     try:
         plain = {i: unwrap_key(master, i, w) for i, w in kf.keys.items()}
         token = unwrap_key(master, TOKEN_KEY_ID, kf.token)
+        trail = unwrap_key(master, TRAIL_KEY_ID, kf.trail) if kf.trail else b""
     except SealError as e:
         raise InputError(f"{key_file_path(data_dir)}: {e}") from None
-    return Keys(Vault(plain, kf.current), token, kf)
+    return Keys(Vault(plain, kf.current), token, kf, trail)
 
 
 def rotate(data_dir: str | os.PathLike[str], master: bytes) -> int:
@@ -187,9 +216,11 @@ def rotate(data_dir: str | os.PathLike[str], master: bytes) -> int:
     return new_id
 
 
-def rewrap(data_dir: str | os.PathLike[str], master: bytes, new_master: bytes) -> int:
+def rewrap(data_dir: str | os.PathLike[str], master: bytes, new_master: bytes, old_path: Path | None = None,
+           new_path: Path | None = None) -> int:
     """Wraps every key of the data directory under ``new_master`` instead of ``master``
-    (one atomic replacement). Returns how many keys were rewrapped."""
+    (one atomic replacement); the trail's anchor moves beside the new master key file.
+    Returns how many keys were rewrapped."""
     kf = read_key_file(data_dir)
     if kf is None:
         raise InputError(f"{data_dir}: no key file (not a data directory of this format)")
@@ -197,7 +228,14 @@ def rewrap(data_dir: str | os.PathLike[str], master: bytes, new_master: bytes) -
     plain = {i: unwrap_key(master, i, w) for i, w in kf.keys.items()}
     kf.keys = {i: wrap_key(new_master, i, k) for i, k in plain.items()}
     kf.token = wrap_key(new_master, TOKEN_KEY_ID, keys.token_key)
+    if keys.trail_key:
+        kf.trail = wrap_key(new_master, TRAIL_KEY_ID, keys.trail_key)
     kf.master = fingerprint(new_master)
+    if old_path is not None and new_path is not None and kf.trail_id:
+        old_anchor, new_anchor = anchor_path(old_path, kf.trail_id), anchor_path(new_path, kf.trail_id)
+        if old_anchor.exists() and old_anchor != new_anchor:
+            new_anchor.write_bytes(old_anchor.read_bytes())  # the anchor's MAC is the trail key's: unchanged
+            os.chmod(new_anchor, 0o600)
     write_key_file(data_dir, kf)
     return len(plain) + 1
 

@@ -188,7 +188,11 @@ class ArchiveStore:
         elif kf.migrating and not allow_migrating:
             raise InputError(f"{self.data_dir}: an encryption migration did not finish; run "
                              f"`scrm migrate --data {self.data_dir}` again")
+        if not kf.trail and not readonly:  # a key file made before the trail had a key
+            sealing.add_trail_key(kf, master)
+            sealing.write_key_file(self.data_dir, kf)
         self.keys = sealing.open_keys(self.data_dir, master, kf)
+        self.master_path = sealing.master_key_path() if master_key is None else None
         # held shared by every process that has the store open; compaction needs it alone
         lock = self.data_dir / "store.lock"
         self._lock_fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600) if not readonly or lock.exists() \
@@ -721,32 +725,39 @@ class ArchiveStore:
         migration or re-encryption could still be read), then swaps it in. No other
         process may have the store open (checked: :meth:`exclusive`)."""
         self.exclusive()
-        path = self.data_dir / "archive.lmdb"
-        new = self.data_dir / "archive.lmdb.compact"
-        if new.exists():
-            import shutil
+        compact_env(self.env, self.data_dir / "archive.lmdb")
 
-            shutil.rmtree(new)
-        new.mkdir(mode=0o700)
-        self.env.copy(str(new), compact=True)
-        with open(new / "data.mdb", "rb+") as f:
-            os.fsync(f.fileno())
-        _fsync_dir(new)
-        self.env.close()
-        old = self.data_dir / "archive.lmdb.old"
-        os.replace(path, old)
-        os.replace(new, path)
-        import shutil
 
-        shutil.rmtree(old)
-        _fsync_dir(self.data_dir)
+def compact_env(env: lmdb.Environment, path: Path) -> None:
+    """Copies ``env`` (at ``path``) without its free pages, closes it, and swaps the copy
+    in; a crash at any point is finished or undone by :func:`_recover_compaction`."""
+    import shutil
+
+    new, old = path.with_name(path.name + ".compact"), path.with_name(path.name + ".old")
+    if new.exists():
+        shutil.rmtree(new)
+    new.mkdir(mode=0o700)
+    env.copy(str(new), compact=True)
+    with open(new / "data.mdb", "rb+") as f:
+        os.fsync(f.fileno())
+    _fsync_dir(new)
+    env.close()
+    os.replace(path, old)
+    os.replace(new, path)
+    shutil.rmtree(old)
+    _fsync_dir(path.parent)
 
 
 def _recover_compaction(data_dir: Path) -> None:
-    """Finishes or undoes a :meth:`ArchiveStore.compact` a crash interrupted."""
+    """Finishes or undoes a :func:`compact_env` a crash interrupted (archive and trail)."""
+    for name in ("archive.lmdb", "trail.lmdb"):
+        _recover_one(data_dir / name)
+
+
+def _recover_one(path: Path) -> None:
     import shutil
 
-    path, new, old = (data_dir / n for n in ("archive.lmdb", "archive.lmdb.compact", "archive.lmdb.old"))
+    new, old = path.with_name(path.name + ".compact"), path.with_name(path.name + ".old")
     if path.exists():
         if new.exists():  # the copy was not finished: the original is intact
             shutil.rmtree(new)

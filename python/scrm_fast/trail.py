@@ -1,22 +1,31 @@
 """The access trail (rule R-4): every read of archived content and every audit verdict is
-appended to a tamper-evident log. Each entry carries the hash of the previous one
-(SHA-256 over the previous hash and the entry's canonical JSON), so changing, removing or
-reordering any stored entry breaks the chain from there on; ``verify`` names the first
-broken entry.
+appended to a log that is evidence. Each entry carries a keyed MAC (HMAC-SHA256 with the
+trail key) over the previous entry's MAC and its own canonical JSON, so changing, removing
+or reordering any stored entry breaks the chain from there on and nobody without the master
+key can forge a new chain; entries are sealed at rest like the archive.
+
+After every commit the head (entry count and last MAC, itself MAC'd) is **anchored outside
+the data directory**: a file beside the master key (``sealing.anchor_path``). So ``verify``
+also detects what a chain alone cannot: a truncated tail, a rollback of the whole data
+directory to an older copy, a deleted trail. A writable trail whose stored head falls short
+of its anchor refuses to open (a server does not start on a rolled-back directory).
 
 Lives in its own LMDB environment (``trail.lmdb`` in the data directory) so that the
 archive's writers never wait for it and it can be copied off as evidence on its own.
 
-Cost: one synced write per *group* of appends (group commit): threads queue their entries
-and one writer thread commits everything queued in one transaction; an event loop commits
-what its requests appended during one turn in one transaction (``append_async``). Each
-append returns only when its entry is durable.
+Cost: one synced write per *group* of appends (group commit) plus one anchor replacement:
+threads queue their entries and one writer thread commits everything queued in one
+transaction; an event loop commits what its requests appended during one turn in one
+transaction (``append_async``). Each append returns only when its entry is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
+import hmac
+import os
 import struct
 import threading
 from pathlib import Path
@@ -24,22 +33,52 @@ from pathlib import Path
 import lmdb
 import orjson
 
+from scrm_fast.errors import InputError
 from scrm_fast.storage import now_ms
 
 GENESIS = "0" * 64
+_TABLE = b"trail"
+_FIELDS = ("index", "at", "user", "action", "target", "detail", "prev")
 
 
-def _digest(prev: str, body: dict) -> str:
-    return hashlib.sha256(prev.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+class TrailTamperedError(InputError):
+    """The trail does not match its anchor (truncated, rolled back or deleted)."""
+
+
+def _canonical(body: dict) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def _legacy_digest(prev: str, body: dict) -> str:
+    """The earlier, unkeyed chain (SHA-256): entries written before the trail was keyed."""
+    return hashlib.sha256(prev.encode() + _canonical(body)).hexdigest()
 
 
 class AccessTrail:
-    def __init__(self, data_dir: str | Path, readonly: bool = False) -> None:
-        path = Path(data_dir) / "trail.lmdb"
-        if not readonly:
-            path.mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(str(path), map_size=1 << 36, max_dbs=2, readonly=readonly, sync=True)
-        self.db = self.env.open_db(b"trail", create=not readonly)
+    """One data directory's trail. ``store``: its open :class:`ArchiveStore` (the keys);
+    ``anchor``: the anchor file (default: beside the master key, when its path is known)."""
+
+    def __init__(self, store, readonly: bool = False, anchor: Path | None = None) -> None:
+        from scrm_fast import sealing
+
+        self.data_dir = Path(store.data_dir)
+        self._vault = store.vault
+        self._key = store.keys.trail_key
+        if not self._key:
+            raise InputError(f"{self.data_dir}: the key file has no trail key (open the store writable once)")
+        if anchor is None and store.master_path is not None:
+            anchor = sealing.anchor_path(store.master_path, store.keys.file.trail_id)
+        self.anchor = anchor
+        path = self.data_dir / "trail.lmdb"
+        self._missing = not path.exists()
+        if readonly and self._missing:
+            self.env = None
+            self.db = None
+        else:
+            if not readonly:
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.env = lmdb.open(str(path), map_size=1 << 36, max_dbs=2, readonly=readonly, sync=True)
+            self.db = self.env.open_db(_TABLE, create=not readonly)
         self._cond = threading.Condition()
         self._queue: list[tuple[dict, object]] = []
         self._closed = False
@@ -47,7 +86,104 @@ class AccessTrail:
         # entries appended from event loops, per loop, until the loop commits them
         self._pending: dict[asyncio.AbstractEventLoop, list[tuple[dict, asyncio.Future]]] = {}
         self._lock = threading.Lock()
+        if not readonly:
+            problem = self._anchor_problem()
+            if problem is not None:
+                self.env.close()
+                raise TrailTamperedError(f"{self.data_dir}: access trail {problem}; refusing to append to it "
+                                         "(`scrm trail verify` says more)")
 
+    # -- keyed chain -------------------------------------------------------------------
+    def _mac(self, prev: str, body: dict) -> str:
+        return hmac.new(self._key, prev.encode() + _canonical(body), hashlib.sha256).hexdigest()
+
+    def _anchor_mac(self, entries: int, head: str) -> str:
+        return hmac.new(self._key, b"anchor\0" + str(entries).encode() + b"\0" + head.encode(),
+                        hashlib.sha256).hexdigest()
+
+    def _seal(self, key: bytes, entry: dict) -> bytes:
+        return self._vault.seal(_TABLE, key, orjson.dumps(entry))
+
+    def _open(self, key: bytes, value: bytes) -> dict:
+        return orjson.loads(self._vault.open(_TABLE, key, bytes(value)))
+
+    # -- the anchor --------------------------------------------------------------------
+    def _read_anchor(self) -> dict | None:
+        if self.anchor is None:
+            return None
+        try:
+            a = orjson.loads(self.anchor.read_bytes())
+            entries, head = int(a["entries"]), str(a["head"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            return {"bad": True}
+        if not hmac.compare_digest(str(a.get("mac", "")), self._anchor_mac(entries, head)):
+            return {"bad": True}
+        return {"entries": entries, "head": head}
+
+    def _write_anchor(self, entries: int, head: str) -> None:
+        """Moves the anchor to this head unless another process (a server worker) already
+        anchored a later one: writers take turns on a lock file beside it."""
+        if self.anchor is None:
+            return
+        lock = os.open(self.anchor.with_name(self.anchor.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cur = self._read_anchor()
+            if cur is not None and not cur.get("bad") and cur["entries"] >= entries:
+                return
+            tmp = self.anchor.with_name(f"{self.anchor.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(orjson.dumps({"entries": entries, "head": head, "at": now_ms(),
+                                      "mac": self._anchor_mac(entries, head)}))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.anchor)
+        finally:
+            os.close(lock)
+
+    def _head(self) -> tuple[int, str]:
+        """(entries, last MAC) as stored."""
+        if self.env is None:
+            return 0, GENESIS
+        with self.env.begin(db=self.db) as txn:
+            cur = txn.cursor()
+            if not cur.last():
+                return 0, GENESIS
+            e = self._open(cur.key(), cur.value())
+            return e["index"] + 1, e.get("mac") or e.get("hash")
+
+    def _mac_at(self, index: int) -> str | None:
+        if self.env is None:
+            return None
+        key = struct.pack(">Q", index)
+        with self.env.begin(db=self.db) as txn:
+            v = txn.get(key)
+        if v is None:
+            return None
+        e = self._open(key, v)
+        return e.get("mac") or e.get("hash")
+
+    def _anchor_problem(self) -> str | None:
+        a = self._read_anchor()
+        if a is None:
+            return None
+        if a.get("bad"):
+            return f"anchor {self.anchor} is damaged or not this trail's"
+        n, _ = self._head()
+        if (self.env is None or (self._missing and n == 0)) and a["entries"] > 0:
+            return f"was deleted: its anchor records {a['entries']} entries"
+        if n < a["entries"]:
+            return (f"holds {n} entries but its anchor records {a['entries']}: truncated, or the data "
+                    "directory was rolled back to an older copy")
+        if a["entries"] and self._mac_at(a["entries"] - 1) != a["head"]:
+            return (f"entry {a['entries'] - 1} differs from the anchored head: the data directory was "
+                    "rolled back and written again, or the trail was rewritten")
+        return None
+
+    # -- appending ---------------------------------------------------------------------
     def close(self) -> None:
         # entries a loop appended but has not committed yet (closing from that loop's thread,
         # or after it stopped): written now, not lost
@@ -63,7 +199,9 @@ class AccessTrail:
             self._cond.notify_all()
         if self._writer is not None:
             self._writer.join()
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
+            self.env = None
 
     def append(self, user: str, action: str, target: str, detail: dict | None = None) -> dict:
         """Appends one entry and returns it once it is durable."""
@@ -153,47 +291,129 @@ class AccessTrail:
         with self.env.begin(write=True, db=self.db) as txn:
             cur = txn.cursor()
             if cur.last():
-                last = orjson.loads(cur.value())
-                index, prev = last["index"] + 1, last["hash"]
+                last = self._open(cur.key(), cur.value())
+                index, prev = last["index"] + 1, last.get("mac") or last["hash"]
             else:
                 index, prev = 0, GENESIS
             for fields, _ in batch:
                 body = {"index": index, **fields, "prev": prev}
-                entry = {**body, "hash": _digest(prev, body)}
-                txn.put(struct.pack(">Q", index), orjson.dumps(entry))
+                entry = {**body, "mac": self._mac(prev, body)}
+                key = struct.pack(">Q", index)
+                txn.put(key, self._seal(key, entry))
                 out.append(entry)
-                index, prev = index + 1, entry["hash"]
+                index, prev = index + 1, entry["mac"]
+        # after the commit: an anchor never names an entry that is not durable
+        self._write_anchor(index, prev)
         return out
 
-    def entries(self, limit: int | None = None) -> list[dict]:
+    # -- keys at rest ------------------------------------------------------------------
+    def reseal(self, plaintext: bool = False) -> int:
+        """Seals every entry again under the current data key (``plaintext``: also the
+        earlier format's unsealed entries, kept as they are otherwise: their chain stays
+        verifiable). Returns how many were rewritten."""
+        if self.env is None:
+            return 0
+        current, n = self._vault.current, 0
+        with self._lock, self.env.begin(write=True, db=self.db) as txn:
+            todo = []
+            for k, v in txn.cursor():
+                kid = self._vault.key_id_of(v)
+                if kid is None and plaintext:
+                    todo.append((k, orjson.loads(v)))
+                elif kid is not None and kid != current:
+                    todo.append((k, self._open(k, v)))
+            for k, e in todo:
+                txn.put(k, self._seal(k, e))
+            n = len(todo)
+        return n
+
+    def key_ids(self) -> dict[int, int]:
+        """Entries per data key (-1: not sealed)."""
+        out: dict[int, int] = {}
+        if self.env is None:
+            return out
         with self.env.begin(db=self.db) as txn:
-            out = []
             for _, v in txn.cursor():
-                out.append(orjson.loads(v))
-                if limit is not None and len(out) >= limit:
-                    break
+                kid = self._vault.key_id_of(v)
+                kid = -1 if kid is None else kid
+                out[kid] = out.get(kid, 0) + 1
+        return out
+
+    def compact(self) -> None:
+        """Rewrites ``trail.lmdb`` without its free pages and swaps it in (closes the trail;
+        the caller holds the store exclusively)."""
+        from scrm_fast.storage import compact_env
+
+        if self.env is not None:
+            compact_env(self.env, self.data_dir / "trail.lmdb")
+            self.env = None
+
+    # -- reading -----------------------------------------------------------------------
+    def entries(self, limit: int | None = None, before: int | None = None, newest_first: bool = False) -> list[dict]:
+        """Entries oldest first (or newest first), ``limit`` at most, below index ``before``."""
+        if self.env is None:
+            return []
+        out = []
+        with self.env.begin(db=self.db) as txn:
+            cur = txn.cursor()
+            if newest_first:
+                if before is None:
+                    ok = cur.last()
+                else:  # the last key below ``before``
+                    ok = cur.set_range(struct.pack(">Q", before))
+                    ok = cur.prev() if ok else cur.last()
+                while ok and (limit is None or len(out) < limit):
+                    out.append(self._open(cur.key(), cur.value()))
+                    ok = cur.prev()
+            else:
+                for k, v in cur:
+                    out.append(self._open(k, v))
+                    if limit is not None and len(out) >= limit:
+                        break
         return out
 
     def verify(self) -> dict:
-        """Walks the chain. ``{"ok": True, "entries": n}`` or the first broken entry."""
+        """Walks the chain and compares its head with the anchor. ``{"ok": True, "entries":
+        n, "head": mac, "anchored": bool}`` or the first problem found (``first_broken``,
+        ``why``)."""
         prev, expected_index, n = GENESIS, 0, 0
-        with self.env.begin(db=self.db) as txn:
-            for k, v in txn.cursor():
-                n += 1
-                key_index = struct.unpack(">Q", k)[0]
-                try:
-                    e = orjson.loads(v)
-                    body = {f: e[f] for f in ("index", "at", "user", "action", "target", "detail", "prev")}
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    return {"ok": False, "entries": n, "first_broken": key_index, "why": "entry is not a trail entry"}
-                if key_index != expected_index or e["index"] != expected_index:
-                    return {"ok": False, "entries": n, "first_broken": key_index,
-                            "why": f"expected entry {expected_index} here (removed or reordered)"}
-                if e["prev"] != prev:
-                    return {"ok": False, "entries": n, "first_broken": key_index,
-                            "why": "previous-hash link does not match the entry before"}
-                if _digest(prev, body) != e["hash"]:
-                    return {"ok": False, "entries": n, "first_broken": key_index,
-                            "why": "content does not match its hash (entry was changed)"}
-                prev, expected_index = e["hash"], expected_index + 1
-        return {"ok": True, "entries": n, "head": prev}
+        keyed_seen = False
+        if self.env is not None:
+            with self.env.begin(db=self.db) as txn:
+                for k, v in txn.cursor():
+                    n += 1
+                    key_index = struct.unpack(">Q", k)[0]
+                    try:
+                        e = self._open(k, v)
+                        body = {f: e[f] for f in _FIELDS}
+                    except Exception:  # noqa: BLE001 - any failure to read is a broken entry
+                        return {"ok": False, "entries": n, "first_broken": key_index,
+                                "why": "entry does not open or is not a trail entry (changed)"}
+                    if key_index != expected_index or e["index"] != expected_index:
+                        return {"ok": False, "entries": n, "first_broken": key_index,
+                                "why": f"expected entry {expected_index} here (removed or reordered)"}
+                    if e["prev"] != prev:
+                        return {"ok": False, "entries": n, "first_broken": key_index,
+                                "why": "previous-MAC link does not match the entry before (removed or reordered)"}
+                    if "mac" in e:
+                        keyed_seen = True
+                        ok = hmac.compare_digest(self._mac(prev, body), str(e["mac"]))
+                        this = e["mac"]
+                    else:  # the earlier unkeyed chain may only come before every keyed entry
+                        ok = not keyed_seen and _legacy_digest(prev, body) == e.get("hash")
+                        this = e.get("hash")
+                    if not ok:
+                        return {"ok": False, "entries": n, "first_broken": key_index,
+                                "why": "content does not match its MAC (entry was changed)"}
+                    prev, expected_index = this, expected_index + 1
+        a = self._read_anchor()
+        out = {"ok": True, "entries": n, "head": prev, "anchored": a is not None and not a.get("bad")}
+        if a is None:
+            return out
+        problem = self._anchor_problem()
+        if problem is not None:
+            return {**out, "ok": False, "first_broken": min(n, a.get("entries", n)), "why": problem}
+        if a["entries"] < n:
+            # appended after the last anchor write (a crash between commit and anchor): fine
+            out["unanchored_tail"] = n - a["entries"]
+        return out
