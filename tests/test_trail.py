@@ -175,9 +175,15 @@ def test_a_deleted_trail_is_detected(data):
 def test_a_forged_anchor_is_refused(data, tmp_path):
     _fill(data, 5)
     anchor = list((tmp_path / "keys").glob("*.anchor"))[0]
-    a = orjson.loads(anchor.read_bytes())
-    a["entries"] = 2  # to hide a truncation, one would have to forge the anchor's MAC
-    anchor.write_bytes(orjson.dumps(a))
+    raw = anchor.read_bytes()
+    slots = [raw[i:i + 256] for i in range(0, len(raw), 256)]
+    assert len(slots) == 2  # two slots written in turn
+    forged = []
+    for slot in slots:
+        a = orjson.loads(slot)
+        a["entries"] = 2  # to hide a truncation, one would have to forge the anchor's MAC
+        forged.append(orjson.dumps(a).ljust(255) + b"\n")
+    anchor.write_bytes(b"".join(forged))
     r = _verify(data)
     assert not r["ok"] and "anchor" in r["why"]
 

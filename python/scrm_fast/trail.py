@@ -39,6 +39,7 @@ from scrm_fast.storage import now_ms
 GENESIS = "0" * 64
 _TABLE = b"trail"
 _FIELDS = ("index", "at", "user", "action", "target", "detail", "prev")
+_SLOT = 256
 
 
 class TrailTamperedError(InputError):
@@ -69,6 +70,7 @@ class AccessTrail:
         if anchor is None and store.master_path is not None:
             anchor = sealing.anchor_path(store.master_path, store.keys.file.trail_id)
         self.anchor = anchor
+        self._afd: int | None = None
         path = self.data_dir / "trail.lmdb"
         self._missing = not path.exists()
         if readonly and self._missing:
@@ -97,10 +99,6 @@ class AccessTrail:
     def _mac(self, prev: str, body: dict) -> str:
         return hmac.new(self._key, prev.encode() + _canonical(body), hashlib.sha256).hexdigest()
 
-    def _anchor_mac(self, entries: int, head: str) -> str:
-        return hmac.new(self._key, b"anchor\0" + str(entries).encode() + b"\0" + head.encode(),
-                        hashlib.sha256).hexdigest()
-
     def _seal(self, key: bytes, entry: dict) -> bytes:
         return self._vault.seal(_TABLE, key, orjson.dumps(entry))
 
@@ -108,41 +106,72 @@ class AccessTrail:
         return orjson.loads(self._vault.open(_TABLE, key, bytes(value)))
 
     # -- the anchor --------------------------------------------------------------------
+    # Two fixed slots of _SLOT bytes, written in place in turn (a torn write spoils one slot,
+    # never both); each holds {"seq", "entries", "head", "mac"}; the valid slot with the
+    # highest seq is the anchor. Writers of every process take turns on a flock of the file.
+    def _anchor_fd(self) -> int:
+        if self._afd is None:
+            self._afd = os.open(self.anchor, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._afd
+
+    def _slots(self, fd: int) -> list[dict]:
+        out = []
+        raw = os.pread(fd, 2 * _SLOT, 0)
+        for at in (0, _SLOT):
+            chunk = raw[at:at + _SLOT].strip(b" \n\0")
+            if not chunk:
+                continue
+            try:
+                a = orjson.loads(chunk)
+                seq, entries, head = int(a["seq"]), int(a["entries"]), str(a["head"])
+            except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+                out.append({"bad": True})
+                continue
+            if not hmac.compare_digest(str(a.get("mac", "")), self._anchor_mac(seq, entries, head)):
+                out.append({"bad": True})
+                continue
+            out.append({"seq": seq, "entries": entries, "head": head})
+        return out
+
     def _read_anchor(self) -> dict | None:
-        if self.anchor is None:
+        if self.anchor is None or not self.anchor.exists():
             return None
         try:
-            a = orjson.loads(self.anchor.read_bytes())
-            entries, head = int(a["entries"]), str(a["head"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            fd = os.open(self.anchor, os.O_RDONLY)
+        except OSError:
             return {"bad": True}
-        if not hmac.compare_digest(str(a.get("mac", "")), self._anchor_mac(entries, head)):
-            return {"bad": True}
-        return {"entries": entries, "head": head}
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            slots = self._slots(fd)
+        finally:
+            os.close(fd)
+        good = [a for a in slots if not a.get("bad")]
+        if not good:
+            return {"bad": True} if slots else None
+        return max(good, key=lambda a: a["seq"])
+
+    def _anchor_mac(self, seq: int, entries: int, head: str) -> str:
+        return hmac.new(self._key, f"anchor\0{seq}\0{entries}\0{head}".encode(), hashlib.sha256).hexdigest()
 
     def _write_anchor(self, entries: int, head: str) -> None:
         """Moves the anchor to this head unless another process (a server worker) already
-        anchored a later one: writers take turns on a lock file beside it."""
+        anchored a later one. Not fsynced: an anchor that lags after a power cut only leaves
+        a tail unanchored (never a false alarm); a synced one cost each loop turn an fsync."""
         if self.anchor is None:
             return
-        lock = os.open(self.anchor.with_name(self.anchor.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._anchor_fd()
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            cur = self._read_anchor()
-            if cur is not None and not cur.get("bad") and cur["entries"] >= entries:
+            good = [a for a in self._slots(fd) if not a.get("bad")]
+            cur = max(good, key=lambda a: a["seq"]) if good else None
+            if cur is not None and cur["entries"] >= entries:
                 return
-            tmp = self.anchor.with_name(f"{self.anchor.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps({"entries": entries, "head": head, "at": now_ms(),
-                                      "mac": self._anchor_mac(entries, head)}))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.anchor)
+            seq = (cur["seq"] + 1) if cur is not None else 0
+            body = orjson.dumps({"seq": seq, "entries": entries, "head": head,
+                                 "mac": self._anchor_mac(seq, entries, head)})
+            os.pwrite(fd, body.ljust(_SLOT - 1) + b"\n", (seq % 2) * _SLOT)
         finally:
-            os.close(lock)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _head(self) -> tuple[int, str]:
         """(entries, last MAC) as stored."""
@@ -202,6 +231,9 @@ class AccessTrail:
         if self.env is not None:
             self.env.close()
             self.env = None
+        if self._afd is not None:
+            os.close(self._afd)
+            self._afd = None
 
     def append(self, user: str, action: str, target: str, detail: dict | None = None) -> dict:
         """Appends one entry and returns it once it is durable."""

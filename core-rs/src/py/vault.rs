@@ -24,6 +24,21 @@ fn owned(pairs: &[(Bound<'_, PyBytes>, Bound<'_, PyBytes>)]) -> Vec<(Vec<u8>, Ve
         .collect()
 }
 
+/// Below this many values a batch is sealed or opened on the calling thread: waking the
+/// pool costs more than a page of 20 records takes (the HTTP pages), above it every core helps.
+const PARALLEL_FROM: usize = 256;
+
+fn each<F>(items: &[(Vec<u8>, Vec<u8>)], f: F) -> crate::error::Result<Vec<Vec<u8>>>
+where
+    F: Fn(&(Vec<u8>, Vec<u8>)) -> crate::error::Result<Vec<u8>> + Sync + Send,
+{
+    if items.len() < PARALLEL_FROM {
+        items.iter().map(f).collect()
+    } else {
+        items.par_iter().map(f).collect()
+    }
+}
+
 #[pymethods]
 impl PyVault {
     /// `keys` maps data key ids to 32-byte keys; new values are sealed with `current`.
@@ -61,9 +76,7 @@ impl PyVault {
     ) -> PyResult<Bound<'py, PyList>> {
         let items = owned(&pairs);
         let v = self.inner.clone();
-        let sealed: Vec<Vec<u8>> = detached(py, move || {
-            items.par_iter().map(|(k, x)| v.seal(&table, k, x)).collect()
-        })?;
+        let sealed: Vec<Vec<u8>> = detached(py, move || each(&items, |(k, x)| v.seal(&table, k, x)))?;
         let out: Vec<Bound<'py, PyTuple>> = pairs
             .iter()
             .zip(&sealed)
@@ -81,9 +94,7 @@ impl PyVault {
     ) -> PyResult<Bound<'py, PyList>> {
         let items = owned(&pairs);
         let v = self.inner.clone();
-        let opened: Vec<Vec<u8>> = detached(py, move || {
-            items.par_iter().map(|(k, x)| v.open(&table, k, x)).collect()
-        })?;
+        let opened: Vec<Vec<u8>> = detached(py, move || each(&items, |(k, x)| v.open(&table, k, x)))?;
         PyList::new(py, opened.iter().map(|o| PyBytes::new(py, o)))
     }
 
