@@ -20,6 +20,9 @@ class Endpoint:
     body: dict | None = None  # JSON schema of the request body
     tag: str = "archive"
     content: str = "application/json"  # of the 200 response
+    # returns archived content (message text, audit or alert records): the handler writes a
+    # trail entry before the answer leaves (rule R-4); tested by walking every route
+    trailed: bool = False
 
 
 def endpoint(summary: str, **kw):

@@ -41,6 +41,8 @@ def build_openapi(app: web.Application) -> dict:
             op["security"] = [{"bearer": []}]
         if m.perm:
             op["x-permission"] = m.perm
+        if m.trailed:
+            op["x-trailed"] = True
         paths.setdefault(path, {})[route.method.lower()] = op
     return {"openapi": "3.1.0",
             "info": {"title": "scrm-fast control plane", "version": "1"},

@@ -7,6 +7,7 @@ import asyncio
 import io
 import shutil
 import struct
+import urllib.parse
 
 import lmdb
 import orjson
@@ -546,3 +547,41 @@ async def test_repeated_searches_run_on_the_loop_first_ones_and_slow_ones_on_thr
     for k in "abc":
         small.note(k, 0.0)
     assert not small.cheap("a") and small.cheap("c")
+
+
+async def test_every_route_that_returns_content_is_trailed(client, tenant):
+    """Walks every GET route of the OpenAPI document as an admin: a route whose answer
+    holds archived text (an oracle from the stored records, not the route's metadata) must
+    be marked trailed and must have added a trail entry before answering."""
+    from control.keys import TRAIL
+
+    admin = await login(client, "admin")
+    records = stored_records(client)
+    texts = [r["text"] for r in records if len(r["text"]) >= 6]
+    # what only messages hold: not a name, department or id of the directory
+    known = orjson.dumps(tenant["directory"]).decode()
+    fragments = {t[:6] for t in texts if t[:6] not in known}
+    conv = records[0]["conv"]
+    values = {"conv": conv, "seq": str(records[0]["seq"])}
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    trail = client.app[TRAIL]
+    checked = 0
+    for path, ops in doc["paths"].items():
+        op = ops.get("get")
+        if op is None or "{job_id}" in path or "{token_id}" in path:
+            continue
+        url = path
+        for name, v in values.items():
+            url = url.replace("{" + name + "}", urllib.parse.quote(v, safe=""))
+        params = {"q": "的"} if path.endswith("/search") else {}
+        before = len(trail.entries())
+        r = await client.get(url, params=params, headers=admin)
+        assert r.status == 200, (path, r.status)
+        body = await r.text()
+        holds_content = any(f in body for f in fragments)
+        grew = len(trail.entries()) > before
+        if holds_content or op.get("x-trailed"):
+            checked += 1
+            assert op.get("x-trailed"), f"{path} returns archived text but is not marked trailed"
+            assert grew, f"{path} answered without a trail entry"
+    assert checked >= 4

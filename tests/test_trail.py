@@ -221,3 +221,21 @@ def test_entries_a_loop_appended_are_written_when_the_trail_closes(data):
     store.close()
     assert entry["index"] == 0
     assert _verify(data)["entries"] == 1
+
+
+def test_every_cli_command_that_prints_content_is_trailed(small_corpus, tmp_path):
+    data = tmp_path / "d"
+    run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(data), "--no-progress",
+             str(small_corpus / "batches"), check=True)
+    commands = {"search": ["search", "--data", str(data), "的"], "export": ["export", "--data", str(data)],
+                "read_audits": ["audit", "list", "--data", str(data)],
+                "read_audit_context": ["audit", "list", "--data", str(data), "--context"],
+                "read_alerts": ["alerts", "list", "--data", str(data)]}
+    for action, args in commands.items():
+        run_scrm(*args, check=True)
+        store, t = _trail(data, readonly=True)
+        last = t.entries(limit=1, newest_first=True)
+        t.close()
+        store.close()
+        assert last and last[0]["action"] == action and last[0]["user"].startswith("cli:"), (action, last)
+    assert orjson.loads(run_scrm("trail", "verify", "--data", str(data), check=True).stdout)["entries"] == 5

@@ -70,7 +70,7 @@ async def conversations(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/conversations/{conv}/messages")
-@endpoint("Messages of one conversation, newest first (V-2 tabs and time ranges)", perm="archive.read",
+@endpoint("Messages of one conversation, newest first (V-2 tabs and time ranges)", perm="archive.read", trailed=True,
           query={"type": {"enum": ["all", "image_video", "file", "link", "voice_call", "voice"]},
                  "days": {"type": "integer", "minimum": 1, "maximum": 3650},
                  "since": {"type": "integer", "minimum": 0, "maximum": 2**62},
@@ -90,7 +90,7 @@ async def messages(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/messages/{seq}")
-@endpoint("One message in full", perm="archive.read",
+@endpoint("One message in full", perm="archive.read", trailed=True,
           path={"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}})
 async def message(request: web.Request) -> web.Response:
     try:
@@ -128,7 +128,7 @@ def _str(request: web.Request, name: str, max_len: int = 200) -> str | None:
 @routes.get("/api/v1/search")
 @endpoint("Search the archive, newest first: every term must occur as a substring (case and width folded, "
           "CJK-exact); OR, NOT or -term, (parentheses), \"quoted phrases\"; filters narrow (V-2, V-5)",
-          perm="archive.read",
+          perm="archive.read", trailed=True,
           query={"q": {"type": "string", "maxLength": 1000}, "employee": "string", "customer": "string",
                  "group": "string", "conv": "string",
                  "type": {"enum": ["all", "image_video", "file", "link", "voice_call", "voice"]},

@@ -24,7 +24,7 @@ def _in_scope(request: web.Request, rows: list[dict], key: str = "employee") -> 
 
 
 @routes.get("/api/v1/audits")
-@endpoint("Audit records in your scope (A-2, A-4)", perm="audit.read", tag="audit",
+@endpoint("Audit records in your scope (A-2, A-4)", perm="audit.read", tag="audit", trailed=True,
           query={"kind": {"enum": ["content", "behaviour"]}, "status": {"enum": ["pending", "handled"]},
                  "context": "boolean"})
 async def list_audits(request: web.Request) -> web.Response:
@@ -36,11 +36,13 @@ async def list_audits(request: web.Request) -> web.Response:
     context = request.query.get("context")
     if context not in (None, "1", "0", "true", "false"):
         raise ApiError(400, "bad_request", "context must be true or false")
+    ids = [r["id"] for r in rows]
     if context in ("1", "true"):
         for r in rows:
             r["context"] = audit.context(store, r)
-        await record(request, "read_audit_context", "audits",
-                                  {"ids": [r["id"] for r in rows]})
+        await record(request, "read_audit_context", "audits", {"ids": ids[:1000], "count": len(ids)})
+    else:  # the records carry the audited text: a read of content too
+        await record(request, "read_audits", "audits", {"ids": ids[:1000], "count": len(ids)})
     return json_response(rows)
 
 
@@ -144,15 +146,19 @@ async def put_behaviours(request: web.Request) -> web.Response:
     cur = audit.behaviour_switches(store)
     for name, on in doc.items():
         cur = audit.set_behaviour(store, name, on)
+    await record(request, "behaviours_changed", "behaviours", doc)
     return json_response(cur)
 
 
 @routes.get("/api/v1/alerts")
-@endpoint("Alerts in your scope (A-5 sensitive words, A-6 timeout replies)", perm="alerts.read", tag="audit")
+@endpoint("Alerts in your scope (A-5 sensitive words, A-6 timeout replies)", perm="alerts.read", tag="audit",
+          trailed=True)
 async def alerts(request: web.Request) -> web.Response:
     rows = await asyncio.to_thread(request.app[STORE].alerts)
     rows.sort(key=lambda r: (r["msgtime"], r["id"]))
-    return json_response(_in_scope(request, rows))
+    rows = _in_scope(request, rows)
+    await record(request, "read_alerts", "alerts", {"ids": [r["id"] for r in rows][:1000], "count": len(rows)})
+    return json_response(rows)
 
 
 @routes.get("/api/v1/consent/events")

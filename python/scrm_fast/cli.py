@@ -35,6 +35,20 @@ def make_cipher(kind: str, sdk: str | None):
     return Cipher.vendor(sdk or _default_sdk_path())
 
 
+def _trailed(store, action: str, target: str, detail: dict | None = None) -> None:
+    """Writes the access trail entry of a command's content read (rule R-4), durable before
+    any of the content is printed. The user is the operating-system account."""
+    import getpass
+
+    from scrm_fast.trail import AccessTrail
+
+    trail = AccessTrail(store)
+    try:
+        trail.append(f"cli:{getpass.getuser()}", action, target, detail)
+    finally:
+        trail.close()
+
+
 def _print_json(obj: object) -> None:
     sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
 
@@ -114,6 +128,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     out = open(a.out, "wb") if a.out else sys.stdout.buffer  # noqa: SIM115
     try:
         with ArchiveStore(a.data, readonly=True) as store:
+            _trailed(store, "export", str(a.out or "stdout"), {"records": store.record_count()})
             for chunk in store.record_value_chunks():
                 out.write(records_to_jsonl(chunk))
     finally:
@@ -181,6 +196,7 @@ def cmd_search(a: argparse.Namespace) -> int:
                              since=_time_arg(a.since), until=_time_arg(a.until, end=True),
                              cursor=a.cursor, limit=a.limit)
         lag = search.lag()
+        _trailed(tenant.store, "search", a.query, {"seqs": [it["seq"] for it in page["items"]], "via": "cli"})
     if lag:
         print(f"scrm search: warning: the index lacks {lag:,} stored messages (an ingest is running, or run "
               f"`scrm reindex --data {a.data}`)", file=sys.stderr)
@@ -335,6 +351,8 @@ def cmd_audit(a: argparse.Namespace) -> int:
             if a.context:
                 for r in rows:
                     r["context"] = audit.context(store, r)
+            _trailed(store, "read_audit_context" if a.context else "read_audits", "audits",
+                     {"ids": [r["id"] for r in rows][:1000], "count": len(rows), "via": "cli"})
         if a.json:
             _print_json(rows)
         else:
@@ -379,6 +397,7 @@ def cmd_alerts(a: argparse.Namespace) -> int:
 
     with ArchiveStore(a.data, readonly=True) as store:
         rows = store.alerts()
+        _trailed(store, "read_alerts", "alerts", {"count": len(rows), "via": "cli"})
     rows.sort(key=lambda r: (r["msgtime"], r["id"]))
     if a.json:
         _print_json(rows)
