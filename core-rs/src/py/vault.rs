@@ -67,7 +67,7 @@ impl PyVault {
         Ok(PyBytes::new(py, &s))
     }
 
-    /// `[(key, sealed value)]` of `[(key, value)]`, on all cores.
+    /// `[(key, sealed value)]` of `[(key, value)]`, on the calling thread (GIL released).
     fn seal_pairs<'py>(
         &self,
         py: Python<'py>,
@@ -76,7 +76,11 @@ impl PyVault {
     ) -> PyResult<Bound<'py, PyList>> {
         let items = owned(&pairs);
         let v = self.inner.clone();
-        let sealed: Vec<Vec<u8>> = detached(py, move || each(&items, |(k, x)| v.seal(&table, k, x)))?;
+        // on this thread, never the pool: ingest seals batch n while the pool decrypts batch
+        // n + 1, and sealing jobs queued behind that work stalled the commit (measured: the
+        // ingest ratio vs the RSA bound fell 0.865 -> 0.83); ~1.5 µs a record
+        let sealed: Vec<Vec<u8>> =
+            detached(py, move || items.iter().map(|(k, x)| v.seal(&table, k, x)).collect())?;
         let out: Vec<Bound<'py, PyTuple>> = pairs
             .iter()
             .zip(&sealed)
