@@ -170,8 +170,10 @@ class AccountService:
     def _check_role(name: str, permissions: list, scope: str) -> None:
         if not name or len(name) > 32 or not name.replace("_", "").replace("-", "").isalnum() or not name.isascii():
             raise ApiError(422, "invalid", "role: 1-32 letters, digits, - or _")
+        if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+            raise ApiError(422, "invalid", "permissions must be a list of permission names (strings)")
         unknown = [p for p in permissions if p not in ALL_PERMS]
-        if unknown or not all(isinstance(p, str) for p in permissions):
+        if unknown:
             raise ApiError(422, "invalid", f"unknown permission(s) {unknown}; known: {', '.join(sorted(ALL_PERMS))}")
         if scope not in SCOPES:
             raise ApiError(422, "invalid", f"scope must be one of {', '.join(SCOPES)}")

@@ -585,3 +585,33 @@ async def test_every_route_that_returns_content_is_trailed(client, tenant):
             assert op.get("x-trailed"), f"{path} returns archived text but is not marked trailed"
             assert grew, f"{path} answered without a trail entry"
     assert checked >= 4
+
+
+async def test_malformed_ids_and_cursors_are_4xx_never_500(client, tenant):
+    admin = await login(client, "admin")
+    records = stored_records(client)
+    seq = records[0]["seq"]
+    assert (await client.get(f"/api/v1/messages/{seq}", headers=admin)).status == 200
+    # int() accepts all of these; none is the message's id
+    for bad in (f"+{seq}", f"{str(seq)[:1]}_{str(seq)[1:]}" if len(str(seq)) > 1 else f"0{seq}", f"0{seq}",
+                "99999999999999999999", "-1"):
+        r = await client.get(f"/api/v1/messages/{urllib.parse.quote(bad)}", headers=admin)
+        assert r.status == 400, (bad, r.status)
+    for cursor in ("-1:-1", "1:99999999999999999999", "+1:2", "1:2:3", "x"):
+        r = await client.get("/api/v1/search", params={"q": "的", "cursor": cursor}, headers=admin)
+        assert 400 <= r.status < 500, (cursor, r.status)
+    conv = records[0]["conv"]
+    r = await client.get(f"/api/v1/conversations/{urllib.parse.quote(conv + chr(0), safe='')}/messages",
+                         headers=admin)
+    assert r.status == 422
+    r = await client.get("/api/v1/search", params={"q": "的", "employee": "a\x00b"}, headers=admin)
+    assert r.status == 422
+    for perms in ([["archive.read"]], [{}], "archive.read", [1]):
+        r = await client.post("/api/v1/roles", json={"role": "r1", "permissions": perms, "scope": "self"},
+                              headers=admin)
+        assert r.status == 422, (perms, r.status)
+    r = await client.post("/api/v1/roles", json={"role": "r1", "permissions": ["archive.read"], "scope": "self"},
+                          headers=admin)
+    assert r.status in (200, 201)
+    r = await client.put("/api/v1/roles/r1", json={"permissions": [["x"]], "scope": "self"}, headers=admin)
+    assert r.status == 422

@@ -4,6 +4,7 @@ every content read goes to the access trail (R-4)."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import orjson
 from aiohttp import web
@@ -13,6 +14,7 @@ from control.archive import allowed_employees
 from control.errors import ApiError
 from control.keys import STORE, USER, VIEWS
 from control.trail import record
+from scrm_fast.errors import InputError
 
 routes = web.RouteTableDef()
 
@@ -23,13 +25,24 @@ def _int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
         return None
     if len(request.query.getall(name)) > 1:
         raise ApiError(400, "bad_request", f"query parameter '{name}' given more than once")
-    try:
-        v = int(raw)
-    except ValueError as e:
-        raise ApiError(400, "bad_request", f"query parameter '{name}' must be an integer") from e
+    if not _PLAIN_INT.fullmatch(raw):
+        raise ApiError(400, "bad_request", f"query parameter '{name}' must be an integer written plainly")
+    v = int(raw)
     if not lo <= v <= hi:
         raise ApiError(422, "invalid", f"query parameter '{name}' must be between {lo} and {hi}")
     return v
+
+
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
+
+
+def _ident(value: str, what: str, max_len: int = 200) -> str:
+    from scrm_fast.strict import ident
+
+    try:
+        return ident(value, what, max_len)
+    except InputError as e:
+        raise ApiError(422, "invalid", str(e)) from None
 
 
 @routes.get("/api/v1/employees")
@@ -79,7 +92,7 @@ async def conversations(request: web.Request) -> web.Response:
                  "after_seq": {"type": "integer", "minimum": 0, "maximum": 2**62},
                  "limit": {"type": "integer", "minimum": 1, "maximum": 500}})
 async def messages(request: web.Request) -> web.Response:
-    conv = request.match_info["conv"]
+    conv = _ident(request.match_info["conv"], "conversation id", 600)
     days = _int(request, "days", 1, 3650)
     page = await read_off_loop(
         request, request.app[VIEWS].messages, request[USER], conv, request.query.get("type", "all"), days,
@@ -93,12 +106,13 @@ async def messages(request: web.Request) -> web.Response:
 @endpoint("One message in full", perm="archive.read", trailed=True,
           path={"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}})
 async def message(request: web.Request) -> web.Response:
+    from scrm_fast.strict import uint
+
     try:
-        seq = int(request.match_info["seq"])
-        if not 0 <= seq < 2**63:
-            raise ValueError
-    except ValueError as e:
-        raise ApiError(400, "bad_request", "seq must be an integer between 0 and 2^63-1") from e
+        seq = uint(request.match_info["seq"], "seq")
+    except InputError as e:
+        # +23962, 2_3962, 023962 are not the id 23962: only its canonical form names it
+        raise ApiError(400, "bad_request", str(e)) from None
     m = request.app[VIEWS].message(request[USER], seq)
     await record(request, "read_message", str(seq), {"conv": m["conv"]})
     return json_response(m)
@@ -122,6 +136,8 @@ def _str(request: web.Request, name: str, max_len: int = 200) -> str | None:
     v = vals[0] if vals else None
     if v is not None and len(v) > max_len:
         raise ApiError(422, "invalid", f"query parameter '{name}' is longer than {max_len} characters")
+    if v and name != "q":  # ids; a query may hold any text
+        _ident(v, f"query parameter '{name}'", max_len)
     return v or None
 
 

@@ -82,13 +82,15 @@ def encode_cursor(c: tuple[int, int] | None) -> str | None:
 def decode_cursor(s: str | None) -> tuple[int, int] | None:
     if s is None or s == "":
         return None
+    from scrm_fast.strict import uint
+
     t, sep, q = s.partition(":")
     try:
         if not sep:
-            raise ValueError
-        return int(t), int(q)
-    except ValueError:
-        raise InputError(f"cursor {s!r} is not one this search returned (msgtime:seq)") from None
+            raise InputError("no ':'")
+        return uint(t, "msgtime"), uint(q, "seq")
+    except InputError:
+        raise InputError(f"cursor {s[:60]!r} is not one this search returned (msgtime:seq)") from None
 
 
 def catch_up(store: ArchiveStore, index: ArchiveIndex, chunk: int = 10_000) -> int:
