@@ -54,9 +54,14 @@ async def json_body(request: web.Request, limit: int) -> dict:
     """The request's JSON object, or a clear 4xx."""
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too_large", f"JSON body over {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, "too_large", f"JSON body over {limit} bytes")
+    # however the body arrives (one buffer, or many small pieces with pauses between them,
+    # as a client on a real network sends it): read to its end, up to the limit
+    buf = bytearray()
+    async for chunk in request.content.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            raise ApiError(413, "too_large", f"JSON body over {limit} bytes")
+    raw = bytes(buf)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as e:

@@ -615,3 +615,29 @@ async def test_malformed_ids_and_cursors_are_4xx_never_500(client, tenant):
     assert r.status in (200, 201)
     r = await client.put("/api/v1/roles/r1", json={"permissions": [["x"]], "scope": "self"}, headers=admin)
     assert r.status == 422
+
+
+async def test_a_large_json_body_in_small_pieces_with_pauses_is_read_whole(client):
+    admin = await login(client, "admin")
+    entries = [{"word": f"词{i:05d}", "related": [f"关联{i:05d}"]} for i in range(1500)]
+    body = orjson.dumps({"entries": entries})
+    assert len(body) > 46_000
+
+    async def pieces():
+        for at in range(0, len(body), 4096):
+            yield body[at:at + 4096]
+            await asyncio.sleep(0.005)
+
+    r = await client.put("/api/v1/words", data=pieces(), headers={**admin, "Content-Type": "application/json"})
+    assert r.status == 200, await r.text()
+    got = await (await client.get("/api/v1/words", headers=admin)).json()
+    assert len(got["entries"]) == 1500
+    # over the limit in pieces: 413, not a parse error
+    big = orjson.dumps({"entries": [{"word": "长" * 200}] * 20_000})
+
+    async def big_pieces():
+        for at in range(0, len(big), 65536):
+            yield big[at:at + 65536]
+
+    r = await client.put("/api/v1/words", data=big_pieces(), headers={**admin, "Content-Type": "application/json"})
+    assert r.status == 413
