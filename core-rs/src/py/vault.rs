@@ -79,8 +79,7 @@ impl PyVault {
         // on this thread, never the pool: ingest seals batch n while the pool decrypts batch
         // n + 1, and sealing jobs queued behind that work stalled the commit (measured: the
         // ingest ratio vs the RSA bound fell 0.865 -> 0.83); ~1.5 µs a record
-        let sealed: Vec<Vec<u8>> =
-            detached(py, move || items.iter().map(|(k, x)| v.seal(&table, k, x)).collect())?;
+        let sealed: Vec<Vec<u8>> = detached(py, move || items.iter().map(|(k, x)| v.seal(&table, k, x)).collect())?;
         let out: Vec<Bound<'py, PyTuple>> = pairs
             .iter()
             .zip(&sealed)
