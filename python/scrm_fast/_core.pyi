@@ -25,6 +25,10 @@ class RecordError(ScrmError):
 class SearchIndexError(ScrmError):
     """The search index cannot be opened, written or read."""
 
+class SealError(ScrmError):
+    """A stored value or data key does not open: wrong master key, a missing data key,
+    damage, or a plaintext data directory of the earlier format."""
+
 class QuerySyntaxError(ScrmError):
     """A search query string is not well formed."""
 
@@ -187,7 +191,9 @@ def normalize_text(text: str) -> str:
 class ArchiveIndex:
     """The Tantivy search index of one archive (CJK-exact substring search)."""
 
-    def __init__(self, path: str) -> None: ...
+    def __init__(self, path: str, token_key: bytes) -> None:
+        """Opens (or creates) the index at ``path``; every term is keyed with ``token_key``
+        (32 bytes): the index files hold no character of any message."""
     def open_writer(self, threads: int = 1, heap_mb: int = 64) -> None: ...
     def add_stored(self, values: list[bytes]) -> int: ...
     def add_decoded(self, batch: DecodedBatch) -> int: ...
@@ -220,3 +226,29 @@ def page_json(hits: list[tuple[int, int]], raws: list[bytes | None], terms: list
               names: dict[str, str] | None = None) -> tuple[bytes, list[int]]: ...
 def fold_search_text(text: str) -> str: ...
 def check_search_query(query: str) -> list[str]: ...
+
+SEALED_OVERHEAD: int
+
+class Vault:
+    """The data keys of one data directory (AES-256-GCM): seals with the current key, opens
+    with any. A sealed value is ``0xC1 | key id | nonce | ciphertext | tag``, bound to its table
+    and key. Batch calls release the GIL."""
+
+    def __init__(self, keys: dict[int, bytes], current: int) -> None: ...
+    @property
+    def current(self) -> int: ...
+    def seal(self, table: bytes, key: bytes, value: bytes) -> bytes: ...
+    def open(self, table: bytes, key: bytes, value: bytes) -> bytes: ...
+    def seal_pairs(self, table: bytes, pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]: ...
+    def open_pairs(self, table: bytes, pairs: list[tuple[bytes, bytes]]) -> list[bytes]: ...
+    @staticmethod
+    def key_id_of(value: bytes) -> int | None: ...
+
+def wrap_key(master: bytes, id: int, key: bytes) -> bytes:
+    """Data key ``id`` wrapped under the 32-byte master key."""
+
+def unwrap_key(master: bytes, id: int, wrapped: bytes) -> bytes:
+    """Data key ``id`` unwrapped; ``SealError`` when ``master`` is not the one it was wrapped with."""
+
+def random_key(n: int | None = None) -> bytes:
+    """``n`` (default 32) random bytes from OpenSSL's DRBG."""

@@ -10,6 +10,7 @@ from scrm_fast._core import (
     QuerySyntaxError,
     RecordError,
     ScrmError,
+    SealError,
     SearchIndexError,
     VendorSdkError,
 )
@@ -20,4 +21,4 @@ class InputError(ScrmError):
 
 
 __all__ = ["BatchFormatError", "InputError", "KeyRingError", "QuerySyntaxError", "RecordError", "ScrmError",
-           "SearchIndexError", "VendorSdkError"]
+           "SealError", "SearchIndexError", "VendorSdkError"]

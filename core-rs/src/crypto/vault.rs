@@ -45,16 +45,19 @@ pub fn random_bytes(len: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A thread's keyed AEAD context and the key it holds.
+type KeyedCtx = RefCell<Option<([u8; KEY_LEN], CipherCtx)>>;
+
 thread_local! {
     // One keyed context per thread and direction: re-keying (the AES key schedule and the
     // GCM tables) per value cost half of a 1.5 KB value's open; a new nonce does not need it.
-    static SEAL_CTX: RefCell<Option<([u8; KEY_LEN], CipherCtx)>> = const { RefCell::new(None) };
-    static OPEN_CTX: RefCell<Option<([u8; KEY_LEN], CipherCtx)>> = const { RefCell::new(None) };
+    static SEAL_CTX: KeyedCtx = const { RefCell::new(None) };
+    static OPEN_CTX: KeyedCtx = const { RefCell::new(None) };
 }
 
 /// Runs `f` with this thread's context for `key` (made when the key differs from the last).
 fn with_ctx<T>(
-    slot: &'static std::thread::LocalKey<RefCell<Option<([u8; KEY_LEN], CipherCtx)>>>,
+    slot: &'static std::thread::LocalKey<KeyedCtx>,
     key: &[u8; KEY_LEN],
     encrypt: bool,
     f: impl FnOnce(&mut CipherCtx) -> std::result::Result<T, openssl::error::ErrorStack>,
