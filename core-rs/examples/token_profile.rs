@@ -4,7 +4,7 @@ use std::time::Instant;
 use scrm_core::crypto::TokenKey;
 
 fn main() {
-    let key = TokenKey::new(&[9u8; 32]).unwrap();
+    let key = TokenKey::new(&[9u8; 32]).expect("profile set-up");
     let text: Vec<char> =
         "您好，我是您的专属客户经理，这款理财产品保本保息，年化收益稳定在百分之五左右，可以加我微信详细聊"
             .chars()

@@ -188,26 +188,34 @@ class ArchiveStore:
         elif kf.migrating and not allow_migrating:
             raise InputError(f"{self.data_dir}: an encryption migration did not finish; run "
                              f"`scrm migrate --data {self.data_dir}` again")
+        self.keys = sealing.open_keys(self.data_dir, master, kf)  # the right master key, or stop here
         if not kf.trail and not readonly:  # a key file made before the trail had a key
             sealing.add_trail_key(kf, master)
             sealing.write_key_file(self.data_dir, kf)
-        self.keys = sealing.open_keys(self.data_dir, master, kf)
+            self.keys = sealing.open_keys(self.data_dir, master, kf)
+        if readonly and not path.exists():
+            raise InputError(f"{self.data_dir}: no archive here (run `scrm ingest` first)")
         self.master_path = sealing.master_key_path() if master_key is None else None
         # held shared by every process that has the store open; compaction needs it alone
         lock = self.data_dir / "store.lock"
-        self._lock_fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600) if not readonly or lock.exists() \
-            else None
+        if not readonly:
+            self._lock_fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        else:  # a read-only copy (evidence on read-only media) has nothing to lock against
+            try:
+                self._lock_fd = os.open(lock, os.O_RDONLY)
+            except OSError:
+                self._lock_fd = None
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
         self.vault: Vault = self.keys.vault
         self.token_key: bytes = self.keys.token_key
         self._word_mac = hashlib.blake2b(key=self.token_key, digest_size=16, person=b"scrm-wordstats")
-        if readonly and not path.exists():
-            raise InputError(f"{self.data_dir}: no archive here (run `scrm ingest` first)")
         try:
             self.env = lmdb.open(str(path), map_size=map_size, max_dbs=len(_TABLES) + 4, mode=0o700,
                                  readonly=readonly, lock=True, sync=True, metasync=True)
         except lmdb.Error as e:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
             raise InputError(f"{path}: cannot open archive: {e}") from e
         self._db = {}
         if readonly:
