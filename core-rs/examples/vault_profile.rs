@@ -12,12 +12,14 @@ fn main() {
     for _ in 0..3 {
         let t = Instant::now();
         for (i, s) in sealed.iter().enumerate() {
-            v.open(b"records", &(i as u32).to_be_bytes(), s).expect("profile set-up");
+            v.open(b"records", &(i as u32).to_be_bytes(), s)
+                .expect("profile set-up");
         }
         let open = t.elapsed().as_secs_f64() / sealed.len() as f64 * 1e6;
         let t = Instant::now();
         for i in 0..sealed.len() {
-            v.seal(b"records", &(i as u32).to_be_bytes(), &plain).expect("profile set-up");
+            v.seal(b"records", &(i as u32).to_be_bytes(), &plain)
+                .expect("profile set-up");
         }
         let seal = t.elapsed().as_secs_f64() / sealed.len() as f64 * 1e6;
         println!("open {open:.2} µs, seal {seal:.2} µs per 1.5 KB value");
