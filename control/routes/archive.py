@@ -4,7 +4,6 @@ every content read goes to the access trail (R-4)."""
 from __future__ import annotations
 
 import asyncio
-import re
 
 import orjson
 from aiohttp import web
@@ -25,15 +24,14 @@ def _int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
         return None
     if len(request.query.getall(name)) > 1:
         raise ApiError(400, "bad_request", f"query parameter '{name}' given more than once")
-    if not _PLAIN_INT.fullmatch(raw):
-        raise ApiError(400, "bad_request", f"query parameter '{name}' must be an integer written plainly")
-    v = int(raw)
-    if not lo <= v <= hi:
-        raise ApiError(422, "invalid", f"query parameter '{name}' must be between {lo} and {hi}")
-    return v
+    from scrm_fast.strict import RangeError, sint
 
-
-_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
+    try:
+        return sint(raw, f"query parameter '{name}'", lo, hi)
+    except RangeError as e:
+        raise ApiError(422, "invalid", str(e)) from None
+    except InputError as e:
+        raise ApiError(400, "bad_request", str(e)) from None
 
 
 def _ident(value: str, what: str, max_len: int = 200) -> str:

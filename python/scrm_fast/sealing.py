@@ -157,11 +157,16 @@ def write_key_file(data_dir: str | os.PathLike[str], kf: KeyFile) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)
-    dfd = os.open(p.parent, os.O_RDONLY)
+    fsync_dir(p.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a rename or a new file in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dfd)
+        os.fsync(fd)
     finally:
-        os.close(dfd)
+        os.close(fd)
 
 
 def new_key_file(master: bytes) -> KeyFile:

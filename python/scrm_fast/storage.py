@@ -47,6 +47,7 @@ import msgpack
 
 from scrm_fast._core import DecodedBatch, SealError, Vault
 from scrm_fast.errors import InputError
+from scrm_fast.sealing import fsync_dir
 
 SCHEMA_VERSION = 2
 _TABLES = (b"records", b"msgids", b"seen", b"quarantine", b"rejects", b"consent", b"spoken", b"events",
@@ -128,33 +129,34 @@ class StoreWriter:
 
     def __init__(self, store: ArchiveStore, txn: lmdb.Transaction) -> None:
         self._s = store
-        self.txn = txn
+        self._txn = txn
 
     def add_audits(self, pairs: list[tuple[bytes, bytes]]) -> int:
         """New audit records (msgpack); existing keys are kept. Returns how many were new."""
         if not pairs:
             return 0
-        _, added = self.txn.cursor(db=self._s._db[b"audits"]).putmulti(self._s._seal(b"audits", pairs),
+        _, added = self._txn.cursor(db=self._s._db[b"audits"]).putmulti(self._s._seal(b"audits", pairs),
                                                                       overwrite=False)
         return added
 
-    def add_alerts(self, pairs: list[tuple[bytes, bytes]], overwrite: bool = False) -> None:
+    def add_alerts(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """New alerts; an alert already raised for the same key is kept."""
         if pairs:
-            self.txn.cursor(db=self._s._db[b"alerts"]).putmulti(self._s._seal(b"alerts", pairs), overwrite=overwrite)
+            self._txn.cursor(db=self._s._db[b"alerts"]).putmulti(self._s._seal(b"alerts", pairs), overwrite=False)
 
     def bump_word(self, word: str, count: int, last: int) -> None:
         """Trigger statistics of one listed word (rule A-1)."""
         key = self._s._word_key(word)
-        cur = self._s._get(self.txn, b"wordstats", key)
+        cur = self._s._get(self._txn, b"wordstats", key)
         c0, l0 = msgpack.unpackb(cur)[1:] if cur else (0, 0)
-        self._s._put(self.txn, b"wordstats", key, msgpack.packb([word, c0 + count, max(l0, last)]))
+        self._s._put(self._txn, b"wordstats", key, msgpack.packb([word, c0 + count, max(l0, last)]))
 
     def audit(self, key: bytes) -> dict | None:
-        raw = self._s._get(self.txn, b"audits", key)
+        raw = self._s._get(self._txn, b"audits", key)
         return msgpack.unpackb(raw) if raw is not None else None
 
     def put_audit(self, key: bytes, record: dict) -> None:
-        self._s._put(self.txn, b"audits", key, msgpack.packb(record))
+        self._s._put(self._txn, b"audits", key, msgpack.packb(record))
 
 
 class ArchiveStore:
@@ -273,18 +275,9 @@ class ArchiveStore:
     def _put(self, txn: lmdb.Transaction, table: bytes, key: bytes, value: bytes) -> None:
         txn.put(key, self.vault.seal(table, key, value), db=self._db[table])
 
-    def _items(self, txn: lmdb.Transaction, table: bytes, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        """Every (key, opened value) of ``table`` whose key starts with ``prefix``."""
-        cur = txn.cursor(db=self._db[table])
-        if prefix:
-            pairs = []
-            if cur.set_range(prefix):
-                for k, v in cur:
-                    if not k.startswith(prefix):
-                        break
-                    pairs.append((k, v))
-        else:
-            pairs = list(cur)
+    def _items(self, txn: lmdb.Transaction, table: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, opened value) of ``table`` (opened in one batch call)."""
+        pairs = list(txn.cursor(db=self._db[table]))
         return list(zip([k for k, _ in pairs], self._open(table, pairs), strict=True))
 
     def _word_key(self, word: str) -> bytes:
@@ -748,12 +741,12 @@ def compact_env(env: lmdb.Environment, path: Path) -> None:
     env.copy(str(new), compact=True)
     with open(new / "data.mdb", "rb+") as f:
         os.fsync(f.fileno())
-    _fsync_dir(new)
+    fsync_dir(new)
     env.close()
     os.replace(path, old)
     os.replace(new, path)
     shutil.rmtree(old)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _recover_compaction(data_dir: Path) -> None:
@@ -776,14 +769,6 @@ def _recover_one(path: Path) -> None:
         shutil.rmtree(old)
     elif old.exists():
         os.replace(old, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def reject_record(data: bytes, reason: str, detail: str, source: str) -> tuple[bytes, bytes]:

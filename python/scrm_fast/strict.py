@@ -14,23 +14,27 @@ _INT = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
 I64_MAX = 2**63 - 1
 
 
+class RangeError(InputError):
+    """A well-formed number outside its range."""
+
+
 def uint(text: str, name: str, hi: int = I64_MAX, lo: int = 0) -> int:
     """A non-negative decimal integer in ``[lo, hi]`` (no sign, no leading zero, no ``_``)."""
-    if not isinstance(text, str) or not _UINT.fullmatch(text):
-        raise InputError(f"{name} must be a whole number written plainly (digits only), not {text[:40]!r}")
-    v = int(text)
-    if not lo <= v <= hi:
-        raise InputError(f"{name} must be between {lo} and {hi}")
-    return v
+    return _integer(_UINT, text, name, lo, hi)
 
 
 def sint(text: str, name: str, lo: int = -I64_MAX - 1, hi: int = I64_MAX) -> int:
     """A decimal integer, optionally negative, in ``[lo, hi]``."""
-    if not isinstance(text, str) or not _INT.fullmatch(text):
-        raise InputError(f"{name} must be a whole number written plainly, not {text[:40]!r}")
+    return _integer(_INT, text, name, lo, hi)
+
+
+def _integer(form: re.Pattern, text: str, name: str, lo: int, hi: int) -> int:
+    if not isinstance(text, str) or not form.fullmatch(text):
+        shown = text[:40] if isinstance(text, str) else type(text).__name__
+        raise InputError(f"{name} must be a whole number written plainly (digits only), not {shown!r}")
     v = int(text)
     if not lo <= v <= hi:
-        raise InputError(f"{name} must be between {lo} and {hi}")
+        raise RangeError(f"{name} must be between {lo} and {hi}")
     return v
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from scrm_fast.storage import ArchiveStore, ConvSummary, conv_time  # noqa: F401 - conv_time re-exported
+from scrm_fast.storage import ArchiveStore, ConvSummary
 
 
 def is_customer(uid: str) -> bool:

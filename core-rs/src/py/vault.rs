@@ -24,20 +24,10 @@ fn owned(pairs: &[(Bound<'_, PyBytes>, Bound<'_, PyBytes>)]) -> Vec<(Vec<u8>, Ve
         .collect()
 }
 
-/// Below this many values a batch is sealed or opened on the calling thread: waking the
-/// pool costs more than a page of 20 records takes (the HTTP pages), above it every core helps.
+/// Below this many values a batch is opened on the calling thread: waking the pool costs
+/// more than a page of 20 records takes (the HTTP pages); above it (reindex, rescan) every core
+/// helps.
 const PARALLEL_FROM: usize = 256;
-
-fn each<F>(items: &[(Vec<u8>, Vec<u8>)], f: F) -> crate::error::Result<Vec<Vec<u8>>>
-where
-    F: Fn(&(Vec<u8>, Vec<u8>)) -> crate::error::Result<Vec<u8>> + Sync + Send,
-{
-    if items.len() < PARALLEL_FROM {
-        items.iter().map(f).collect()
-    } else {
-        items.par_iter().map(f).collect()
-    }
-}
 
 #[pymethods]
 impl PyVault {
@@ -88,7 +78,7 @@ impl PyVault {
         PyList::new(py, out)
     }
 
-    /// The opened values of `[(key, sealed value)]`, on all cores.
+    /// The opened values of `[(key, sealed value)]` (on all cores for large batches).
     fn open_pairs<'py>(
         &self,
         py: Python<'py>,
@@ -97,7 +87,14 @@ impl PyVault {
     ) -> PyResult<Bound<'py, PyList>> {
         let items = owned(&pairs);
         let v = self.inner.clone();
-        let opened: Vec<Vec<u8>> = detached(py, move || each(&items, |(k, x)| v.open(&table, k, x)))?;
+        let opened: Vec<Vec<u8>> = detached(py, move || {
+            let open = |(k, x): &(Vec<u8>, Vec<u8>)| v.open(&table, k, x);
+            if items.len() < PARALLEL_FROM {
+                items.iter().map(open).collect()
+            } else {
+                items.par_iter().map(open).collect()
+            }
+        })?;
         PyList::new(py, opened.iter().map(|o| PyBytes::new(py, o)))
     }
 
