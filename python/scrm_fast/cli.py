@@ -415,7 +415,7 @@ def cmd_trail(a: argparse.Namespace) -> int:
     with ArchiveStore(a.data, readonly=True) as store:
         trail = AccessTrail(store, readonly=True)
         try:
-            if trail.env is None and trail.anchor is not None and not trail.anchor.exists():
+            if not trail.log.exists and trail.anchor is not None and not trail.anchor.exists():
                 raise InputError(f"{a.data}: no access trail here")
             res = trail.verify()
         finally:

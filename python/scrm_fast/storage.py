@@ -44,6 +44,7 @@ from pathlib import Path
 
 import lmdb
 import msgpack
+import orjson
 
 from scrm_fast._core import DecodedBatch, SealError, Vault
 from scrm_fast.errors import InputError
@@ -727,6 +728,138 @@ class ArchiveStore:
         process may have the store open (checked: :meth:`exclusive`)."""
         self.exclusive()
         compact_env(self.env, self.data_dir / "archive.lmdb")
+
+
+class SealedLog:
+    """An append-only log of JSON entries keyed by their index (8-byte big-endian), sealed
+    like the archive, in an LMDB environment of its own (the access trail: it can be copied
+    off as evidence by itself, and the archive's writers never wait for it). The trail owns
+    what an entry means; this owns how it is stored.
+
+    ``path`` missing and ``readonly``: an empty log (:attr:`exists` is False)."""
+
+    def __init__(self, path: Path, vault: Vault, table: bytes, readonly: bool = False) -> None:
+        self.path, self._vault, self._table = path, vault, table
+        self.existed = path.exists()
+        self._env: lmdb.Environment | None = None
+        if readonly and not self.existed:
+            return
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._env = lmdb.open(str(path), map_size=1 << 36, max_dbs=2, readonly=readonly, sync=True)
+        self._db = self._env.open_db(table, create=not readonly)
+
+    @property
+    def exists(self) -> bool:
+        return self._env is not None
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+    def _open(self, key: bytes, value: bytes) -> dict:
+        return orjson.loads(self._vault.open(self._table, key, bytes(value)))
+
+    def last(self) -> dict | None:
+        if self._env is None:
+            return None
+        with self._env.begin(db=self._db) as txn:
+            cur = txn.cursor()
+            return self._open(cur.key(), cur.value()) if cur.last() else None
+
+    def get(self, index: int) -> dict | None:
+        if self._env is None:
+            return None
+        key = seq_key(index)
+        with self._env.begin(db=self._db) as txn:
+            v = txn.get(key)
+        return self._open(key, v) if v is not None else None
+
+    def append(self, make: Callable[[dict | None], list[dict]]) -> list[dict]:
+        """One synced transaction: ``make(last entry)`` returns the entries to add (each with
+        its ``index``), written sealed."""
+        with self._env.begin(write=True, db=self._db) as txn:
+            cur = txn.cursor()
+            last = self._open(cur.key(), cur.value()) if cur.last() else None
+            entries = make(last)
+            for e in entries:
+                key = seq_key(e["index"])
+                txn.put(key, self._vault.seal(self._table, key, orjson.dumps(e)))
+        return entries
+
+    def entries(self, limit: int | None = None, before: int | None = None, newest_first: bool = False) -> list[dict]:
+        """Entries oldest first (or newest first), ``limit`` at most, below index ``before``."""
+        if self._env is None:
+            return []
+        out = []
+        with self._env.begin(db=self._db) as txn:
+            cur = txn.cursor()
+            if newest_first:
+                if before is None:
+                    ok = cur.last()
+                else:  # the last key below ``before``
+                    ok = cur.set_range(seq_key(before))
+                    ok = cur.prev() if ok else cur.last()
+                while ok and (limit is None or len(out) < limit):
+                    out.append(self._open(cur.key(), cur.value()))
+                    ok = cur.prev()
+            else:
+                for k, v in cur:
+                    out.append(self._open(k, v))
+                    if limit is not None and len(out) >= limit:
+                        break
+        return out
+
+    def scan(self) -> Iterator[tuple[int, dict | None]]:
+        """Every stored ``(index, entry)`` in key order; the entry is None where the stored
+        bytes do not open or are not a JSON entry (what a verifier reports as changed)."""
+        if self._env is None:
+            return
+        with self._env.begin(db=self._db) as txn:
+            for k, v in txn.cursor():
+                try:
+                    e = self._open(k, v)
+                except (SealError, orjson.JSONDecodeError, ValueError):
+                    e = None
+                yield key_seq(k), e if isinstance(e, dict) else None
+
+    def reseal(self, plaintext: bool = False) -> int:
+        """Seals every entry again under the current data key (``plaintext``: also the
+        earlier format's unsealed entries). Returns how many were rewritten."""
+        if self._env is None:
+            return 0
+        current = self._vault.current
+        with self._env.begin(write=True, db=self._db) as txn:
+            todo = []
+            for k, v in txn.cursor():
+                kid = Vault.key_id_of(v)
+                if kid is None and plaintext:
+                    todo.append((k, bytes(v)))
+                elif kid is not None and kid != current:
+                    todo.append((k, self._vault.open(self._table, k, bytes(v))))
+            for k, plain in todo:
+                txn.put(k, self._vault.seal(self._table, k, plain))
+        return len(todo)
+
+    def key_ids(self) -> dict[int, int]:
+        """Entries per data key (-1: not sealed)."""
+        out: dict[int, int] = {}
+        if self._env is None:
+            return out
+        with self._env.begin(db=self._db) as txn:
+            for _, v in txn.cursor():
+                kid = Vault.key_id_of(v)
+                kid = -1 if kid is None else kid
+                out[kid] = out.get(kid, 0) + 1
+        return out
+
+    def compact(self) -> None:
+        """Rewrites the environment without its free pages and swaps it in (closes the log;
+        the caller holds the store exclusively)."""
+        if self._env is not None:
+            compact_env(self._env, self.path)
+            self._env = None
 
 
 def compact_env(env: lmdb.Environment, path: Path) -> None:

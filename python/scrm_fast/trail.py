@@ -10,8 +10,9 @@ also detects what a chain alone cannot: a truncated tail, a rollback of the whol
 directory to an older copy, a deleted trail. A writable trail whose stored head falls short
 of its anchor refuses to open (a server does not start on a rolled-back directory).
 
-Lives in its own LMDB environment (``trail.lmdb`` in the data directory) so that the
-archive's writers never wait for it and it can be copied off as evidence on its own.
+Stored in a :class:`~scrm_fast.storage.SealedLog` of its own (``trail.lmdb`` in the data
+directory), so that the archive's writers never wait for it and it can be copied off as
+evidence on its own; this module owns what an entry means, the store how it is kept.
 
 Cost: one synced write per *group* of appends (group commit) plus one anchor replacement:
 threads queue their entries and one writer thread commits everything queued in one
@@ -26,15 +27,13 @@ import fcntl
 import hashlib
 import hmac
 import os
-import struct
 import threading
 from pathlib import Path
 
-import lmdb
 import orjson
 
 from scrm_fast.errors import InputError
-from scrm_fast.storage import now_ms
+from scrm_fast.storage import SealedLog, now_ms
 
 GENESIS = "0" * 64
 _TABLE = b"trail"
@@ -63,7 +62,6 @@ class AccessTrail:
         from scrm_fast import sealing
 
         self.data_dir = Path(store.data_dir)
-        self._vault = store.vault
         self._key = store.keys.trail_key
         if not self._key:
             raise InputError(f"{self.data_dir}: the key file has no trail key (open the store writable once)")
@@ -71,16 +69,7 @@ class AccessTrail:
             anchor = sealing.anchor_path(store.master_path, store.keys.file.trail_id)
         self.anchor = anchor
         self._afd: int | None = None
-        path = self.data_dir / "trail.lmdb"
-        self._missing = not path.exists()
-        if readonly and self._missing:
-            self.env = None
-            self.db = None
-        else:
-            if not readonly:
-                path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.env = lmdb.open(str(path), map_size=1 << 36, max_dbs=2, readonly=readonly, sync=True)
-            self.db = self.env.open_db(_TABLE, create=not readonly)
+        self.log = SealedLog(self.data_dir / "trail.lmdb", store.vault, _TABLE, readonly=readonly)
         self._cond = threading.Condition()
         self._queue: list[tuple[dict, object]] = []
         self._closed = False
@@ -91,19 +80,13 @@ class AccessTrail:
         if not readonly:
             problem = self._anchor_problem()
             if problem is not None:
-                self.env.close()
+                self.log.close()
                 raise TrailTamperedError(f"{self.data_dir}: access trail {problem}; refusing to append to it "
                                          "(`scrm trail verify` says more)")
 
     # -- keyed chain -------------------------------------------------------------------
     def _mac(self, prev: str, body: dict) -> str:
         return hmac.new(self._key, prev.encode() + _canonical(body), hashlib.sha256).hexdigest()
-
-    def _seal(self, key: bytes, entry: dict) -> bytes:
-        return self._vault.seal(_TABLE, key, orjson.dumps(entry))
-
-    def _open(self, key: bytes, value: bytes) -> dict:
-        return orjson.loads(self._vault.open(_TABLE, key, bytes(value)))
 
     # -- the anchor --------------------------------------------------------------------
     # Two fixed slots of _SLOT bytes, written in place in turn (a torn write spoils one slot,
@@ -175,25 +158,12 @@ class AccessTrail:
 
     def _head(self) -> tuple[int, str]:
         """(entries, last MAC) as stored."""
-        if self.env is None:
-            return 0, GENESIS
-        with self.env.begin(db=self.db) as txn:
-            cur = txn.cursor()
-            if not cur.last():
-                return 0, GENESIS
-            e = self._open(cur.key(), cur.value())
-            return e["index"] + 1, e.get("mac") or e.get("hash")
+        e = self.log.last()
+        return (0, GENESIS) if e is None else (e["index"] + 1, e.get("mac") or e.get("hash"))
 
     def _mac_at(self, index: int) -> str | None:
-        if self.env is None:
-            return None
-        key = struct.pack(">Q", index)
-        with self.env.begin(db=self.db) as txn:
-            v = txn.get(key)
-        if v is None:
-            return None
-        e = self._open(key, v)
-        return e.get("mac") or e.get("hash")
+        e = self.log.get(index)
+        return None if e is None else e.get("mac") or e.get("hash")
 
     def _anchor_problem(self) -> str | None:
         a = self._read_anchor()
@@ -202,7 +172,7 @@ class AccessTrail:
         if a.get("bad"):
             return f"anchor {self.anchor} is damaged or not this trail's"
         n, _ = self._head()
-        if (self.env is None or (self._missing and n == 0)) and a["entries"] > 0:
+        if (not self.log.exists or (not self.log.existed and n == 0)) and a["entries"] > 0:
             return f"was deleted: its anchor records {a['entries']} entries"
         if n < a["entries"]:
             return (f"holds {n} entries but its anchor records {a['entries']}: truncated, or the data "
@@ -228,9 +198,7 @@ class AccessTrail:
             self._cond.notify_all()
         if self._writer is not None:
             self._writer.join()
-        if self.env is not None:
-            self.env.close()
-            self.env = None
+        self.log.close()
         if self._afd is not None:
             os.close(self._afd)
             self._afd = None
@@ -319,90 +287,36 @@ class AccessTrail:
                 self._cond.notify_all()
 
     def _commit(self, batch: list[tuple[dict, object]]) -> list[dict]:
-        out = []
-        with self.env.begin(write=True, db=self.db) as txn:
-            cur = txn.cursor()
-            if cur.last():
-                last = self._open(cur.key(), cur.value())
-                index, prev = last["index"] + 1, last.get("mac") or last["hash"]
-            else:
-                index, prev = 0, GENESIS
+        def make(last: dict | None) -> list[dict]:
+            index, prev = (0, GENESIS) if last is None else (last["index"] + 1, last.get("mac") or last["hash"])
+            out = []
             for fields, _ in batch:
                 body = {"index": index, **fields, "prev": prev}
                 entry = {**body, "mac": self._mac(prev, body)}
-                key = struct.pack(">Q", index)
-                txn.put(key, self._seal(key, entry))
                 out.append(entry)
                 index, prev = index + 1, entry["mac"]
+            return out
+
+        out = self.log.append(make)
         # after the commit: an anchor never names an entry that is not durable
-        self._write_anchor(index, prev)
+        if out:
+            self._write_anchor(out[-1]["index"] + 1, out[-1]["mac"])
         return out
 
-    # -- keys at rest ------------------------------------------------------------------
+    # -- keys at rest and reading (the log's) ----------------------------------------------
     def reseal(self, plaintext: bool = False) -> int:
-        """Seals every entry again under the current data key (``plaintext``: also the
-        earlier format's unsealed entries, kept as they are otherwise: their chain stays
-        verifiable). Returns how many were rewritten."""
-        if self.env is None:
-            return 0
-        current, n = self._vault.current, 0
-        with self._lock, self.env.begin(write=True, db=self.db) as txn:
-            todo = []
-            for k, v in txn.cursor():
-                kid = self._vault.key_id_of(v)
-                if kid is None and plaintext:
-                    todo.append((k, orjson.loads(v)))
-                elif kid is not None and kid != current:
-                    todo.append((k, self._open(k, v)))
-            for k, e in todo:
-                txn.put(k, self._seal(k, e))
-            n = len(todo)
-        return n
+        with self._lock:
+            return self.log.reseal(plaintext)
 
     def key_ids(self) -> dict[int, int]:
-        """Entries per data key (-1: not sealed)."""
-        out: dict[int, int] = {}
-        if self.env is None:
-            return out
-        with self.env.begin(db=self.db) as txn:
-            for _, v in txn.cursor():
-                kid = self._vault.key_id_of(v)
-                kid = -1 if kid is None else kid
-                out[kid] = out.get(kid, 0) + 1
-        return out
+        return self.log.key_ids()
 
     def compact(self) -> None:
-        """Rewrites ``trail.lmdb`` without its free pages and swaps it in (closes the trail;
-        the caller holds the store exclusively)."""
-        from scrm_fast.storage import compact_env
+        self.log.compact()
 
-        if self.env is not None:
-            compact_env(self.env, self.data_dir / "trail.lmdb")
-            self.env = None
-
-    # -- reading -----------------------------------------------------------------------
     def entries(self, limit: int | None = None, before: int | None = None, newest_first: bool = False) -> list[dict]:
         """Entries oldest first (or newest first), ``limit`` at most, below index ``before``."""
-        if self.env is None:
-            return []
-        out = []
-        with self.env.begin(db=self.db) as txn:
-            cur = txn.cursor()
-            if newest_first:
-                if before is None:
-                    ok = cur.last()
-                else:  # the last key below ``before``
-                    ok = cur.set_range(struct.pack(">Q", before))
-                    ok = cur.prev() if ok else cur.last()
-                while ok and (limit is None or len(out) < limit):
-                    out.append(self._open(cur.key(), cur.value()))
-                    ok = cur.prev()
-            else:
-                for k, v in cur:
-                    out.append(self._open(k, v))
-                    if limit is not None and len(out) >= limit:
-                        break
-        return out
+        return self.log.entries(limit, before, newest_first)
 
     def verify(self) -> dict:
         """Walks the chain and compares its head with the anchor. ``{"ok": True, "entries":
@@ -410,34 +324,30 @@ class AccessTrail:
         ``why``)."""
         prev, expected_index, n = GENESIS, 0, 0
         keyed_seen = False
-        if self.env is not None:
-            with self.env.begin(db=self.db) as txn:
-                for k, v in txn.cursor():
-                    n += 1
-                    key_index = struct.unpack(">Q", k)[0]
-                    try:
-                        e = self._open(k, v)
-                        body = {f: e[f] for f in _FIELDS}
-                    except Exception:  # noqa: BLE001 - any failure to read is a broken entry
-                        return {"ok": False, "entries": n, "first_broken": key_index,
-                                "why": "entry does not open or is not a trail entry (changed)"}
-                    if key_index != expected_index or e["index"] != expected_index:
-                        return {"ok": False, "entries": n, "first_broken": key_index,
-                                "why": f"expected entry {expected_index} here (removed or reordered)"}
-                    if e["prev"] != prev:
-                        return {"ok": False, "entries": n, "first_broken": key_index,
-                                "why": "previous-MAC link does not match the entry before (removed or reordered)"}
-                    if "mac" in e:
-                        keyed_seen = True
-                        ok = hmac.compare_digest(self._mac(prev, body), str(e["mac"]))
-                        this = e["mac"]
-                    else:  # the earlier unkeyed chain may only come before every keyed entry
-                        ok = not keyed_seen and _legacy_digest(prev, body) == e.get("hash")
-                        this = e.get("hash")
-                    if not ok:
-                        return {"ok": False, "entries": n, "first_broken": key_index,
-                                "why": "content does not match its MAC (entry was changed)"}
-                    prev, expected_index = this, expected_index + 1
+        for key_index, e in self.log.scan():
+            n += 1
+            try:
+                body = {f: e[f] for f in _FIELDS}
+            except (KeyError, TypeError):  # None: the bytes did not open
+                return {"ok": False, "entries": n, "first_broken": key_index,
+                        "why": "entry does not open or is not a trail entry (changed)"}
+            if key_index != expected_index or e["index"] != expected_index:
+                return {"ok": False, "entries": n, "first_broken": key_index,
+                        "why": f"expected entry {expected_index} here (removed or reordered)"}
+            if e["prev"] != prev:
+                return {"ok": False, "entries": n, "first_broken": key_index,
+                        "why": "previous-MAC link does not match the entry before (removed or reordered)"}
+            if "mac" in e:
+                keyed_seen = True
+                ok = hmac.compare_digest(self._mac(prev, body), str(e["mac"]))
+                this = e["mac"]
+            else:  # the earlier unkeyed chain may only come before every keyed entry
+                ok = not keyed_seen and _legacy_digest(prev, body) == e.get("hash")
+                this = e.get("hash")
+            if not ok:
+                return {"ok": False, "entries": n, "first_broken": key_index,
+                        "why": "content does not match its MAC (entry was changed)"}
+            prev, expected_index = this, expected_index + 1
         a = self._read_anchor()
         out = {"ok": True, "entries": n, "head": prev, "anchored": a is not None and not a.get("bad")}
         if a is None:
