@@ -21,6 +21,10 @@ msgids, user, customer and room ids), never message content:
 - ``audits``     ``c``+seq+entry / ``b``+seq / ``e``+digest → *sealed* audit record (A-2, A-4)
 - ``wordstats``  keyed digest of a listed word → *sealed* (word, count, last trigger) (A-1)
 - ``alerts``     audit key / ``t``+conv+seq+level → *sealed* alert with its leader chain (A-5, A-6)
+- ``app``        table \0 key → *sealed* msgpack value: the SCRM tables (dialer, quotas, pools)
+                 through :class:`AppTxn` (``ArchiveStore.app_read`` / ``app_write`` /
+                 :class:`GroupCommit`); their keys hold ids and keyed digests
+                 (:meth:`ArchiveStore.app_digest`) of what is personal (phone numbers), never the data
 - ``meta``       ``checkpoint``, ``stream_time`` (8-byte), ``schema``; *sealed* documents
                  (``directory``, ``wordlist``, ``behaviours``, ``reply_thresholds``) and the
                  directory's change stamp
@@ -52,9 +56,10 @@ from scrm_fast.sealing import fsync_dir
 
 SCHEMA_VERSION = 2
 _TABLES = (b"records", b"msgids", b"seen", b"quarantine", b"rejects", b"consent", b"spoken", b"events",
-           b"rulecounts", b"conv", b"audits", b"wordstats", b"alerts", b"meta")
+           b"rulecounts", b"conv", b"audits", b"wordstats", b"alerts", b"meta", b"app")
 # tables whose every value is sealed; ``meta`` seals its documents only (see _SEALED_META)
-SEALED_TABLES = (b"records", b"quarantine", b"rejects", b"consent", b"events", b"audits", b"wordstats", b"alerts")
+SEALED_TABLES = (b"records", b"quarantine", b"rejects", b"consent", b"events", b"audits", b"wordstats", b"alerts",
+                 b"app")
 _SEALED_META = (b"directory", b"wordlist", b"behaviours", b"reply_thresholds")
 _CHECKPOINT = b"checkpoint"
 _DIRECTORY_STAMP = b"directory_stamp"
@@ -160,6 +165,188 @@ class StoreWriter:
         self._s._put(self._txn, b"audits", key, msgpack.packb(record))
 
 
+class AppTxn:
+    """One transaction over the SCRM tables (``app``): msgpack values, sealed under the data
+    key and bound to their table and key. ``table`` names are short ASCII words; keys are
+    bytes the caller builds from ids (:func:`app_key`) and digests (``ArchiveStore.app_digest``).
+    The dialer, quotas and pools keep their state here; none of them opens LMDB."""
+
+    def __init__(self, store: ArchiveStore, txn: lmdb.Transaction, write: bool) -> None:
+        self._s = store
+        self._txn = txn
+        self.write = write
+
+    @staticmethod
+    def _full(table: str, key: bytes) -> bytes:
+        return table.encode() + b"\0" + key
+
+    def get(self, table: str, key: bytes) -> object | None:
+        raw = self._s._get(self._txn, b"app", self._full(table, key))
+        return msgpack.unpackb(raw) if raw is not None else None
+
+    def put(self, table: str, key: bytes, value: object) -> None:
+        assert self.write, "a read transaction"
+        self._s._put(self._txn, b"app", self._full(table, key), msgpack.packb(value))
+
+    def delete(self, table: str, key: bytes) -> bool:
+        assert self.write, "a read transaction"
+        return self._txn.delete(self._full(table, key), db=self._s._db[b"app"])
+
+    def incr(self, table: str, key: bytes, by: int = 1) -> int:
+        """Adds ``by`` to an integer value (absent: 0) and returns the new value; a value that
+        reaches 0 is removed."""
+        cur = self.get(table, key)
+        new = (cur if isinstance(cur, int) else 0) + by
+        if new == 0:
+            self.delete(table, key)
+        else:
+            self.put(table, key, new)
+        return new
+
+    def scan(self, table: str, prefix: bytes = b"", *, start: bytes | None = None, reverse: bool = False,
+             limit: int | None = None, values: bool = True) -> Iterator[tuple[bytes, object | None]]:
+        """``(key, value)`` of ``table`` whose key starts with ``prefix``, in key order (or
+        reversed), from ``start`` (inclusive; reversed: at or below it). Keys are returned
+        without the table part; ``values=False`` skips opening the values (yields None)."""
+        if self._s._db.get(b"app") is None:
+            return
+        head = self._full(table, prefix)
+        tlen = len(table) + 1
+        cur = self._txn.cursor(db=self._s._db[b"app"])
+        if not reverse:
+            ok = cur.set_range(self._full(table, start) if start is not None else head)
+        else:
+            # the last key <= start (or the last key with the prefix)
+            bound = self._full(table, start) if start is not None else head + b"\xff" * 64
+            ok = cur.set_range(bound)
+            if ok:
+                if cur.key() != bound:
+                    ok = cur.prev()
+            else:
+                ok = cur.last()
+        n = 0
+        while ok:
+            k = cur.key()
+            if not k.startswith(head):
+                break
+            if limit is not None and n >= limit:
+                break
+            n += 1
+            v = None
+            if values:
+                try:
+                    v = msgpack.unpackb(self._s.vault.open(b"app", k, bytes(cur.value())))
+                except SealError as e:
+                    raise InputError(f"{self._s.data_dir}: {e}") from None
+            yield k[tlen:], v
+            ok = cur.prev() if reverse else cur.next()
+
+
+def app_key(*parts: str | int | bytes) -> bytes:
+    """A key for :class:`AppTxn` tables whose byte order is the parts' order: strings as
+    UTF-8 (no NUL; parts joined by NUL), integers as 8-byte big-endian (non-negative), bytes as
+    given (fixed-width digests)."""
+    out = []
+    for p in parts:
+        if isinstance(p, bool):
+            raise TypeError("a bool is not a key part")
+        if isinstance(p, int):
+            out.append(struct.pack(">Q", p))
+        elif isinstance(p, str):
+            b = p.encode()
+            if b"\0" in b:
+                raise InputError("an id must not contain NUL")
+            out.append(b)
+        else:
+            out.append(bytes(p))
+    return b"\0".join(out)
+
+
+class GroupCommit:
+    """Write transactions of many callers, committed together: every submitted function runs
+    in a nested transaction of one LMDB write transaction (its own effects undone if it raises)
+    and each caller gets its answer only after the one synced commit. LMDB lets one writer at a
+    time in across processes, so this is what keeps check-and-reserve atomic across `scrm serve`
+    workers while paying one disk sync per group instead of one per decision."""
+
+    def __init__(self, store: ArchiveStore, max_group: int = 256) -> None:
+        import queue
+        import threading
+
+        self._s = store
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._max = max_group
+        self._thread = threading.Thread(target=self._run, name="scrm-group-commit", daemon=True)
+        self._closed = False
+        self.groups = 0
+        self.items = 0
+        self._thread.start()
+
+    def submit(self, fn: Callable[[AppTxn], object]):
+        """A ``concurrent.futures.Future`` of ``fn(txn)`` (wrap with ``asyncio.wrap_future``)."""
+        from concurrent.futures import Future
+
+        if self._closed:
+            raise RuntimeError("closed")
+        fut: Future = Future()
+        self._q.put((fn, fut))
+        return fut
+
+    def run(self, fn: Callable[[AppTxn], object]) -> object:
+        return self.submit(fn).result()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._q.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        import queue
+
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while len(group) < self._max:
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+            results: list[tuple[bool, object]] = []
+            try:
+                with self._s.env.begin(write=True) as txn:
+                    for fn, _ in group:
+                        child = self._s.env.begin(write=True, parent=txn)
+                        try:
+                            out = fn(AppTxn(self._s, child, True))
+                        except BaseException as e:  # noqa: BLE001 - handed to its caller
+                            child.abort()
+                            results.append((False, e))
+                        else:
+                            child.commit()
+                            results.append((True, out))
+            except BaseException as e:  # noqa: BLE001 - the commit failed: every caller hears it
+                for _, fut in group:
+                    fut.set_exception(e)
+            else:
+                self.groups += 1
+                self.items += len(group)
+                for (ok, val), (_, fut) in zip(results, group, strict=True):
+                    if ok:
+                        fut.set_result(val)
+                    else:
+                        fut.set_exception(val)
+            if stop:
+                return
+
+
 class ArchiveStore:
     """The archive of one tenant. Open one per process; LMDB serialises writers.
 
@@ -223,13 +410,19 @@ class ArchiveStore:
         self._db = {}
         if readonly:
             for name in _TABLES:
-                self._db[name] = self.env.open_db(name, create=False)
+                try:
+                    self._db[name] = self.env.open_db(name, create=False)
+                except lmdb.NotFoundError:  # a table added after this copy was written
+                    if name != b"app":
+                        raise
         else:
             for name in _TABLES:
                 self._db[name] = self.env.open_db(name)
             with self.env.begin(write=True) as txn:
                 if txn.get(b"schema", db=self._db[b"meta"]) is None:
                     txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=self._db[b"meta"])
+        self._sealed_tables = tuple(t for t in SEALED_TABLES if t in self._db)
+        self._app_mac = hashlib.blake2b(key=self.token_key, digest_size=16, person=b"scrm-app-keys")
 
     def close(self) -> None:
         self.env.close()
@@ -291,6 +484,26 @@ class ArchiveStore:
         """One write transaction (committed and synced on exit) through its typed view."""
         with self.env.begin(write=True) as txn:
             yield StoreWriter(self, txn)
+
+    # -- the SCRM tables ------------------------------------------------------------------
+    @contextmanager
+    def app_read(self) -> Iterator[AppTxn]:
+        with self.env.begin() as txn:
+            yield AppTxn(self, txn, False)
+
+    @contextmanager
+    def app_write(self) -> Iterator[AppTxn]:
+        """One synced write transaction over the SCRM tables (callers that decide many
+        things at once share one through :class:`GroupCommit`)."""
+        with self.env.begin(write=True) as txn:
+            yield AppTxn(self, txn, True)
+
+    def app_digest(self, kind: str, value: str) -> bytes:
+        """A keyed 16-byte digest of a personal value (a phone number) for use in keys: equal
+        values meet, the key file is needed to tell which value it is."""
+        h = self._app_mac.copy()
+        h.update(kind.encode() + b"\0" + value.encode())
+        return h.digest()
 
     # -- sealed documents in meta ----------------------------------------------------------
     def document(self, name: str) -> object | None:
@@ -668,7 +881,7 @@ class ArchiveStore:
         """How many stored values each data key seals (None-sealed values count as -1)."""
         out: dict[int, int] = {}
         with self.env.begin() as txn:
-            for table in SEALED_TABLES + (b"meta",):
+            for table in self._sealed_tables + (b"meta",):
                 for k, v in txn.cursor(db=self._db[table]):
                     if table == b"meta" and k not in _SEALED_META:
                         continue
@@ -684,7 +897,7 @@ class ArchiveStore:
         many values were rewritten."""
         current = self.vault.current
         done = 0
-        for table in SEALED_TABLES + (b"meta",):
+        for table in self._sealed_tables + (b"meta",):
             db = self._db[table]
             after: bytes | None = None
             while True:
