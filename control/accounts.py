@@ -23,14 +23,16 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from control.errors import ApiError
 
 ALL_PERMS = frozenset({"archive.read", "audit.read", "audit.handle", "words.read", "words.write", "consent.read",
-                       "alerts.read", "admin.users", "ingest.write", "trail.read"})
+                       "alerts.read", "admin.users", "ingest.write", "trail.read",
+                       "dialer.admin", "dialer.call", "dialer.read", "dialer.popup"})
+_DIALER_OPERATOR = frozenset({"dialer.call", "dialer.read", "dialer.popup"})
 ROLES: dict[str, tuple[frozenset[str], str]] = {
     "admin": (ALL_PERMS, "all"),
     "auditor": (frozenset({"archive.read", "audit.read", "audit.handle", "words.read", "consent.read",
                            "alerts.read", "trail.read"}), "all"),
     "leader": (frozenset({"archive.read", "audit.read", "audit.handle", "words.read", "consent.read",
-                          "alerts.read"}), "department"),
-    "regular": (frozenset({"archive.read", "audit.read"}), "self"),
+                          "alerts.read"}) | _DIALER_OPERATOR, "department"),
+    "regular": (frozenset({"archive.read", "audit.read"}) | _DIALER_OPERATOR, "self"),
 }
 SCOPES = ("self", "department", "all")
 _hasher = PasswordHasher()

@@ -23,6 +23,8 @@ class Endpoint:
     # returns archived content (message text, audit or alert records): the handler writes a
     # trail entry before the answer leaves (rule R-4); tested by walking every route
     trailed: bool = False
+    # called by a dialer device with its own token (``Authorization: Device …``), not an operator
+    device: bool = False
 
 
 def endpoint(summary: str, **kw):

@@ -13,10 +13,28 @@ from control.api import ReadCosts, meta
 from control.archive import ArchiveViews
 from control.config import ControlConfig
 from control.errors import ApiError, error_middleware, problem
-from control.keys import ACCOUNTS, CONFIG, JOBS, METRICS, READ_COSTS, READS, STORE, TOKEN, TRAIL, USER, VIEWS
+from control.keys import (
+    ACCOUNTS,
+    COMMITS,
+    CONFIG,
+    DEVICE,
+    DIALER,
+    JOBS,
+    METRICS,
+    READ_COSTS,
+    READS,
+    STORE,
+    TOKEN,
+    TRAIL,
+    USER,
+    VIEWS,
+)
 from control.routes import admin, archive, auth, review
 from control.routes import meta as meta_routes
-from scrm_fast.storage import ArchiveStore
+from dialer import routes as dialer_routes
+from dialer.service import Dialer
+from scrm_fast import clock as clocks
+from scrm_fast.storage import ArchiveStore, GroupCommit
 from scrm_fast.trail import AccessTrail
 
 
@@ -35,6 +53,11 @@ async def auth_middleware(request: web.Request, handler):
     if len(set(request.query.keys())) != len(request.query):
         raise ApiError(400, "bad_request", "a query parameter is given more than once")
     if m.public:
+        return await handler(request)
+    if m.device:
+        from dialer.routes import authenticate_device
+
+        request[DEVICE] = authenticate_device(request)
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():
@@ -72,6 +95,10 @@ async def _resources(app: web.Application):
     app[VIEWS] = ArchiveViews(store, cfg.data_dir)
     app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.login_max_failures, cfg.login_lockout_s)
     app[TRAIL] = AccessTrail(store)
+    app[COMMITS] = GroupCommit(store)
+    app[DIALER] = Dialer(store, clocks.from_env())
+    # reservations whose device went silent are released by whichever process sweeps first
+    app[JOBS]["dialer-sweep:task"] = asyncio.get_running_loop().create_task(_sweep(app))
     if app[VIEWS].search.lag():
         # an archive ingested before it had an index, or an ingest that crashed: catch up
         # in the background (searches meanwhile report index_lag)
@@ -84,13 +111,28 @@ async def _resources(app: web.Application):
     gc.collect()
     gc.freeze()
     yield
+    sweep = app[JOBS].pop("dialer-sweep:task")
+    sweep.cancel()
     for key, task in list(app[JOBS].items()):
         if key.endswith(":task"):
             await task
     app[READS].shutdown(wait=True)
+    app[COMMITS].close()
     app[TRAIL].close()
     app[ACCOUNTS].close()
     store.close()
+
+
+async def _sweep(app: web.Application, every_s: float = 5.0) -> None:
+    import logging
+
+    dl = app[DIALER]
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.wrap_future(app[COMMITS].submit(dl.release_expired))
+        except Exception:  # noqa: BLE001 - a sweep that failed is retried; the server goes on
+            logging.getLogger("scrm.dialer").exception("releasing expired reservations failed")
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -114,7 +156,7 @@ def create_app(config: ControlConfig) -> web.Application:
     app[CONFIG] = config
     app[JOBS] = {}
     app[METRICS] = {"requests": {}, "seconds": {}}
-    for mod in (meta_routes, auth, archive, review, admin):
+    for mod in (meta_routes, auth, archive, review, admin, dialer_routes):
         app.add_routes(mod.routes)
     app.router.add_get("/", _index)
     if config.web_dir.is_dir():

@@ -10,7 +10,8 @@ from control.accounts import AccountService, User
 from control.api import ReadCosts
 from control.archive import ArchiveViews
 from control.config import ControlConfig
-from scrm_fast.storage import ArchiveStore
+from dialer.service import Dialer
+from scrm_fast.storage import ArchiveStore, GroupCommit
 from scrm_fast.trail import AccessTrail
 
 CONFIG = web.AppKey("config", ControlConfig)
@@ -25,6 +26,11 @@ READS = web.AppKey("reads", ThreadPoolExecutor)
 # how long each kind of read took last time: cheap ones run on the loop (control.api)
 READ_COSTS = web.AppKey("read_costs", ReadCosts)
 
+DIALER = web.AppKey("dialer", Dialer)
+# the process's group commit for decisions (dialer; quotas and pools to come)
+COMMITS = web.AppKey("commits", GroupCommit)
+
 # per request: who is calling, with which token
 USER = web.RequestKey("user", User)
 TOKEN = web.RequestKey("token", dict)
+DEVICE = web.RequestKey("device", str)  # the dialer device calling (its id)

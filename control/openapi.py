@@ -37,7 +37,9 @@ def build_openapi(app: web.Application) -> dict:
             op["parameters"] = params
         if m.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": m.body}}}
-        if not m.public:
+        if m.device:
+            op["security"] = [{"device": []}]
+        elif not m.public:
             op["security"] = [{"bearer": []}]
         if m.perm:
             op["x-permission"] = m.perm
@@ -46,5 +48,8 @@ def build_openapi(app: web.Application) -> dict:
         paths.setdefault(path, {})[route.method.lower()] = op
     return {"openapi": "3.1.0",
             "info": {"title": "scrm-fast control plane", "version": "1"},
-            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "components": {"securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                # a dialer device: "Authorization: Device <token>" (the token given when it was added)
+                "device": {"type": "apiKey", "in": "header", "name": "Authorization"}}},
             "paths": dict(sorted(paths.items()))}

@@ -220,7 +220,7 @@ class Dialer:
         return self.read(fn)
 
     @staticmethod
-    def _seat_of_device(t: AppTxn, dev: dict | None) -> dict | None:
+    def seat_of_device(t: AppTxn, dev: dict | None) -> dict | None:
         emp = (dev or {}).get("seat")
         return t.get("dl.seat", emp.encode()) if emp else None
 
@@ -290,6 +290,56 @@ class Dialer:
     def dnc(self) -> list[dict]:
         return self.read(lambda t: [{**v, "number": rules.mask_number(v["number"])} for _, v in t.scan("dl.dnc")])
 
+    # -- the pop-up (D-9) -------------------------------------------------------------------
+    def add_contact(self, t: AppTxn, number: str, name: str, customer: str | None, creator: str,
+                    creator_group: int | None) -> dict:
+        n = rules.normalise_number(number)
+        rec = {"number": n, "name": name, "customer": customer, "creator": creator, "creator_group": creator_group,
+               "created": self.clock.now_ms()}
+        t.put("dl.contact", self.digest(n), rec)
+        return {**rec, "number": rules.mask_number(n)}
+
+    def ringing(self, t: AppTxn, dev_id: str, number: str | None, operators: list[rules.Operator],
+                employees: dict[str, str | None]) -> dict:
+        """An incoming call rings on device ``dev_id``: which operators' consoles show the
+        caller's record, by the D-9 table; stored as a pop-up event every server process serves."""
+        s = self.settings_in(t)
+        dev = t.get("dl.dev", dev_id.encode())
+        n = rules.normalise_number(number) if number else None
+        contact = t.get("dl.contact", self.digest(n)) if n else None
+        ch = rules.Channel(dev_id, dev.get("department"), bool(dev.get("popup")))
+        rec = rules.Record(contact["creator"], contact["creator_group"]) if contact else None
+        targets = []
+        for op in operators:
+            emp = employees.get(op.username)
+            seat = t.get("dl.seat", emp.encode()) if emp else None
+            op = rules.Operator(op.username, op.level, op.group, (seat or {}).get("device"), op.popup, op.sharing)
+            rule = rules.pops_up(op, ch, rec, n, s.shared_records)
+            if rule:
+                targets.append({"operator": op.username, "rule": rule})
+        seq = t.incr("dl.popseq", b"")
+        event = {"seq": seq, "at": self.clock.now_ms(), "device": dev_id, "number": n,
+                 "contact": {k: contact[k] for k in ("name", "customer", "creator")} if contact else None,
+                 "targets": targets}
+        t.put("dl.popup", app_key(seq), event)
+        return {"seq": seq, "popups": targets, "record_found": contact is not None}
+
+    def popup_last(self) -> int:
+        return self.read(lambda t: t.get("dl.popseq", b"") or 0)
+
+    def popups_for(self, username: str, after: int, limit: int = 100) -> tuple[list[dict], int]:
+        def fn(t):
+            out, last = [], after
+            for _, ev in t.scan("dl.popup", start=app_key(after + 1), limit=1000):
+                last = ev["seq"]
+                mine = [x["rule"] for x in ev["targets"] if x["operator"] == username]
+                if mine:
+                    out.append({k: ev[k] for k in ("seq", "at", "device", "number", "contact")} | {"rule": mine[0]})
+                    if len(out) >= limit:
+                        break
+            return out, last
+        return self.read(fn)
+
     # -- the scheduler (D-10) ----------------------------------------------------------------
     def next_call(self, t: AppTxn, dev_id: str, manual: str | None = None, by: str | None = None) -> dict:
         """One answer for device ``dev_id``: its open reservation, a new one (every cap it
@@ -313,7 +363,7 @@ class Dialer:
         t.put("dl.dev", dev_id.encode(), dev)
         if dev["state"] != "active":
             return _refusal("device_disabled", "the device is disabled")
-        seat = self._seat_of_device(t, dev)
+        seat = self.seat_of_device(t, dev)
         if seat is None or not seat["outbound"]:
             return _refusal("no_licence", "no seat with outbound permission is linked to this device")
         if not rules.in_hours(now, s):
@@ -537,7 +587,7 @@ class Dialer:
             raise InputError("number: the other party's number")
         if r is not None and number != r["number"]:
             raise InputError("the number differs from the reservation's")
-        seat = self._seat_of_device(t, dev)
+        seat = self.seat_of_device(t, dev)
         employee = r["employee"] if r else (seat or {}).get("employee")
         department = r.get("department") if r else (seat or {}).get("department")
         sim = r["sim"] if r else doc.get("sim")
