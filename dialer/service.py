@@ -578,6 +578,10 @@ class Dialer:
                 r = t.get("dl.resv", rid.encode())
                 if r is None or r["device"] != dev_id:
                     raise NotFound(f"no reservation {rid} of this device")
+                if r["state"] == "open" and r["expires"] <= now:
+                    # past its time: expired, swept or not (what follows does not depend on the sweep)
+                    self._expire(t, r, dev, now)
+                    t.put("dl.dev", dev_id.encode(), dev)
                 if r["call"] is not None:
                     raise Conflict(f"reservation {rid} was settled by call {r['call']}")
             elif doc.get("number") is None:
