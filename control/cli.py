@@ -105,6 +105,13 @@ def cmd_bench_http(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_dialer(a: argparse.Namespace) -> int:
+    from dialer.bench import bench_dialer
+
+    _print_json(bench_dialer(a.devices, a.seconds, a.workers, a.port, a.rounds))
+    return 0
+
+
 def add_commands(sub, bench_sub) -> None:
     """Adds the control plane's commands to the ``scrm`` parser."""
     s = sub.add_parser("serve", help="serve the console and the HTTP API (/api/v1)")
@@ -144,6 +151,15 @@ def add_commands(sub, bench_sub) -> None:
                    help="distinct search queries sent round robin (default 400; the index keeps per-segment "
                         "counts, so a larger pool measures more first-time queries)")
     b.set_defaults(func=cmd_bench_http)
+
+    b = bench_sub.add_parser("dialer", help="dialer decisions per second under concurrent devices, against "
+                                            "`scrm serve` with worker processes (a throw-away tenant)")
+    b.add_argument("--devices", type=int, default=50)
+    b.add_argument("--seconds", type=float, default=10.0, help="per round")
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--port", type=int, default=18766)
+    b.set_defaults(func=cmd_bench_dialer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ Tables (all under the store's ``app`` table, values sealed):
 - ``dl.dnc``       number digest → entry (D-11)
 - ``dl.resv``      reservation id → reservation; ``dl.resvexp`` (expiry, id) → for the sweep
 - ``dl.call``      (start, uid) → call record; ``dl.callid`` (device, device call id) → its key
-                   (reports are idempotent); ``dl.callnum`` (number digest, start, uid) and
-                   ``dl.callemp`` (employee, start, uid) → key: the D-7 searches
+                   (reports are idempotent); ``dl.callnum`` (number digest, start, uid) → key: the
+                   D-7 search by number (the others walk the records newest first)
 - ``dl.roll``      (day, employee) → roll-up counters (D-8); employee "" is the tenant total
 - ``dl.contact``   number digest → the caller's record for the pop-up (creator, group)
 - ``dl.popup``     seq → a pop-up event (who gets it); ``dl.popseq`` → the last seq
@@ -91,10 +91,18 @@ class Dialer:
         with self.store.app_read() as t:
             return fn(t)
 
-    @staticmethod
-    def settings_in(t: AppTxn) -> Settings:
+    _parsed: tuple[dict, Settings] | None = None
+
+    def settings_in(self, t: AppTxn) -> Settings:
         doc = t.get("dl.settings", b"")
-        return rules.parse_settings(doc) if isinstance(doc, dict) else Settings()
+        if not isinstance(doc, dict):
+            return Settings()
+        cached = self._parsed
+        if cached is not None and cached[0] == doc:  # parsed once per change, not per decision
+            return cached[1]
+        s = rules.parse_settings(doc)
+        self._parsed = (doc, s)
+        return s
 
     def settings(self) -> Settings:
         return self.read(self.settings_in)
@@ -635,7 +643,6 @@ class Dialer:
         t.put("dl.call", ckey, rec)
         t.put("dl.callid", idkey, ckey)
         t.put("dl.callnum", d + app_key(start, uid), ckey)
-        t.put("dl.callemp", app_key(employee or "", start, uid), ckey)
         for emp in (employee or "-", ""):
             rk = app_key(rec["day"], emp)
             roll = t.get("dl.roll", rk) or {"calls": 0, "out": 0, "in": 0, "connected": 0, "valid": 0, "talk": 0,

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from dialer import rules
 from dialer.service import Conflict, Dialer
 from scrm_fast.clock import ManualClock
+from scrm_fast.errors import InputError
 from scrm_fast.storage import ArchiveStore, app_key
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -165,7 +166,7 @@ def test_d5_number_daily_cap_across_campaigns_and_manual(make, cap):
     assert len(grants) == cap
     assert {a["refused"]["reason"] for a in got if "refused" in a} <= {"number_daily_cap", "nothing_to_call"}
     assert any(a.get("refused", {}).get("reason") == "number_daily_cap" for a in got)
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="number_daily_cap"):
         rules.parse_settings({"number_daily_cap": 4})  # "at most 3 times per day"
 
 

@@ -175,22 +175,31 @@ class AppTxn:
         self._s = store
         self._txn = txn
         self.write = write
+        self._db = store._db.get(b"app")
+        self._vault = store.vault
 
     @staticmethod
     def _full(table: str, key: bytes) -> bytes:
         return table.encode() + b"\0" + key
 
     def get(self, table: str, key: bytes) -> object | None:
-        raw = self._s._get(self._txn, b"app", self._full(table, key))
-        return msgpack.unpackb(raw) if raw is not None else None
+        full = table.encode() + b"\0" + key
+        v = self._txn.get(full, db=self._db)
+        if v is None:
+            return None
+        try:
+            return msgpack.unpackb(self._vault.open(b"app", full, v))
+        except SealError as e:
+            raise InputError(f"{self._s.data_dir}: {e}") from None
 
     def put(self, table: str, key: bytes, value: object) -> None:
         assert self.write, "a read transaction"
-        self._s._put(self._txn, b"app", self._full(table, key), msgpack.packb(value))
+        full = table.encode() + b"\0" + key
+        self._txn.put(full, self._vault.seal(b"app", full, msgpack.packb(value)), db=self._db)
 
     def delete(self, table: str, key: bytes) -> bool:
         assert self.write, "a read transaction"
-        return self._txn.delete(self._full(table, key), db=self._s._db[b"app"])
+        return self._txn.delete(table.encode() + b"\0" + key, db=self._db)
 
     def incr(self, table: str, key: bytes, by: int = 1) -> int:
         """Adds ``by`` to an integer value (absent: 0) and returns the new value; a value that
@@ -242,21 +251,29 @@ class AppTxn:
             ok = cur.prev() if reverse else cur.next()
 
 
+_U64 = struct.Struct(">Q")
+
+
 def app_key(*parts: str | int | bytes) -> bytes:
     """A key for :class:`AppTxn` tables whose byte order is the parts' order: strings as
     UTF-8 (no NUL; parts joined by NUL), integers as 8-byte big-endian (non-negative), bytes as
     given (fixed-width digests)."""
     out = []
     for p in parts:
-        if isinstance(p, bool):
-            raise TypeError("a bool is not a key part")
-        if isinstance(p, int):
-            out.append(struct.pack(">Q", p))
-        elif isinstance(p, str):
+        t = type(p)
+        if t is str:
             b = p.encode()
             if b"\0" in b:
                 raise InputError("an id must not contain NUL")
             out.append(b)
+        elif t is int:
+            out.append(_U64.pack(p))
+        elif t is bytes:
+            out.append(p)
+        elif isinstance(p, bool):
+            raise TypeError("a bool is not a key part")
+        elif isinstance(p, int):
+            out.append(_U64.pack(p))
         else:
             out.append(bytes(p))
     return b"\0".join(out)
