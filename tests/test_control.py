@@ -570,6 +570,8 @@ async def test_every_route_that_returns_content_is_trailed(client, tenant):
         op = ops.get("get")
         if op is None or "{job_id}" in path or "{token_id}" in path:
             continue
+        if "text/event-stream" in op["responses"]["200"]["content"]:
+            continue  # a stream that stays open (the dialer's pop-ups: no archived text)
         url = path
         for name, v in values.items():
             url = url.replace("{" + name + "}", urllib.parse.quote(v, safe=""))
