@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from aiohttp import web
 
@@ -143,6 +144,19 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(index, headers={"Content-Type": "text/html; charset=utf-8"})
 
 
+# the console's chart library: Debian's libjs-chart.js (scripts/setup.sh installs it), served
+# from this host, never a CDN; without it the statistics page shows its tables only
+CHART_JS = Path("/usr/share/javascript/chart.js/chart.min.js")
+
+
+async def _chart_js(request: web.Request) -> web.StreamResponse:
+    if not CHART_JS.is_file():
+        return web.Response(status=404, text="chart.js not installed (Debian package libjs-chart.js)",
+                            content_type="text/plain", charset="utf-8")
+    return web.FileResponse(CHART_JS, headers={"Content-Type": "text/javascript; charset=utf-8",
+                                               "Cache-Control": "max-age=86400"})
+
+
 async def _utf8(request: web.Request, response: web.StreamResponse) -> None:
     """Console files carry Chinese text: always say charset=utf-8."""
     ct = response.headers.get("Content-Type", "")
@@ -159,9 +173,12 @@ def create_app(config: ControlConfig) -> web.Application:
     for mod in (meta_routes, auth, archive, review, admin, dialer_routes):
         app.add_routes(mod.routes)
     app.router.add_get("/", _index)
+    app.router.add_get("/vendor/chart.min.js", _chart_js)
     if config.web_dir.is_dir():
         app.router.add_static("/web/", config.web_dir, show_index=False)
     app.on_response_prepare.append(_utf8)
+    app.on_startup.append(dialer_routes.on_startup)
+    app.on_shutdown.append(dialer_routes.on_shutdown)
     app.cleanup_ctx.append(_resources)
     return app
 

@@ -24,6 +24,18 @@ from scrm_fast.errors import InputError
 from scrm_fast.strict import sint
 
 routes = web.RouteTableDef()
+# set when the server shuts down: the event streams end, so shutdown does not wait on them
+STREAMS_STOP = web.AppKey("dialer_streams_stop", asyncio.Event)
+
+
+async def on_startup(app: web.Application) -> None:
+    app[STREAMS_STOP] = asyncio.Event()
+
+
+async def on_shutdown(app: web.Application) -> None:
+    app[STREAMS_STOP].set()
+
+
 _ID = {"type": "string", "pattern": "^[a-z0-9.]{1,40}$"}
 
 
@@ -362,13 +374,17 @@ async def popup_stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
     await resp.prepare(request)
     await resp.write(b": connected\n\n")
+    stop = request.app[STREAMS_STOP]
     try:
-        while True:
+        while not stop.is_set():
             rows, last = await read_off_loop(request, dl.popups_for, me, last)
             for r in rows:
                 await resp.write(b"event: popup\ndata: " + orjson.dumps(r) + b"\n\n")
-            await asyncio.sleep(0.25)
-    except (ConnectionResetError, asyncio.CancelledError):
+            try:  # every process polls the store: a ring on any worker reaches every console
+                await asyncio.wait_for(stop.wait(), 0.25)
+            except TimeoutError:
+                pass
+    except ConnectionResetError:
         pass
     return resp
 

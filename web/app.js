@@ -326,7 +326,141 @@ async function consentView() {
     ${rows.map((e) => `<tr><td>${esc(e.rule)}</td><td>${e.kind === "block_chat" ? "禁止会话" : "移出群聊"}</td><td>${esc(e.employee)}</td><td>${esc(e.customer)}</td><td>${esc(e.roomid)}</td><td>${time(e.time)}</td></tr>`).join("") || "<tr><td colspan=6 class='muted'>无事件</td></tr>"}</table>`;
 }
 
-const views = { "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
+
+// -- the dialer (rules D-1 … D-12) ------------------------------------------------------------
+const REASONS = { sim_daily_cap: "SIM 卡今日已达上限", interval: "拨号间隔未到", number_daily_cap: "该号码今日已拨满", dnc: "黑名单号码",
+  outside_hours: "不在外呼时段", no_licence: "坐席无外呼权限", nothing_to_call: "暂无可拨号码", busy: "设备正在通话", no_sim: "无可用 SIM 卡" };
+const SETTING_NAMES = { valid_seconds: "有效通话（秒）", rotate_after: "自动换卡（连续通话数）", sim_daily_cap: "每卡每日拨打上限",
+  new_sim_cap: "新卡首日上限", interval_s: "拨号间隔（秒）", number_daily_cap: "同一号码每日拨打次数", licences: "已购坐席数",
+  reservation_timeout_s: "无通话记录时释放（秒）" };
+const charts = [];
+
+async function dialerView() {
+  const tab = hashParams().get("tab") || "stats";
+  const tabs = [["stats", "通话统计"], ["calls", "通话记录"], ["devices", "设备与SIM卡"], ["seats", "坐席"], ["campaigns", "外呼任务"], ["dnc", "黑名单"], ["settings", "呼叫设置"]];
+  main.innerHTML = `<div class="tabs" id="dtabs">${tabs.map(([k, v]) => `<button data-t="${k}" class="${k === tab ? "on" : ""}">${v}</button>`).join("")}</div><div id="dbody"></div>`;
+  $("#dtabs").onclick = (e) => { if (e.target.dataset.t) location.hash = `#/dialer?tab=${e.target.dataset.t}`; };
+  charts.splice(0).forEach((c) => c.destroy());
+  const body = $("#dbody");
+  const admin = me.permissions.includes("dialer.admin");
+  if (tab === "stats") {
+    const today = new Date().toISOString().slice(0, 10);
+    const from = hashParams().get("from") || new Date(Date.now() - 29 * 864e5).toISOString().slice(0, 10);
+    const to = hashParams().get("to") || today;
+    const gran = hashParams().get("g") || "day";
+    const st = await api(`/api/v1/dialer/stats?from=${from}&to=${to}&granularity=${gran}`);
+    const o = st.overview;
+    const rate = o.calls ? Math.round((100 * o.connected) / o.calls) : 0;
+    body.innerHTML = `<form class="search" id="sform"><label>从 <input type="date" name="from" value="${from}"></label><label>到 <input type="date" name="to" value="${to}"></label>
+      <select name="g">${[["day", "按日"], ["week", "按周"], ["month", "按月"]].map(([k, v]) => `<option value="${k}" ${k === gran ? "selected" : ""}>${v}</option>`).join("")}</select><button>查询</button></form>
+      <div class="kpis" id="kpis"><div>呼叫总数<b>${o.calls}</b></div><div>接通<b>${o.connected}</b></div><div>接通率<b>${rate}%</b></div><div>有效通话<b>${o.valid}</b></div><div>通话时长<b>${Math.round(o.talk / 60)} 分</b></div></div>
+      <div class="charts"><div class="panel"><h4>趋势</h4><canvas id="trend"></canvas></div><div class="panel"><h4>排行（有效通话）</h4><canvas id="rank"></canvas></div></div>
+      <table id="ranking"><tr><th>排名</th><th>员工</th><th>呼叫</th><th>接通</th><th>有效</th><th>时长（秒）</th></tr>
+      ${st.ranking.map((r, i) => `<tr><td>${i + 1}</td><td>${esc(r.employee)}</td><td>${r.calls}</td><td>${r.connected}</td><td>${r.valid}</td><td>${r.talk}</td></tr>`).join("") || "<tr><td colspan=6 class='muted'>无通话</td></tr>"}</table>`;
+    $("#sform").onsubmit = (e) => { e.preventDefault(); const f = new FormData(e.target); location.hash = `#/dialer?tab=stats&from=${f.get("from")}&to=${f.get("to")}&g=${f.get("g")}`; };
+    if (window.Chart) {
+      const buckets = [...new Set(Object.values(st.trend).flatMap((b) => Object.keys(b)))].sort();
+      const sum = (k) => buckets.map((b) => Object.values(st.trend).reduce((a, emp) => a + ((emp[b] || {})[k] || 0), 0));
+      charts.push(new window.Chart($("#trend"), { type: "line", data: { labels: buckets, datasets: [
+        { label: "呼叫", data: sum("calls"), borderColor: "#1f3b57" }, { label: "接通", data: sum("connected"), borderColor: "#1f7a3d" },
+        { label: "有效", data: sum("valid"), borderColor: "#c07000" }] }, options: { animation: false } }));
+      const top = st.ranking.slice(0, 10);
+      charts.push(new window.Chart($("#rank"), { type: "bar", data: { labels: top.map((r) => r.employee), datasets: [
+        { label: "有效通话", data: top.map((r) => r.valid), backgroundColor: "#1f7a3d" }] }, options: { animation: false, indexAxis: "y" } }));
+    } else {
+      body.insertAdjacentHTML("afterbegin", `<p class="muted">图表库未安装（Debian 软件包 libjs-chart.js），仅显示表格。</p>`);
+    }
+  } else if (tab === "calls") {
+    const q = hashParams();
+    const qs = new URLSearchParams();
+    for (const k of ["number", "direction", "connected", "min_talk", "max_talk"]) if (q.get(k)) qs.set(k, q.get(k));
+    const page = await api(`/api/v1/dialer/calls?${qs}`);
+    body.innerHTML = `<form class="search" id="cform"><input name="number" placeholder="号码" value="${esc(q.get("number") || "")}">
+      <select name="direction"><option value="">全部</option><option value="out" ${q.get("direction") === "out" ? "selected" : ""}>呼出</option><option value="in" ${q.get("direction") === "in" ? "selected" : ""}>呼入</option></select>
+      <select name="connected"><option value="">全部状态</option><option value="true" ${q.get("connected") === "true" ? "selected" : ""}>已接通</option><option value="false" ${q.get("connected") === "false" ? "selected" : ""}>未接通</option></select>
+      <input name="min_talk" type="number" min="0" placeholder="通话 ≥ 秒" value="${esc(q.get("min_talk") || "")}"><input name="max_talk" type="number" min="0" placeholder="通话 ≤ 秒" value="${esc(q.get("max_talk") || "")}"><button>筛选</button></form>
+      <table id="calls"><tr><th>时间</th><th>方向</th><th>号码</th><th>员工</th><th>结果</th><th>通话（秒）</th><th>有效</th></tr>
+      ${page.calls.map((c) => `<tr><td>${time(c.started_at)}</td><td>${c.direction === "out" ? "呼出" : "呼入"}</td><td>${esc(c.number)}</td><td>${esc(c.employee)}</td><td>${esc(c.outcome)}</td><td>${c.talk_seconds}</td><td>${c.valid ? "是" : ""}</td></tr>`).join("") || "<tr><td colspan=7 class='muted'>无记录</td></tr>"}</table>`;
+    $("#cform").onsubmit = (e) => { e.preventDefault(); const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v)); f.set("tab", "calls"); location.hash = `#/dialer?${f}`; };
+  } else if (tab === "devices") {
+    const devs = await api("/api/v1/dialer/devices");
+    body.innerHTML = `<table id="devices"><tr><th>设备</th><th>坐席</th><th>SIM 卡</th><th>今日 / 上限</th><th>状态</th><th>累计呼叫 / 接通</th></tr>
+      ${devs.flatMap((d) => d.sims.map((s, i) => `<tr>${i === 0 ? `<td rowspan="${d.sims.length}">${esc(d.name)}<br><span class="muted">${esc(d.id)}</span></td><td rowspan="${d.sims.length}">${esc(d.seat || "—")}</td>` : ""}
+        <td>${esc(s.number)} ${d.current === s.id ? "（工作中）" : ""}</td><td>${s.today} / ${s.cap_today}</td><td>${esc(s.state)}</td><td>${s.calls} / ${s.connected}</td></tr>`)).join("") || "<tr><td colspan=6 class='muted'>无设备</td></tr>"}</table>`;
+  } else if (tab === "seats") {
+    const s = await api("/api/v1/dialer/seats");
+    body.innerHTML = `<p>已购坐席 <b>${s.licences}</b>，已开通外呼 <b>${s.used}</b>（D-6：可开通数为 0 时无法开启）</p>
+      <table id="seats"><tr><th>员工</th><th>设备</th><th>外呼权限</th></tr>${s.seats.map((x) => `<tr data-e="${esc(x.employee)}"><td>${esc(x.employee)}</td><td>${esc(x.device || "—")}</td>
+      <td>${x.outbound ? "已开启" : "未开启"} ${admin ? `<button class="toggle" data-on="${x.outbound ? "" : "1"}" ${!x.outbound && s.used >= s.licences ? "disabled" : ""}>${x.outbound ? "关闭外呼" : "开启外呼"}</button>` : ""}</td></tr>`).join("")}</table>`;
+    body.querySelectorAll("button.toggle").forEach((b) => b.onclick = async () => {
+      const tr = b.closest("tr");
+      const seat = s.seats.find((x) => x.employee === tr.dataset.e);
+      try { await api("/api/v1/dialer/seats", { method: "PUT", json: { seats: [{ employee: seat.employee, device: seat.device, outbound: !!b.dataset.on }] } }); await dialerView(); } catch (err) { showError(err.message); }
+    });
+  } else if (tab === "campaigns") {
+    const cs = await api("/api/v1/dialer/campaigns");
+    body.innerHTML = `<table id="campaigns"><tr><th>任务</th><th>优先级</th><th>号码</th><th>状态</th><th>进度</th></tr>${cs.map((c) => `<tr><td>${esc(c.name)}</td><td>${c.priority}</td><td>${c.total}</td><td>${c.state === "active" ? "进行中" : "已暂停"}</td>
+      <td>${Object.entries(c.targets).map(([k, v]) => `${esc({ queued: "待拨", reserved: "拨号中", done: "已接通", failed: "未接通", dnc: "黑名单" }[k] || k)} ${v}`).join(" · ")}</td></tr>`).join("") || "<tr><td colspan=5 class='muted'>无任务</td></tr>"}</table>`;
+  } else if (tab === "dnc") {
+    const rows = await api("/api/v1/dialer/dnc");
+    body.innerHTML = `<p class="muted">D-11：黑名单对所有任务和员工生效。</p><table id="dnc"><tr><th>号码</th><th>原因</th><th>添加人</th><th>时间</th></tr>${rows.map((r) => `<tr><td>${esc(r.number)}</td><td>${esc(r.reason)}</td><td>${esc(r.by)}</td><td>${time(r.added)}</td></tr>`).join("") || "<tr><td colspan=4 class='muted'>无</td></tr>"}</table>
+      ${admin ? `<form class="search" id="dncform"><input name="number" placeholder="号码" required><input name="reason" placeholder="原因"><button>加入黑名单</button></form>` : ""}`;
+    if (admin) $("#dncform").onsubmit = async (e) => { e.preventDefault(); const f = new FormData(e.target); try { await api("/api/v1/dialer/dnc", { method: "POST", json: { numbers: [f.get("number")], reason: f.get("reason") } }); await dialerView(); } catch (err) { showError(err.message); } };
+  } else if (tab === "settings") {
+    const st = await api("/api/v1/dialer/settings");
+    body.innerHTML = `<form id="setform"><table><tr><th>设置</th><th>值</th><th>规则与建议（seed 003）</th></tr>
+      ${Object.entries(SETTING_NAMES).map(([k, v]) => `<tr><td>${v}</td><td><input name="${k}" type="number" min="${st.advice[k].min}" max="${st.advice[k].max}" value="${st.settings[k]}" ${admin ? "" : "disabled"}></td><td><span class="advice">${esc(st.advice[k].rule)} · ${esc(st.advice[k].advice)}</span></td></tr>`).join("")}
+      <tr><td>时区</td><td><input name="timezone" value="${esc(st.settings.timezone)}" ${admin ? "" : "disabled"}></td><td class="advice">D-12：每日上限与外呼时段都按此时区计算</td></tr>
+      <tr><td>外呼时段</td><td><input name="hours" value="${esc(st.settings.hours.map((h) => h.join("-")).join(","))}" ${admin ? "" : "disabled"}></td><td class="advice">如 09:00-12:00,13:30-20:00</td></tr></table>
+      ${st.warnings.map((w) => `<p class="warn">⚠ ${esc(w)}</p>`).join("")}${admin ? "<button>保存</button>" : ""}</form>`;
+    if (admin) $("#setform").onsubmit = async (e) => {
+      e.preventDefault();
+      const f = Object.fromEntries(new FormData(e.target));
+      const doc = {};
+      for (const k of Object.keys(SETTING_NAMES)) doc[k] = Number(f[k]);
+      doc.timezone = f.timezone;
+      doc.hours = f.hours.split(/[,，]/).map((w) => w.trim()).filter(Boolean).map((w) => w.split("-"));
+      try { await api("/api/v1/dialer/settings", { method: "PUT", json: doc }); await dialerView(); } catch (err) { showError(err.message); }
+    };
+  }
+}
+
+// incoming-call pop-ups (D-9): the server's event stream, read with fetch (it carries the token)
+let popupStream = null;
+async function listenPopups() {
+  if (popupStream || !me || !me.permissions.includes("dialer.read")) return;
+  popupStream = new AbortController();
+  try {
+    const r = await fetch("/api/v1/dialer/popups/stream", { headers: { Authorization: `Bearer ${sessionStorage.getItem("token")}` }, signal: popupStream.signal });
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const data = block.split("\n").find((l) => l.startsWith("data: "));
+        if (data) showPopup(JSON.parse(data.slice(6)));
+      }
+    }
+  } catch { /* signed out or the server went away */ }
+  popupStream = null;
+}
+function showPopup(p) {
+  const c = p.contact;
+  const el = document.createElement("div");
+  el.className = "popup";
+  el.dataset.seq = p.seq;
+  el.innerHTML = `<button aria-label="关闭">×</button><b>来电</b> ${esc(p.number || "未知号码")}<br>${c ? `客户：${esc(c.name)}${c.customer ? ` · ${esc(c.customer)}` : ""}` : "<span class='muted'>无客户档案</span>"}<br><span class="muted">${esc(p.rule)} · ${time(p.at)}</span>`;
+  el.querySelector("button").onclick = () => el.remove();
+  $("#popups").prepend(el);
+}
+
+const views = { "#/dialer": dialerView, "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
 async function route() {
   if (!sessionStorage.getItem("token")) return loginView();
   try {
@@ -335,7 +469,8 @@ async function route() {
   $("#nav").hidden = false;
   document.querySelectorAll("#nav a").forEach((a) => { a.hidden = !me.permissions.includes(a.dataset.perm); a.classList.toggle("active", a.getAttribute("href") === location.hash.split("?")[0]); });
   $("#who").innerHTML = `${esc(me.username)} <button id="logout">退出</button>`;
-  $("#logout").onclick = async () => { await api("/api/v1/auth/logout", { method: "POST" }).catch(() => {}); sessionStorage.removeItem("token"); me = null; location.hash = ""; loginView(); };
+  $("#logout").onclick = async () => { await api("/api/v1/auth/logout", { method: "POST" }).catch(() => {}); sessionStorage.removeItem("token"); me = null; if (popupStream) popupStream.abort(); location.hash = ""; loginView(); };
+  listenPopups();
   const view = views[location.hash.split("?")[0]] || archiveView;
   try { showError(""); await view(); } catch (err) { showError(err.message); }
 }
