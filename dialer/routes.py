@@ -100,6 +100,18 @@ async def add_device(request: web.Request) -> web.Response:
     return json_response(out, status=201)
 
 
+@routes.put("/api/v1/dialer/devices/{device_id}")
+@endpoint("Enable or disable a device, switch its pop-up", perm="dialer.admin", tag="dialer",
+          path={"device_id": _ID}, body={"type": "object", "properties": {
+              "state": {"enum": ["active", "disabled"]}, "popup": {"type": "boolean"}}})
+async def put_device(request: web.Request) -> web.Response:
+    doc = await body(request, {"state": (str, False), "popup": (bool, False)})
+    dl, did = request.app[DIALER], request.match_info["device_id"]
+    out = await decide(request, lambda t: dl.set_device(t, did, doc.get("state"), doc.get("popup")))
+    await record(request, "dialer_device_changed", did, doc)
+    return json_response(out)
+
+
 @routes.put("/api/v1/dialer/sims/{sim_id}")
 @endpoint("Set a SIM's state (active / disabled / blocked)", perm="dialer.admin", tag="dialer", path={"sim_id": _ID},
           body={"type": "object", "required": ["state"], "properties": {"state": {"enum": ["active", "disabled",
@@ -389,15 +401,32 @@ async def popup_stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+_TOKENS: dict[str, tuple[str, float]] = {}  # token → (device id, checked at): a poll costs no lookup
+_TOKEN_TTL_S = 10.0
+
+
 def authenticate_device(request: web.Request) -> str:
-    """The device id of ``Authorization: Device <token>``, or 401."""
+    """The device id of ``Authorization: Device <token>``, or 401. A device's token is looked
+    up at most every few seconds per process (a disabled device is refused by the scheduler,
+    whose answer reads the device itself)."""
+    import time
+
     header = request.headers.get("Authorization", "")
-    if not header.startswith("Device ") or not header[7:].strip():
+    token = header[7:].strip() if header.startswith("Device ") else ""
+    if not token or len(token) > 100:
         raise ApiError(401, "unauthorized", "missing device token (Authorization: Device <token>)")
+    now = time.monotonic()
+    hit = _TOKENS.get(token)
+    if hit is not None and now - hit[1] < _TOKEN_TTL_S:
+        return hit[0]
     dl = request.app[DIALER]
-    dev = dl.read(lambda t: dl.device_of_token(t, header[7:].strip()))
+    dev = dl.read(lambda t: dl.device_of_token(t, token))
     if dev is None:
+        _TOKENS.pop(token, None)
         raise ApiError(401, "unauthorized", "unknown device token")
+    if len(_TOKENS) > 100_000:
+        _TOKENS.clear()
+    _TOKENS[token] = (dev["id"], now)
     return dev["id"]
 
 

@@ -22,6 +22,7 @@ Tables (all under the store's ``app`` table, values sealed):
                    (reports are idempotent); ``dl.callnum`` (number digest, start, uid) → key: the
                    D-7 search by number (the others walk the records newest first)
 - ``dl.roll``      (day, employee) → roll-up counters (D-8); employee "" is the tenant total
+- ``dl.lastcall``  number digest → the latest call with it (a contact record for P-3)
 - ``dl.contact``   number digest → the caller's record for the pop-up (creator, group)
 - ``dl.popup``     seq → a pop-up event (who gets it); ``dl.popseq`` → the last seq
 
@@ -156,6 +157,19 @@ class Dialer:
     def device_of_token(self, t: AppTxn, token: str) -> dict | None:
         dev_id = t.get("dl.devtok", token_digest(token))
         return t.get("dl.dev", dev_id.encode()) if dev_id else None
+
+    def set_device(self, t: AppTxn, dev_id: str, state: str | None, popup: bool | None) -> dict:
+        dev = t.get("dl.dev", dev_id.encode())
+        if dev is None:
+            raise NotFound(f"no device {dev_id}")
+        if state is not None:
+            if state not in ("active", "disabled"):
+                raise InputError("state: active or disabled")
+            dev["state"] = state
+        if popup is not None:
+            dev["popup"] = bool(popup)
+        t.put("dl.dev", dev_id.encode(), dev)
+        return self._device_view(t, dev)
 
     def set_sim(self, t: AppTxn, sim_id: str, state: str) -> dict:
         if state not in ("active", "disabled", "blocked"):
@@ -354,21 +368,24 @@ class Dialer:
         touches reserved in this transaction), or a refusal with its reason and rule.
         ``manual``: a number an operator asked to dial (same checks, D-10)."""
         now = self.clock.now_ms()
-        s = self.settings_in(t)
         dev = t.get("dl.dev", dev_id.encode())
         if dev is None:
             raise NotFound(f"no device {dev_id}")
         dev["seen"] = now
+        answer = self._decide(t, dev_id, dev, now, manual, by)
+        t.put("dl.dev", dev_id.encode(), dev)  # once, whatever the answer (last seen, rotation, reservation)
+        return answer
+
+    def _decide(self, t: AppTxn, dev_id: str, dev: dict, now: int, manual: str | None, by: str | None) -> dict:
+        s = self.settings_in(t)
         if dev["resv"] is not None:
             r = t.get("dl.resv", dev["resv"].encode())
             if r is not None and r["state"] == "open" and r["expires"] > now:
-                t.put("dl.dev", dev_id.encode(), dev)
                 if manual is not None:
                     return _refusal("busy", "the device has a call reserved; report it first")
                 return {"call": self._call_view(r), "repeat": True}
             if r is not None and r["state"] == "open":
                 self._expire(t, r, dev, now)
-        t.put("dl.dev", dev_id.encode(), dev)
         if dev["state"] != "active":
             return _refusal("device_disabled", "the device is disabled")
         seat = self.seat_of_device(t, dev)
@@ -418,7 +435,6 @@ class Dialer:
         t.put("dl.resv", rid.encode(), r)
         t.put("dl.resvexp", app_key(r["expires"], rid), None)
         dev["resv"] = rid
-        t.put("dl.dev", dev_id.encode(), dev)
         return {"call": self._call_view(r), "repeat": False}
 
     @staticmethod
@@ -428,6 +444,13 @@ class Dialer:
     def _pick_sim(self, t: AppTxn, dev: dict, s: Settings, today: str) -> tuple[dict | None, str]:
         """D-2 and D-3: stay on the current SIM until ``rotate_after`` consecutive calls, then
         the least-used eligible SIM after it (slot order breaks ties); never one at its cap."""
+        cur = dev["current"]
+        if cur is not None and dev["consecutive"] < s.rotate_after:  # staying on the working SIM
+            sim = t.get("dl.sim", cur.encode())
+            if sim is not None and sim["state"] == "active":
+                cap = s.first_day_cap if sim["first_use"] in (None, today) else s.sim_daily_cap
+                if (t.get("dl.simday", app_key(cur, today)) or 0) < cap:
+                    return sim, ""
         eligible = []
         for pos, sid in enumerate(dev["sims"]):
             sim = t.get("dl.sim", sid.encode())
@@ -440,10 +463,6 @@ class Dialer:
         if not eligible:
             any_active = any((t.get("dl.sim", sid.encode()) or {}).get("state") == "active" for sid in dev["sims"])
             return None, "sim_daily_cap" if any_active else "no_sim"
-        cur = dev["current"]
-        for _, _, sim in eligible:
-            if sim["id"] == cur and dev["consecutive"] < s.rotate_after:
-                return sim, ""
         n = len(dev["sims"])
         cur_pos = dev["sims"].index(cur) if cur in dev["sims"] else -1
         others = [e for e in eligible if e[2]["id"] != cur] or eligible
@@ -642,6 +661,12 @@ class Dialer:
             t.incr("dl.numday", d + app_key(rec["day"]))
         t.put("dl.call", ckey, rec)
         t.put("dl.callid", idkey, ckey)
+        # every call is a contact with the number's customer: what a pool's recycle clock reads
+        last = t.get("dl.lastcall", d)
+        if last is None or last["at"] < start:
+            t.put("dl.lastcall", d, {"at": start, "connected": connected, "customer": (
+                (t.get("dl.target", app_key(r["campaign"], r["target"])) or {}).get("customer")
+                if r is not None and r["campaign"] else None) or (last or {}).get("customer")})
         t.put("dl.callnum", d + app_key(start, uid), ckey)
         for emp in (employee or "-", ""):
             rk = app_key(rec["day"], emp)
@@ -674,6 +699,12 @@ class Dialer:
                 self._requeue(t, r, end, connected)
             t.put("dl.resv", rid.encode(), r)
         return {"record": self._record_view(rec), "duplicate": False}
+
+    def last_contact(self, number: str) -> dict | None:
+        """The latest call with ``number`` (time, connected, customer): a contact record for the
+        customers' recycle rule (P-3)."""
+        d = self.digest(rules.normalise_number(number))
+        return self.read(lambda t: t.get("dl.lastcall", d))
 
     @staticmethod
     def _record_view(rec: dict) -> dict:

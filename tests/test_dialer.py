@@ -349,6 +349,17 @@ def test_d10_reservation_repeat_timeout_and_not_dialled(make):
     assert used() == 1
 
 
+def test_each_call_is_a_contact_record_of_its_customer(make):
+    dl, clock, dev = make({"interval_s": 0})
+    campaign(dl, [{"number": "13900000001", "customer": "wm-1"}])
+    assert dl.last_contact("13900000001") is None
+    a = nxt(dl, dev)
+    t0 = clock.now_ms()
+    report(dl, dev, a["call"], talk=0)
+    got = dl.last_contact("+86 139 0000 0001")
+    assert got == {"at": t0, "connected": False, "customer": "wm-1"}
+
+
 def test_d10_duplicate_and_out_of_order_reports_change_nothing_twice(make):
     dl, clock, dev = make({"interval_s": 0})
     campaign(dl, ["13900000001", "13900000002"])

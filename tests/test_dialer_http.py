@@ -105,6 +105,13 @@ async def test_device_api_round_trip_scope_and_trail(client):
     r = await client.post("/api/v1/dialer/next", headers={"Authorization": d0["Authorization"]})
     body = await r.json()
     assert body["repeat"] and body["call"]["number"] == "13700000000" and body["call"]["kind"] == "manual"
+    # a disabled device is refused by the scheduler (fail closed), enabled again it dials
+    r = await client.put(f"/api/v1/dialer/devices/{d1['id']}", json={"state": "disabled"}, headers=boss)
+    assert r.status == 200
+    r = await client.post("/api/v1/dialer/next", headers={"Authorization": d1["Authorization"]})
+    assert (await r.json())["refused"]["reason"] == "device_disabled"
+    r = await client.put(f"/api/v1/dialer/devices/{d1['id']}", json={"state": "gone"}, headers=boss)
+    assert r.status == 422
     # licences: a third outbound seat is refused with the rule
     r = await client.put("/api/v1/dialer/seats", json={"seats": [{"employee": "lea", "outbound": True}]},
                          headers=boss)
