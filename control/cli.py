@@ -112,6 +112,14 @@ def cmd_bench_dialer(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dialer_simulate(a: argparse.Namespace) -> int:
+    from dialer.simulate import simulate_week
+
+    _print_json(simulate_week(a.data, devices=a.devices, sims=a.sims, days=a.days, numbers=a.numbers, seed=a.seed,
+                              workers=a.workers, start_day=a.start))
+    return 0
+
+
 def add_commands(sub, bench_sub) -> None:
     """Adds the control plane's commands to the ``scrm`` parser."""
     s = sub.add_parser("serve", help="serve the console and the HTTP API (/api/v1)")
@@ -137,6 +145,20 @@ def add_commands(sub, bench_sub) -> None:
     u = usub.add_parser("list", help="accounts")
     u.add_argument("--data", required=True)
     u.set_defaults(func=cmd_users)
+
+    s = sub.add_parser("dialer", help="the dialer (rules D-1 … D-12)")
+    dsub = s.add_subparsers(dest="dialer_cmd", required=True, metavar="WHAT")
+    d = dsub.add_parser("simulate", help="a simulated fleet of phones plays days of calls against `scrm serve` of "
+                                         "DATA (an injected clock: a week runs in about a minute)")
+    d.add_argument("--data", required=True, help="the tenant's data directory (created if missing)")
+    d.add_argument("--devices", type=int, default=20)
+    d.add_argument("--sims", type=int, default=3, help="SIM slots per device")
+    d.add_argument("--days", type=int, default=7)
+    d.add_argument("--numbers", type=int, default=8000, help="numbers in the two campaigns")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--workers", type=int, default=2, help="server processes")
+    d.add_argument("--start", help="first day YYYY-MM-DD (default: DAYS days ago)")
+    d.set_defaults(func=cmd_dialer_simulate)
 
     sub.choices["demo"].set_defaults(serve_demo=serve_demo)
 

@@ -178,3 +178,80 @@ async def play(session: aiohttp.ClientSession, base: str, phones: list[Phone], c
             wake = min(wake, t + tick_s * 1000)
         t = max(t + tick_s * 1000, wake)
     return rep
+
+
+def simulate_week(data: str, *, devices: int = 20, sims: int = 3, days: int = 7, numbers: int = 8000,
+                  seed: int = 1, workers: int = 2, start_day: str | None = None, port: int | None = None,
+                  settings: dict | None = None) -> dict:
+    """``scrm dialer simulate``: a fleet of ``devices`` phones plays ``days`` days against a
+    ``scrm serve`` of ``data`` (started here with an injected clock, stopped at the end); the
+    calls stay in the data directory (its statistics, records, SIM counters). Returns the
+    fleet's report and what the stored records show."""
+    import os
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    from datetime import date, datetime, timedelta
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from control.accounts import AccountService
+    from control.bench_http import login, wait_serving
+    from dialer.rules import DEFAULT_TIMEZONE
+    from scrm_fast.storage import ArchiveStore
+
+    tz = ZoneInfo((settings or {}).get("timezone", DEFAULT_TIMEZONE))
+    first = date.fromisoformat(start_day) if start_day else date.today() - timedelta(days=days)
+    start = int(datetime.combine(first, datetime.min.time(), tz).timestamp() * 1000) + 7 * 3600_000
+    end = start + days * 86400_000
+    ArchiveStore(data).close()
+    acc = AccountService(Path(data))
+    name, password = "dialer-sim-" + secrets.token_hex(3), secrets.token_urlsafe(16)
+    acc.create_user(name, password, "admin")
+    acc.close()
+    clock_dir = Path(tempfile.mkdtemp(prefix="scrm-dialer-clock-"))
+    clock = FileClock.__new__(FileClock)
+    clock.path = clock_dir / "clock"
+    clock.set(start)
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    env = {**os.environ, "SCRM_CLOCK": f"file:{clock.path}", "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "control.cli", "serve", "--data", str(data), "--port", str(port),
+                               "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_serving(base)
+        token = login(base, name, password)
+
+        async def run():
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
+                phones, info = await setup_fleet(s, base, token, devices=devices, sims=sims, unlicensed=0,
+                                                 numbers=numbers, seed=seed, settings=settings)
+                return await play(s, base, phones, clock, start, end, seed=seed)
+        rep = asyncio.run(run())
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        acc = AccountService(Path(data))
+        acc.set_disabled([name], True)
+        acc.close()
+    store = ArchiveStore(data, readonly=True)
+    with store.app_read() as t:
+        calls = [v for _, v in t.scan("dl.call")]
+    store.close()
+    per_sim: dict = {}
+    per_num: dict = {}
+    for c in calls:
+        per_sim[(c["sim"], c["day"])] = per_sim.get((c["sim"], c["day"]), 0) + 1
+        per_num[(c["number"], c["day"])] = per_num.get((c["number"], c["day"]), 0) + 1
+    return {"devices": devices, "days": days, "from": first.isoformat(), "calls": len(calls),
+            "connected": sum(c["connected"] for c in calls), "valid": sum(c["valid"] for c in calls),
+            "grants": rep.grants, "reports": rep.reports, "duplicates_sent": rep.duplicates_sent,
+            "forgotten_calls": rep.forgotten, "late_reports": rep.late, "refusals": rep.refusals,
+            "http_errors": len(rep.errors), "requests": rep.requests,
+            "max_calls_per_sim_day": max(per_sim.values(), default=0),
+            "max_calls_per_number_day": max(per_num.values(), default=0)}

@@ -133,3 +133,21 @@ def test_every_refusal_had_its_reason(week):
     assert not rep.bad_refusals
     for reason in ("outside_hours", "interval", "no_licence", "sim_daily_cap"):
         assert rep.refusals.get(reason, 0) > 0, rep.refusals
+
+
+def test_scrm_dialer_simulate_command(tmp_path):
+    import orjson
+
+    from tests.conftest import run_scrm
+
+    out = run_scrm("dialer", "simulate", "--data", str(tmp_path / "data"), "--devices", "3", "--days", "1",
+                   "--numbers", "500", "--start", "2026-12-01", check=True)
+    rep = orjson.loads(out.stdout)
+    assert rep["http_errors"] == 0 and rep["calls"] > 0
+    # first day of every SIM: at most the new-SIM cap (default 30), three SIMs per phone
+    assert rep["max_calls_per_sim_day"] <= 30 and rep["calls"] <= 3 * 3 * 30
+    assert rep["max_calls_per_number_day"] <= 3
+    store = ArchiveStore(tmp_path / "data", readonly=True)
+    with store.app_read() as t:
+        assert sum(1 for _ in t.scan("dl.call")) == rep["calls"]
+    store.close()
