@@ -15,7 +15,8 @@ Tables (all under the store's ``app`` table, values sealed):
 - ``dl.numday``    number digest, day → dials reserved that day (D-5, across campaigns: D-11)
 - ``dl.seat``      employee → seat (device, outbound permission) (D-6); ``dl.lic`` → seats with permission
 - ``dl.camp``      campaign id → campaign; ``dl.target`` campaign, index → number and attempts;
-                   ``dl.queue`` (9 - priority, due, campaign, index) → what to call next
+                   ``dl.queue`` (9 - priority, due, campaign, index) → what to call next;
+                   ``dl.qpaused`` (campaign, queue key) → the entries of a paused campaign
 - ``dl.dnc``       number digest → entry (D-11)
 - ``dl.resv``      reservation id → reservation; ``dl.resvexp`` (expiry, id) → for the sweep
 - ``dl.call``      (start, uid) → call record; ``dl.callid`` (device, device call id) → its key
@@ -291,13 +292,27 @@ class Dialer:
         return self.read(fn)
 
     def set_campaign_state(self, t: AppTxn, cid: str, state: str) -> dict:
+        """Pausing moves the campaign's queue entries aside (``dl.qpaused``), resuming puts
+        them back: the scheduler never walks over a paused campaign's numbers."""
         if state not in ("active", "paused"):
             raise InputError("state: active or paused")
         camp = t.get("dl.camp", cid.encode())
         if camp is None:
             raise NotFound(f"no campaign {cid}")
-        camp["state"] = state
-        t.put("dl.camp", cid.encode(), camp)
+        if camp["state"] != state:
+            prio = app_key(9 - camp["priority"]) + b"\0"
+            if state == "paused":
+                for key, _ in list(t.scan("dl.queue", prio, values=False)):
+                    if key[18:-9].decode() == cid:
+                        t.delete("dl.queue", key)
+                        t.put("dl.qpaused", app_key(cid) + b"\0" + key, None)
+            else:
+                head = app_key(cid) + b"\0"
+                for key, _ in list(t.scan("dl.qpaused", head, values=False)):
+                    t.delete("dl.qpaused", key)
+                    t.put("dl.queue", key[len(head):], None)
+            camp["state"] = state
+            t.put("dl.camp", cid.encode(), camp)
         return camp
 
     def add_dnc(self, t: AppTxn, number: str, reason: str = "", by: str = "") -> dict:
@@ -472,25 +487,26 @@ class Dialer:
 
     def _pick_target(self, t: AppTxn, s: Settings, now: int, today: str):
         """The next due number of the active campaigns, highest priority first, earliest due
-        first; a number on the DNC list leaves its campaign, one at its daily cap waits for the
-        next day."""
+        first (one cursor: at the first entry not yet due it jumps to the next priority); a
+        number on the DNC list leaves its campaign, one at its daily cap waits for the next day.
+        A paused campaign has no entries here (``set_campaign_state`` moves them aside)."""
         looked = 0
         tomorrow = rules.next_midnight(now, s.tz)
         moves = []
+        start: bytes | None = None
         try:
-            for prio in range(10):
-                head = app_key(prio) + b"\0"
-                for key, _ in t.scan("dl.queue", head, values=False):
+            while True:
+                jumped = False
+                for key, _ in t.scan("dl.queue", start=start, values=False):
                     looked += 1
                     if looked > MAX_SCAN:
                         return _refusal("nothing_to_call", f"no dialable number among the next {MAX_SCAN} due")
-                    due = int.from_bytes(key[9:17], "big")
-                    if due > now:
+                    prio = int.from_bytes(key[:8], "big")
+                    if int.from_bytes(key[9:17], "big") > now:  # nothing more due at this priority
+                        if prio < 9:
+                            start, jumped = app_key(prio + 1), True
                         break
                     cid, idx = key[18:-9].decode(), int.from_bytes(key[-8:], "big")
-                    camp = t.get("dl.camp", cid.encode())
-                    if camp is None or camp["state"] != "active":
-                        continue
                     tkey = app_key(cid, idx)
                     tg = t.get("dl.target", tkey)
                     d = self.digest(tg["number"])
@@ -507,7 +523,8 @@ class Dialer:
                     tg["attempts"] += 1
                     t.put("dl.target", tkey, tg)
                     return tg["number"], d, (cid, idx)
-            return _refusal("nothing_to_call", "no campaign has a number due now")
+                if not jumped:
+                    return _refusal("nothing_to_call", "no campaign has a number due now")
         finally:
             for old, new in moves:
                 t.delete("dl.queue", old)
@@ -529,7 +546,11 @@ class Dialer:
         else:
             tg["state"] = "queued"
             tg["due"] = end + camp["retry_spacing_s"] * 1000
-            t.put("dl.queue", app_key(9 - camp["priority"], tg["due"], r["campaign"], r["target"]), None)
+            key = app_key(9 - camp["priority"], tg["due"], r["campaign"], r["target"])
+            if camp["state"] == "paused":
+                t.put("dl.qpaused", app_key(r["campaign"]) + b"\0" + key, None)
+            else:
+                t.put("dl.queue", key, None)
         t.put("dl.target", tkey, tg)
 
     def _expire(self, t: AppTxn, r: dict, dev: dict, now: int) -> None:

@@ -400,6 +400,19 @@ def test_bad_reports_are_clear_errors(make, doc, match):
         dl.run(lambda t: dl.report(t, dev, doc))
 
 
+def test_paused_campaign_is_skipped_and_resumed(make):
+    dl, clock, dev = make({"interval_s": 0})
+    big = campaign(dl, [f"1380{i:07d}" for i in range(1000)], priority=9)
+    campaign(dl, ["13900000001"], priority=1)
+    dl.run(lambda t: dl.set_campaign_state(t, big["id"], "paused"))
+    a = nxt(dl, dev)  # behind 1,000 paused numbers of a higher priority: still found at once
+    assert a["call"]["number"] == "13900000001"
+    report(dl, dev, a["call"], talk=20)
+    assert nxt(dl, dev)["refused"]["reason"] == "nothing_to_call"
+    dl.run(lambda t: dl.set_campaign_state(t, big["id"], "active"))
+    assert nxt(dl, dev)["call"]["campaign"] == big["id"]
+
+
 # -- D-11 do-not-call ------------------------------------------------------------------------------
 def test_d11_dnc_holds_across_campaigns_and_manual_dials(make):
     dl, clock, dev = make({"interval_s": 0})
