@@ -205,3 +205,19 @@ async def test_popup_reaches_the_right_console_over_sse(client):
     # the JSON form says the same
     rows = (await (await client.get("/api/v1/dialer/popups?after=0", headers=ben)).json())["popups"]
     assert rows == []
+
+
+async def test_campaign_import_from_csv_with_a_row_report(client):
+    boss = await login(client, "boss")
+    csv = "号码,客户\n+86 139-0000-0001,wm-1\n13900000002\n139 0000 0001,wm-9\nnot-a-phone\n\n13900000003,wm-3\n"
+    r = await client.post("/api/v1/dialer/campaigns/import?name=回访&priority=7", data=("\ufeff" + csv).encode(),
+                          headers={**boss, "Content-Type": "text/csv"})
+    out = await r.json()
+    assert r.status == 201, out
+    assert out["accepted"] == 3 and out["campaign"]["total"] == 3 and out["campaign"]["priority"] == 7
+    assert out["rejected"] == [{"row": 4, "status": "duplicate", "of_row": 2},
+                               {"row": 5, "status": "invalid", "reason": "'not-a-phone' is not a phone number"}]
+    for bad in (b"\xff\xfe\x00b\x00a\x00d", b"PK\x03\x04\x00\x00binary", b"header only\n"):
+        r = await client.post("/api/v1/dialer/campaigns/import?name=x", data=bad,
+                              headers={**boss, "Content-Type": "text/csv"})
+        assert r.status == 422, (bad, r.status)
