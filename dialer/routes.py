@@ -368,17 +368,37 @@ async def manual_dial(request: web.Request) -> web.Response:
 
 
 def _scope(request: web.Request) -> set[str] | None:
-    return allowed_employees(request[USER], request.app[VIEWS].directory())
+    """The employees whose calls the caller may see (R-2), narrowed by the query's
+    ``employee`` (comma-separated userids) and ``department`` (with its subtree: the directory's
+    members and the seats placed there) — seed 003's 职能范围."""
+    d = request.app[VIEWS].directory()
+    allowed = allowed_employees(request[USER], d)
+    q = request.query
+    want: set[str] | None = None
+    if "employee" in q:
+        want = {e for e in q["employee"].split(",") if e}
+        if not want or any(len(e) > 64 for e in want):
+            raise ApiError(422, "invalid", "employee: comma-separated WeCom userids")
+    if "department" in q:
+        dep = sint(q["department"], "department", 0, 2**31 - 1)
+        depts = d.subtree(dep) | {dep}
+        members = {u for u, e in d.employees.items() if e.get("department") in depts}
+        members |= {s["employee"] for s in request.app[DIALER].seats()["seats"] if s.get("department") in depts}
+        want = members if want is None else want & members
+    if want is None:
+        return allowed
+    return want if allowed is None else want & allowed
 
 
 @routes.get("/api/v1/dialer/calls")
 @endpoint("Call records in your scope, newest first (D-7)", perm="dialer.read", tag="dialer", trailed=True,
           query={"number": "string", "from": "integer", "to": "integer", "direction": {"enum": ["in", "out"]},
                  "connected": "boolean", "min_talk": "integer", "max_talk": "integer", "limit": "integer",
-                 "cursor": "string"})
+                 "cursor": "string", "employee": "string", "department": "integer"})
 async def search_calls(request: web.Request) -> web.Response:
     q = request.query
-    unknown = set(q) - {"number", "from", "to", "direction", "connected", "min_talk", "max_talk", "limit", "cursor"}
+    unknown = set(q) - {"number", "from", "to", "direction", "connected", "min_talk", "max_talk", "limit", "cursor",
+                        "employee", "department"}
     if unknown:
         raise ApiError(400, "bad_request", f"unknown parameter(s): {', '.join(sorted(unknown))}")
 
@@ -410,9 +430,12 @@ async def search_calls(request: web.Request) -> web.Response:
 @routes.get("/api/v1/dialer/stats")
 @endpoint("Call statistics in your scope (D-8): overview, per-employee trend by day/week/month, ranking",
           perm="dialer.read", tag="dialer",
-          query={"from": "string", "to": "string", "granularity": {"enum": ["day", "week", "month"]}})
+          query={"from": "string", "to": "string", "granularity": {"enum": ["day", "week", "month"]},
+                 "employee": "string", "department": "integer"})
 async def stats(request: web.Request) -> web.Response:
     q = request.query
+    if set(q) - {"from", "to", "granularity", "employee", "department"}:
+        raise ApiError(400, "bad_request", "parameters: from, to, granularity, employee, department")
     dl = request.app[DIALER]
     s = await read_off_loop(request, dl.settings)
     today = rules.day_of(dl.clock.now_ms(), s.tz)

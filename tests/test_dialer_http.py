@@ -88,6 +88,19 @@ async def test_device_api_round_trip_scope_and_trail(client):
     assert [c["employee"] for c in rows] == ["ann"]
     rows = (await (await client.get("/api/v1/dialer/calls", headers=boss)).json())["calls"]
     assert sorted(c["employee"] for c in rows) == ["ann", "ben"]
+    # narrowing inside the scope: by employee, by department (the seats' departments here)
+    rows = (await (await client.get("/api/v1/dialer/calls?employee=ben", headers=boss)).json())["calls"]
+    assert [c["employee"] for c in rows] == ["ben"]
+    rows = (await (await client.get("/api/v1/dialer/calls?employee=ben", headers=ann)).json())["calls"]
+    assert rows == []  # ann's scope holds only ann
+    r = await client.put("/api/v1/dialer/seats", json={"seats": [
+        {"employee": "ben", "device": d1["id"], "outbound": True, "department": 9}]}, headers=boss)
+    assert r.status == 200
+    rows = (await (await client.get("/api/v1/dialer/calls?department=9", headers=boss)).json())["calls"]
+    assert [c["employee"] for c in rows] == ["ben"]
+    st = await (await client.get("/api/v1/dialer/stats?from=2026-12-01&to=2026-12-01&employee=ben",
+                                 headers=boss)).json()
+    assert [r["employee"] for r in st["ranking"]] == ["ben"]
     st = await (await client.get("/api/v1/dialer/stats?from=2026-12-01&to=2026-12-01", headers=ann)).json()
     assert st["overview"]["calls"] == 1 and [r["employee"] for r in st["ranking"]] == ["ann"]
     # reads of call records are on the trail

@@ -348,16 +348,18 @@ async function dialerView() {
     const from = hashParams().get("from") || new Date(Date.now() - 29 * 864e5).toISOString().slice(0, 10);
     const to = hashParams().get("to") || today;
     const gran = hashParams().get("g") || "day";
-    const st = await api(`/api/v1/dialer/stats?from=${from}&to=${to}&granularity=${gran}`);
+    const who = hashParams().get("employee") || "";
+    const st = await api(`/api/v1/dialer/stats?from=${from}&to=${to}&granularity=${gran}${who ? `&employee=${encodeURIComponent(who)}` : ""}`);
     const o = st.overview;
     const rate = o.calls ? Math.round((100 * o.connected) / o.calls) : 0;
     body.innerHTML = `<form class="search" id="sform"><label>从 <input type="date" name="from" value="${from}"></label><label>到 <input type="date" name="to" value="${to}"></label>
-      <select name="g">${[["day", "按日"], ["week", "按周"], ["month", "按月"]].map(([k, v]) => `<option value="${k}" ${k === gran ? "selected" : ""}>${v}</option>`).join("")}</select><button>查询</button></form>
+      <select name="g">${[["day", "按日"], ["week", "按周"], ["month", "按月"]].map(([k, v]) => `<option value="${k}" ${k === gran ? "selected" : ""}>${v}</option>`).join("")}</select>
+      <input name="employee" placeholder="员工（逗号分隔）" value="${esc(who)}"><button>查询</button></form>
       <div class="kpis" id="kpis"><div>呼叫总数<b>${o.calls}</b></div><div>接通<b>${o.connected}</b></div><div>接通率<b>${rate}%</b></div><div>有效通话<b>${o.valid}</b></div><div>通话时长<b>${Math.round(o.talk / 60)} 分</b></div></div>
       <div class="charts"><div class="panel"><h4>趋势</h4><canvas id="trend"></canvas></div><div class="panel"><h4>排行（有效通话）</h4><canvas id="rank"></canvas></div></div>
       <table id="ranking"><tr><th>排名</th><th>员工</th><th>呼叫</th><th>接通</th><th>有效</th><th>时长（秒）</th></tr>
       ${st.ranking.map((r, i) => `<tr><td>${i + 1}</td><td>${esc(r.employee)}</td><td>${r.calls}</td><td>${r.connected}</td><td>${r.valid}</td><td>${r.talk}</td></tr>`).join("") || "<tr><td colspan=6 class='muted'>无通话</td></tr>"}</table>`;
-    $("#sform").onsubmit = (e) => { e.preventDefault(); const f = new FormData(e.target); location.hash = `#/dialer?tab=stats&from=${f.get("from")}&to=${f.get("to")}&g=${f.get("g")}`; };
+    $("#sform").onsubmit = (e) => { e.preventDefault(); const f = new FormData(e.target); location.hash = `#/dialer?tab=stats&from=${f.get("from")}&to=${f.get("to")}&g=${f.get("g")}${f.get("employee") ? `&employee=${encodeURIComponent(f.get("employee"))}` : ""}`; };
     if (window.Chart) {
       const buckets = [...new Set(Object.values(st.trend).flatMap((b) => Object.keys(b)))].sort();
       const sum = (k) => buckets.map((b) => Object.values(st.trend).reduce((a, emp) => a + ((emp[b] || {})[k] || 0), 0));
@@ -373,12 +375,13 @@ async function dialerView() {
   } else if (tab === "calls") {
     const q = hashParams();
     const qs = new URLSearchParams();
-    for (const k of ["number", "direction", "connected", "min_talk", "max_talk"]) if (q.get(k)) qs.set(k, q.get(k));
+    for (const k of ["number", "direction", "connected", "min_talk", "max_talk", "employee"]) if (q.get(k)) qs.set(k, q.get(k));
     const page = await api(`/api/v1/dialer/calls?${qs}`);
     body.innerHTML = `<form class="search" id="cform"><input name="number" placeholder="号码" value="${esc(q.get("number") || "")}">
       <select name="direction"><option value="">全部</option><option value="out" ${q.get("direction") === "out" ? "selected" : ""}>呼出</option><option value="in" ${q.get("direction") === "in" ? "selected" : ""}>呼入</option></select>
       <select name="connected"><option value="">全部状态</option><option value="true" ${q.get("connected") === "true" ? "selected" : ""}>已接通</option><option value="false" ${q.get("connected") === "false" ? "selected" : ""}>未接通</option></select>
-      <input name="min_talk" type="number" min="0" placeholder="通话 ≥ 秒" value="${esc(q.get("min_talk") || "")}"><input name="max_talk" type="number" min="0" placeholder="通话 ≤ 秒" value="${esc(q.get("max_talk") || "")}"><button>筛选</button></form>
+      <input name="min_talk" type="number" min="0" placeholder="通话 ≥ 秒" value="${esc(q.get("min_talk") || "")}"><input name="max_talk" type="number" min="0" placeholder="通话 ≤ 秒" value="${esc(q.get("max_talk") || "")}">
+      <input name="employee" placeholder="员工" value="${esc(q.get("employee") || "")}"><button>筛选</button></form>
       <table id="calls"><tr><th>时间</th><th>方向</th><th>号码</th><th>员工</th><th>结果</th><th>通话（秒）</th><th>有效</th></tr>
       ${page.calls.map((c) => `<tr><td>${time(c.started_at)}</td><td>${c.direction === "out" ? "呼出" : "呼入"}</td><td>${esc(c.number)}</td><td>${esc(c.employee)}</td><td>${esc(c.outcome)}</td><td>${c.talk_seconds}</td><td>${c.valid ? "是" : ""}</td></tr>`).join("") || "<tr><td colspan=7 class='muted'>无记录</td></tr>"}</table>`;
     $("#cform").onsubmit = (e) => { e.preventDefault(); const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v)); f.set("tab", "calls"); location.hash = `#/dialer?${f}`; };
