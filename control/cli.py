@@ -113,8 +113,20 @@ def cmd_bench_dialer(a: argparse.Namespace) -> int:
 
 
 def cmd_dialer_simulate(a: argparse.Namespace) -> int:
-    from dialer.simulate import simulate_week
+    from dialer.simulate import play_against, simulate_week
 
+    if a.url:
+        import asyncio
+
+        if not (a.user and a.clock_file):
+            raise SystemExit("scrm dialer simulate --url: --user, --clock-file (the file the server's "
+                             "SCRM_CLOCK=file:… reads) and the password ($SCRM_PASSWORD) are needed")
+        password = os.environ.get("SCRM_PASSWORD") or sys.stdin.readline().strip()
+        _print_json(asyncio.run(play_against(a.url.rstrip("/"), a.user, password, a.clock_file, devices=a.devices,
+                                             sims=a.sims, days=a.days, numbers=a.numbers, seed=a.seed)))
+        return 0
+    if not a.data:
+        raise SystemExit("scrm dialer simulate: --data DIR (or --url of a running server)")
     _print_json(simulate_week(a.data, devices=a.devices, sims=a.sims, days=a.days, numbers=a.numbers, seed=a.seed,
                               workers=a.workers, start_day=a.start))
     return 0
@@ -150,7 +162,10 @@ def add_commands(sub, bench_sub) -> None:
     dsub = s.add_subparsers(dest="dialer_cmd", required=True, metavar="WHAT")
     d = dsub.add_parser("simulate", help="a simulated fleet of phones plays days of calls against `scrm serve` of "
                                          "DATA (an injected clock: a week runs in about a minute)")
-    d.add_argument("--data", required=True, help="the tenant's data directory (created if missing)")
+    d.add_argument("--data", help="the tenant's data directory (created if missing; a server is started on it)")
+    d.add_argument("--url", help="play against this running server instead (started with SCRM_CLOCK=file:F)")
+    d.add_argument("--user", help="with --url: an account with dialer.admin (password from $SCRM_PASSWORD or stdin)")
+    d.add_argument("--clock-file", help="with --url: the file the server reads its time from")
     d.add_argument("--devices", type=int, default=20)
     d.add_argument("--sims", type=int, default=3, help="SIM slots per device")
     d.add_argument("--days", type=int, default=7)

@@ -180,6 +180,22 @@ async def play(session: aiohttp.ClientSession, base: str, phones: list[Phone], c
     return rep
 
 
+async def play_against(base: str, user: str, password: str, clock_file: str, *, devices: int, sims: int,
+                       days: int, numbers: int, seed: int, start_ms: int | None = None) -> dict:
+    """The fleet against a server that is already running with ``SCRM_CLOCK=file:CLOCK_FILE``."""
+    from control.bench_http import login
+
+    token = await asyncio.to_thread(login, base, user, password)
+    clock = FileClock(clock_file)
+    start = start_ms if start_ms is not None else clock.now_ms()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
+        phones, _ = await setup_fleet(s, base, token, devices=devices, sims=sims, numbers=numbers, seed=seed)
+        rep = await play(s, base, phones, clock, start, start + days * 86400_000, seed=seed)
+    return {"devices": devices, "days": days, "grants": rep.grants, "reports": rep.reports,
+            "duplicates_sent": rep.duplicates_sent, "forgotten_calls": rep.forgotten, "late_reports": rep.late,
+            "refusals": rep.refusals, "http_errors": len(rep.errors), "requests": rep.requests}
+
+
 def simulate_week(data: str, *, devices: int = 20, sims: int = 3, days: int = 7, numbers: int = 8000,
                   seed: int = 1, workers: int = 2, start_day: str | None = None, port: int | None = None,
                   settings: dict | None = None) -> dict:
