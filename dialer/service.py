@@ -22,7 +22,7 @@ Tables (all under the store's ``app`` table, values sealed):
 - ``dl.call``      (start, uid) → call record; ``dl.callid`` (device, device call id) → its key
                    (reports are idempotent); ``dl.callnum`` (number digest, start, uid) → key: the
                    D-7 search by number (the others walk the records newest first)
-- ``dl.roll``      (day, employee) → roll-up counters (D-8); employee "" is the tenant total
+- ``dl.roll``      (day, employee) → roll-up counters (D-8), kept with each record
 - ``dl.lastcall``  number digest → the latest call with it (a contact record for P-3)
 - ``dl.contact``   number digest → the caller's record for the pop-up (creator, group)
 - ``dl.popup``     seq → a pop-up event (who gets it); ``dl.popseq`` → the last seq
@@ -444,6 +444,7 @@ class Dialer:
         rid = "r" + _uid()
         r = {"id": rid, "device": dev_id, "sim": sim["id"], "sim_slot": sim["slot"], "number": number,
              "campaign": target[0] if target else None, "target": target[1] if target else None,
+             "customer": target[2] if target else None,
              "employee": seat["employee"], "department": seat.get("department"), "kind": "manual" if manual else
              "campaign", "by": by, "day": today, "at": now, "expires": now + s.reservation_timeout_s * 1000,
              "state": "open", "call": None}
@@ -522,7 +523,7 @@ class Dialer:
                     tg["state"] = "reserved"
                     tg["attempts"] += 1
                     t.put("dl.target", tkey, tg)
-                    return tg["number"], d, (cid, idx)
+                    return tg["number"], d, (cid, idx, tg.get("customer"))
                 if not jumped:
                     return _refusal("nothing_to_call", "no campaign has a number due now")
         finally:
@@ -685,20 +686,18 @@ class Dialer:
         # every call is a contact with the number's customer: what a pool's recycle clock reads
         last = t.get("dl.lastcall", d)
         if last is None or last["at"] < start:
-            t.put("dl.lastcall", d, {"at": start, "connected": connected, "customer": (
-                (t.get("dl.target", app_key(r["campaign"], r["target"])) or {}).get("customer")
-                if r is not None and r["campaign"] else None) or (last or {}).get("customer")})
+            t.put("dl.lastcall", d, {"at": start, "connected": connected,
+                                     "customer": (r or {}).get("customer") or (last or {}).get("customer")})
         t.put("dl.callnum", d + app_key(start, uid), ckey)
-        for emp in (employee or "-", ""):
-            rk = app_key(rec["day"], emp)
-            roll = t.get("dl.roll", rk) or {"calls": 0, "out": 0, "in": 0, "connected": 0, "valid": 0, "talk": 0,
-                                            "department": department}
-            roll["calls"] += 1
-            roll[direction] += 1
-            roll["connected"] += int(connected)
-            roll["valid"] += int(rec["valid"])
-            roll["talk"] += talk
-            t.put("dl.roll", rk, roll)
+        rk = app_key(rec["day"], employee or "-")  # the employee's day: what D-8 sums
+        roll = t.get("dl.roll", rk) or {"calls": 0, "out": 0, "in": 0, "connected": 0, "valid": 0, "talk": 0,
+                                        "department": department}
+        roll["calls"] += 1
+        roll[direction] += 1
+        roll["connected"] += int(connected)
+        roll["valid"] += int(rec["valid"])
+        roll["talk"] += talk
+        t.put("dl.roll", rk, roll)
         if sim is not None:
             simrec = t.get("dl.sim", sim.encode())
             if simrec is not None:
@@ -807,8 +806,6 @@ class Dialer:
                 b = bucket(d)
                 for key, roll in t.scan("dl.roll", app_key(d.isoformat()) + b"\0"):
                     emp = key[11:].decode()
-                    if emp == "":
-                        continue
                     if employees is not None and emp not in employees:
                         continue
                     for k in zero:
