@@ -107,3 +107,21 @@ async def read_measured(request: web.Request, key: object, fn, *args, **kw):
         return timed()
     costs.threaded += 1
     return await asyncio.get_running_loop().run_in_executor(request.app[READS], timed)
+
+
+async def decide(request: web.Request, fn):
+    """Runs ``fn(txn)`` — a decision on the store's SCRM tables — in the process's group
+    commit (one atomic transaction each, one synced commit per group); not found and
+    conflicts as 404 and 409."""
+    import asyncio
+
+    from control.errors import ApiError
+    from control.keys import COMMITS
+    from scrm_fast.errors import ConflictError, NotFoundError
+
+    try:
+        return await asyncio.wrap_future(request.app[COMMITS].submit(fn))
+    except NotFoundError as e:
+        raise ApiError(404, "not_found", str(e)) from None
+    except ConflictError as e:
+        raise ApiError(409, "conflict", str(e)) from None

@@ -13,13 +13,13 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from control.api import endpoint, json_response, read_off_loop
+from control.api import decide, endpoint, json_response, read_off_loop
 from control.archive import allowed_employees
 from control.errors import ApiError, fields, json_body
-from control.keys import ACCOUNTS, COMMITS, CONFIG, DEVICE, DIALER, USER, VIEWS
+from control.keys import ACCOUNTS, CONFIG, DEVICE, DIALER, USER, VIEWS
 from control.trail import record
 from dialer import rules
-from dialer.service import Conflict, NotFound
+from dialer.service import NotFound
 from scrm_fast.errors import InputError
 from scrm_fast.strict import sint
 
@@ -37,16 +37,6 @@ async def on_shutdown(app: web.Application) -> None:
 
 
 _ID = {"type": "string", "pattern": "^[a-z0-9.]{1,40}$"}
-
-
-async def decide(request: web.Request, fn):
-    """Runs ``fn(txn)`` in the process's group commit; its errors as clear 4xx."""
-    try:
-        return await asyncio.wrap_future(request.app[COMMITS].submit(fn))
-    except NotFound as e:
-        raise ApiError(404, "not_found", str(e)) from None
-    except Conflict as e:
-        raise ApiError(409, "conflict", str(e)) from None
 
 
 async def body(request: web.Request, spec: dict) -> dict:

@@ -41,7 +41,7 @@ from datetime import date, timedelta
 
 from dialer import rules
 from dialer.rules import Settings
-from scrm_fast.errors import InputError
+from scrm_fast.errors import ConflictError, InputError, NotFoundError
 from scrm_fast.storage import AppTxn, ArchiveStore, app_key
 
 REASON_RULE = {
@@ -53,12 +53,8 @@ OUTCOMES = ("answered", "no_answer", "busy", "rejected", "failed", "not_dialled"
 MAX_SCAN = 400  # queue entries one decision may look at before it answers nothing_to_call
 
 
-class NotFound(InputError):
-    pass
-
-
-class Conflict(InputError):
-    pass
+NotFound = NotFoundError
+Conflict = ConflictError
 
 
 def _refusal(reason: str, detail: str, retry_at: int | None = None) -> dict:

@@ -20,5 +20,13 @@ class InputError(ScrmError):
     """A command-line argument, input file or data directory is not usable."""
 
 
-__all__ = ["BatchFormatError", "InputError", "KeyRingError", "QuerySyntaxError", "RecordError", "ScrmError",
-           "SealError", "SearchIndexError", "VendorSdkError"]
+class NotFoundError(InputError):
+    """What a request names does not exist (HTTP 404)."""
+
+
+class ConflictError(InputError):
+    """A request the current state refuses: a cap, a licence, a settled record (HTTP 409)."""
+
+
+__all__ = ["BatchFormatError", "ConflictError", "InputError", "KeyRingError", "NotFoundError", "QuerySyntaxError",
+           "RecordError", "ScrmError", "SealError", "SearchIndexError", "VendorSdkError"]
