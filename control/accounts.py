@@ -24,15 +24,17 @@ from control.errors import ApiError
 
 ALL_PERMS = frozenset({"archive.read", "audit.read", "audit.handle", "words.read", "words.write", "consent.read",
                        "alerts.read", "admin.users", "ingest.write", "trail.read",
-                       "dialer.admin", "dialer.call", "dialer.read", "dialer.popup"})
+                       "dialer.admin", "dialer.call", "dialer.read", "dialer.popup",
+                       "customers.read", "customers.write", "customers.admin", "pools.claim"})
 _DIALER_OPERATOR = frozenset({"dialer.call", "dialer.read", "dialer.popup"})
+_SALES = frozenset({"customers.read", "customers.write", "pools.claim"})
 ROLES: dict[str, tuple[frozenset[str], str]] = {
     "admin": (ALL_PERMS, "all"),
     "auditor": (frozenset({"archive.read", "audit.read", "audit.handle", "words.read", "consent.read",
                            "alerts.read", "trail.read"}), "all"),
     "leader": (frozenset({"archive.read", "audit.read", "audit.handle", "words.read", "consent.read",
-                          "alerts.read"}) | _DIALER_OPERATOR, "department"),
-    "regular": (frozenset({"archive.read", "audit.read"}) | _DIALER_OPERATOR, "self"),
+                          "alerts.read"}) | _DIALER_OPERATOR | _SALES, "department"),
+    "regular": (frozenset({"archive.read", "audit.read"}) | _DIALER_OPERATOR | _SALES, "self"),
 }
 SCOPES = ("self", "department", "all")
 _hasher = PasswordHasher()

@@ -13,6 +13,8 @@ from control.accounts import AccountService
 from control.api import ReadCosts, meta
 from control.archive import ArchiveViews
 from control.config import ControlConfig
+from control.customers import routes as customer_routes
+from control.customers.service import Customers
 from control.errors import ApiError, error_middleware, problem
 from control.keys import (
     ACCOUNTS,
@@ -97,7 +99,10 @@ async def _resources(app: web.Application):
     app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.login_max_failures, cfg.login_lockout_s)
     app[TRAIL] = AccessTrail(store)
     app[COMMITS] = GroupCommit(store)
-    app[DIALER] = Dialer(store, clocks.from_env())
+    clock = clocks.from_env()
+    app[DIALER] = Dialer(store, clock)
+    app[customer_routes.CUSTOMERS] = Customers(store, clock)
+    app[JOBS]["customers-recycle:task"] = asyncio.get_running_loop().create_task(customer_routes.recycle_loop(app))
     # reservations whose device went silent are released by whichever process sweeps first
     app[JOBS]["dialer-sweep:task"] = asyncio.get_running_loop().create_task(_sweep(app))
     if app[VIEWS].search.lag():
@@ -112,8 +117,8 @@ async def _resources(app: web.Application):
     gc.collect()
     gc.freeze()
     yield
-    sweep = app[JOBS].pop("dialer-sweep:task")
-    sweep.cancel()
+    for name in ("dialer-sweep:task", "customers-recycle:task"):
+        app[JOBS].pop(name).cancel()
     for key, task in list(app[JOBS].items()):
         if key.endswith(":task"):
             await task
@@ -170,7 +175,7 @@ def create_app(config: ControlConfig) -> web.Application:
     app[CONFIG] = config
     app[JOBS] = {}
     app[METRICS] = {"requests": {}, "seconds": {}}
-    for mod in (meta_routes, auth, archive, review, admin, dialer_routes):
+    for mod in (meta_routes, auth, archive, review, admin, dialer_routes, customer_routes):
         app.add_routes(mod.routes)
     app.router.add_get("/", _index)
     app.router.add_get("/vendor/chart.min.js", _chart_js)
