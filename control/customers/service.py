@@ -18,6 +18,7 @@ Tables (the store's ``app`` table, values sealed; phone numbers only as keyed di
 - ``cu.byc``       pool, last contact, customer → held customers by their last contact (P-3 (a))
 - ``cu.byo``       pool, last opportunity, customer → … by their last new opportunity (P-3 (b))
 - ``cu.pseat``     member → prospecting seat (on, daily cap, monthly cap) (P-5)
+- ``cu.pcomp``     member, company → when the member first claimed its contacts (P-6)
 - ``cu.import``    import id → the per-row report of a spreadsheet import (P-4)
 """
 
@@ -372,7 +373,7 @@ class Customers:
                 refuse(c, "P-1", "not a customer id, or named twice")
                 continue
             seen.add(c)
-            if t.get("cu.inpool", app_key(pid, c)) is None:
+            if not t.has("cu.inpool", app_key(pid, c)):
                 refuse(c, "not_in_pool", "not an unclaimed customer of this pool")
                 continue
             caps_apply = pool["rule"] in ("claim", "both")  # P-2: only for rules that let members claim
@@ -416,6 +417,8 @@ class Customers:
             if comp is not None:
                 comp["holder"], comp["claimed_at"] = member, comp["claimed_at"] or now
                 t.put("cu.company", comp["id"].encode(), comp)
+            if pool["prospect"] and rec.get("company") and not t.has("cu.pcomp", app_key(member, rec["company"])):
+                t.put("cu.pcomp", app_key(member, rec["company"]), now)  # P-6's clock for this company
             rec["owner"], rec["held_since"] = member, now
             for field, table in (("last_contact", "cu.byc"), ("last_opp", "cu.byo")):
                 t.put(table, app_key(pid, max(rec.get(field) or 0, now), c), None)
@@ -509,20 +512,26 @@ class Customers:
                         return out
         rel = self.settings_in(t).get("prospect_release_s")
         if rel:
-            for _, comp in list(t.scan("cu.company")):
-                if comp["holder"] and not comp.get("converted") and comp["claimed_at"] and \
-                        now - comp["claimed_at"] >= rel * 1000:
-                    for _, pool in t.scan("cu.pool"):
-                        if not pool["prospect"]:
-                            continue
-                        head = app_key(pool["id"], comp["holder"]) + b"\0"
-                        for key, _ in list(t.scan("cu.held", head, values=False)):
-                            cid = key[len(head):].decode()
-                            r = t.get("cu.cust", cid.encode())
-                            if r.get("company") == comp["id"] and self.release(
-                                    t, pool["id"], cid, f"P-6: not converted within {rel} s", None):
-                                out.append({"customer": cid, "pool": pool["id"], "rule": "P-6",
-                                            "reason": f"company {comp['id']} not converted within {rel} s"})
+            for key, at in list(t.scan("cu.pcomp")):
+                member, company = key.decode().split("\0", 1)
+                comp = t.get("cu.company", company.encode()) or {}
+                if comp.get("converted"):
+                    t.delete("cu.pcomp", key)  # converted: the member keeps the company's contacts
+                    continue
+                if now - at < rel * 1000:
+                    continue
+                t.delete("cu.pcomp", key)
+                for _, pool in list(t.scan("cu.pool")):
+                    if not pool["prospect"]:
+                        continue
+                    head = app_key(pool["id"], member) + b"\0"
+                    for hkey, _ in list(t.scan("cu.held", head, values=False)):
+                        cid = hkey[len(head):].decode()
+                        r = t.get("cu.cust", cid.encode())
+                        if r.get("company") == company and self.release(
+                                t, pool["id"], cid, f"P-6: not converted within {rel} s", None):
+                            out.append({"customer": cid, "pool": pool["id"], "rule": "P-6",
+                                        "reason": f"company {company} not converted within {rel} s"})
         return out
 
     # -- spreadsheet import (P-4) --------------------------------------------------------------

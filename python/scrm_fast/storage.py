@@ -192,6 +192,10 @@ class AppTxn:
         except SealError as e:
             raise InputError(f"{self._s.data_dir}: {e}") from None
 
+    def has(self, table: str, key: bytes) -> bool:
+        """Whether ``key`` is in ``table`` (index entries often hold no value: None)."""
+        return self._txn.get(table.encode() + b"\0" + key, db=self._db) is not None
+
     def put(self, table: str, key: bytes, value: object) -> None:
         assert self.write, "a read transaction"
         full = table.encode() + b"\0" + key
