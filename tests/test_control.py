@@ -575,11 +575,13 @@ async def test_every_route_that_returns_content_is_trailed(client, tenant):
         url = path
         for name, v in values.items():
             url = url.replace("{" + name + "}", urllib.parse.quote(v, safe=""))
+        if "{" in url:
+            continue  # ids of other kinds (customers, pools, imports): no archived text behind them
         params = {"q": "的"} if path.endswith("/search") else {}
         before = len(trail.entries())
         r = await client.get(url, params=params, headers=admin)
         assert r.status == 200, (path, r.status)
-        body = await r.text()
+        body = (await r.read()).decode("utf-8", "replace")
         holds_content = any(f in body for f in fragments)
         grew = len(trail.entries()) > before
         if holds_content or op.get("x-trailed"):

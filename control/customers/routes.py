@@ -92,7 +92,10 @@ async def add_customer(request: web.Request) -> web.Response:
     owner = doc.pop("owner", None)
     if owner is not None and not _is_admin(request):
         raise ApiError(403, "forbidden", "only customer admins set another owner")
-    owner = owner or _me(request)
+    if owner is None:  # yours; an admin without an employee adds an unowned customer
+        owner = request[USER].employee if _is_admin(request) else _me(request)
+    elif not isinstance(owner, str) or not 0 < len(owner) <= 64:
+        raise ApiError(422, "invalid", "owner: a WeCom userid")
     cu, by = request.app[CUSTOMERS], request[USER].username
     out = await decide(request, lambda t: cu.add_customer(t, doc, by=by, owner=owner))
     await record(request, "customer_added", out["id"])
@@ -282,6 +285,8 @@ async def pool_customers(request: web.Request) -> web.Response:
               "customers": {"type": "array", "items": {"type": "string"}}}})
 async def claim(request: web.Request) -> web.Response:
     doc = fields(await _doc(request), {"customers": (list, True)})
+    if not 1 <= len(doc["customers"]) <= 1000:
+        raise ApiError(422, "invalid", "customers: 1 to 1,000 customer ids")
     await _pool_for(request)
     cu, pid, me = request.app[CUSTOMERS], request.match_info["pool_id"], _me(request)
     out = await decide(request, lambda t: cu.claim(t, pid, me, doc["customers"]))
