@@ -124,6 +124,32 @@ def test_p3_recycle_without_contact(make, days_quiet, recycled):
         assert rec["history"][-1]["what"] == "returned" and "P-3" in rec["history"][-1]["reason"]
 
 
+def test_p3_dialer_calls_and_archived_chats_count_as_contact(make):
+    from dialer.service import Dialer
+
+    cu, clock, pid, ids = make(3, {"members": ["m1"], "recycle_no_contact_s": 7 * 86400})
+    cu.run(lambda t: cu.update_customer(t, ids[2], {"external_userid": "wmChatty"}, "t"))
+    claim(cu, pid, "m1", ids)
+    clock.advance(5 * DAY)
+    # a dialer call with customer 0's phone (the dialer's own record of it)
+    dl = Dialer(cu.store, clock)
+    dl.run(lambda t: dl.update_settings(t, {"licences": 1, "interval_s": 0, "hours": [["00:00", "24:00"]]}))
+    dev = dl.run(lambda t: dl.add_device(t, "p", [{"number": "13800000000"}]))["id"]
+    dl.run(lambda t: dl.set_seat(t, "m1", dev, True))
+    a = dl.run(lambda t: dl.next_call(t, dev, manual="+86 139 0000 0000"))
+    dl.run(lambda t: dl.report(t, dev, {"call_id": "c1", "reservation": a["call"]["id"], "started_at": clock.now_ms(),
+                                        "ended_at": clock.now_ms() + 1000, "talk_seconds": 0, "outcome": "no_answer"}))
+    # an archived chat with customer 2 (what the conversation index says)
+    import time as _t
+    cu._chats = (_t.monotonic(), {"wmChatty": clock.now_ms()})
+    clock.advance(3 * DAY)  # 8 days after the claim, 3 after the call and the chat
+    out = cu.run(cu.recycle)
+    assert [r["customer"] for r in out] == [ids[1]]
+    clock.advance(5 * DAY)
+    cu._chats = (_t.monotonic(), {"wmChatty": 0})
+    assert sorted(r["customer"] for r in cu.run(cu.recycle)) == sorted([ids[0], ids[2]])
+
+
 def test_p3_recycle_without_new_opportunity(make):
     cu, clock, pid, ids = make(2, {"members": ["m1"], "recycle_no_opportunity_s": 30 * 86400})
     claim(cu, pid, "m1", ids)
@@ -401,5 +427,28 @@ def test_property_no_sequence_breaks_a_cap(tmp_path_factory, steps, hold, daily,
             for c in ids:
                 assert t.get("cu.cust", c.encode())["owner"] == owner[c]
                 assert t.has("cu.inpool", app_key(pid, c)) == (owner[c] is None)
+    finally:
+        store.close()
+
+
+def test_chat_times_equal_a_scan_of_the_stored_records(small_corpus, tmp_path):
+    """The archive's side of P-3's contact clock: the newest one-to-one message with each
+    customer, from the conversation index, against a scan of every stored record."""
+    from tests.conftest import run_scrm
+
+    data = tmp_path / "data"
+    run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(data), "--no-progress",
+             str(small_corpus / "batches"), check=True)
+    store = ArchiveStore(data)
+    try:
+        want: dict[str, int] = {}
+        for seq in store.record_seqs():
+            r = store.get_record(seq)
+            if r["conv"].startswith("p:"):
+                for party in r["conv"][2:].split("|"):
+                    if party.startswith(("wm", "wo")):
+                        want[party] = max(want.get(party, 0), r["msgtime"])
+        assert len(want) > 10
+        assert Customers(store, ManualClock(T0)).chat_times() == want
     finally:
         store.close()

@@ -54,6 +54,37 @@ class Customers:
     def digest(self, phone: str) -> bytes:
         return self.store.app_digest("customer-phone", phone)
 
+    _chats: tuple[float, dict[str, int]] | None = None
+
+    def chat_times(self) -> dict[str, int]:
+        """external_userid → time of the newest archived message of a one-to-one chat with
+        them (a contact record for P-3), from the archive's conversation index; kept a minute."""
+        import time
+
+        now = time.monotonic()
+        if self._chats is not None and now - self._chats[0] < 60:
+            return self._chats[1]
+        out: dict[str, int] = {}
+        for c in self.store.conversation_summaries():
+            if c.conv.startswith("p:"):
+                for party in c.conv[2:].split("|"):
+                    if party.startswith(("wm", "wo")) and out.get(party, 0) < c.last_msgtime:
+                        out[party] = c.last_msgtime
+        self._chats = (now, out)
+        return out
+
+    def _latest_contact(self, t: AppTxn, rec: dict) -> int:
+        """The newest contact with a customer from every source: recorded contacts, the
+        dialer's calls with its phone, archived chats with its WeCom id (P-3 (a))."""
+        best = rec.get("last_contact") or 0
+        call = t.get("dl.lastcall", self.store.app_digest("phone", rec["phone"]))
+        if isinstance(call, dict):
+            best = max(best, call.get("at") or 0)
+        ext = rec.get("external_userid")
+        if ext:
+            best = max(best, self.chat_times().get(ext, 0))
+        return best
+
     def run(self, fn):
         with self.store.app_write() as t:
             return fn(t)
@@ -505,6 +536,13 @@ class Customers:
                     if at > cutoff:
                         break
                     cid = key[len(head) + 9:].decode()
+                    if table == "cu.byc":
+                        rec = t.get("cu.cust", cid.encode())
+                        latest = self._latest_contact(t, rec)
+                        if latest > cutoff:  # a call or a chat since: its clock moves, no recycling
+                            self._touch(t, rec, "last_contact", "cu.byc", latest)
+                            t.put("cu.cust", cid.encode(), rec)
+                            continue
                     if self.release(t, pid, cid, f"P-3: {reason} for {x} s", None):
                         out.append({"customer": cid, "pool": pid, "rule": "P-3", "reason": f"{reason} for {x} s",
                                     "since": at})
