@@ -6,6 +6,7 @@ by the route that calls it."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import threading
@@ -30,21 +31,44 @@ class Directory:
     customers: dict[str, dict]
     consent: list[dict]
     corp: dict
+    # inheritance (I-1): (customer, old employee) → (new employee, on_job | resigned), in order
+    successions: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     @staticmethod
     def load(store: ArchiveStore) -> Directory:
         doc = store.directory() or {}
+        succ = {}
+        for s in doc.get("successions", []):
+            if isinstance(s, dict) and {"customer", "from", "to", "kind"} <= set(s):
+                succ[(s["customer"], s["from"])] = (s["to"], s["kind"])
         return Directory({e["userid"]: e for e in doc.get("employees", [])},
                          {d["id"]: d for d in doc.get("departments", [])},
                          {g["roomid"]: g for g in doc.get("groups", [])},
                          {c["external_userid"]: c for c in doc.get("customers", [])},
-                         doc.get("consent", []), doc.get("corp", {}))
+                         doc.get("consent", []), doc.get("corp", {}), succ)
+
+    def heirs(self, customer: str, employee: str) -> tuple[set[str], bool]:
+        """Who reads ``employee``'s chats with ``customer`` now: the chain of successors (a
+        customer can be inherited more than once) and whether ``employee`` still does (a
+        resigned employee's archive stays readable to those in scope, V-3; on the job, the old
+        owner loses it, I-1)."""
+        out, keep, cur, seen = set(), True, employee, set()
+        while (customer, cur) in self.successions and cur not in seen:
+            seen.add(cur)
+            nxt, kind = self.successions[(customer, cur)]
+            if cur == employee and kind == "on_job":
+                keep = False
+            out.add(nxt)
+            cur = nxt
+        return out, keep
 
     def as_document(self) -> dict:
         """The directory in its file's shape (what the library's views take)."""
         return {"employees": list(self.employees.values()), "departments": list(self.departments.values()),
                 "groups": list(self.groups.values()), "customers": list(self.customers.values()),
-                "consent": self.consent, "corp": self.corp}
+                "consent": self.consent, "corp": self.corp,
+                "successions": [{"customer": c, "from": f, "to": t, "kind": k}
+                                for (c, f), (t, k) in self.successions.items()]}
 
     def name(self, uid: str) -> str:
         who = self.employees.get(uid) or self.customers.get(uid) or {}
@@ -84,8 +108,19 @@ def allowed_employees(user: User, d: Directory) -> set[str] | None:
 
 
 def conv_parties(conv: str, d: Directory) -> set[str]:
+    """Whose conversation this is for scope (R-2): its parties, with inherited customers'
+    chats following their new owners (I-1)."""
     if conv.startswith("p:"):
-        return set(conv[2:].split("|"))
+        parties = set(conv[2:].split("|"))
+        if d.successions:
+            customers = [p for p in parties if is_customer(p)]
+            for c in customers:
+                for e in [p for p in parties if not is_customer(p)]:
+                    heirs, keep = d.heirs(c, e)
+                    parties |= heirs
+                    if not keep:
+                        parties.discard(e)
+        return parties
     if conv.startswith("g:"):
         return d.group_members(conv[2:])
     if conv.startswith("s:"):

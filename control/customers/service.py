@@ -8,6 +8,10 @@ Tables (the store's ``app`` table, values sealed; phone numbers only as keyed di
 - ``cu.settings``  → fields, custom fields, statuses, sources, tags, stages, switches, lead package
 - ``cu.cust``      customer id → record (fields, owner, pool, company, last contact, history)
 - ``cu.phone``     phone digest → customer id (de-duplication, P-4)
+- ``cu.ext``       WeCom external_userid → customer id (the link to the directory's contacts)
+- ``cu.xfer``      transfer id → an inheritance job (``control.customers.transfers``); ``cu.xhist``
+                   handover, customer → on-the-job transfer times (90 days / 2); ``cu.gday`` new owner,
+                   day → groups transferred (≤ 300)
 - ``cu.company``   company id → company (name, fields, P-7 holder, claim time)
 - ``cu.opp``       opportunity id → opportunity (customer, stage, amount, history) (P-8)
 - ``cu.pool``      pool id → pool (admins, members, rule, caps, recycling, de-dup) (P-1 … P-3)
@@ -130,6 +134,8 @@ class Customers:
         t.put("cu.cust", cid.encode(), rec)
         if dup is None:
             t.put("cu.phone", d, cid)
+        if fields.get("external_userid"):
+            t.put("cu.ext", fields["external_userid"].encode(), cid)
         if pool is not None and owner is None:
             t.put("cu.inpool", app_key(pool, cid), None)
         if fields.get("company"):
@@ -151,6 +157,14 @@ class Customers:
                 raise ConflictError("a customer with this phone exists")
             t.delete("cu.phone", self.digest(rec["phone"]))
             t.put("cu.phone", d, cid)
+        if changes.get("external_userid") != rec.get("external_userid") and "external_userid" in changes:
+            if rec.get("external_userid"):
+                t.delete("cu.ext", rec["external_userid"].encode())
+            if changes["external_userid"]:
+                other = t.get("cu.ext", changes["external_userid"].encode())
+                if other is not None and other != cid:
+                    raise ConflictError(f"customer {other} is linked to this WeCom contact")
+                t.put("cu.ext", changes["external_userid"].encode(), cid)
         rec.update(changes)
         self._log(rec, "updated", by, fields=sorted(changes))
         t.put("cu.cust", cid.encode(), rec)

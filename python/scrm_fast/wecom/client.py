@@ -1,0 +1,135 @@
+"""The WeCom API client (``wecom-api.md`` §1, §4). Async (aiohttp); one instance per corp
+and secret. Errors come back as HTTP 200 with a non-zero ``errcode``: a call whose errcode
+is not 0 raises :class:`WeComError` (except where the API reports per-item results, which
+are returned as they are)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import aiohttp
+
+TOKEN_INVALID = (42001, 40014)  # expired / invalid: fetch once more and retry once
+RATE_LIMITED = (45009, 45033)
+NO_RETRY = (40001, 60020, 48002)  # wrong secret, IP not trusted, not permitted: a person must act
+
+
+class WeComError(Exception):
+    def __init__(self, errcode: int, errmsg: str, api: str) -> None:
+        super().__init__(f"{api}: WeCom error {errcode}: {errmsg}")
+        self.errcode, self.errmsg, self.api = errcode, errmsg, api
+
+
+class WeComClient:
+    def __init__(self, base_url: str, corpid: str, secret: str, *, session: aiohttp.ClientSession | None = None,
+                 timeout_s: float = 15.0, max_backoff_s: float = 8.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.corpid, self._secret = corpid, secret
+        self._session = session
+        self._own_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._token: tuple[str, float] | None = None  # token, monotonic expiry
+        self._lock = asyncio.Lock()
+        self._max_backoff = max_backoff_s
+        self.token_fetches = 0
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> WeComClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def token(self, *, force: bool = False) -> str:
+        """The cached access token, fetched when missing or within 5 minutes of expiry; one
+        fetch at a time however many callers wait (single-flight)."""
+        cur = self._token
+        if not force and cur is not None and time.monotonic() < cur[1]:
+            return cur[0]
+        async with self._lock:
+            if not force and self._token is not None and time.monotonic() < self._token[1]:
+                return self._token[0]
+            if force and self._token is not None and self._token is not cur:
+                return self._token[0]  # someone refreshed while we waited
+            async with self._http().get(f"{self.base}/cgi-bin/gettoken",
+                                        params={"corpid": self.corpid, "corpsecret": self._secret}) as r:
+                doc = await r.json(content_type=None)
+            self.token_fetches += 1
+            if doc.get("errcode", 0) != 0:
+                raise WeComError(doc.get("errcode", -1), doc.get("errmsg", ""), "gettoken")
+            ttl = int(doc.get("expires_in", 7200))
+            self._token = (doc["access_token"], time.monotonic() + max(60, ttl - 300))
+            return self._token[0]
+
+    async def call(self, api: str, body: dict | None = None, *, method: str = "POST") -> dict:
+        """One API call: the token in the query; 42001/40014 → one fresh token and one retry;
+        45009/45033 → backoff with jitter, a few times; other errcodes raise."""
+        tries, backoff, refreshed = 0, 0.5, False
+        while True:
+            tok = await self.token()
+            url = f"{self.base}/cgi-bin/{api}"
+            kw = {"params": {"access_token": tok}}
+            if method == "POST":
+                kw["json"] = body or {}
+            else:
+                kw["params"].update(body or {})
+            async with self._http().request(method, url, **kw) as r:
+                if r.status != 200:
+                    raise WeComError(-r.status, f"HTTP {r.status}", api)
+                doc = await r.json(content_type=None)
+            code = doc.get("errcode", 0)
+            if code == 0:
+                return doc
+            if code in TOKEN_INVALID and not refreshed:
+                refreshed = True
+                self._token = None
+                continue
+            if code in RATE_LIMITED and tries < 4:
+                tries += 1
+                await asyncio.sleep(min(self._max_backoff, backoff) * (0.5 + random.random()))
+                backoff *= 2
+                continue
+            raise WeComError(code, doc.get("errmsg", ""), api)
+
+    # -- inheritance (§4) ---------------------------------------------------------------------
+    async def transfer_customer(self, handover: str, takeover: str, external_userids: list[str],
+                                message: str | None = None, *, resigned: bool = False) -> list[dict]:
+        """Per-customer results ``[{external_userid, errcode}]`` (≤ 100 a call)."""
+        if not 1 <= len(external_userids) <= 100:
+            raise ValueError("1 … 100 customers a call")
+        body = {"handover_userid": handover, "takeover_userid": takeover, "external_userid": external_userids}
+        if message and not resigned:
+            if len(message) > 200:
+                raise ValueError("the transfer message is at most 200 characters")
+            body["transfer_success_msg"] = message
+        api = "externalcontact/resigned/transfer_customer" if resigned else "externalcontact/transfer_customer"
+        return (await self.call(api, body)).get("customer", [])
+
+    async def transfer_result(self, handover: str, takeover: str, *, resigned: bool = False) -> list[dict]:
+        """Every customer of this handover → takeover pair with its status, all pages."""
+        api = "externalcontact/resigned/transfer_result" if resigned else "externalcontact/transfer_result"
+        out, cursor = [], ""
+        while True:
+            doc = await self.call(api, {"handover_userid": handover, "takeover_userid": takeover, "cursor": cursor})
+            out += doc.get("customer", [])
+            cursor = doc.get("next_cursor") or ""
+            if not cursor:
+                return out
+
+    async def transfer_groups(self, chat_ids: list[str], new_owner: str, *, resigned: bool) -> list[dict]:
+        """``failed_chat_list`` (≤ 100 groups a call)."""
+        if not 1 <= len(chat_ids) <= 100:
+            raise ValueError("1 … 100 groups a call")
+        api = "externalcontact/groupchat/transfer" if resigned else "externalcontact/groupchat/onjob_transfer"
+        return (await self.call(api, {"chat_id_list": chat_ids, "new_owner": new_owner})).get("failed_chat_list", [])

@@ -1,0 +1,201 @@
+"""A fake WeCom on loopback for tests and the demo: the shapes, limits and error codes of
+``wecom-api.md`` — tokens that expire (and can be invalidated early, answering 42001 or
+40014), at most 100 items a call, the 24-hour takeover, refusals and full takeovers
+(statuses 3 and 4, and the ``transfer_fail`` event), the 90-day / two-transfers rule (40128),
+resigned / not resigned (40097, 90500, 90502), 300 groups a day per new owner. Time is an
+injected clock, shared with the server under test."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+DAY_MS = 86400_000
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+@dataclass
+class Transfer:
+    handover: str
+    takeover: str
+    ext: str
+    start: int
+    resigned: bool
+    status: int = 2  # 1 done, 2 waiting, 3 refused, 4 takeover at its limit, 5 no record
+
+
+@dataclass
+class FakeState:
+    corpid: str = "wwfake0001"
+    secrets: dict[str, str] = field(default_factory=lambda: {"contact-secret": "contact"})
+    employees: dict[str, dict] = field(default_factory=dict)  # userid → {status, limit}
+    follows: set[tuple[str, str]] = field(default_factory=set)  # (employee, external_userid)
+    refusing: set[str] = field(default_factory=set)  # customers who refuse a takeover
+    groups: dict[str, str] = field(default_factory=dict)  # chat_id → owner
+    transfers: list[Transfer] = field(default_factory=list)
+    history: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (handover, ext) → starts
+    group_day: dict[tuple[str, str], int] = field(default_factory=dict)  # (new owner, day) → groups
+    tokens: dict[str, int] = field(default_factory=dict)  # token → expiry ms
+    invalid_code: int = 42001
+    calls: list[str] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # transfer_fail events it would push
+
+
+class FakeWeCom:
+    def __init__(self, clock, state: FakeState | None = None) -> None:
+        self.clock = clock
+        self.s = state or FakeState()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def invalidate_tokens(self, code: int = 42001) -> None:
+        """WeCom drops tokens early now and then: the next call answers ``code``."""
+        self.s.tokens.clear()
+        self.s.invalid_code = code
+
+    def customers_of(self, employee: str) -> set[str]:
+        return {e for u, e in self.s.follows if u == employee}
+
+    def _settle(self) -> None:
+        """Takeovers whose 24 hours have passed complete (or fail) now."""
+        now = self.clock.now_ms()
+        for tr in self.s.transfers:
+            if tr.status != 2 or now < tr.start + DAY_MS:
+                continue
+            if tr.ext in self.s.refusing and not tr.resigned:
+                tr.status = 3
+                self.s.events.append({"ChangeType": "transfer_fail", "FailReason": "customer_refused",
+                                      "UserID": tr.takeover, "ExternalUserID": tr.ext})
+                continue
+            limit = self.s.employees.get(tr.takeover, {}).get("limit", 50_000)
+            if len(self.customers_of(tr.takeover)) >= limit:
+                tr.status = 4
+                self.s.events.append({"ChangeType": "transfer_fail", "FailReason": "customer_limit_exceed",
+                                      "UserID": tr.takeover, "ExternalUserID": tr.ext})
+                continue
+            self.s.follows.discard((tr.handover, tr.ext))
+            self.s.follows.add((tr.takeover, tr.ext))
+            tr.status = 1
+
+    @staticmethod
+    def _err(code: int, msg: str) -> web.Response:
+        return web.json_response({"errcode": code, "errmsg": msg})
+
+    def _auth(self, request: web.Request) -> web.Response | None:
+        tok = request.query.get("access_token", "")
+        exp = self.s.tokens.get(tok)
+        if exp is None:
+            return self._err(self.s.invalid_code if tok else 41001, "invalid access_token")
+        if self.clock.now_ms() >= exp:
+            return self._err(42001, "access_token expired")
+        return None
+
+    # -- the app ----------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/cgi-bin/gettoken", self.gettoken)
+        for api in ("externalcontact/transfer_customer", "externalcontact/resigned/transfer_customer"):
+            app.router.add_post(f"/cgi-bin/{api}", self.transfer_customer)
+        for api in ("externalcontact/transfer_result", "externalcontact/resigned/transfer_result"):
+            app.router.add_post(f"/cgi-bin/{api}", self.transfer_result)
+        for api in ("externalcontact/groupchat/transfer", "externalcontact/groupchat/onjob_transfer"):
+            app.router.add_post(f"/cgi-bin/{api}", self.transfer_groups)
+        return app
+
+    async def gettoken(self, request: web.Request) -> web.Response:
+        self.s.calls.append("gettoken")
+        if request.query.get("corpid") != self.s.corpid or request.query.get("corpsecret") not in self.s.secrets:
+            return self._err(40001, "invalid credential")
+        tok = secrets.token_urlsafe(24)
+        self.s.tokens[tok] = self.clock.now_ms() + 7200_000
+        return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": tok, "expires_in": 7200})
+
+    async def transfer_customer(self, request: web.Request) -> web.Response:
+        resigned = "/resigned/" in request.path
+        self.s.calls.append(request.path)
+        if (bad := self._auth(request)) is not None:
+            return bad
+        self._settle()
+        body = await request.json()
+        ho, to, exts = body.get("handover_userid"), body.get("takeover_userid"), body.get("external_userid")
+        if not isinstance(exts, list) or not 1 <= len(exts) <= 100:
+            return self._err(40058, "external_userid: 1 … 100")
+        msg = body.get("transfer_success_msg")
+        if msg is not None and (resigned or len(msg) > 200):
+            return self._err(40058, "transfer_success_msg: at most 200 characters (on-the-job only)")
+        if ho == to:
+            return self._err(40130, "handover and takeover are the same")
+        if ho not in self.s.employees or to not in self.s.employees:
+            return self._err(60111, "userid not found")
+        if resigned and self.s.employees[ho]["status"] != "resigned":
+            return self._err(40097, "the handover employee has not resigned")
+        now = self.clock.now_ms()
+        out = []
+        for ext in exts:
+            code = 0
+            if not isinstance(ext, str) or not ext.startswith(("wm", "wo")):
+                code = 40096
+            elif (ho, ext) not in self.s.follows:
+                code = 40131 if any(e == ext for _, e in self.s.follows) else 84061
+            elif any(tr.ext == ext and tr.status == 2 for tr in self.s.transfers):
+                code = 40129
+            elif not resigned and len([t for t in self.s.history.get((ho, ext), []) if now - t < 90 * DAY_MS]) >= 2:
+                code = 40128
+            if code == 0:
+                self.s.transfers.append(Transfer(ho, to, ext, now, resigned))
+                if not resigned:
+                    self.s.history.setdefault((ho, ext), []).append(now)
+            out.append({"external_userid": ext, "errcode": code})
+        return web.json_response({"errcode": 0, "errmsg": "ok", "customer": out})
+
+    async def transfer_result(self, request: web.Request) -> web.Response:
+        resigned = "/resigned/" in request.path
+        self.s.calls.append(request.path)
+        if (bad := self._auth(request)) is not None:
+            return bad
+        self._settle()
+        body = await request.json()
+        ho, to = body.get("handover_userid"), body.get("takeover_userid")
+        rows = [tr for tr in self.s.transfers if tr.handover == ho and tr.takeover == to and tr.resigned == resigned]
+        start = int(body.get("cursor") or 0)
+        page = rows[start:start + 100]
+        nxt = str(start + 100) if start + 100 < len(rows) else ""
+        return web.json_response({"errcode": 0, "errmsg": "ok", "next_cursor": nxt, "customer": [
+            {"external_userid": tr.ext, "status": tr.status, "takeover_time": (tr.start + DAY_MS) // 1000}
+            for tr in page]})
+
+    async def transfer_groups(self, request: web.Request) -> web.Response:
+        resigned = request.path.endswith("/groupchat/transfer")
+        self.s.calls.append(request.path)
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        ids, owner = body.get("chat_id_list"), body.get("new_owner")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
+            return self._err(40058, "chat_id_list: 1 … 100")
+        if owner not in self.s.employees:
+            return self._err(60111, "userid not found")
+        day = datetime.fromtimestamp(self.clock.now_ms() / 1000, TZ).date().isoformat()
+        failed = []
+        for chat in ids:
+            cur = self.s.groups.get(chat)
+            code = 0
+            if cur is None:
+                code = 90501
+            elif cur == owner:
+                code = 90504
+            elif resigned and self.s.employees.get(cur, {}).get("status") != "resigned":
+                code = 90500
+            elif not resigned and self.s.employees.get(cur, {}).get("status") == "resigned":
+                code = 90502
+            elif self.s.group_day.get((owner, day), 0) >= 300:
+                code = 45034  # over the 300 groups a day
+            if code:
+                failed.append({"chat_id": chat, "errcode": code, "errmsg": "failed"})
+            else:
+                self.s.groups[chat] = owner
+                self.s.group_day[(owner, day)] = self.s.group_day.get((owner, day), 0) + 1
+        return web.json_response({"errcode": 0, "errmsg": "ok", "failed_chat_list": failed})
