@@ -15,6 +15,7 @@ from control.archive import ArchiveViews
 from control.config import ControlConfig
 from control.customers import routes as customer_routes
 from control.customers.service import Customers
+from control.customers.transfers import Transfers
 from control.errors import ApiError, error_middleware, problem
 from control.keys import (
     ACCOUNTS,
@@ -102,6 +103,9 @@ async def _resources(app: web.Application):
     clock = clocks.from_env()
     app[DIALER] = Dialer(store, clock)
     app[customer_routes.CUSTOMERS] = Customers(store, clock)
+    app[customer_routes.TRANSFERS] = Transfers(app[customer_routes.CUSTOMERS], customer_routes.wecom_factory(),
+                                               app[ACCOUNTS])
+    app[JOBS]["transfers:task"] = asyncio.get_running_loop().create_task(customer_routes.transfer_loop(app))
     app[JOBS]["customers-recycle:task"] = asyncio.get_running_loop().create_task(customer_routes.recycle_loop(app))
     # reservations whose device went silent are released by whichever process sweeps first
     app[JOBS]["dialer-sweep:task"] = asyncio.get_running_loop().create_task(_sweep(app))
@@ -117,7 +121,7 @@ async def _resources(app: web.Application):
     gc.collect()
     gc.freeze()
     yield
-    for name in ("dialer-sweep:task", "customers-recycle:task"):
+    for name in ("dialer-sweep:task", "customers-recycle:task", "transfers:task"):
         app[JOBS].pop(name).cancel()
     for key, task in list(app[JOBS].items()):
         if key.endswith(":task"):

@@ -439,3 +439,98 @@ async def recycle_loop(app: web.Application, every_s: float = 60.0) -> None:
             await asyncio.wrap_future(app[COMMITS].submit(app[CUSTOMERS].recycle))
         except Exception:  # noqa: BLE001 - retried on the next round; the server goes on
             logging.getLogger("scrm.customers").exception("recycling failed")
+
+
+# -- inheritance (I-1 … I-3) -------------------------------------------------------------------
+TRANSFERS = web.AppKey("transfers", object)
+
+
+@routes.post("/api/v1/transfers")
+@endpoint("Start a transfer (I-1 on the job, I-2 resigned): customers and groups of `from` to `to`; the answer is "
+          "the job, followed through WeCom until every customer is done, refused or at a limit",
+          perm="customers.admin", tag="inheritance",
+          body={"type": "object", "required": ["kind", "from", "to"], "properties": {
+              "kind": {"enum": ["on_job", "resigned"]}, "from": {"type": "string"}, "to": {"type": "string"},
+              "customers": {"type": "array", "items": {"type": "string"}},
+              "groups": {"type": "array", "items": {"type": "string"}}, "message": {"type": "string"}}})
+async def start_transfer(request: web.Request) -> web.Response:
+    doc = await _doc(request)
+    if set(doc) - {"kind", "from", "to", "customers", "groups", "message"}:
+        raise ApiError(422, "invalid", "fields: kind, from, to, customers, groups, message")
+    tr = request.app[TRANSFERS]
+    if tr.client_factory is None:
+        raise ApiError(409, "conflict", "WeCom is not configured: set SCRM_WECOM_CORP and SCRM_WECOM_SECRET_FILE")
+    by = request[USER].username
+    job = await decide(request, lambda t: tr.create(t, doc, by))
+    disabled = 0
+    if job["kind"] == "resigned":  # I-3: their access ends now, not when WeCom finishes
+        disabled = await asyncio.to_thread(tr.disable_resigned, job["from"])
+    await record(request, "transfer_started", job["id"], {"kind": job["kind"], "from": job["from"], "to": job["to"],
+                                                          "customers": len(job["customers"]),
+                                                          "groups": len(job["groups"]),
+                                                          "accounts_disabled": disabled})
+    try:
+        job = await tr.advance(job["id"])
+    except Exception as e:  # noqa: BLE001 - the job is stored; the scheduler goes on with it
+        job = await asyncio.to_thread(tr.get, job["id"])
+        job = {**job, "warning": f"WeCom did not answer yet ({type(e).__name__}); the job goes on in the background"}
+    return json_response({**job, "accounts_disabled": disabled}, status=201)
+
+
+@routes.get("/api/v1/transfers")
+@endpoint("Transfers with their progress", perm="customers.admin", tag="inheritance")
+async def list_transfers(request: web.Request) -> web.Response:
+    return json_response(await read_off_loop(request, request.app[TRANSFERS].jobs))
+
+
+@routes.get("/api/v1/transfers/{transfer_id}")
+@endpoint("One transfer: every customer's and group's state (waiting until …, done, refused, limit)",
+          perm="customers.admin", tag="inheritance", path={"transfer_id": _ID})
+async def get_transfer(request: web.Request) -> web.Response:
+    try:
+        return json_response(await read_off_loop(request, request.app[TRANSFERS].get,
+                                                 request.match_info["transfer_id"]))
+    except InputError as e:
+        raise ApiError(404, "not_found", str(e)) from None
+
+
+@routes.post("/api/v1/transfers/{transfer_id}/poll")
+@endpoint("Ask WeCom about a transfer now (the server also polls open ones every minute)",
+          perm="customers.admin", tag="inheritance", path={"transfer_id": _ID})
+async def poll_transfer(request: web.Request) -> web.Response:
+    tr = request.app[TRANSFERS]
+    try:
+        await asyncio.to_thread(tr.get, request.match_info["transfer_id"])
+    except InputError as e:
+        raise ApiError(404, "not_found", str(e)) from None
+    return json_response(await tr.advance(request.match_info["transfer_id"]))
+
+
+def wecom_factory():
+    """A client factory from the environment (SCRM_WECOM_BASE, SCRM_WECOM_CORP,
+    SCRM_WECOM_SECRET_FILE: the customer-contact secret), or None."""
+    import os
+
+    from scrm_fast.wecom import WeComClient
+
+    corp, secret_file = os.environ.get("SCRM_WECOM_CORP"), os.environ.get("SCRM_WECOM_SECRET_FILE")
+    if not corp or not secret_file:
+        return None
+    base = os.environ.get("SCRM_WECOM_BASE", "https://qyapi.weixin.qq.com")
+    try:
+        with open(secret_file, encoding="utf-8") as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise InputError(f"SCRM_WECOM_SECRET_FILE: {e}") from None
+    return lambda: WeComClient(base, corp, secret)
+
+
+async def transfer_loop(app: web.Application) -> None:
+    import os
+
+    every = float(os.environ.get("SCRM_TRANSFER_POLL_S", "60"))
+    while True:
+        await asyncio.sleep(every)
+        tr = app[TRANSFERS]
+        if tr.client_factory is not None:
+            await tr.run_open()
