@@ -168,7 +168,34 @@ class ArchiveViews:
         if allowed is None:
             return None
         rooms = {r for r in d.groups if d.group_members(r) & allowed}
-        return SearchScope(frozenset(allowed), frozenset(rooms))
+        convs, hidden = set(), set()
+        for conv in self.inherited_convs(d):  # chats that follow their customer's new owner (I-1)
+            now_visible = bool(conv_parties(conv, d) & allowed)
+            by_party = bool(set(conv[2:].split("|")) & allowed)
+            if now_visible and not by_party:
+                convs.add(conv)
+            elif by_party and not now_visible:
+                hidden.add(conv)
+        return SearchScope(frozenset(allowed), frozenset(rooms), frozenset(convs), frozenset(hidden))
+
+    def inherited_convs(self, d: Directory) -> list[str]:
+        """The one-to-one conversations whose (customer, employee) pair was inherited; worked
+        out once per directory version."""
+        if not d.successions:
+            return []
+        key = id(d)
+        cached = getattr(self, "_inherited", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        pairs = set(d.successions)
+        out = []
+        for c in self.catalog.conversations():
+            if c.conv.startswith("p:"):
+                a, _, b = c.conv[2:].partition("|")
+                if (a, b) in pairs or (b, a) in pairs:
+                    out.append(c.conv)
+        self._inherited = (key, out)
+        return out
 
     def directory(self) -> Directory:
         """The tenant's directory, opened again only when it was saved again (its stamp is

@@ -168,6 +168,18 @@ async def test_on_the_job_transfer_against_the_fake(env):
     # the archive scope moved at takeover: the heir reads the whole history, the old owner no longer
     await asyncio.sleep(1.1)  # the views look at the directory's stamp once a second
     assert await sees(client, heiruser, conv) and not await sees(client, olduser, conv)
+    # search follows too: the heir finds the chat's messages, the old owner no longer does
+    page = await (await client.get(f"/api/v1/conversations/{urllib.parse.quote(conv, safe='')}/messages?limit=50",
+                                   headers=boss)).json()
+    text = next(m["text"] for m in page["items"] if len(m["text"] or "") >= 2)
+    q = {"q": text[:2], "conv": conv, "limit": "100"}
+    found = await (await client.get("/api/v1/search", params=q, headers=heiruser)).json()
+    assert found["total"] > 0 and {i["conv"] for i in found["items"]} == {conv}
+    found = await (await client.get("/api/v1/search", params=q, headers=olduser)).json()
+    assert found["total"] == 0
+    everything = await (await client.get("/api/v1/search", params={**q, "conv": conv}, headers=boss)).json()
+    heirs_view = await (await client.get("/api/v1/search", params=q, headers=heiruser)).json()
+    assert heirs_view["total"] == everything["total"]  # the whole history, not part of it
     rec = (await (await client.get("/api/v1/customers?limit=10", headers=boss)).json())["customers"]
     assert {c["owner"] for c in rec} == {heir}
     assert all(g["state"] == "done" for g in job["groups"].values()) and job["state"] == "done"

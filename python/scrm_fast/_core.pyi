@@ -217,6 +217,8 @@ class ArchiveIndex:
         until: int | None = None,
         scope_parties: list[str] | None = None,
         scope_rooms: list[str] | None = None,
+        scope_convs: list[str] | None = None,
+        scope_hidden: list[str] | None = None,
         before: tuple[int, int] | None = None,
         limit: int = 20,
     ) -> tuple[int, list[tuple[int, int]], tuple[int, int] | None, list[str]]:

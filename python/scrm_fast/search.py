@@ -69,10 +69,13 @@ def open_index(store: ArchiveStore, *, replace_unreadable: bool = False) -> Arch
 @dataclass(frozen=True)
 class SearchScope:
     """A caller's data scope (rule R-2): messages in which one of ``parties`` takes part,
-    or said in one of ``rooms``."""
+    or said in one of ``rooms``, or in one of ``convs`` (chats inherited, rule I-1) — and in
+    none of ``hidden`` (chats handed over to another employee)."""
 
     parties: frozenset[str]
     rooms: frozenset[str]
+    convs: frozenset[str] = frozenset()
+    hidden: frozenset[str] = frozenset()
 
 
 def encode_cursor(c: tuple[int, int] | None) -> str | None:
@@ -217,6 +220,8 @@ class ArchiveSearch:
             msgtypes=sorted(types) if types is not None else None, since=since, until=until,
             scope_parties=sorted(scope.parties) if scope is not None else None,
             scope_rooms=sorted(scope.rooms) if scope is not None else None,
+            scope_convs=sorted(scope.convs) if scope is not None and scope.convs else None,
+            scope_hidden=sorted(scope.hidden) if scope is not None and scope.hidden else None,
             before=decode_cursor(cursor), limit=limit)
         raws = self.store.records_raw([seq for _, seq in hits])
         items, seqs = page_json(hits, raws, terms, snippet_width, names)

@@ -217,7 +217,10 @@ impl SearchRequest {
             self.msgtypes.hash(&mut h);
             self.since.hash(&mut h);
             self.until.hash(&mut h);
-            self.scope.as_ref().map(|s| (&s.parties, &s.rooms)).hash(&mut h);
+            self.scope
+                .as_ref()
+                .map(|s| (&s.parties, &s.rooms, &s.convs, &s.hidden))
+                .hash(&mut h);
             h.finish()
         };
         (u128::from(digest(0)) << 64) | u128::from(digest(1))

@@ -75,12 +75,15 @@ struct Fields {
     msgtype: Field,
 }
 
-/// Data scope (rule R-2): a message is visible when one of `parties` takes part in it or it
-/// was said in one of `rooms`.
+/// Data scope (rule R-2): a message is visible when one of `parties` takes part in it, it
+/// was said in one of `rooms` or it belongs to one of `convs` (chats inherited from another
+/// employee, rule I-1) — and it is in none of `hidden` (chats handed over to someone else).
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     pub parties: Vec<String>,
     pub rooms: Vec<String>,
+    pub convs: Vec<String>,
+    pub hidden: Vec<String>,
 }
 
 /// One search: the query string plus filters; every filter narrows (AND).

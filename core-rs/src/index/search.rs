@@ -90,8 +90,21 @@ impl ArchiveIndex {
                         .rooms
                         .iter()
                         .map(|r| Term::from_field_text(f.room, &k.token(ROOM, r))),
+                )
+                .chain(
+                    scope
+                        .convs
+                        .iter()
+                        .map(|c| Term::from_field_text(f.conv, &k.token(CONV, c))),
                 );
             out.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
+            if !scope.hidden.is_empty() {
+                let hidden = scope
+                    .hidden
+                    .iter()
+                    .map(|c| Term::from_field_text(f.conv, &k.token(CONV, c)));
+                out.push((Occur::MustNot, Box::new(TermSetQuery::new(hidden))));
+            }
         }
         out
     }

@@ -194,12 +194,47 @@ fn filters_narrow_exactly() {
     req.scope = Some(Scope {
         parties: vec!["lisi".into()],
         rooms: vec!["wrRoom1".into()],
+        ..Scope::default()
     });
     let page = ix.search(&req).unwrap();
     assert_eq!(
         page.total as usize,
         rows.iter().filter(|r| r.3 == "lisi" || r.4 == "wrRoom1").count()
     );
+
+    // inherited and handed-over chats: lisi's scope plus zhangsan's chat with the customer,
+    // less that chat for zhangsan (the conversation ids the records carry)
+    let recs: Vec<Record> = values.iter().map(|v| rmp_serde::from_slice(v).unwrap()).collect();
+    let zc = recs
+        .iter()
+        .find(|r| r.from == "zhangsan" && r.roomid.is_empty())
+        .map(|r| r.conv.clone())
+        .unwrap();
+    let mut req = SearchRequest::new("", 1000);
+    req.scope = Some(Scope {
+        parties: vec!["lisi".into()],
+        convs: vec![zc.clone()],
+        ..Scope::default()
+    });
+    let page = ix.search(&req).unwrap();
+    let party = |r: &Record, p: &str| r.from == p || r.tolist.iter().any(|t| t == p);
+    assert_eq!(
+        page.total as usize,
+        recs.iter().filter(|r| party(r, "lisi") || r.conv == zc).count()
+    );
+    let mut req = SearchRequest::new("", 1000);
+    req.scope = Some(Scope {
+        parties: vec!["zhangsan".into()],
+        hidden: vec![zc.clone()],
+        ..Scope::default()
+    });
+    let page = ix.search(&req).unwrap();
+    let want = recs
+        .iter()
+        .filter(|r| party(r, "zhangsan") && r.conv != zc)
+        .count();
+    assert!(want > 0);
+    assert_eq!(page.total as usize, want);
 }
 
 #[test]

@@ -98,11 +98,13 @@ impl PyArchiveIndex {
     }
 
     /// One page: `(total, [(msgtime, seq)…] newest first, next cursor or None, highlight terms)`.
-    /// `parties`: ids that must all take part; `scope_parties`/`scope_rooms`: the caller's
-    /// data scope (a message is visible when one of them matches).
+    /// `parties`: ids that must all take part; `scope_parties`/`scope_rooms`/`scope_convs`:
+    /// the caller's data scope (a message is visible when one of them matches), less
+    /// `scope_hidden` (conversations handed over to another employee).
     #[allow(clippy::too_many_arguments)] // keyword arguments of one Python call
     #[pyo3(signature = (query, *, parties = Vec::new(), room = None, conv = None, msgtypes = None, since = None,
-                        until = None, scope_parties = None, scope_rooms = None, before = None, limit = 20))]
+                        until = None, scope_parties = None, scope_rooms = None, scope_convs = None,
+                        scope_hidden = None, before = None, limit = 20))]
     fn search(
         &self,
         py: Python<'_>,
@@ -115,6 +117,8 @@ impl PyArchiveIndex {
         until: Option<i64>,
         scope_parties: Option<Vec<String>>,
         scope_rooms: Option<Vec<String>>,
+        scope_convs: Option<Vec<String>>,
+        scope_hidden: Option<Vec<String>>,
         before: Option<(i64, u64)>,
         limit: usize,
     ) -> PyResult<Page> {
@@ -123,6 +127,8 @@ impl PyArchiveIndex {
             (p, r) => Some(Scope {
                 parties: p.unwrap_or_default(),
                 rooms: r.unwrap_or_default(),
+                convs: scope_convs.unwrap_or_default(),
+                hidden: scope_hidden.unwrap_or_default(),
             }),
         };
         let req = SearchRequest {
