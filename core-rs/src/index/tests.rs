@@ -229,10 +229,7 @@ fn filters_narrow_exactly() {
         ..Scope::default()
     });
     let page = ix.search(&req).unwrap();
-    let want = recs
-        .iter()
-        .filter(|r| party(r, "zhangsan") && r.conv != zc)
-        .count();
+    let want = recs.iter().filter(|r| party(r, "zhangsan") && r.conv != zc).count();
     assert!(want > 0);
     assert_eq!(page.total as usize, want);
 }
