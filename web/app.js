@@ -463,7 +463,111 @@ function showPopup(p) {
   $("#popups").prepend(el);
 }
 
-const views = { "#/dialer": dialerView, "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
+// -- customers, pools, prospecting, opportunities, inheritance (P-1 … P-8, I-1 … I-3) ----------------
+const XFER_STATES = { pending: "待发送", waiting: "等待接替", done: "接替完毕", refused: "客户拒绝", limit: "接替成员客户已达上限",
+  no_record: "无接替记录", failed: "失败", local_refused: "未发送（90天内已转接2次）", scheduled: "明日继续", sending: "发送中" };
+
+async function download(path, name) {
+  const r = await fetch(path, { headers: { Authorization: `Bearer ${sessionStorage.getItem("token")}` } });
+  if (!r.ok) throw new Error(`HTTP ${r.status}`);
+  const url = URL.createObjectURL(await r.blob());
+  const a = Object.assign(document.createElement("a"), { href: url, download: name });
+  document.body.append(a); a.click(); a.remove(); URL.revokeObjectURL(url);
+}
+
+async function customersView() {
+  const tab = hashParams().get("tab") || "mine";
+  const admin = me.permissions.includes("customers.admin");
+  const tabs = [["mine", "我的客户"], ["pools", "公海"], ["opps", "商机"]].concat(admin ? [["seats", "拓客坐席"], ["transfer", "客户继承"]] : []);
+  main.innerHTML = `<div class="tabs" id="ctabs">${tabs.map(([k, v]) => `<button data-t="${k}" class="${k === tab ? "on" : ""}">${v}</button>`).join("")}</div><div id="cbody"></div>`;
+  $("#ctabs").onclick = (e) => { if (e.target.dataset.t) location.hash = `#/customers?tab=${e.target.dataset.t}`; };
+  const body = $("#cbody");
+  if (tab === "mine") {
+    const q = hashParams();
+    const qs = new URLSearchParams({ limit: "200" });
+    if (me.employee && !admin) qs.set("owner", me.employee);
+    for (const k of ["q", "status"]) if (q.get(k)) qs.set(k, q.get(k));
+    const st = await api("/api/v1/customers/settings");
+    const page = await api(`/api/v1/customers?${qs}`);
+    body.innerHTML = `<form class="search" id="mform"><input name="q" placeholder="姓名或手机号" value="${esc(q.get("q") || "")}">
+      <select name="status"><option value="">全部跟进状态</option>${st.statuses.map((x) => `<option ${x === q.get("status") ? "selected" : ""}>${esc(x)}</option>`).join("")}</select><button>筛选</button></form>
+      <table id="mycustomers"><tr><th>客户</th><th>手机号</th><th>跟进状态</th><th>来源</th><th>标签</th><th>负责人</th><th>公海</th><th>最近联系</th></tr>
+      ${page.customers.map((c) => `<tr data-id="${esc(c.id)}"><td>${esc(c.name)}</td><td>${esc(c.phone)}</td><td>${esc(c.status)}</td><td>${esc(c.source)}</td><td>${esc((c.tags || []).join("、"))}</td><td>${esc(c.owner || "—")}</td><td>${esc(c.pool || "")}</td><td>${time(c.last_contact)}</td></tr>`).join("") || "<tr><td colspan=8 class='muted'>无客户</td></tr>"}</table>`;
+    $("#mform").onsubmit = (e) => { e.preventDefault(); const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v)); f.set("tab", "mine"); location.hash = `#/customers?${f}`; };
+  } else if (tab === "pools") {
+    const pools = await api("/api/v1/pools");
+    const pid = hashParams().get("pool") || (pools[0] && pools[0].id);
+    const pool = pools.find((p) => p.id === pid);
+    body.innerHTML = `<div class="tabs" id="plist">${pools.map((p) => `<button data-p="${esc(p.id)}" class="${p.id === pid ? "on" : ""}">${esc(p.name)}（${p.unclaimed}）</button>`).join("") || "<span class='muted'>无公海</span>"}</div><div id="pbody"></div>`;
+    $("#plist").onclick = (e) => { if (e.target.dataset.p) location.hash = `#/customers?tab=pools&pool=${e.target.dataset.p}`; };
+    if (!pool) return;
+    const rows = (await api(`/api/v1/pools/${pid}/customers?limit=500`)).customers;
+    const rule = { claim: "成员领取", assign: "管理员分配", both: "领取和分配" }[pool.rule];
+    $("#pbody").innerHTML = `<p>分配规则：${rule} · 持有上限：${pool.hold_cap ?? "不限"} · 每日领取上限：${pool.daily_cap ?? "不限"} · 我持有：${pool.held_by_me ?? "—"}</p>
+      <div id="claimresult"></div>
+      <table id="poolcustomers"><tr><th><input type="checkbox" id="all"></th><th>客户</th><th>手机号</th><th>企业</th><th>来源</th></tr>
+      ${rows.map((c) => `<tr data-id="${esc(c.id)}"><td><input type="checkbox" class="pick" value="${esc(c.id)}"></td><td>${esc(c.name)}</td><td>${esc(c.phone)}</td><td>${esc(c.company || "")}</td><td>${esc(c.source)}</td></tr>`).join("") || "<tr><td colspan=5 class='muted'>公海中暂无客户</td></tr>"}</table>
+      <p><button id="claim">领取所选</button> ${admin ? `<input id="assignee" placeholder="分配给（员工ID）"> <button id="assign">分配所选</button>` : ""}</p>
+      ${admin ? `<h4>导入客户（.xlsx / .csv，最多 5000 行）</h4><form id="importform"><input type="file" name="file" accept=".xlsx,.csv" required> <button>导入</button> <a href="#" id="tpl">下载模板</a></form><div id="importreport"></div>` : ""}`;
+    $("#all").onchange = (e) => body.querySelectorAll(".pick").forEach((x) => { x.checked = e.target.checked; });
+    const picked = () => [...body.querySelectorAll(".pick:checked")].map((x) => x.value);
+    const show = (out) => {
+      $("#claimresult").innerHTML = `<p class="ok">已领取 ${out.claimed.length} 位客户</p>${out.refused.length ? `<table id="refusals"><tr><th>客户</th><th>规则</th><th>原因</th></tr>${out.refused.map((r) => `<tr><td>${esc(r.customer)}</td><td>${esc(r.rule)}</td><td>${esc(r.reason)}</td></tr>`).join("")}</table>` : ""}`;
+      out.claimed.forEach((id) => { const tr = body.querySelector(`#poolcustomers tr[data-id="${id}"]`); if (tr) tr.remove(); });
+    };
+    $("#claim").onclick = async () => { try { show(await api(`/api/v1/pools/${pid}/claims`, { method: "POST", json: { customers: picked() } })); } catch (err) { showError(err.message); } };
+    if (admin) {
+      $("#assign").onclick = async () => { try { show(await api(`/api/v1/pools/${pid}/assign`, { method: "POST", json: { member: $("#assignee").value, customers: picked() } })); } catch (err) { showError(err.message); } };
+      $("#tpl").onclick = (e) => { e.preventDefault(); download("/api/v1/pools/import-template.xlsx", "客户导入模板.xlsx").catch((err) => showError(err.message)); };
+      $("#importform").onsubmit = async (e) => {
+        e.preventDefault();
+        const r = await fetch(`/api/v1/pools/${pid}/imports`, { method: "POST", body: new FormData(e.target), headers: { Authorization: `Bearer ${sessionStorage.getItem("token")}` } });
+        const out = await r.json();
+        if (!r.ok) { showError(`${out.error}: ${out.detail}`); return; }
+        showError("");
+        const name = { accepted: "已导入", duplicate: "重复", invalid: "无效" };
+        $("#importreport").innerHTML = `<p id="importsummary">共 ${out.rows} 行：导入 ${out.accepted}，重复 ${out.duplicates}，无效 ${out.invalid} · <a href="#" id="dl">下载导入结果</a></p>
+          <table id="reportrows"><tr><th>行号</th><th>结果</th><th>说明</th></tr>${out.report.filter((x) => x.status !== "accepted").map((x) => `<tr data-row="${x.row}"><td>${x.row}</td><td>${name[x.status]}</td><td>${esc(x.reason || "")}</td></tr>`).join("")}</table>`;
+        $("#dl").onclick = (ev) => { ev.preventDefault(); download(`/api/v1/imports/${out.id}/report.xlsx`, "导入结果.xlsx").catch((err) => showError(err.message)); };
+      };
+    }
+  } else if (tab === "opps") {
+    const by = await api("/api/v1/opportunities");
+    body.innerHTML = `<div class="charts">${Object.entries(by).map(([stage, list]) => `<div class="panel"><h4>${esc(stage)}（${list.length}）</h4>${list.map((o) => `<div>${esc(o.name)} · ${(o.amount / 100).toFixed(2)} 元</div>`).join("")}</div>`).join("")}</div>`;
+  } else if (tab === "seats") {
+    const s = await api("/api/v1/prospect/seats");
+    body.innerHTML = `<p>线索包余额：<b>${s.lead_package}</b>（坐席开启时领取消耗线索包，关闭时不消耗）</p><table><tr><th>员工</th><th>拓客坐席</th><th>单日上限</th><th>每月上限</th></tr>
+      ${s.seats.map((x) => `<tr><td>${esc(x.member)}</td><td>${x.on ? "开启" : "关闭"}</td><td>${x.daily_cap}</td><td>${x.monthly_cap}</td></tr>`).join("") || "<tr><td colspan=4 class='muted'>无</td></tr>"}</table>`;
+  } else if (tab === "transfer") {
+    const jid = hashParams().get("job");
+    if (jid) {
+      const job = await api(`/api/v1/transfers/${jid}`);
+      const rows = Object.entries(job.customers);
+      body.innerHTML = `<h4>${job.kind === "on_job" ? "在职继承" : "离职继承"}：${esc(job.from)} → ${esc(job.to)} · <span id="jobstate">${job.state === "done" ? "已完成" : "进行中"}</span></h4>
+        <button id="poll">刷新进度</button>
+        <table id="xfercustomers"><tr><th>客户</th><th>状态</th><th>说明</th></tr>${rows.map(([ext, c]) => `<tr data-ext="${esc(ext)}"><td>${esc(ext)}</td><td class="st">${esc(XFER_STATES[c.state] || c.state)}</td><td>${c.state === "waiting" && c.until ? `等待至 ${time(c.until)}` : esc(c.reason || (c.errcode ? `错误码 ${c.errcode}` : ""))}</td></tr>`).join("")}</table>
+        <p>群聊：${Object.values(job.groups).length ? Object.entries(Object.values(job.groups).reduce((a, g) => ({ ...a, [g.state]: (a[g.state] || 0) + 1 }), {})).map(([k, v]) => `${esc(XFER_STATES[k] || k)} ${v}`).join(" · ") : "无"}</p>`;
+      $("#poll").onclick = async () => { try { await api(`/api/v1/transfers/${jid}/poll`, { method: "POST" }); await customersView(); } catch (err) { showError(err.message); } };
+      return;
+    }
+    const jobs = await api("/api/v1/transfers");
+    body.innerHTML = `<form id="xform" class="search"><select name="kind"><option value="on_job">在职继承</option><option value="resigned">离职继承</option></select>
+      <input name="from" placeholder="原跟进员工" required><input name="to" placeholder="接替员工" required>
+      <textarea name="customers" placeholder="客户 external_userid，每行一个" rows="3"></textarea><textarea name="groups" placeholder="客户群 chat_id，每行一个" rows="3"></textarea>
+      <input name="message" placeholder="转接提示语（在职，最多200字）" maxlength="200"><button>开始继承</button></form>
+      <table id="xferjobs"><tr><th>继承</th><th>原员工 → 接替</th><th>客户</th><th>状态</th></tr>${jobs.map((j) => `<tr><td><a href="#/customers?tab=transfer&job=${esc(j.id)}">${esc(j.id)}</a></td><td>${esc(j.from)} → ${esc(j.to)}</td><td>${Object.entries(j.customers).map(([k, v]) => `${esc(XFER_STATES[k] || k)} ${v}`).join(" · ")}</td><td>${j.state === "done" ? "已完成" : "进行中"}</td></tr>`).join("")}</table>`;
+    $("#xform").onsubmit = async (e) => {
+      e.preventDefault();
+      const f = Object.fromEntries(new FormData(e.target));
+      const lines = (v) => v.split(/\s+/).map((x) => x.trim()).filter(Boolean);
+      const doc = { kind: f.kind, from: f.from, to: f.to, customers: lines(f.customers), groups: lines(f.groups) };
+      if (f.message && f.kind === "on_job") doc.message = f.message;
+      try { const job = await api("/api/v1/transfers", { method: "POST", json: doc }); location.hash = `#/customers?tab=transfer&job=${job.id}`; } catch (err) { showError(err.message); }
+    };
+  }
+}
+
+const views = { "#/customers": customersView, "#/dialer": dialerView, "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
 async function route() {
   if (!sessionStorage.getItem("token")) return loginView();
   try {
