@@ -132,6 +132,13 @@ def cmd_dialer_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_pools(a: argparse.Namespace) -> int:
+    from control.customers.bench import bench_pools
+
+    _print_json(bench_pools(a.clients, a.seconds, a.rounds, a.workers, a.recycle_customers))
+    return 0
+
+
 def add_commands(sub, bench_sub) -> None:
     """Adds the control plane's commands to the ``scrm`` parser."""
     s = sub.add_parser("serve", help="serve the console and the HTTP API (/api/v1)")
@@ -197,6 +204,15 @@ def add_commands(sub, bench_sub) -> None:
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--port", type=int, default=18766)
     b.set_defaults(func=cmd_bench_dialer)
+
+    b = bench_sub.add_parser("pools", help="pool claims per second under concurrent members (scrm serve with "
+                                           "worker processes), a 5,000-row import, the recycling pass")
+    b.add_argument("--clients", type=int, default=50)
+    b.add_argument("--seconds", type=float, default=10.0, help="per round")
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--recycle-customers", type=int, default=200_000, help="held customers for the recycling pass")
+    b.set_defaults(func=cmd_bench_pools)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,7 +81,10 @@ def crm(tmp_path_factory):
     yield {"base": base, "pool": pool, "clock": clock_path, "fake": fake, "boss": boss, "root": root}
     proc.terminate()
     proc.wait(timeout=30)
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
+    th.join(10)
+    loop.close()
 
 
 def sign_in(page, base, user):
