@@ -35,6 +35,7 @@ from control.keys import (
 )
 from control.routes import admin, archive, auth, review
 from control.routes import meta as meta_routes
+from control.routes import wecom as wecom_routes
 from dialer import routes as dialer_routes
 from dialer.service import Dialer
 from scrm_fast import clock as clocks
@@ -179,7 +180,7 @@ def create_app(config: ControlConfig) -> web.Application:
     app[CONFIG] = config
     app[JOBS] = {}
     app[METRICS] = {"requests": {}, "seconds": {}}
-    for mod in (meta_routes, auth, archive, review, admin, dialer_routes, customer_routes):
+    for mod in (meta_routes, auth, archive, review, admin, dialer_routes, customer_routes, wecom_routes):
         app.add_routes(mod.routes)
     app.router.add_get("/", _index)
     app.router.add_get("/vendor/chart.min.js", _chart_js)

@@ -284,6 +284,22 @@ class Transfers:
                 g.setdefault("owner_changes", []).append({"owner": job["to"], "time": now})
         self.store.save_directory(d)
 
+    def transfer_failed(self, t: AppTxn, takeover: str, ext: str, reason: str) -> str:
+        """The ``transfer_fail`` callback: the waiting transfer of ``ext`` to ``takeover``
+        is refused (customer_refused) or at the taker's limit (customer_limit_exceed) now."""
+        state = {"customer_refused": "refused", "customer_limit_exceed": "limit"}.get(reason)
+        if state is None:
+            return "unknown reason"
+        hit = 0
+        for key, job in list(t.scan("cu.xfer")):
+            c = job["customers"].get(ext)
+            if job["to"] == takeover and c is not None and c["state"] == "waiting":
+                job["customers"][ext] = {**c, "state": state, "reason": REASONS[state], "at": self.clock.now_ms(),
+                                         "by": "transfer_fail"}
+                t.put("cu.xfer", key, job)
+                hit += 1
+        return f"{hit} transfer(s) marked {state}"
+
     def disable_resigned(self, employee: str) -> int:
         """I-3: every account of a resigned employee is disabled at once."""
         if self.accounts is None:

@@ -224,6 +224,9 @@ class ArchiveIndex:
     ) -> tuple[int, list[tuple[int, int]], tuple[int, int] | None, list[str]]:
         """(total, [(msgtime, seq)] newest first, next cursor, highlight terms)."""
 
+def wecom_callback_decrypt(encoding_aes_key: str, encrypted: str, receive_id: str) -> bytes:
+    """The message in a WeCom callback (padding, frame and receive id checked; ValueError)."""
+def wecom_callback_encrypt(encoding_aes_key: str, message: bytes, receive_id: str, random16: bytes) -> str: ...
 def page_json(hits: list[tuple[int, int]], raws: list[bytes | None], terms: list[str], width: int = 80,
               names: dict[str, str] | None = None) -> tuple[bytes, list[int]]: ...
 def fold_search_text(text: str) -> str: ...

@@ -3,6 +3,7 @@
 //! dlopen), the sealing side used by the simulator, and the vault that encrypts stored
 //! values at rest. Pure Rust over OpenSSL; no PyO3.
 
+pub mod callback;
 pub mod keyring;
 pub mod open;
 pub mod seal;

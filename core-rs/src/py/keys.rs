@@ -130,5 +130,33 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCipher>()?;
     m.add_function(wrap_pyfunction!(generate_private_key, m)?)?;
     m.add_function(wrap_pyfunction!(public_key_of, m)?)?;
+    m.add_function(wrap_pyfunction!(wecom_callback_decrypt, m)?)?;
+    m.add_function(wrap_pyfunction!(wecom_callback_encrypt, m)?)?;
     Ok(())
+}
+
+/// The message in a WeCom callback's `Encrypt` (or a URL check's `echostr`), checked: the
+/// padding, the frame and the receive id (spec `wecom-api.md` §2). ValueError says why not.
+#[pyfunction]
+fn wecom_callback_decrypt<'py>(
+    py: Python<'py>,
+    encoding_aes_key: &str,
+    encrypted: &str,
+    receive_id: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    crate::crypto::callback::decrypt(encoding_aes_key, encrypted, receive_id)
+        .map(|m| PyBytes::new(py, &m))
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+}
+
+/// A message encrypted as WeCom frames it (for the fake WeCom and for replies).
+#[pyfunction]
+fn wecom_callback_encrypt(
+    encoding_aes_key: &str,
+    message: &[u8],
+    receive_id: &str,
+    random16: [u8; 16],
+) -> PyResult<String> {
+    crate::crypto::callback::encrypt(encoding_aes_key, message, receive_id, &random16)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
 }

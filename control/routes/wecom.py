@@ -1,0 +1,82 @@
+"""WeCom's callbacks at ``/wecom/callback`` (``wecom-api.md`` §2): the URL check (GET) and
+events (POST), signed and encrypted; answered fast (WeCom waits 5 s, tries 3 times) and
+de-duplicated. Configured by SCRM_WECOM_TOKEN, SCRM_WECOM_AES_KEY and SCRM_WECOM_CORP.
+Events handled here: ``change_external_contact`` / ``transfer_fail`` (inheritance: the
+customer's transfer is marked refused or at the taker's limit at once, not at the next poll);
+``msgaudit_notify`` is recorded for the sync to pick up."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+
+from aiohttp import web
+
+from control.api import endpoint
+from control.errors import ApiError
+from scrm_fast.errors import InputError
+from scrm_fast.wecom import callback
+
+routes = web.RouteTableDef()
+log = logging.getLogger("scrm.wecom")
+
+
+def _config() -> tuple[str, str, str]:
+    token, key, corp = (os.environ.get(k, "") for k in ("SCRM_WECOM_TOKEN", "SCRM_WECOM_AES_KEY", "SCRM_WECOM_CORP"))
+    if not (token and key and corp):
+        raise ApiError(404, "not_found", "WeCom callbacks are not configured")
+    return token, key, corp
+
+
+def _q(request: web.Request, name: str, limit: int = 1024) -> str:
+    v = request.query.get(name, "")
+    if not v or len(v) > limit:
+        raise ApiError(400, "bad_request", f"{name} is missing or too long")
+    return v
+
+
+@routes.get("/wecom/callback")
+@endpoint("WeCom's URL check: the decrypted echostr", public=True, tag="wecom", content="text/plain")
+async def url_check(request: web.Request) -> web.Response:
+    token, key, corp = _config()
+    try:
+        plain = callback.url_check(token, key, corp, _q(request, "msg_signature"), _q(request, "timestamp"),
+                                   _q(request, "nonce"), _q(request, "echostr", 4096))
+    except InputError as e:
+        raise ApiError(403, "forbidden", str(e)) from None
+    return web.Response(body=plain.encode(), content_type="text/plain")
+
+
+@routes.post("/wecom/callback")
+@endpoint("WeCom's signed, encrypted events (de-duplicated; transfer_fail applied at once)", public=True,
+          tag="wecom", content="text/plain")
+async def event(request: web.Request) -> web.Response:
+    token, key, corp = _config()
+    body = await request.content.read(callback.MAX_BODY + 1)
+    try:
+        ev = callback.open_event(token, key, corp, _q(request, "msg_signature"), _q(request, "timestamp"),
+                                 _q(request, "nonce"), body)
+    except InputError as e:
+        raise ApiError(403, "forbidden", str(e)) from None
+    from control.api import decide
+    from control.customers.routes import TRANSFERS
+
+    digest = hashlib.sha256(repr(sorted(ev.items())).encode()).digest()[:16]
+    tr = request.app[TRANSFERS]
+
+    def apply(t):
+        if t.has("wc.seen", digest):  # WeCom sends again when we were slow: once is enough
+            return "duplicate"
+        t.put("wc.seen", digest, tr.clock.now_ms())
+        if ev.get("Event") == "change_external_contact" and ev.get("ChangeType") == "transfer_fail":
+            return tr.transfer_failed(t, ev.get("UserID", ""), ev.get("ExternalUserID", ""), ev.get("FailReason", ""))
+        if ev.get("InfoType") == "msgaudit_notify" or ev.get("Event") == "msgaudit_notify":
+            t.put("wc.notify", b"", tr.clock.now_ms())
+            return "noted"
+        return "ignored"
+    outcome = await decide(request, apply)
+    log.info("wecom event %s/%s: %s", ev.get("Event"), ev.get("ChangeType"), outcome)
+    await asyncio.sleep(0)
+    return web.Response(text="success", content_type="text/plain")
