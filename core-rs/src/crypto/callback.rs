@@ -102,7 +102,7 @@ pub fn encrypt(
     plain.extend_from_slice(msg);
     plain.extend_from_slice(receive_id.as_bytes());
     let pad = BLOCK - plain.len() % BLOCK;
-    plain.extend(std::iter::repeat(pad as u8).take(pad));
+    plain.extend(std::iter::repeat_n(pad as u8, pad));
     Ok(STANDARD.encode(crypt(Mode::Encrypt, &key, &plain)?))
 }
 
