@@ -25,9 +25,10 @@ from control.errors import ApiError
 ALL_PERMS = frozenset({"archive.read", "audit.read", "audit.handle", "words.read", "words.write", "consent.read",
                        "alerts.read", "admin.users", "ingest.write", "trail.read",
                        "dialer.admin", "dialer.call", "dialer.read", "dialer.popup",
-                       "customers.read", "customers.write", "customers.admin", "pools.claim"})
+                       "customers.read", "customers.write", "customers.admin", "pools.claim",
+                       "messaging.send", "messaging.admin"})
 _DIALER_OPERATOR = frozenset({"dialer.call", "dialer.read", "dialer.popup"})
-_SALES = frozenset({"customers.read", "customers.write", "pools.claim"})
+_SALES = frozenset({"customers.read", "customers.write", "pools.claim", "messaging.send"})
 ROLES: dict[str, tuple[frozenset[str], str]] = {
     "admin": (ALL_PERMS, "all"),
     "auditor": (frozenset({"archive.read", "audit.read", "audit.handle", "words.read", "consent.read",

@@ -33,6 +33,8 @@ from control.keys import (
     USER,
     VIEWS,
 )
+from control.messaging import routes as messaging_routes
+from control.messaging.sends import Sends
 from control.routes import admin, archive, auth, review
 from control.routes import meta as meta_routes
 from control.routes import wecom as wecom_routes
@@ -107,6 +109,8 @@ async def _resources(app: web.Application):
     app[customer_routes.TRANSFERS] = Transfers(app[customer_routes.CUSTOMERS], customer_routes.wecom_factory(),
                                                app[ACCOUNTS])
     app[JOBS]["transfers:task"] = asyncio.get_running_loop().create_task(customer_routes.transfer_loop(app))
+    app[messaging_routes.SENDS] = Sends(store, clock, customer_routes.wecom_factory())
+    app[JOBS]["sends:task"] = asyncio.get_running_loop().create_task(messaging_routes.send_loop(app))
     app[JOBS]["customers-recycle:task"] = asyncio.get_running_loop().create_task(customer_routes.recycle_loop(app))
     # reservations whose device went silent are released by whichever process sweeps first
     app[JOBS]["dialer-sweep:task"] = asyncio.get_running_loop().create_task(_sweep(app))
@@ -122,7 +126,7 @@ async def _resources(app: web.Application):
     gc.collect()
     gc.freeze()
     yield
-    for name in ("dialer-sweep:task", "customers-recycle:task", "transfers:task"):
+    for name in ("dialer-sweep:task", "customers-recycle:task", "transfers:task", "sends:task"):
         app[JOBS].pop(name).cancel()
     for key, task in list(app[JOBS].items()):
         if key.endswith(":task"):
@@ -180,7 +184,8 @@ def create_app(config: ControlConfig) -> web.Application:
     app[CONFIG] = config
     app[JOBS] = {}
     app[METRICS] = {"requests": {}, "seconds": {}}
-    for mod in (meta_routes, auth, archive, review, admin, dialer_routes, customer_routes, wecom_routes):
+    for mod in (meta_routes, auth, archive, review, admin, dialer_routes, customer_routes, messaging_routes,
+                wecom_routes):
         app.add_routes(mod.routes)
     app.router.add_get("/", _index)
     app.router.add_get("/vendor/chart.min.js", _chart_js)

@@ -192,6 +192,26 @@ class AppTxn:
         except SealError as e:
             raise InputError(f"{self._s.data_dir}: {e}") from None
 
+    def get_many(self, table: str, keys: list[bytes]) -> list[object | None]:
+        """The values of ``keys`` (None where absent), opened in one batch call."""
+        head = table.encode() + b"\0"
+        fulls = [head + k for k in keys]
+        found = dict(self._txn.cursor(db=self._db).getmulti(fulls)) if fulls else {}
+        pairs = [(k, bytes(found[k])) for k in fulls if k in found]
+        try:
+            opened = dict(zip([k for k, _ in pairs], self._vault.open_pairs(b"app", pairs), strict=True))
+        except SealError as e:
+            raise InputError(f"{self._s.data_dir}: {e}") from None
+        return [msgpack.unpackb(opened[k]) if k in opened else None for k in fulls]
+
+    def put_many(self, table: str, items: list[tuple[bytes, object]]) -> None:
+        """Writes many values, sealed in one batch call."""
+        assert self.write, "a read transaction"
+        head = table.encode() + b"\0"
+        sealed = self._vault.seal_pairs(b"app", [(head + k, msgpack.packb(v)) for k, v in items])
+        if sealed:
+            self._txn.cursor(db=self._db).putmulti(sealed)
+
     def has(self, table: str, key: bytes) -> bool:
         """Whether ``key`` is in ``table`` (index entries often hold no value: None)."""
         return self._txn.get(table.encode() + b"\0" + key, db=self._db) is not None

@@ -133,3 +133,64 @@ class WeComClient:
             raise ValueError("1 … 100 groups a call")
         api = "externalcontact/groupchat/transfer" if resigned else "externalcontact/groupchat/onjob_transfer"
         return (await self.call(api, {"chat_id_list": chat_ids, "new_owner": new_owner})).get("failed_chat_list", [])
+
+    # -- mass messages (§5) ----------------------------------------------------------------
+    async def add_msg_template(self, chat_type: str, sender: str, recipients: list[str], text: str,
+                               attachments: list[dict]) -> tuple[str, list[str]]:
+        """``(msgid, fail_list)``: one template for ``sender``'s customers (≤ 10,000) or groups (≤ 2,000)."""
+        body: dict = {"chat_type": chat_type, "sender": sender, "allow_select": False}
+        if chat_type == "group":
+            if not 1 <= len(recipients) <= 2000:
+                raise ValueError("1 … 2,000 groups a template")
+            body["chat_id_list"] = recipients
+        else:
+            if not 1 <= len(recipients) <= 10_000:
+                raise ValueError("1 … 10,000 customers a template")
+            body["external_userid"] = recipients
+        if text:
+            body["text"] = {"content": text}
+        if attachments:
+            body["attachments"] = attachments
+        doc = await self.call("externalcontact/add_msg_template", body)
+        return doc["msgid"], list(doc.get("fail_list", []))
+
+    async def _dispatched(self, api: str, body: dict) -> dict:
+        """Right after a create WeCom answers 41063 (being dispatched): wait and ask again."""
+        for i in range(6):
+            try:
+                return await self.call(api, body)
+            except WeComError as e:
+                if e.errcode != 41063 or i == 5:
+                    raise
+                await asyncio.sleep(0.2 * (i + 1))
+        raise AssertionError("unreachable")
+
+    async def get_groupmsg_task(self, msgid: str) -> list[dict]:
+        out, cursor = [], ""
+        while True:
+            doc = await self._dispatched("externalcontact/get_groupmsg_task",
+                                         {"msgid": msgid, "limit": 1000, "cursor": cursor})
+            out += doc.get("task_list", [])
+            cursor = doc.get("next_cursor") or ""
+            if not cursor:
+                return out
+
+    async def get_groupmsg_send_result(self, msgid: str, userid: str) -> list[dict]:
+        out, cursor = [], ""
+        while True:
+            doc = await self._dispatched("externalcontact/get_groupmsg_send_result",
+                                         {"msgid": msgid, "userid": userid, "limit": 1000, "cursor": cursor})
+            out += doc.get("send_list", [])
+            cursor = doc.get("next_cursor") or ""
+            if not cursor:
+                return out
+
+    async def remind_groupmsg_send(self, msgid: str) -> None:
+        await self.call("externalcontact/remind_groupmsg_send", {"msgid": msgid})
+
+    async def cancel_groupmsg_send(self, msgid: str) -> None:
+        try:
+            await self.call("externalcontact/cancel_groupmsg_send", {"msgid": msgid})
+        except WeComError as e:
+            if e.errcode != 41093:  # already cancelled: what we wanted
+                raise

@@ -42,6 +42,10 @@ class FakeState:
     tokens: dict[str, int] = field(default_factory=dict)  # token → expiry ms
     invalid_code: int = 42001
     calls: list[str] = field(default_factory=list)
+    # mass messages: WeCom's own truth of who received what (its quota, either profile)
+    quota_profile: str = "seed"
+    templates: dict[str, dict] = field(default_factory=dict)  # msgid → template
+    received: dict[str, list[int]] = field(default_factory=dict)  # recipient → times it received one
     events: list[dict] = field(default_factory=list)  # transfer_fail events it would push
 
 
@@ -103,7 +107,125 @@ class FakeWeCom:
             app.router.add_post(f"/cgi-bin/{api}", self.transfer_result)
         for api in ("externalcontact/groupchat/transfer", "externalcontact/groupchat/onjob_transfer"):
             app.router.add_post(f"/cgi-bin/{api}", self.transfer_groups)
+        app.router.add_post("/cgi-bin/externalcontact/add_msg_template", self.add_msg_template)
+        app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_task", self.groupmsg_task)
+        app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_send_result", self.groupmsg_result)
+        app.router.add_post("/cgi-bin/externalcontact/remind_groupmsg_send", self.remind)
+        app.router.add_post("/cgi-bin/externalcontact/cancel_groupmsg_send", self.cancel)
         return app
+
+    # -- mass messages (§5) ----------------------------------------------------------------------
+    def _may_receive(self, rid: str, now: int) -> bool:
+        """WeCom's quota: ``seed`` 4 a month per recipient (templates created through the API
+        are enterprise sends), ``daily-total`` 1 a day in total."""
+        times = self.s.received.get(rid, [])
+        d = datetime.fromtimestamp(now / 1000, TZ)
+        if self.s.quota_profile == "daily-total":
+            return not any(datetime.fromtimestamp(t / 1000, TZ).date() == d.date() for t in times)
+        month = (d.year, d.month)
+        return sum(1 for t in times if (datetime.fromtimestamp(t / 1000, TZ).year,
+                                        datetime.fromtimestamp(t / 1000, TZ).month) == month) < 4
+
+    def execute(self, msgid: str) -> None:
+        """The member confirms the send in the client: each recipient gets it, or status 3
+        (already received another mass message) when WeCom's quota says no."""
+        tpl = self.s.templates[msgid]
+        if tpl["cancelled"]:
+            return
+        now = self.clock.now_ms()
+        tpl["executed"] = now
+        for rid, st in tpl["results"].items():
+            if st != 0:
+                continue
+            if self._may_receive(rid, now):
+                tpl["results"][rid] = 1
+                self.s.received.setdefault(rid, []).append(now)
+            else:
+                tpl["results"][rid] = 3
+
+    async def add_msg_template(self, request: web.Request) -> web.Response:
+        self.s.calls.append(request.path)
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        chat = body.get("chat_type", "single")
+        ids = body.get("chat_id_list" if chat == "group" else "external_userid") or []
+        if not isinstance(ids, list) or len(ids) > (2000 if chat == "group" else 10_000):
+            return self._err(40058, "too many recipients")
+        text = (body.get("text") or {}).get("content", "")
+        if len(text.encode()) > 4000:
+            return self._err(40058, "text over 4000 bytes")
+        atts = body.get("attachments") or []
+        if len(atts) > 9:
+            return self._err(41064, "too many attachments")
+        if any(a.get("msgtype") not in ("image", "link", "miniprogram", "video", "file") for a in atts):
+            return self._err(41065, "bad attachment type")
+        sender = body.get("sender")
+        if sender not in self.s.employees:
+            return self._err(60111, "userid not found")
+        now = self.clock.now_ms()
+        fail, ok = [], []
+        for rid in ids:
+            if chat == "single" and (sender, rid) not in self.s.follows:
+                fail.append(rid)  # not this member's customer: never sendable
+            else:
+                ok.append(rid)
+        if not ok:
+            return self._err(41048, "no recipient can receive it")
+        msgid = "msg" + secrets.token_hex(6)
+        self.s.templates[msgid] = {"sender": sender, "chat_type": chat, "created": now, "executed": None,
+                                   "cancelled": False, "reminders": [], "results": {r: 0 for r in ok}}
+        return web.json_response({"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": msgid})
+
+    async def groupmsg_task(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        tpl = self.s.templates.get(body.get("msgid"))
+        if tpl is None:
+            return self._err(41062, "no such msgid")
+        st = 2 if tpl["executed"] else 0
+        return web.json_response({"errcode": 0, "errmsg": "ok", "next_cursor": "", "task_list": [
+            {"userid": tpl["sender"], "status": st, "send_time": (tpl["executed"] or 0) // 1000}]})
+
+    async def groupmsg_result(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        tpl = self.s.templates.get(body.get("msgid"))
+        if tpl is None:
+            return self._err(41062, "no such msgid")
+        key = "chat_id" if tpl["chat_type"] == "group" else "external_userid"
+        rows = [{key: r, "userid": tpl["sender"], "status": st} for r, st in tpl["results"].items()]
+        start = int(body.get("cursor") or 0)
+        lim = min(1000, int(body.get("limit") or 1000))
+        nxt = str(start + lim) if start + lim < len(rows) else ""
+        return web.json_response({"errcode": 0, "errmsg": "ok", "next_cursor": nxt,
+                                  "send_list": rows[start:start + lim]})
+
+    async def remind(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        tpl = self.s.templates.get((await request.json()).get("msgid"))
+        if tpl is None:
+            return self._err(41062, "no such msgid")
+        now = self.clock.now_ms()
+        recent = [t for t in tpl["reminders"] if now - t < DAY_MS]
+        if len(recent) >= 3:
+            return self._err(41094, "at most 3 reminders in 24 hours")
+        tpl["reminders"] = recent + [now]
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        tpl = self.s.templates.get((await request.json()).get("msgid"))
+        if tpl is None:
+            return self._err(41062, "no such msgid")
+        if tpl["cancelled"]:
+            return self._err(41093, "already cancelled")
+        tpl["cancelled"] = True
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
 
     async def gettoken(self, request: web.Request) -> web.Response:
         self.s.calls.append("gettoken")

@@ -1,0 +1,384 @@
+"""Mass sends (Q-1 … Q-6, Q-8): checked content, recipients resolved from lists or a filter
+over the customer records, every recipient's quota checked and reserved in one transaction
+(refusals with their rule), pushed to WeCom per sender (``add_msg_template``), followed with
+``get_groupmsg_task`` / ``get_groupmsg_send_result`` until every member executed (done) or a
+month passed (failed); cancel and reminders (≤ 3 a day, Q-6). What WeCom reports settles the
+ledger: sent (1) stays counted, not a friend (2) is given back, quota used elsewhere (3)
+stays counted — the customer did receive one — so the ledger converges with WeCom's.
+
+Tables: ``ms.send`` send id → the send (content, recipients with their state, refusals,
+members, WeCom msgids); ``ms.remind`` send, day → reminders sent (Q-6)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import datetime, timedelta
+
+from control.messaging import quota
+from scrm_fast.errors import ConflictError, InputError, NotFoundError
+from scrm_fast.storage import AppTxn, app_key
+
+ATTACHMENT_TYPES = ("image", "link", "miniprogram", "video", "file")
+MAX_TEXT = 4000
+MAX_ATTACHMENTS = 9
+MAX_GROUPS_MEMBER = 200  # Q-5
+MAX_REMINDERS_A_DAY = 3  # Q-6
+MAX_CUSTOMERS_A_CALL = 10_000  # add_msg_template
+MAX_GROUPS_A_CALL = 2000
+
+
+def check_content(text: object, attachments: object) -> tuple[str, list[dict]]:
+    """Q-4 and ``wecom-api.md`` §5's byte limits, each with the limit named."""
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise InputError("text: a string")
+    if len(text) > MAX_TEXT:
+        raise InputError(f"Q-4: text over {MAX_TEXT} characters ({len(text)})")
+    if len(text.encode()) > 4000:
+        raise InputError(f"text over WeCom's 4000 bytes ({len(text.encode())} bytes in UTF-8)")
+    attachments = attachments or []
+    if not isinstance(attachments, list):
+        raise InputError("attachments: a list")
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise InputError(f"Q-4: at most {MAX_ATTACHMENTS} attachments ({len(attachments)})")
+    if not text and not attachments:
+        raise InputError("a send needs text or attachments")
+    limits = {"link": {"title": 128, "url": 2048, "picurl": 2048, "desc": 512}, "miniprogram": {"title": 64}}
+    out = []
+    for a in attachments:
+        kind = a.get("msgtype") if isinstance(a, dict) else None
+        if kind not in ATTACHMENT_TYPES:
+            raise InputError(f"Q-4: attachment types are {', '.join(ATTACHMENT_TYPES)}")
+        body = a.get(kind)
+        if not isinstance(body, dict):
+            raise InputError(f"attachment {kind}: {{msgtype, {kind}: {{…}}}}")
+        for field, lim in limits.get(kind, {}).items():
+            v = body.get(field, "")
+            if not isinstance(v, str) or len(v.encode()) > lim:
+                raise InputError(f"attachment {kind}.{field}: at most {lim} bytes")
+        out.append({"msgtype": kind, kind: body})
+    return text, out
+
+
+class Sends:
+    def __init__(self, store, clock, client_factory=None) -> None:
+        self.store = store
+        self.clock = clock
+        self.client_factory = client_factory
+
+    def run(self, fn):
+        with self.store.app_write() as t:
+            return fn(t)
+
+    def read(self, fn):
+        with self.store.app_read() as t:
+            return fn(t)
+
+    # -- recipients ---------------------------------------------------------------------------
+    def _resolve(self, t: AppTxn, doc: dict, directory: dict) -> tuple[str, list[tuple[str, str | None]], list[dict]]:
+        """``(chat_type, [(recipient, its sender)], refused)`` from the body's customers,
+        groups or filter."""
+        kind = doc.get("kind")
+        sender = doc.get("sender")
+        chosen = [k for k in ("customers", "groups", "filter") if doc.get(k) is not None]
+        if len(chosen) != 1:
+            raise InputError("name exactly one of customers, groups or filter")
+        owners = {c.get("external_userid"): (c.get("follow_users") or [None])[0]
+                  for c in directory.get("customers", [])}
+        group_owner = {g.get("roomid"): g.get("owner") for g in directory.get("groups", [])}
+        refused = []
+        if chosen[0] == "groups":
+            ids = doc["groups"]
+            if not isinstance(ids, list) or not all(isinstance(x, str) and 0 < len(x) <= 64 for x in ids):
+                raise InputError("groups: a list of chat ids")
+            ids = list(dict.fromkeys(ids))
+            if kind == "member" and len(ids) > MAX_GROUPS_MEMBER:
+                raise InputError(f"Q-5: a member's group send picks at most {MAX_GROUPS_MEMBER} groups ({len(ids)})")
+            out = []
+            for g in ids:
+                owner = group_owner.get(g)
+                if kind == "member" and owner is not None and owner != sender:
+                    refused.append({"recipient": g, "rule": "Q-5", "reason": f"not a group of {sender}"})
+                    continue
+                out.append((g, sender if kind == "member" else owner))
+            return "group", out, refused
+        if chosen[0] == "customers":
+            ids = doc["customers"]
+            if not isinstance(ids, list) or not all(isinstance(x, str) and 0 < len(x) <= 64 for x in ids):
+                raise InputError("customers: a list of external_userids")
+            ids = list(dict.fromkeys(ids))
+        else:
+            ids = self._filter(t, doc["filter"])
+        if len(ids) > 100_000:
+            raise InputError("at most 100,000 recipients a send")
+        by_ext = {}
+        for _, rec in t.scan("cu.cust"):
+            if rec.get("external_userid"):
+                by_ext[rec["external_userid"]] = rec.get("owner")
+        out = []
+        for c in ids:
+            owner = by_ext.get(c) or owners.get(c)
+            out.append((c, sender if kind == "member" else (sender or owner)))
+        return "single", out, refused
+
+    @staticmethod
+    def _filter(t: AppTxn, f: object) -> list[str]:
+        """Seed 003 §5.6.2's filters over the customer records linked to WeCom contacts:
+        gender, source, follow-up status, tags (any / all), sales stage of an opportunity."""
+        if not isinstance(f, dict) or set(f) - {"gender", "source", "status", "tags_any", "tags_all", "stage"}:
+            raise InputError("filter: {gender?, source?, status?, tags_any?, tags_all?, stage?}")
+        for k in ("tags_any", "tags_all"):
+            if k in f and (not isinstance(f[k], list) or len(f[k]) > 10):
+                raise InputError(f"{k}: at most 10 tags")
+        stage_of: dict[str, set] = {}
+        if f.get("stage"):
+            for _, o in t.scan("cu.opp"):
+                stage_of.setdefault(o["customer"], set()).add(o["stage"])
+        out = []
+        for _, rec in t.scan("cu.cust"):
+            ext = rec.get("external_userid")
+            if not ext:
+                continue
+            if f.get("gender") and rec.get("gender") != f["gender"]:
+                continue
+            if f.get("source") and rec.get("source") != f["source"]:
+                continue
+            if f.get("status") and rec.get("status") != f["status"]:
+                continue
+            tags = set(rec.get("tags", []))
+            if f.get("tags_any") and not tags & set(f["tags_any"]):
+                continue
+            if f.get("tags_all") and not set(f["tags_all"]) <= tags:
+                continue
+            if f.get("stage") and f["stage"] not in stage_of.get(rec["id"], set()):
+                continue
+            out.append(ext)
+        return out
+
+    def _check(self, doc: dict) -> tuple[str, str | None, str, list[dict], int | None]:
+        if not isinstance(doc, dict):
+            raise InputError("a send: a JSON object")
+        unknown = set(doc) - {"kind", "sender", "customers", "groups", "filter", "text", "attachments",
+                              "scheduled_at"}
+        if unknown:
+            raise InputError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        kind = doc.get("kind")
+        if kind not in ("member", "enterprise"):
+            raise InputError("kind: member or enterprise")
+        sender = doc.get("sender")
+        if kind == "member" and (not isinstance(sender, str) or not 0 < len(sender) <= 64):
+            raise InputError("sender: the member's userid (a member send has one sender)")
+        if sender is not None and (not isinstance(sender, str) or len(sender) > 64):
+            raise InputError("sender: a userid")
+        text, atts = check_content(doc.get("text"), doc.get("attachments"))
+        at = doc.get("scheduled_at")
+        if at is not None and (isinstance(at, bool) or not isinstance(at, int) or at < 0 or at > 2**50):
+            raise InputError("scheduled_at: epoch milliseconds")
+        return kind, sender, text, atts, at
+
+    def preview(self, t: AppTxn, doc: dict, directory: dict) -> dict:
+        kind, sender, text, atts, at = self._check(doc)
+        chat_type, recips, refused = self._resolve(t, doc, directory)
+        ok, q_refused = quota.preview(t, [r for r, _ in recips], kind, self.clock.now_ms(), chat_type == "group")
+        no_sender = [r for r, s in recips if s is None and r in set(ok)]
+        refused = refused + q_refused + [{"recipient": r, "rule": "Q-1" if kind == "member" else "Q-2",
+                                          "reason": "no follow-up employee to send it"} for r in no_sender]
+        return {"reach": len(ok) - len(no_sender), "refused": refused, "chat_type": chat_type}
+
+    def create(self, t: AppTxn, doc: dict, directory: dict, by: str) -> dict:
+        """The send with its recipients' quota reserved (atomically), or refused each with its rule."""
+        kind, sender, text, atts, at = self._check(doc)
+        chat_type, recips, refused = self._resolve(t, doc, directory)
+        now = self.clock.now_ms()
+        with_sender = [(r, s) for r, s in recips if s is not None]
+        refused += [{"recipient": r, "rule": "Q-1" if kind == "member" else "Q-2",
+                     "reason": "no follow-up employee to send it"} for r, s in recips if s is None]
+        ok, q_refused = quota.reserve(t, [r for r, _ in with_sender], kind, now, chat_type == "group")
+        refused += q_refused
+        okset = set(ok)
+        sid = "ms" + secrets.token_hex(8)
+        senders: dict[str, list[str]] = {}
+        for r, s in with_sender:
+            if r in okset:
+                senders.setdefault(s, []).append(r)
+        send = {"id": sid, "kind": kind, "chat_type": chat_type, "sender": sender, "text": text, "attachments": atts,
+                "scheduled_at": at, "created": now, "by": by, "reserved_at": now,
+                "state": "not_started" if at is not None and at > now else "pushing",
+                "recipients": {r: "reserved" for r in ok}, "senders": senders, "refused": refused,
+                "members": {s: "unsent" for s in senders}, "msgids": {}, "pushed_at": None}
+        if not ok:
+            send["state"] = "failed"
+            send["reason"] = "no recipient within its quota"
+        t.put("ms.send", sid.encode(), send)
+        return send
+
+    def get(self, sid: str) -> dict:
+        s = self.read(lambda t: t.get("ms.send", sid.encode())) if isinstance(sid, str) and len(sid) <= 40 else None
+        if s is None:
+            raise NotFoundError(f"no mass send {sid}")
+        return s
+
+    def view(self, s: dict) -> dict:
+        states: dict[str, int] = {}
+        for v in s["recipients"].values():
+            states[v] = states.get(v, 0) + 1
+        return {k: s[k] for k in ("id", "kind", "chat_type", "sender", "text", "attachments", "scheduled_at", "created",
+                                  "by", "state", "refused", "members", "pushed_at")} | {
+            "accepted": len(s["recipients"]), "recipient_states": states}
+
+    def _update(self, sid: str, fn):
+        def step(t):
+            s = t.get("ms.send", sid.encode())
+            out = fn(t, s)
+            t.put("ms.send", sid.encode(), s)
+            return s if out is None else out
+        return self.run(step)
+
+    def _give_back(self, t: AppTxn, s: dict, recipients: list[str], state: str) -> None:
+        back = [r for r in recipients if s["recipients"].get(r) == "reserved"]
+        quota.release(t, back, s["kind"], s["reserved_at"])
+        for r in back:
+            s["recipients"][r] = state
+
+    # -- with WeCom ------------------------------------------------------------------------------
+    async def push(self, sid: str) -> dict:
+        """Creates the WeCom templates (one per sender) for a send that is due."""
+        s = await asyncio.to_thread(self.get, sid)
+        if s["state"] not in ("pushing", "not_started"):
+            return s
+        if s["state"] == "not_started" and (s["scheduled_at"] or 0) > self.clock.now_ms():
+            return s
+        async with self.client_factory() as client:
+            for sender, recips in s["senders"].items():
+                if sender in s["msgids"]:
+                    continue  # created before a crash or an earlier round
+                cap = MAX_GROUPS_A_CALL if s["chat_type"] == "group" else MAX_CUSTOMERS_A_CALL
+                for i in range(0, len(recips), cap):
+                    part = recips[i:i + cap]
+                    try:
+                        msgid, fails = await client.add_msg_template(s["chat_type"], sender, part, s["text"],
+                                                                     s["attachments"])
+                    except Exception as e:  # noqa: BLE001 - WeCom refused the whole call: give its recipients back
+                        code = getattr(e, "errcode", None)
+
+                        def back(t, s, part=part, code=code):
+                            self._give_back(t, s, part, f"wecom_{code}" if code else "wecom_error")
+                        await asyncio.to_thread(self._update, sid, back)
+                        continue
+
+                    def record(t, s, sender=sender, msgid=msgid, fails=fails):
+                        s["msgids"].setdefault(sender, []).append(msgid)
+                        self._give_back(t, s, [f for f in fails if isinstance(f, str)], "not_sendable")
+                        s["state"] = "running"
+                        s["pushed_at"] = s["pushed_at"] or self.clock.now_ms()
+                    s = await asyncio.to_thread(self._update, sid, record)
+        return await asyncio.to_thread(self._finish_check, sid)
+
+    async def poll(self, sid: str) -> dict:
+        """What WeCom says of each member and recipient; settles or gives back."""
+        s = await asyncio.to_thread(self.get, sid)
+        if s["state"] in ("not_started", "pushing"):
+            return await self.push(sid)
+        if s["state"] != "running":
+            return s
+        async with self.client_factory() as client:
+            for sender, msgids in s["msgids"].items():
+                for msgid in msgids:
+                    tasks = await client.get_groupmsg_task(msgid)
+                    results = await client.get_groupmsg_send_result(msgid, sender)
+
+                    def record(t, s, sender=sender, tasks=tasks, results=results):
+                        for task in tasks:
+                            if task.get("userid") == sender and task.get("status") in (1, 2):
+                                s["members"][sender] = "executed"
+                        back, kept = [], []
+                        for r in results:
+                            rid = r.get("external_userid") or r.get("chat_id")
+                            st = r.get("status")
+                            if s["recipients"].get(rid) != "reserved":
+                                continue
+                            if st == 1:
+                                s["recipients"][rid] = "sent"
+                            elif st == 2:
+                                back.append(rid)
+                            elif st == 3:
+                                kept.append(rid)
+                        self._give_back(t, s, back, "not_a_friend")
+                        for rid in kept:  # WeCom counted another send to them: our count stays
+                            s["recipients"][rid] = "quota_used_elsewhere"
+                    s = await asyncio.to_thread(self._update, sid, record)
+        return await asyncio.to_thread(self._finish_check, sid)
+
+    def _finish_check(self, sid: str) -> dict:
+        def step(t, s):
+            if s["state"] != "running":
+                return
+            now = self.clock.now_ms()
+            if all(v == "executed" for v in s["members"].values()):
+                s["state"] = "done"
+                # recipients WeCom never reported (the member sent, the result list lags) stay counted
+            elif s["pushed_at"] and now >= one_month_after(s["pushed_at"]):
+                s["state"] = "failed"  # Q-8: not all members executed within a month
+                self._give_back(t, s, [r for r, v in s["recipients"].items() if v == "reserved"], "expired")
+        return self._update(sid, step)
+
+    async def cancel(self, sid: str) -> dict:
+        s = await asyncio.to_thread(self.get, sid)
+        if s["state"] not in ("not_started", "pushing", "running"):
+            raise ConflictError(f"a {s['state']} send cannot be cancelled")
+        if s["msgids"]:
+            async with self.client_factory() as client:
+                for msgids in s["msgids"].values():
+                    for m in msgids:
+                        await client.cancel_groupmsg_send(m)
+
+        def step(t, s):
+            self._give_back(t, s, [r for r, v in s["recipients"].items() if v == "reserved"], "cancelled")
+            s["state"] = "cancelled"
+        return await asyncio.to_thread(self._update, sid, step)
+
+    async def remind(self, sid: str) -> dict:
+        """Q-6: at most 3 reminders a day per send, reserved before calling."""
+        s = await asyncio.to_thread(self.get, sid)
+        if s["state"] != "running":
+            raise ConflictError("only a running send is reminded")
+        day = quota.periods(self.clock.now_ms())[0]
+
+        def take(t):
+            key = app_key(sid, day)
+            n = t.get("ms.remind", key) or 0
+            if n >= MAX_REMINDERS_A_DAY:
+                raise ConflictError(f"Q-6: {MAX_REMINDERS_A_DAY} reminders today already")
+            t.put("ms.remind", key, n + 1)
+            return n + 1
+        n = await asyncio.to_thread(self.run, take)
+        async with self.client_factory() as client:
+            for msgids in s["msgids"].values():
+                for m in msgids:
+                    await client.remind_groupmsg_send(m)
+        return {"reminders_today": n}
+
+    async def run_due(self) -> None:
+        for _, s in await asyncio.to_thread(lambda: self.read(lambda t: list(t.scan("ms.send")))):
+            if s["state"] in ("not_started", "pushing", "running"):
+                try:
+                    await self.poll(s["id"])
+                except Exception:  # noqa: BLE001 - retried next round
+                    import logging
+
+                    logging.getLogger("scrm.messaging").exception("send %s: a round failed", s["id"])
+
+
+def one_month_after(ms: int) -> int:
+    d = datetime.fromtimestamp(ms / 1000, quota.TZ)
+    month = d.month % 12 + 1
+    year = d.year + (d.month == 12)
+    try:
+        nd = d.replace(year=year, month=month)
+    except ValueError:  # the 31st into a shorter month: its last day
+        nd = (d.replace(day=1, year=year, month=month % 12 + 1) if month < 12 else d.replace(
+            day=1, year=year + 1, month=1)) - timedelta(days=1)
+        nd = nd.replace(hour=d.hour, minute=d.minute, second=d.second)
+    return int(nd.timestamp() * 1000)

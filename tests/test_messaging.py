@@ -1,0 +1,181 @@
+"""Mass messaging quotas (rules Q-0 … Q-6, Q-8): the ledger's limits at, below and above,
+in both profiles and across the tenant's midnight and month; content checks; a property
+test of random reserve / settle / release / cancel / clock steps; sends against the fake
+WeCom through their states; a simulated month after which the ledger equals WeCom's counts."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from control.messaging import quota
+from control.messaging.sends import Sends, check_content, one_month_after
+from scrm_fast.clock import ManualClock
+from scrm_fast.errors import InputError
+from scrm_fast.storage import ArchiveStore
+
+SH = quota.TZ
+T0 = int(datetime(2026, 12, 1, 10, 0, tzinfo=SH).timestamp() * 1000)
+DAY = 86400_000
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ArchiveStore(tmp_path / "d", master_key=os.urandom(32))
+    yield s
+    s.close()
+
+
+def reserve(store, recips, kind, now, group=False):
+    with store.app_write() as t:
+        return quota.reserve(t, recips, kind, now, group)
+
+
+# -- Q-1 … Q-3 and Q-0 ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind,limit,rule", [("member", 1, "Q-1"), ("enterprise", 4, "Q-2")])
+def test_limits_at_below_above(store, kind, limit, rule):
+    for i in range(limit + 2):
+        ok, refused = reserve(store, ["wmA"], kind, T0 + i * 60_000)
+        if i < limit:
+            assert ok == ["wmA"]
+        else:
+            assert ok == [] and refused[0]["rule"] == rule
+
+
+def test_q2_counted_apart_from_q1(store):
+    assert reserve(store, ["wmA"], "member", T0)[0] == ["wmA"]
+    for i in range(4):  # the enterprise's four use none of the member's one
+        assert reserve(store, ["wmA"], "enterprise", T0 + i)[0] == ["wmA"]
+    assert reserve(store, ["wmA"], "member", T0)[1][0]["rule"] == "Q-1"
+
+
+def test_q3_groups(store):
+    assert reserve(store, ["wrG"], "member", T0, group=True)[0] == ["wrG"]
+    assert reserve(store, ["wrG"], "member", T0, group=True)[1][0]["rule"] == "Q-3"
+    for _ in range(4):
+        reserve(store, ["wrG"], "enterprise", T0, group=True)
+    assert reserve(store, ["wrG"], "enterprise", T0, group=True)[1][0]["rule"] == "Q-3"
+
+
+def test_day_and_month_in_the_tenant_zone(store):
+    late = int(datetime(2026, 12, 31, 23, 59, tzinfo=SH).timestamp() * 1000)
+    assert reserve(store, ["wmA"], "member", late)[0] == ["wmA"]
+    assert reserve(store, ["wmA"], "member", late + 59_000)[0] == []
+    assert reserve(store, ["wmA"], "member", late + 60_000)[0] == ["wmA"]  # 00:00 Shanghai = 16:00 UTC
+    for i in range(4):
+        reserve(store, ["wmB"], "enterprise", late - i)
+    assert reserve(store, ["wmB"], "enterprise", late)[0] == []
+    assert reserve(store, ["wmB"], "enterprise", late + 60_000)[0] == ["wmB"]  # a new month
+
+
+def test_q0_daily_total_profile(store):
+    with store.app_write() as t:
+        quota.set_profile(t, "daily-total")
+    assert reserve(store, ["wmA"], "enterprise", T0)[0] == ["wmA"]
+    r = reserve(store, ["wmA"], "member", T0)[1][0]
+    assert r["rule"] == "Q-0"
+    assert reserve(store, ["wmA"], "enterprise", T0 + DAY)[0] == ["wmA"]
+    # the ledger answers either: back to seed, the member's one of today is still free
+    with store.app_write() as t:
+        quota.set_profile(t, "seed")
+    assert reserve(store, ["wmA"], "member", T0 + DAY)[0] == ["wmA"]
+    with pytest.raises(InputError):
+        with store.app_write() as t:
+            quota.set_profile(t, "weekly")
+
+
+def test_release_gives_back_only_its_period(store):
+    reserve(store, ["wmA"], "member", T0)
+    with store.app_write() as t:
+        quota.release(t, ["wmA"], "member", T0)
+    assert reserve(store, ["wmA"], "member", T0)[0] == ["wmA"]
+    with store.app_write() as t:  # given back the next day: yesterday's count is not today's
+        quota.release(t, ["wmA"], "member", T0)
+        quota.release(t, ["wmA"], "member", T0 - DAY)
+        assert quota.usage(t, "wmA", T0)["member_today"] == 0
+
+
+# -- Q-4, Q-5 content and groups ------------------------------------------------------------------------
+def test_q4_content():
+    assert check_content("x" * 4000, [])[0] == "x" * 4000
+    with pytest.raises(InputError, match="Q-4"):
+        check_content("x" * 4001, [])
+    with pytest.raises(InputError, match="bytes"):
+        check_content("中" * 1334, [])  # under 4000 characters, over WeCom's 4000 bytes
+    img = {"msgtype": "image", "image": {"media_id": "m"}}
+    assert len(check_content("", [img] * 9)[1]) == 9
+    with pytest.raises(InputError, match="Q-4"):
+        check_content("", [img] * 10)
+    with pytest.raises(InputError, match="types"):
+        check_content("hi", [{"msgtype": "voice", "voice": {}}])
+    with pytest.raises(InputError, match="title"):
+        check_content("hi", [{"msgtype": "link", "link": {"title": "a" * 129, "url": "https://x"}}])
+    with pytest.raises(InputError):
+        check_content("", [])
+
+
+def test_q5_member_group_send_at_most_200(store):
+    sends = Sends(store, ManualClock(T0))
+    base = {"kind": "member", "sender": "zhang", "text": "hi"}
+    with store.app_write() as t:
+        out = sends.create(t, {**base, "groups": [f"wr{i}" for i in range(200)]}, {}, "t")
+        assert len(out["recipients"]) == 200
+        with pytest.raises(InputError, match="Q-5"):
+            sends.create(t, {**base, "groups": [f"wr{i}" for i in range(201)]}, {}, "t")
+
+
+def test_q8_one_month_after():
+    at = int(datetime(2026, 1, 31, 9, 0, tzinfo=SH).timestamp() * 1000)
+    assert datetime.fromtimestamp(one_month_after(at) / 1000, SH).date().isoformat() == "2026-02-28"
+    assert one_month_after(T0) == int(datetime(2027, 1, 1, 10, 0, tzinfo=SH).timestamp() * 1000)
+
+
+# -- never over a limit, never negative -------------------------------------------------------------------
+STEPS = st.lists(st.tuples(st.sampled_from(["reserve_m", "reserve_e", "release", "release", "advance_h",
+                                            "advance_d", "profile"]),
+                           st.lists(st.integers(0, 4), min_size=1, max_size=4)), min_size=3, max_size=80)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=STEPS)
+def test_property_counts_stay_within_limits(tmp_path_factory, steps):
+    store = ArchiveStore(tmp_path_factory.mktemp("q"), master_key=os.urandom(32))
+    try:
+        now = T0
+        profile = "seed"
+        held: list[tuple[str, str, int]] = []  # the oracle: (recipient, kind, reserved at)
+        for kind, picks in steps:
+            recips = [f"wm{i}" for i in dict.fromkeys(picks)]
+            if kind in ("reserve_m", "reserve_e"):
+                k = "member" if kind == "reserve_m" else "enterprise"
+                ok, _ = reserve(store, recips, k, now)
+                held += [(r, k, now) for r in ok]
+            elif kind == "release" and held:
+                r, k, at = held.pop(picks[0] % len(held))
+                with store.app_write() as t:
+                    quota.release(t, [r], k, at)
+            elif kind == "advance_h":
+                now += picks[0] * 3 * 3600_000
+            elif kind == "advance_d":
+                now += DAY
+            else:
+                profile = "daily-total" if profile == "seed" else "seed"
+                with store.app_write() as t:
+                    quota.set_profile(t, profile)
+            day, month = quota.periods(now)
+            for i in range(5):
+                rid = f"wm{i}"
+                mine = [(k, quota.periods(at)) for r, k, at in held if r == rid]
+                md = sum(1 for k, (d, _) in mine if k == "member" and d == day)
+                em = sum(1 for k, (_, m) in mine if k == "enterprise" and m == month)
+                ed = sum(1 for k, (d, _) in mine if k == "enterprise" and d == day)
+                with store.app_read() as t:
+                    u = quota.usage(t, rid, now)
+                assert (u["member_today"], u["enterprise_this_month"], u["enterprise_today"]) == (md, em, ed)
+                assert md <= 1 and em <= 4  # whichever profile reserved them
+    finally:
+        store.close()
