@@ -4,23 +4,21 @@ to completion against the fake WeCom (the clock moved past the 24-hour takeover)
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import os
-import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from control.accounts import AccountService
 from scrm_fast.clock import FileClock
 from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import DAY_MS, FakeWeCom
-from tests.conftest import free_port, start_serve
+from tests.conftest import start_serve
+from tests.fake_wecom_thread import serving
 from tests.test_browser import CHROMIUM, browser, new_page, shot  # noqa: F401 - the browser fixture
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
@@ -51,19 +49,10 @@ def crm(tmp_path_factory):
     fake = FakeWeCom(FileClock(clock_path))
     fake.s.employees.update({"rep1": {"status": "active"}, "rep2": {"status": "active"}})
     fake.s.follows |= {("rep1", "wmAlpha"), ("rep1", "wmBeta")}
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
-
-    def serve_fake():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        loop.run_forever()
-    th = threading.Thread(target=serve_fake, daemon=True)
-    th.start()
+    ctx = serving(fake)
+    wecom = ctx.__enter__()
     (root / "secret").write_text("contact-secret")
-    env = {"SCRM_CLOCK": f"file:{clock_path}", "SCRM_WECOM_BASE": f"http://127.0.0.1:{port}",
+    env = {"SCRM_CLOCK": f"file:{clock_path}", "SCRM_WECOM_BASE": wecom,
            "SCRM_WECOM_CORP": fake.s.corpid, "SCRM_WECOM_SECRET_FILE": str(root / "secret")}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -81,10 +70,7 @@ def crm(tmp_path_factory):
     yield {"base": base, "pool": pool, "clock": clock_path, "fake": fake, "boss": boss, "root": root}
     proc.terminate()
     proc.wait(timeout=30)
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    th.join(10)
-    loop.close()
+    ctx.__exit__(None, None, None)
 
 
 def sign_in(page, base, user):

@@ -101,6 +101,30 @@ def release(t: AppTxn, recipients: list[str], kind: str, at: int) -> None:
                        for rid, row in zip(recipients, rows, strict=True)])
 
 
+def move(t: AppTxn, recipients: list[str], kind: str, reserved_at: int, sent_at: int) -> None:
+    """WeCom delivered on another day (or month) than the one reserved: the count moves to the
+    period WeCom counted it in (what WeCom allowed is what happened, even over our limit)."""
+    if not recipients:
+        return
+    d0, m0 = periods(reserved_at)
+    d1, m1 = periods(sent_at)
+    if (d0, m0) == (d1, m1):
+        return
+    rows = t.get_many("q.r", [r.encode() for r in recipients])
+    t.put_many("q.r", [(rid.encode(), bump(bump(row, kind, d0, m0, -1), kind, d1, m1, 1))
+                       for rid, row in zip(recipients, rows, strict=True)])
+
+
+def counted_elsewhere(t: AppTxn, recipient: str, at: int) -> None:
+    """WeCom reports the recipient already had a mass message that day (status 3): if the
+    ledger counts none for that day, it counts one (sent outside the SCRM) — so the ledger
+    converges with WeCom's count instead of drifting below it."""
+    day, month = periods(at)
+    row = t.get("q.r", recipient.encode())
+    if _cur(row, "md", day) + _cur(row, "ed", day) == 0:
+        t.put("q.r", recipient.encode(), bump(row, "enterprise", day, month, 1))
+
+
 def preview(t: AppTxn, recipients: list[str], kind: str, now: int, group: bool) -> tuple[list[str], list[dict]]:
     profile = profile_in(t)
     day, month = periods(now)

@@ -98,7 +98,7 @@ async def _send(request: web.Request) -> dict:
 async def get_send(request: web.Request) -> web.Response:
     s = await _send(request)
     return json_response({**request.app[SENDS].view(s), "recipients": s["recipients"],
-                          "accepted": [r for r in s["recipients"]]})
+                          "settled_at": s.get("settled_at", {}), "accepted": list(s["recipients"])})
 
 
 @routes.post("/api/v1/mass-sends/{send_id}/poll")

@@ -3,8 +3,9 @@ over the customer records, every recipient's quota checked and reserved in one t
 (refusals with their rule), pushed to WeCom per sender (``add_msg_template``), followed with
 ``get_groupmsg_task`` / ``get_groupmsg_send_result`` until every member executed (done) or a
 month passed (failed); cancel and reminders (≤ 3 a day, Q-6). What WeCom reports settles the
-ledger: sent (1) stays counted, not a friend (2) is given back, quota used elsewhere (3)
-stays counted — the customer did receive one — so the ledger converges with WeCom's.
+ledger: sent (1) stays counted, in the day WeCom sent it; not a friend (2) is given back;
+quota used elsewhere (3) gives this send's count back and makes sure the day counts the one
+the customer did receive — so the ledger converges with WeCom's.
 
 Tables: ``ms.send`` send id → the send (content, recipients with their state, refusals,
 members, WeCom msgids); ``ms.remind`` send, day → reminders sent (Q-6)."""
@@ -293,21 +294,29 @@ class Sends:
                         for task in tasks:
                             if task.get("userid") == sender and task.get("status") in (1, 2):
                                 s["members"][sender] = "executed"
-                        back, kept = [], []
+                        back, elsewhere, moved = [], [], {}
+                        settled = s.setdefault("settled_at", {})
                         for r in results:
                             rid = r.get("external_userid") or r.get("chat_id")
                             st = r.get("status")
                             if s["recipients"].get(rid) != "reserved":
                                 continue
-                            if st == 1:
+                            at = int(r.get("send_time") or 0) * 1000 or self.clock.now_ms()
+                            if st == 1:  # sent: counted in the period WeCom counted it
                                 s["recipients"][rid] = "sent"
+                                settled[rid] = at
+                                moved.setdefault(at, []).append(rid)
                             elif st == 2:
                                 back.append(rid)
-                            elif st == 3:
-                                kept.append(rid)
+                            elif st == 3:  # WeCom counted another mass message to them that day
+                                elsewhere.append((rid, at))
+                                settled[rid] = at
                         self._give_back(t, s, back, "not_a_friend")
-                        for rid in kept:  # WeCom counted another send to them: our count stays
-                            s["recipients"][rid] = "quota_used_elsewhere"
+                        self._give_back(t, s, [rid for rid, _ in elsewhere], "quota_used_elsewhere")
+                        for rid, at in elsewhere:
+                            quota.counted_elsewhere(t, rid, at)
+                        for at, rids in moved.items():
+                            quota.move(t, rids, s["kind"], s["reserved_at"], at)
                     s = await asyncio.to_thread(self._update, sid, record)
         return await asyncio.to_thread(self._finish_check, sid)
 

@@ -196,7 +196,9 @@ class FakeWeCom:
         if tpl is None:
             return self._err(41062, "no such msgid")
         key = "chat_id" if tpl["chat_type"] == "group" else "external_userid"
-        rows = [{key: r, "userid": tpl["sender"], "status": st} for r, st in tpl["results"].items()]
+        sent = (tpl["executed"] or 0) // 1000
+        rows = [{key: r, "userid": tpl["sender"], "status": st, **({"send_time": sent} if st in (1, 3) else {})}
+                for r, st in tpl["results"].items()]
         start = int(body.get("cursor") or 0)
         lim = min(1000, int(body.get("limit") or 1000))
         nxt = str(start + lim) if start + lim < len(rows) else ""
