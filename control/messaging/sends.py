@@ -254,7 +254,22 @@ class Sends:
         async with self.client_factory() as client:
             for sender, recips in s["senders"].items():
                 if sender in s["msgids"]:
-                    continue  # created before a crash or an earlier round
+                    continue  # created in an earlier round
+                started = s.get("push_started", {}).get(sender)
+                if started is not None:
+                    # a push that may have reached WeCom before a crash: find its template, never send twice
+                    found = await self._created_before(client, s, sender, started)
+                    if found:
+                        def adopt(t, s, sender=sender, found=found, started=started):
+                            s["msgids"][sender] = found
+                            s["state"] = "running"
+                            s["pushed_at"] = s["pushed_at"] or started
+                        s = await asyncio.to_thread(self._update, sid, adopt)
+                        continue
+
+                def mark(t, s, sender=sender):  # written before the call: a crash after it is found above
+                    s.setdefault("push_started", {})[sender] = self.clock.now_ms()
+                s = await asyncio.to_thread(self._update, sid, mark)
                 cap = MAX_GROUPS_A_CALL if s["chat_type"] == "group" else MAX_CUSTOMERS_A_CALL
                 for i in range(0, len(recips), cap):
                     part = recips[i:i + cap]
@@ -276,6 +291,18 @@ class Sends:
                         s["pushed_at"] = s["pushed_at"] or self.clock.now_ms()
                     s = await asyncio.to_thread(self._update, sid, record)
         return await asyncio.to_thread(self._finish_check, sid)
+
+    async def _created_before(self, client, s: dict, sender: str, started: int) -> list[str]:
+        """Templates WeCom holds for this send from an earlier, interrupted push: by sender,
+        time and text, not claimed by another send."""
+        rows = await client.get_groupmsg_list(s["chat_type"], started - 60_000, self.clock.now_ms() + 60_000, sender)
+        claimed = set()
+        for _, other in await asyncio.to_thread(lambda: self.read(lambda t: list(t.scan("ms.send")))):
+            if other["id"] != s["id"]:
+                for ms in other.get("msgids", {}).values():
+                    claimed.update(ms)
+        return [r["msgid"] for r in rows if (r.get("text") or {}).get("content", "") == s["text"]
+                and r["msgid"] not in claimed]
 
     async def poll(self, sid: str) -> dict:
         """What WeCom says of each member and recipient; settles or gives back."""

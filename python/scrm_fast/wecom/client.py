@@ -194,3 +194,18 @@ class WeComClient:
         except WeComError as e:
             if e.errcode != 41093:  # already cancelled: what we wanted
                 raise
+
+    async def get_groupmsg_list(self, chat_type: str, start_ms: int, end_ms: int,
+                                creator: str | None = None) -> list[dict]:
+        """Mass messages created in [start, end] (at most a month apart), all pages."""
+        out, cursor = [], ""
+        while True:
+            body = {"chat_type": chat_type, "start_time": start_ms // 1000, "end_time": end_ms // 1000, "limit": 100,
+                    "cursor": cursor, "filter_type": 2}
+            if creator:
+                body["creator"] = creator
+            doc = await self.call("externalcontact/get_groupmsg_list_v2", body)
+            out += doc.get("group_msg_list", [])
+            cursor = doc.get("next_cursor") or ""
+            if not cursor:
+                return out

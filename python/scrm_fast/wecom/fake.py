@@ -47,6 +47,7 @@ class FakeState:
     templates: dict[str, dict] = field(default_factory=dict)  # msgid → template
     received: dict[str, list[int]] = field(default_factory=dict)  # recipient → times it received one
     events: list[dict] = field(default_factory=list)  # transfer_fail events it would push
+    answer_delay_s: float = 0.0  # add_msg_template answers this late (a crash test kills the caller meanwhile)
 
 
 class FakeWeCom:
@@ -109,6 +110,7 @@ class FakeWeCom:
             app.router.add_post(f"/cgi-bin/{api}", self.transfer_groups)
         app.router.add_post("/cgi-bin/externalcontact/add_msg_template", self.add_msg_template)
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_task", self.groupmsg_task)
+        app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_list_v2", self.groupmsg_list)
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_send_result", self.groupmsg_result)
         app.router.add_post("/cgi-bin/externalcontact/remind_groupmsg_send", self.remind)
         app.router.add_post("/cgi-bin/externalcontact/cancel_groupmsg_send", self.cancel)
@@ -174,8 +176,30 @@ class FakeWeCom:
             return self._err(41048, "no recipient can receive it")
         msgid = "msg" + secrets.token_hex(6)
         self.s.templates[msgid] = {"sender": sender, "chat_type": chat, "created": now, "executed": None,
-                                   "cancelled": False, "reminders": [], "results": {r: 0 for r in ok}}
+                                   "cancelled": False, "reminders": [], "results": {r: 0 for r in ok},
+                                   "text": text}
+        if self.s.answer_delay_s:
+            import asyncio
+
+            await asyncio.sleep(self.s.answer_delay_s)
         return web.json_response({"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": msgid})
+
+    async def groupmsg_list(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        t0, t1 = int(body.get("start_time", 0)) * 1000, int(body.get("end_time", 0)) * 1000
+        if t1 < t0 or t1 - t0 > 31 * DAY_MS:
+            return self._err(40058, "start_time and end_time at most a month apart")
+        rows = [{"msgid": m, "creator": t["sender"], "create_type": 0, "text": {"content": t["text"]},
+                 "create_time": t["created"] // 1000}
+                for m, t in self.s.templates.items()
+                if t0 <= t["created"] <= t1 + 999 and t["chat_type"] == body.get("chat_type", "single")
+                and (not body.get("creator") or t["sender"] == body["creator"])]
+        start = int(body.get("cursor") or 0)
+        nxt = str(start + 100) if start + 100 < len(rows) else ""
+        return web.json_response({"errcode": 0, "errmsg": "ok", "next_cursor": nxt, "group_msg_list":
+                                  rows[start:start + 100]})
 
     async def groupmsg_task(self, request: web.Request) -> web.Response:
         if (bad := self._auth(request)) is not None:
