@@ -139,6 +139,13 @@ def cmd_bench_pools(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_messaging(a: argparse.Namespace) -> int:
+    from control.messaging.bench import bench_messaging
+
+    _print_json(bench_messaging(a.recipients, a.rounds))
+    return 0
+
+
 def add_commands(sub, bench_sub) -> None:
     """Adds the control plane's commands to the ``scrm`` parser."""
     s = sub.add_parser("serve", help="serve the console and the HTTP API (/api/v1)")
@@ -213,6 +220,11 @@ def add_commands(sub, bench_sub) -> None:
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--recycle-customers", type=int, default=200_000, help="held customers for the recycling pass")
     b.set_defaults(func=cmd_bench_pools)
+
+    b = bench_sub.add_parser("messaging", help="the quota check-and-reserve of a large enterprise send, its preview")
+    b.add_argument("--recipients", type=int, default=10_000)
+    b.add_argument("--rounds", type=int, default=5)
+    b.set_defaults(func=cmd_bench_messaging)
 
 
 def main(argv: list[str] | None = None) -> int:

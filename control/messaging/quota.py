@@ -75,17 +75,43 @@ def set_profile(t: AppTxn, profile: str) -> dict:
 
 def reserve(t: AppTxn, recipients: list[str], kind: str, now: int, group: bool) -> tuple[list[str], list[dict]]:
     """Checks and reserves one ``kind`` send for each recipient, in this transaction (rows
-    read and written in one batch each). Returns (reserved, refused with their rule)."""
+    read and written in one batch each; the rule inlined: this loop runs per recipient of
+    sends of 10,000). Returns (reserved, refused with their rule)."""
     profile = profile_in(t)
     day, month = periods(now)
-    rows = t.get_many("q.r", [r.encode() for r in recipients])
+    keys = [r.encode() for r in recipients]
+    rows = t.get_many("q.r", keys)
     ok, refused, writes = [], [], []
-    for rid, row in zip(recipients, rows, strict=True):
-        rule = verdict(row, kind, profile, day, month, group)
+    member = kind == "member"
+    total = profile == "daily-total"
+    rule_kind = ("Q-3" if group else "Q-1") if member else ("Q-3" if group else "Q-2")
+    for rid, key, row in zip(recipients, keys, rows, strict=True):
+        if row is None:
+            md = em = ed = 0
+            row = {}
+        else:
+            v = row.get("md")
+            md = v[1] if v and v[0] == day else 0
+            v = row.get("em")
+            em = v[1] if v and v[0] == month else 0
+            v = row.get("ed")
+            ed = v[1] if v and v[0] == day else 0
+        if total:
+            rule = "Q-0" if md + ed >= TOTAL_PER_DAY else None
+        elif member:
+            rule = rule_kind if md >= MEMBER_PER_DAY else None
+        else:
+            rule = rule_kind if em >= ENTERPRISE_PER_MONTH else None
         if rule is not None:
-            refused.append({"recipient": rid, "rule": rule, "reason": _why(rule)})
+            refused.append({"recipient": rid, "rule": rule, "reason": _WHY[rule]})
             continue
-        writes.append((rid.encode(), bump(row, kind, day, month, 1)))
+        new = dict(row)
+        if member:
+            new["md"] = [day, md + 1]
+        else:
+            new["em"] = [month, em + 1]
+            new["ed"] = [day, ed + 1]
+        writes.append((key, new))
         ok.append(rid)
     t.put_many("q.r", writes)
     return ok, refused
@@ -152,8 +178,11 @@ def usage(t: AppTxn, recipient: str, now: int) -> dict:
             "member_today": md, "enterprise_this_month": em, "enterprise_today": ed, "left": left}
 
 
+_WHY = {"Q-1": "already received a member mass message today",
+        "Q-2": "already received 4 enterprise mass messages this month",
+        "Q-3": "the group already received its mass message quota (1 a day from members, 4 a month)",
+        "Q-0": "already received a mass message today (daily-total profile)"}
+
+
 def _why(rule: str) -> str:
-    return {"Q-1": "already received a member mass message today",
-            "Q-2": "already received 4 enterprise mass messages this month",
-            "Q-3": "the group already received its mass message quota (1 a day from members, 4 a month)",
-            "Q-0": "already received a mass message today (daily-total profile)"}[rule]
+    return _WHY[rule]
