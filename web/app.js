@@ -567,7 +567,50 @@ async function customersView() {
   }
 }
 
-const views = { "#/customers": customersView, "#/dialer": dialerView, "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
+// -- mass messaging (Q-0 … Q-8) ------------------------------------------------------------------------
+const SEND_STATES = { not_started: "未开始", pushing: "发送中", running: "进行中", done: "已完成", failed: "已失败", cancelled: "已取消" };
+const RECIPIENT_STATES = { reserved: "待发送", sent: "已送达", not_sendable: "无法发送", not_a_friend: "非好友", quota_used_elsewhere: "已收到其他群发",
+  expired: "超时未执行", cancelled: "已取消" };
+
+async function messagingView() {
+  const sid = hashParams().get("send");
+  const admin = me.permissions.includes("messaging.admin");
+  if (sid) {
+    const s = await api(`/api/v1/mass-sends/${sid}`);
+    main.innerHTML = `<h3>群发任务 <span id="sendstate">${esc(SEND_STATES[s.state] || s.state)}</span></h3>
+      <p>${s.kind === "member" ? "员工群发" : "企业群发"} · ${esc(s.text)}</p>
+      <p>成员：${Object.entries(s.members).map(([m, v]) => `${esc(m)} ${v === "executed" ? "已执行" : "未执行"}`).join(" · ") || "无"}</p>
+      <p><button id="poll">刷新</button> <button id="cancel">取消群发</button> ${admin ? `<button id="remind">提醒成员</button>` : ""}</p>
+      <table id="sendrecipients"><tr><th>接收者</th><th>状态</th></tr>${Object.entries(s.recipients).map(([r, v]) => `<tr><td>${esc(r)}</td><td>${esc(RECIPIENT_STATES[v] || v)}</td></tr>`).join("")}</table>
+      ${s.refused.length ? `<h4>未发送</h4><table id="sendrefusals"><tr><th>接收者</th><th>规则</th><th>原因</th></tr>${s.refused.map((r) => `<tr><td>${esc(r.recipient)}</td><td>${esc(r.rule)}</td><td>${esc(r.reason)}</td></tr>`).join("")}</table>` : ""}`;
+    $("#poll").onclick = async () => { try { await api(`/api/v1/mass-sends/${sid}/poll`, { method: "POST" }); await messagingView(); } catch (err) { showError(err.message); } };
+    $("#cancel").onclick = async () => { try { await api(`/api/v1/mass-sends/${sid}/cancel`, { method: "POST" }); await messagingView(); } catch (err) { showError(err.message); } };
+    if (admin) $("#remind").onclick = async () => { try { const r = await api(`/api/v1/mass-sends/${sid}/remind`, { method: "POST" }); showError(""); $("#poll").insertAdjacentHTML("afterend", ` <span class="muted">今日已提醒 ${r.reminders_today} 次</span>`); } catch (err) { showError(err.message); } };
+    return;
+  }
+  const sends = await api("/api/v1/mass-sends");
+  main.innerHTML = `<h3>新建群发</h3><form id="sendform" class="search">
+      <select name="kind"><option value="member">员工群发（每位客户每天 1 条）</option>${admin ? `<option value="enterprise">企业群发（每位客户每月 4 条）</option>` : ""}</select>
+      <input name="sender" placeholder="发送员工" value="${esc(me.employee || "")}">
+      <textarea name="customers" rows="3" placeholder="客户 external_userid，每行一个"></textarea>
+      <textarea name="text" rows="3" maxlength="4000" placeholder="群发内容（最多 4000 字）"></textarea>
+      <button type="button" id="previewbtn">预览</button><button>发送</button></form>
+    <div id="sendpreview"></div>
+    <h3>群发任务</h3><table id="sendlist"><tr><th>任务</th><th>类型</th><th>内容</th><th>接收</th><th>状态</th></tr>
+    ${sends.map((s) => `<tr><td><a href="#/messaging?send=${esc(s.id)}">${esc(s.id)}</a></td><td>${s.kind === "member" ? "员工" : "企业"}</td><td>${esc(s.text.slice(0, 30))}</td><td>${s.accepted}</td><td>${esc(SEND_STATES[s.state] || s.state)}</td></tr>`).join("") || "<tr><td colspan=5 class='muted'>无</td></tr>"}</table>`;
+  const doc = () => {
+    const f = Object.fromEntries(new FormData($("#sendform")));
+    return { kind: f.kind, sender: f.sender || undefined, customers: f.customers.split(/\s+/).filter(Boolean), text: f.text };
+  };
+  const showRefusals = (out) => `<p id="reach">将送达 ${out.reach ?? out.accepted_count} 位</p>${out.refused.length ? `<table id="previewrefusals"><tr><th>接收者</th><th>规则</th><th>原因</th></tr>${out.refused.map((r) => `<tr><td>${esc(r.recipient)}</td><td>${esc(r.rule)}</td><td>${esc(r.reason)}</td></tr>`).join("")}</table>` : ""}`;
+  $("#previewbtn").onclick = async () => { try { showError(""); $("#sendpreview").innerHTML = showRefusals(await api("/api/v1/mass-sends/preview", { method: "POST", json: doc() })); } catch (err) { showError(err.message); } };
+  $("#sendform").onsubmit = async (e) => {
+    e.preventDefault();
+    try { const s = await api("/api/v1/mass-sends", { method: "POST", json: doc() }); location.hash = `#/messaging?send=${s.id}`; } catch (err) { showError(err.message); }
+  };
+}
+
+const views = { "#/messaging": messagingView, "#/customers": customersView, "#/dialer": dialerView, "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
 async function route() {
   if (!sessionStorage.getItem("token")) return loginView();
   try {

@@ -1,0 +1,103 @@
+"""Mass messaging in a real browser (Debian's chromium, Playwright): compose a send, see the
+refusals with their rules in the preview, and watch the task move to done when the member
+executes it in (the fake) WeCom."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from control.accounts import AccountService
+from scrm_fast.clock import FileClock
+from scrm_fast.storage import ArchiveStore
+from scrm_fast.wecom.fake import FakeWeCom
+from tests.conftest import start_serve
+from tests.fake_wecom_thread import serving
+from tests.test_browser import CHROMIUM, browser, new_page, shot  # noqa: F401 - the browser fixture
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
+                                reason="chromium not installed (scripts/setup.sh installs it)")
+PASSWORD = "browser-pass-1"
+T0 = 1796090400000
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser-msg")
+    data = root / "data"
+    ArchiveStore(data).close()
+    acc = AccountService(data)
+    acc.create_user("boss", PASSWORD, "admin")
+    acc.close()
+    clock = root / "clock"
+    clock.write_text(str(T0))
+    fake = FakeWeCom(FileClock(clock))
+    fake.s.employees["rep1"] = {"status": "active"}
+    fake.s.follows |= {("rep1", "wmA"), ("rep1", "wmB")}
+    (root / "secret").write_text("contact-secret")
+    with serving(fake) as wecom:
+        env = {"SCRM_CLOCK": f"file:{clock}", "SCRM_WECOM_BASE": wecom, "SCRM_WECOM_CORP": fake.s.corpid,
+               "SCRM_WECOM_SECRET_FILE": str(root / "secret")}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            proc, base = start_serve(data, "--workers", "2")
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        yield {"base": base, "fake": fake}
+        proc.terminate()
+        proc.wait(30)
+
+
+def sign_in(page, base, user):
+    page.goto(f"{base}/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#nav:not([hidden])")
+
+
+def test_compose_see_refusals_watch_the_task(site, browser):  # noqa: F811
+    base, fake = site["base"], site["fake"]
+    page, errors = new_page(browser)
+    sign_in(page, base, "boss")
+    page.goto(f"{base}/#/messaging")
+    page.wait_for_selector("#sendform")
+    page.fill("#sendform input[name=sender]", "rep1")
+    page.fill("#sendform textarea[name=customers]", "wmA\nwmB\nwmC")
+    page.fill("#sendform textarea[name=text]", "双十二专享：满 300 减 50")
+    page.click("#previewbtn")
+    page.wait_for_selector("#reach")
+    assert "将送达 3 位" in page.inner_text("#reach")
+    page.click("#sendform button:not([type=button])")
+    page.wait_for_selector("#sendstate")
+    assert page.inner_text("#sendstate") == "进行中"
+    table = page.inner_text("#sendrecipients")
+    assert "wmC" in table and "无法发送" in table  # not rep1's customer: WeCom's fail_list
+    shot(page, "40-send-running")
+    # the same customers again today: the preview names Q-1 for those already reached
+    page.goto(f"{base}/#/messaging")
+    page.wait_for_selector("#sendform")
+    page.fill("#sendform input[name=sender]", "rep1")
+    page.fill("#sendform textarea[name=customers]", "wmA\nwmB\nwmC")
+    page.fill("#sendform textarea[name=text]", "再发一次")
+    page.click("#previewbtn")
+    page.wait_for_selector("#previewrefusals")
+    rows = [tr.inner_text() for tr in page.locator("#previewrefusals tr").all()[1:]]
+    assert len(rows) == 2 and all("Q-1" in r for r in rows) and "将送达 1 位" in page.inner_text("#reach")
+    shot(page, "41-send-preview-refusals")
+    # the member executes the first send in WeCom: the task moves to done
+    page.goto(f"{base}/#/messaging")
+    page.wait_for_selector("#sendlist a")
+    page.click("#sendlist a")
+    page.wait_for_selector("#sendstate")
+    fake.execute(next(iter(fake.s.templates)))
+    page.click("#poll")
+    page.wait_for_function("document.querySelector('#sendstate') && "
+                           "document.querySelector('#sendstate').textContent === '已完成'")
+    assert page.inner_text("#sendrecipients").count("已送达") == 2
+    shot(page, "42-send-done")
+    assert errors == []
