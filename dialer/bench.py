@@ -20,41 +20,22 @@ from pathlib import Path
 
 import orjson
 
+from control.bench_http import RawClient, _pct
+
 START_MS = 1796090400000  # 2026-12-01 10:00 Asia/Shanghai
 
 
-def _pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return 0.0
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
 async def _client(host: str, port: int, token: str, seconds: float, mode: str, out: dict) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
-    auth = f"Authorization: Device {token}\r\n" if token else ""
-
-    async def request(method: str, path: str, body: bytes = b"", bearer: str = "") -> tuple[int, bytes]:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{bearer or auth}Content-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        writer.write(head + body)
-        status_line = await reader.readline()
-        length = 0
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        data = await reader.readexactly(length)
-        return int(status_line.split()[1]), data
-
+    conn = await RawClient.connect(port, f"Device {token}" if token else "", host)
+    request = conn.request
     end = time.perf_counter() + seconds
     n = 0
     while time.perf_counter() < end:
         t0 = time.perf_counter()
         if mode == "health":
-            status, _ = await request("GET", "/api/v1/health", bearer="X-None: 1\r\n")
+            status, _ = await request("GET", "/api/v1/health")
             out["lat"].append(time.perf_counter() - t0)
             out["status"][str(status)] = out["status"].get(str(status), 0) + 1
             continue
@@ -74,7 +55,7 @@ async def _client(host: str, port: int, token: str, seconds: float, mode: str, o
         else:
             reason = doc.get("refused", {}).get("reason")
             out["refusals"][reason] = out["refusals"].get(reason, 0) + 1
-    writer.close()
+    conn.close()
 
 
 async def _load(port: int, tokens: list[str], seconds: float, mode: str) -> dict:

@@ -1,5 +1,5 @@
 """The fake WeCom served from a thread of the test process, for `scrm serve` workers
-(other processes) to call on loopback."""
+(other processes) to call on loopback; environment variables for a server started in a block."""
 
 from __future__ import annotations
 
@@ -11,6 +11,24 @@ from aiohttp import web
 
 from scrm_fast.wecom.fake import FakeWeCom
 from tests.conftest import free_port
+
+
+@contextmanager
+def environ(**values: str):
+    """These environment variables while the block runs (a server started inside inherits
+    them), the earlier values after."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextmanager

@@ -18,8 +18,8 @@ from scrm_fast.clock import FileClock
 from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import DAY_MS, FakeWeCom
 from tests.conftest import start_serve
-from tests.fake_wecom_thread import serving
-from tests.test_browser import CHROMIUM, browser, new_page, shot  # noqa: F401 - the browser fixture
+from tests.fake_wecom_thread import environ, serving
+from tests.test_browser import CHROMIUM, browser, new_page, shot, sign_in  # noqa: F401 - the browser fixture
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
                                 reason="chromium not installed (scripts/setup.sh installs it)")
@@ -52,18 +52,9 @@ def crm(tmp_path_factory):
     ctx = serving(fake)
     wecom = ctx.__enter__()
     (root / "secret").write_text("contact-secret")
-    env = {"SCRM_CLOCK": f"file:{clock_path}", "SCRM_WECOM_BASE": wecom,
-           "SCRM_WECOM_CORP": fake.s.corpid, "SCRM_WECOM_SECRET_FILE": str(root / "secret")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environ(SCRM_CLOCK=f"file:{clock_path}", SCRM_WECOM_BASE=wecom, SCRM_WECOM_CORP=fake.s.corpid,
+                 SCRM_WECOM_SECRET_FILE=str(root / "secret")):
         proc, base = start_serve(data, "--workers", "2")
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     boss = call(base, "POST", "/api/v1/auth/login", {"username": "boss", "password": PASSWORD})["token"]
     pool = call(base, "POST", "/api/v1/pools", {"name": "华南公海", "members": ["rep1"], "admins": ["boss"],
                                                 "hold_cap": 3}, boss)
@@ -73,12 +64,6 @@ def crm(tmp_path_factory):
     ctx.__exit__(None, None, None)
 
 
-def sign_in(page, base, user):
-    page.goto(f"{base}/")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("#nav:not([hidden])")
 
 
 def test_import_with_report_then_claims_with_refusals(crm, browser):  # noqa: F811

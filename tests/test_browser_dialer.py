@@ -16,7 +16,7 @@ import pytest
 from control.accounts import AccountService
 from scrm_fast.storage import ArchiveStore
 from tests.conftest import start_serve
-from tests.test_browser import CHROMIUM, browser, new_page, shot  # noqa: F401 - the browser fixture
+from tests.test_browser import CHROMIUM, browser, new_page, shot, sign_in  # noqa: F401 - the browser fixture
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
                                 reason="chromium not installed (scripts/setup.sh installs it)")
@@ -83,12 +83,6 @@ def dialer_server(tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def sign_in(page, base, user):
-    page.goto(f"{base}/")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("#nav:not([hidden])")
 
 
 def test_popup_for_the_right_operator_only(dialer_server, browser):  # noqa: F811

@@ -14,8 +14,8 @@ from scrm_fast.clock import FileClock
 from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import FakeWeCom
 from tests.conftest import start_serve
-from tests.fake_wecom_thread import serving
-from tests.test_browser import CHROMIUM, browser, new_page, shot  # noqa: F401 - the browser fixture
+from tests.fake_wecom_thread import environ, serving
+from tests.test_browser import CHROMIUM, browser, new_page, shot, sign_in  # noqa: F401 - the browser fixture
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
                                 reason="chromium not installed (scripts/setup.sh installs it)")
@@ -38,26 +38,14 @@ def site(tmp_path_factory):
     fake.s.follows |= {("rep1", "wmA"), ("rep1", "wmB")}
     (root / "secret").write_text("contact-secret")
     with serving(fake) as wecom:
-        env = {"SCRM_CLOCK": f"file:{clock}", "SCRM_WECOM_BASE": wecom, "SCRM_WECOM_CORP": fake.s.corpid,
-               "SCRM_WECOM_SECRET_FILE": str(root / "secret")}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with environ(SCRM_CLOCK=f"file:{clock}", SCRM_WECOM_BASE=wecom, SCRM_WECOM_CORP=fake.s.corpid,
+                     SCRM_WECOM_SECRET_FILE=str(root / "secret")):
             proc, base = start_serve(data, "--workers", "2")
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         yield {"base": base, "fake": fake}
         proc.terminate()
         proc.wait(30)
 
 
-def sign_in(page, base, user):
-    page.goto(f"{base}/")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("#nav:not([hidden])")
 
 
 def test_compose_see_refusals_watch_the_task(site, browser):  # noqa: F811

@@ -6,7 +6,6 @@ before anything is sent again."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -19,7 +18,7 @@ from scrm_fast.clock import FileClock
 from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import FakeWeCom
 from tests.conftest import start_serve
-from tests.fake_wecom_thread import serving
+from tests.fake_wecom_thread import environ, serving
 
 PASSWORD = "correct-horse-9"
 T0 = 1796090400000
@@ -56,11 +55,10 @@ def test_killed_while_wecom_answers_then_restarted(tmp_path):
     fake.s.employees["zhang"] = {"status": "active"}
     fake.s.follows |= {("zhang", "wm1"), ("zhang", "wm2")}
     (tmp_path / "secret").write_text("contact-secret")
-    with serving(fake) as wecom:
-        env = {"SCRM_CLOCK": f"file:{clock_path}", "SCRM_WECOM_BASE": wecom, "SCRM_WECOM_CORP": fake.s.corpid,
-               "SCRM_WECOM_SECRET_FILE": str(tmp_path / "secret"), "SCRM_SEND_POLL_S": "0.5"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
+    with serving(fake) as wecom, environ(SCRM_CLOCK=f"file:{clock_path}", SCRM_WECOM_BASE=wecom,
+                                         SCRM_WECOM_CORP=fake.s.corpid, SCRM_WECOM_SECRET_FILE=str(tmp_path / "secret"),
+                                         SCRM_SEND_POLL_S="0.5"):
+        proc = None
         try:
             proc, base = start_serve(data, "--workers", "1")
             token = login(base, "boss", PASSWORD)
@@ -117,8 +115,6 @@ def test_killed_while_wecom_answers_then_restarted(tmp_path):
             assert sum(1 for tpl in fake.s.templates.values() if "wm3" in tpl["results"]) == 1
             assert call(base, "GET", "/api/v1/quotas/wm3", token)[1]["enterprise_this_month"] == 1
         finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(30)

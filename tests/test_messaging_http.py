@@ -7,7 +7,6 @@ ledger equals WeCom's counts."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from datetime import datetime
 
@@ -23,7 +22,7 @@ from scrm_fast.clock import FileClock
 from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import DAY_MS, FakeWeCom
 from tests.conftest import start_serve
-from tests.fake_wecom_thread import serving
+from tests.fake_wecom_thread import environ, serving
 
 PASSWORD = "correct-horse-9"
 T0 = 1796090400000
@@ -45,15 +44,9 @@ def test_concurrent_sends_over_two_processes(tmp_path):
         fake.s.follows |= {(f"m{i}", "wmShared"), (f"m{i}", f"wmOwn{i}"), (f"m{i}", "wmShared2")}
     (tmp_path / "secret").write_text("contact-secret")
     with serving(fake) as wecom:
-        env = {"SCRM_CLOCK": f"file:{clock_path}", "SCRM_WECOM_BASE": wecom, "SCRM_WECOM_CORP": fake.s.corpid,
-               "SCRM_WECOM_SECRET_FILE": str(tmp_path / "secret")}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with environ(SCRM_CLOCK=f"file:{clock_path}", SCRM_WECOM_BASE=wecom, SCRM_WECOM_CORP=fake.s.corpid,
+                     SCRM_WECOM_SECRET_FILE=str(tmp_path / "secret")):
             proc, base = start_serve(data, "--workers", "2")
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         try:
             tokens = [login(base, f"u{i}", PASSWORD) for i in range(50)]
             boss = login(base, "boss", PASSWORD)

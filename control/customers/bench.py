@@ -18,30 +18,16 @@ from pathlib import Path
 
 import orjson
 
+from control.bench_http import RawClient, _pct
+
 T0 = 1796090400000
 
 
-def _pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p / 100))] if xs else 0.0
 
 
 async def _client(port, token, seconds, mode, pool, ids, out):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def request(method, path, body=b""):
-        head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        writer.write(head + body)
-        status = int((await reader.readline()).split()[1])
-        length = 0
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        return status, await reader.readexactly(length)
+    conn = await RawClient.connect(port, f"Bearer {token}")
+    request = conn.request
     end = time.perf_counter() + seconds
     while time.perf_counter() < end and (mode == "health" or ids):
         t0 = time.perf_counter()
@@ -55,7 +41,7 @@ async def _client(port, token, seconds, mode, pool, ids, out):
             out["claimed"] += len(doc.get("claimed", []))
             out["refused"] += len(doc.get("refused", []))
         out["lat"].append(time.perf_counter() - t0)
-    writer.close()
+    conn.close()
 
 
 def bench_pools(clients: int = 50, seconds: float = 10.0, rounds: int = 3, workers: int = 2,
