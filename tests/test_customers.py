@@ -452,3 +452,22 @@ def test_chat_times_equal_a_scan_of_the_stored_records(small_corpus, tmp_path):
         assert Customers(store, ManualClock(T0)).chat_times() == want
     finally:
         store.close()
+
+
+def test_company_fields_follow_the_settings(make):
+    cu, clock, pid, ids = make(1, {"members": ["m1"]}, companies=["星辰科技"])
+    comp = cu.run(lambda t: cu.update_company(t, "星辰科技", {"phone": "010-88886666", "website": "https://x.cn"}))
+    assert comp["fields"] == {"phone": "010-88886666", "website": "https://x.cn"}
+    with pytest.raises(InputError, match="not an enabled"):
+        cu.run(lambda t: cu.update_company(t, "星辰科技", {"ceo": "x"}))
+    cu.run(lambda t: cu.update_settings(t, {"company_fields": {"website": {"enabled": False},
+                                                               "industry": {"required": True}}}))
+    with pytest.raises(InputError, match="not an enabled"):
+        cu.run(lambda t: cu.update_company(t, "星辰科技", {"website": "https://y.cn"}))
+    with pytest.raises(InputError, match="industry"):
+        cu.run(lambda t: cu.update_company(t, "星辰科技", {"phone": "010-1"}))
+    assert cu.run(lambda t: cu.update_company(t, "星辰科技", {"industry": "软件"}))["fields"]["industry"] == "软件"
+    with pytest.raises(InputError):
+        rules.merge_settings(rules.default_settings(), {"company_fields": {"name": {"required": False}}})
+    with pytest.raises(InputError):
+        cu.run(lambda t: cu.update_company(t, "无此公司", {"phone": "1"}))

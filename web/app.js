@@ -486,11 +486,12 @@ async function customersView() {
     const q = hashParams();
     const qs = new URLSearchParams({ limit: "200" });
     if (me.employee && !admin) qs.set("owner", me.employee);
-    for (const k of ["q", "status"]) if (q.get(k)) qs.set(k, q.get(k));
+    for (const k of ["q", "status", "tag"]) if (q.get(k)) qs.set(k, q.get(k));
     const st = await api("/api/v1/customers/settings");
     const page = await api(`/api/v1/customers?${qs}`);
     body.innerHTML = `<form class="search" id="mform"><input name="q" placeholder="姓名或手机号" value="${esc(q.get("q") || "")}">
-      <select name="status"><option value="">全部跟进状态</option>${st.statuses.map((x) => `<option ${x === q.get("status") ? "selected" : ""}>${esc(x)}</option>`).join("")}</select><button>筛选</button></form>
+      <select name="status"><option value="">全部跟进状态</option>${st.statuses.map((x) => `<option ${x === q.get("status") ? "selected" : ""}>${esc(x)}</option>`).join("")}</select>
+      <select name="tag"><option value="">全部标签</option>${st.tags.map((x) => `<option ${x === q.get("tag") ? "selected" : ""}>${esc(x)}</option>`).join("")}</select><button>筛选</button></form>
       <table id="mycustomers"><tr><th>客户</th><th>手机号</th><th>跟进状态</th><th>来源</th><th>标签</th><th>负责人</th><th>公海</th><th>最近联系</th></tr>
       ${page.customers.map((c) => `<tr data-id="${esc(c.id)}"><td>${esc(c.name)}</td><td>${esc(c.phone)}</td><td>${esc(c.status)}</td><td>${esc(c.source)}</td><td>${esc((c.tags || []).join("、"))}</td><td>${esc(c.owner || "—")}</td><td>${esc(c.pool || "")}</td><td>${time(c.last_contact)}</td></tr>`).join("") || "<tr><td colspan=8 class='muted'>无客户</td></tr>"}</table>`;
     $("#mform").onsubmit = (e) => { e.preventDefault(); const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v)); f.set("tab", "mine"); location.hash = `#/customers?${f}`; };

@@ -176,6 +176,18 @@ async def list_companies(request: web.Request) -> web.Response:
     return json_response(await read_off_loop(request, request.app[CUSTOMERS].companies))
 
 
+@routes.put("/api/v1/companies/{company_id}")
+@endpoint("A company's fields (企业字段, as the settings enable them)", perm="customers.admin", tag="customers",
+          path={"company_id": {"type": "string", "maxLength": 100}},
+          body={"type": "object", "required": ["fields"], "properties": {"fields": {"type": "object"}}})
+async def put_company(request: web.Request) -> web.Response:
+    doc = fields(await _doc(request), {"fields": (dict, True)})
+    cu, cid = request.app[CUSTOMERS], request.match_info["company_id"]
+    out = await decide(request, lambda t: cu.update_company(t, cid, doc["fields"]))
+    await record(request, "company_changed", cid, {"fields": sorted(doc["fields"])})
+    return json_response(out)
+
+
 # -- opportunities (P-8) ---------------------------------------------------------------------------
 @routes.get("/api/v1/opportunities")
 @endpoint("Opportunities in your scope by sales stage (P-8)", perm="customers.read", tag="customers")

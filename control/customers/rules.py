@@ -16,6 +16,10 @@ BASIC_FIELDS: list[tuple[str, str]] = [
     ("position", "职位"), ("industry", "行业"), ("region", "地区"), ("birthplace", "籍贯"),
     ("website", "网址"), ("remark", "备注"), ("description", "描述")]
 FIXED_FIELDS = ("name", "phone")
+# seed 003 §5.9.1 (企业字段): the company's name always on and required
+COMPANY_FIELDS: list[tuple[str, str]] = [("name", "企业名称"), ("short_name", "企业简称"), ("phone", "联系电话"),
+                                         ("website", "企业网址"), ("address", "企业地址"), ("industry", "所属行业"),
+                                         ("scale", "企业规模"), ("remark", "备注")]
 DEFAULT_STATUSES = ["未跟进", "跟进中", "已成交", "已流失"]
 DEFAULT_SOURCES = ["企业微信", "表格导入", "公海领取", "智能拓客", "电话", "其他"]
 # P-8: six defaults; won and lost are fixed (never deleted or renamed)
@@ -55,7 +59,8 @@ def default_settings() -> dict:
                            "required": k in FIXED_FIELDS} for k, v in BASIC_FIELDS},
             "custom": [], "statuses": list(DEFAULT_STATUSES), "sources": list(DEFAULT_SOURCES), "tags": [],
             "stages": list(DEFAULT_STAGES), "stage_reopen": False, "protection": False, "lead_package": 0,
-            "prospect_release_s": None}
+            "prospect_release_s": None,
+            "company_fields": {k: {"label": v, "enabled": True, "required": k == "name"} for k, v in COMPANY_FIELDS}}
 
 
 def _strs(v: object, name: str, limit: int = 200) -> list[str]:
@@ -112,6 +117,21 @@ def merge_settings(cur: dict, doc: object) -> dict:
                 c.setdefault("enabled", True)
                 c.setdefault("required", False)
             out["custom"] = v
+        elif k == "company_fields":
+            if not isinstance(v, dict):
+                raise InputError("company_fields: {field: {label?, enabled?, required?}}")
+            cf = {f: dict(x) for f, x in out.get("company_fields", default_settings()["company_fields"]).items()}
+            for f, change in v.items():
+                if f not in cf or not isinstance(change, dict) or set(change) - {"label", "enabled", "required"}:
+                    raise InputError(f"company_fields: {f!r} is not a company field")
+                if f == "name" and change:
+                    raise InputError("company_fields: the company name is always enabled and required")
+                if any(not isinstance(change.get(b, True), bool) for b in ("enabled", "required")):
+                    raise InputError(f"company_fields.{f}: enabled and required are true or false")
+                cf[f].update(change)
+                if cf[f]["required"] and not cf[f]["enabled"]:
+                    raise InputError(f"company_fields.{f}: a required field must be enabled")
+            out["company_fields"] = cf
         elif k in ("statuses", "sources", "tags"):
             out[k] = _strs(v, k, 500 if k == "tags" else 50)
         elif k == "stages":
@@ -221,3 +241,19 @@ def _day(v: object, name: str) -> str:
         return date.fromisoformat(v).isoformat()
     except (TypeError, ValueError):
         raise InputError(f"{name}: a day YYYY-MM-DD") from None
+
+
+def check_company(settings: dict, doc: object) -> dict:
+    """A company's fields against the settings' company fields (enabled ones only)."""
+    if not isinstance(doc, dict):
+        raise InputError("fields: {field: text}")
+    spec = settings.get("company_fields") or default_settings()["company_fields"]
+    out = {}
+    for k, v in doc.items():
+        f = spec.get(k)
+        if f is None or not f["enabled"]:
+            raise InputError(f"{k}: not an enabled company field")
+        if not isinstance(v, str) or len(v) > 200:
+            raise InputError(f"{k}: text of up to 200 characters")
+        out[k] = v
+    return out

@@ -243,6 +243,19 @@ class Customers:
     def companies(self) -> list[dict]:
         return self.read(lambda t: [v for _, v in t.scan("cu.company")])
 
+    def update_company(self, t: AppTxn, cid: str, fields: dict) -> dict:
+        comp = t.get("cu.company", cid.encode()) if isinstance(cid, str) and 0 < len(cid) <= 100 else None
+        if comp is None:
+            raise NotFoundError(f"no company {cid}")
+        s = self.settings_in(t)
+        comp["fields"] = {**comp.get("fields", {}), **rules.check_company(s, fields)}
+        spec = s.get("company_fields") or rules.default_settings()["company_fields"]
+        missing = [k for k, f in spec.items() if f["required"] and k != "name" and not comp["fields"].get(k)]
+        if missing:
+            raise InputError(f"required company field(s) missing: {', '.join(missing)}")
+        t.put("cu.company", cid.encode(), comp)
+        return comp
+
     # -- opportunities (P-8) --------------------------------------------------------------------
     def add_opportunity(self, t: AppTxn, cid: str, name: str, amount: int, by: str) -> dict:
         rec = self.get(t, cid)
