@@ -128,10 +128,15 @@ def test_transfer_watched_to_completion(crm, browser):  # noqa: F811
     sign_in(page, base, "boss")
     page.goto(f"{base}/#/customers?tab=transfer")
     page.wait_for_selector("#xform")
+    for i, ext in enumerate(("wmAlpha", "wmBeta")):  # the SCRM's records of rep1's two WeCom customers
+        call(base, "POST", "/api/v1/customers", {"name": f"老客户{i}", "phone": f"1370000100{i}", "owner": "rep1",
+                                                 "external_userid": ext}, crm["boss"])
     page.fill("#xform input[name=from]", "rep1")
+    page.click("#loadcands")  # the employee's customers and groups, listed for the admin
+    page.wait_for_function("document.querySelector('#xform textarea[name=customers]').value.includes('wmBeta')")
+    assert page.input_value("#xform textarea[name=customers]").split() == ["wmAlpha", "wmBeta"]
     page.fill("#xform input[name=to]", "rep2")
-    page.fill("#xform textarea[name=customers]", "wmAlpha\nwmBeta")
-    page.click("#xform button")
+    page.click("#xform button:not([type=button])")
     page.wait_for_selector("#xfercustomers")
     assert page.locator("#xfercustomers tr[data-ext]").count() == 2
     assert all("等待接替" in tr.inner_text() for tr in page.locator("#xfercustomers tr[data-ext]").all())

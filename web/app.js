@@ -553,10 +553,18 @@ async function customersView() {
     }
     const jobs = await api("/api/v1/transfers");
     body.innerHTML = `<form id="xform" class="search"><select name="kind"><option value="on_job">在职继承</option><option value="resigned">离职继承</option></select>
-      <input name="from" placeholder="原跟进员工" required><input name="to" placeholder="接替员工" required>
+      <input name="from" placeholder="原跟进员工" required> <button type="button" id="loadcands">列出客户和群</button><input name="to" placeholder="接替员工" required>
       <textarea name="customers" placeholder="客户 external_userid，每行一个" rows="3"></textarea><textarea name="groups" placeholder="客户群 chat_id，每行一个" rows="3"></textarea>
       <input name="message" placeholder="转接提示语（在职，最多200字）" maxlength="200"><button>开始继承</button></form>
       <table id="xferjobs"><tr><th>继承</th><th>原员工 → 接替</th><th>客户</th><th>状态</th></tr>${jobs.map((j) => `<tr><td><a href="#/customers?tab=transfer&job=${esc(j.id)}">${esc(j.id)}</a></td><td>${esc(j.from)} → ${esc(j.to)}</td><td>${Object.entries(j.customers).map(([k, v]) => `${esc(XFER_STATES[k] || k)} ${v}`).join(" · ")}</td><td>${j.state === "done" ? "已完成" : "进行中"}</td></tr>`).join("")}</table>`;
+    $("#loadcands").onclick = async () => {
+      try {
+        const c = await api(`/api/v1/transfers/candidates?employee=${encodeURIComponent($("#xform input[name=from]").value)}`);
+        $("#xform textarea[name=customers]").value = c.customers.map((x) => x.external_userid).join("\n");
+        $("#xform textarea[name=groups]").value = c.groups.map((x) => x.chat_id).join("\n");
+        showError("");
+      } catch (err) { showError(err.message); }
+    };
     $("#xform").onsubmit = async (e) => {
       e.preventDefault();
       const f = Object.fromEntries(new FormData(e.target));

@@ -495,6 +495,30 @@ async def list_transfers(request: web.Request) -> web.Response:
     return json_response(await read_off_loop(request, request.app[TRANSFERS].jobs))
 
 
+@routes.get("/api/v1/transfers/candidates")
+@endpoint("What an employee has to hand over: their customers (the directory's follow-ups and the SCRM's "
+          "records) and the groups they own", perm="customers.admin", tag="inheritance",
+          query={"employee": "string"})
+async def candidates(request: web.Request) -> web.Response:
+    emp = request.query.get("employee", "")
+    if not 0 < len(emp) <= 64 or "\0" in emp or set(request.query) != {"employee"}:
+        raise ApiError(422, "invalid", "employee: a WeCom userid")
+    d = request.app[VIEWS].directory()
+    cu = request.app[CUSTOMERS]
+
+    def fn():
+        out = {c["external_userid"]: {"external_userid": c["external_userid"], "name": c.get("name")}
+               for c in d.customers.values() if emp in (c.get("follow_users") or [])}
+        for _, rec in cu.read(lambda t: list(t.scan("cu.cust"))):
+            if rec.get("owner") == emp and rec.get("external_userid"):
+                out.setdefault(rec["external_userid"], {"external_userid": rec["external_userid"],
+                                                        "name": rec["name"]})
+        groups = [{"chat_id": g["roomid"], "name": g.get("name")} for g in d.groups.values() if g.get("owner") == emp]
+        return {"employee": emp, "customers": sorted(out.values(), key=lambda c: c["external_userid"]),
+                "groups": groups}
+    return json_response(await read_off_loop(request, fn))
+
+
 @routes.get("/api/v1/transfers/{transfer_id}")
 @endpoint("One transfer: every customer's and group's state (waiting until …, done, refused, limit)",
           perm="customers.admin", tag="inheritance", path={"transfer_id": _ID})
