@@ -179,3 +179,47 @@ def test_property_counts_stay_within_limits(tmp_path_factory, steps):
                 assert md <= 1 and em <= 4  # whichever profile reserved them
     finally:
         store.close()
+
+
+# -- Q-7 moments ------------------------------------------------------------------------------------
+def test_q7_content():
+    from control.messaging.moments import check_moment
+
+    img = {"msgtype": "image", "image": {"media_id": "m", "size": 1 << 20}}
+    assert len(check_moment("x" * 2000, [img] * 9)[1]) == 9
+    for text, atts, match in (("x" * 2001, [], "2000"), ("", [img] * 10, "9 images"),
+                              ("hi", [img, {"msgtype": "link", "link": {"title": "t", "url": "u"}}], "one kind"),
+                              ("hi", [{"msgtype": "video", "video": {"size": 1, "duration": 31}}], "30 seconds"),
+                              ("hi", [{"msgtype": "video", "video": {"size": 1}}] * 2, "one video"),
+                              ("hi", [{"msgtype": "image", "image": {"size": 11 << 20}}], "10 MB"),
+                              ("", [], "text or")):
+        with pytest.raises(InputError, match=match):
+            check_moment(text, atts)
+
+
+def test_q7_one_post_a_day_per_customer_and_ten_a_minute(store):
+    from control.messaging.moments import Moments
+    from scrm_fast.errors import ConflictError
+
+    clock = ManualClock(T0)
+    mo = Moments(store, clock)
+    directory = {"customers": [{"external_userid": f"wm{i}", "follow_users": ["zhang" if i < 3 else "li"]}
+                               for i in range(6)]}
+    with store.app_write() as t:
+        first = mo.create(t, {"senders": ["zhang"], "text": "新品上市"}, directory, "t")
+    assert first["reached"] == ["wm0", "wm1", "wm2"] and first["refused"] == []
+    with store.app_write() as t:
+        both = mo.create(t, {"senders": ["zhang", "li"], "text": "再来一条"}, directory, "t")
+    assert both["reached"] == ["wm3", "wm4", "wm5"]
+    assert {r["recipient"] for r in both["refused"]} == {"wm0", "wm1", "wm2"}
+    assert {r["rule"] for r in both["refused"]} == {"Q-7"}
+    clock.advance(DAY)
+    for i in range(10):  # ten a minute for the enterprise, counted here before WeCom is asked
+        with store.app_write() as t:
+            mo.create(t, {"senders": ["zhang"], "text": f"第{i}条"}, directory, "t")
+    with pytest.raises(ConflictError, match="10 moments a minute"):
+        with store.app_write() as t:
+            mo.create(t, {"senders": ["zhang"], "text": "多了"}, directory, "t")
+    clock.advance(60_000)
+    with store.app_write() as t:
+        assert mo.create(t, {"senders": ["zhang"], "text": "下一分钟"}, directory, "t")["reached"] == []

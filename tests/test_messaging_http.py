@@ -225,3 +225,24 @@ async def test_a_simulated_month_leaves_the_ledger_equal_to_wecoms(env):
         u = await (await c.get(f"/api/v1/quotas/{rid}", headers=h)).json()
         if u["day"] == last:
             assert u["member_today"] + u["enterprise_today"] == everything.get((rid, last), 0), rid
+
+
+async def test_moments_against_the_fake(env):
+    c, fake, h = env["client"], env["fake"], env["h"]
+    fake.s.employees["zhang"] = {"status": "active"}
+    for i in range(3):
+        r = await c.post("/api/v1/customers", headers=h, json={"name": f"c{i}", "phone": f"1390000100{i}",
+                                                               "owner": "zhang", "external_userid": f"wmM{i}"})
+        assert r.status == 201
+    r = await c.post("/api/v1/moments", headers=h, json={"senders": ["zhang", "ghost"], "text": "店庆",
+                                                         "attachments": [{"msgtype": "image",
+                                                                          "image": {"media_id": "m1", "size": 1000}}]})
+    m = await r.json()
+    assert r.status == 201 and m["state"] == "done" and m["moment_id"], m
+    assert sorted(m["reached"]) == ["wmM0", "wmM1", "wmM2"] and m["invalid_senders"] == ["ghost"]
+    r = await c.post("/api/v1/moments", headers=h, json={"senders": ["zhang"], "text": "again"})
+    again = await r.json()
+    assert again["reached"] == [] and {x["rule"] for x in again["refused"]} == {"Q-7"}
+    assert (await c.get(f"/api/v1/moments/{m['id']}", headers=h)).status == 200
+    r = await c.post("/api/v1/moments", headers=h, json={"senders": ["zhang"], "text": "x" * 2001})
+    assert r.status == 422

@@ -163,3 +163,53 @@ async def send_loop(app: web.Application) -> None:
         await asyncio.sleep(every)
         if app[SENDS].client_factory is not None:
             await app[SENDS].run_due()
+
+
+# -- moments (Q-7) ------------------------------------------------------------------------------
+MOMENTS = web.AppKey("moments", object)
+
+
+@routes.post("/api/v1/moments")
+@endpoint("Post to customers' moments (Q-7: one a day per customer from members; 2000 characters; 9 images or 1 "
+          "video or 1 link); refusals name their rule", perm="messaging.send", tag="messaging",
+          body={"type": "object", "required": ["senders"], "properties": {
+              "senders": {"type": "array", "items": {"type": "string"}}, "tags": {"type": "array"},
+              "customers": {"type": "array"}, "text": {"type": "string", "maxLength": 2000},
+              "attachments": {"type": "array"}}})
+async def post_moment(request: web.Request) -> web.Response:
+    doc = await json_body(request, request.app[CONFIG].max_json_bytes)
+    user = request[USER]
+    if user.role_scope != "all" and doc.get("senders") != [user.employee]:
+        raise ApiError(403, "forbidden", "a member posts as themselves (R-2)")
+    mo = request.app[MOMENTS]
+    if mo.client_factory is None:
+        raise ApiError(409, "conflict", "WeCom is not configured: set SCRM_WECOM_CORP and SCRM_WECOM_SECRET_FILE")
+    directory = request.app[STORE].directory() or {}
+    m = await decide(request, lambda t: mo.create(t, doc, directory, user.username))
+    await record(request, "moment_created", m["id"], {"reached": len(m["reached"]), "refused": len(m["refused"])})
+    try:
+        m = await mo.push(m["id"])
+    except Exception as e:  # noqa: BLE001 - stored: polled again
+        m = {**m, "warning": f"WeCom did not answer ({type(e).__name__})"}
+    return json_response(m, status=201)
+
+
+@routes.get("/api/v1/moments/{moment_id}")
+@endpoint("One moment: reached, refused (Q-7), WeCom's job and result", perm="messaging.send", tag="messaging",
+          path={"moment_id": _ID})
+async def get_moment(request: web.Request) -> web.Response:
+    try:
+        return json_response(await read_off_loop(request, request.app[MOMENTS].get, request.match_info["moment_id"]))
+    except InputError as e:
+        raise ApiError(404, "not_found", str(e)) from None
+
+
+@routes.post("/api/v1/moments/{moment_id}/poll")
+@endpoint("Ask WeCom about a moment's job now", perm="messaging.send", tag="messaging", path={"moment_id": _ID})
+async def poll_moment(request: web.Request) -> web.Response:
+    mo = request.app[MOMENTS]
+    try:
+        await read_off_loop(request, mo.get, request.match_info["moment_id"])
+    except InputError as e:
+        raise ApiError(404, "not_found", str(e)) from None
+    return json_response(await mo.push(request.match_info["moment_id"]))

@@ -209,3 +209,17 @@ class WeComClient:
             cursor = doc.get("next_cursor") or ""
             if not cursor:
                 return out
+
+    # -- moments (§5) ------------------------------------------------------------------------
+    async def add_moment_task(self, senders: list[str], tags: list[str], text: str, attachments: list[dict]) -> str:
+        body: dict = {"visible_range": {"sender_list": {"user_list": senders}}}
+        if tags:
+            body["visible_range"]["external_contact_list"] = {"tag_list": tags}
+        if text:
+            body["text"] = {"content": text}
+        if attachments:
+            body["attachments"] = attachments
+        return (await self.call("externalcontact/add_moment_task", body))["jobid"]
+
+    async def get_moment_task_result(self, jobid: str) -> dict:
+        return await self.call("externalcontact/get_moment_task_result", {"jobid": jobid}, method="GET")

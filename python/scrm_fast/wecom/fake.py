@@ -47,6 +47,7 @@ class FakeState:
     templates: dict[str, dict] = field(default_factory=dict)  # msgid → template
     received: dict[str, list[int]] = field(default_factory=dict)  # recipient → times it received one
     events: list[dict] = field(default_factory=list)  # transfer_fail events it would push
+    moments: dict[str, dict] = field(default_factory=dict)  # jobid → moment task
     answer_delay_s: float = 0.0  # add_msg_template answers this late (a crash test kills the caller meanwhile)
 
 
@@ -111,6 +112,8 @@ class FakeWeCom:
         app.router.add_post("/cgi-bin/externalcontact/add_msg_template", self.add_msg_template)
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_task", self.groupmsg_task)
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_list_v2", self.groupmsg_list)
+        app.router.add_post("/cgi-bin/externalcontact/add_moment_task", self.add_moment)
+        app.router.add_get("/cgi-bin/externalcontact/get_moment_task_result", self.moment_result)
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_send_result", self.groupmsg_result)
         app.router.add_post("/cgi-bin/externalcontact/remind_groupmsg_send", self.remind)
         app.router.add_post("/cgi-bin/externalcontact/cancel_groupmsg_send", self.cancel)
@@ -183,6 +186,35 @@ class FakeWeCom:
 
             await asyncio.sleep(self.s.answer_delay_s)
         return web.json_response({"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": msgid})
+
+    async def add_moment(self, request: web.Request) -> web.Response:
+        self.s.calls.append(request.path)
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        now = self.clock.now_ms()
+        recent = [m for m in self.s.moments.values() if now - m["created"] < 60_000]
+        if len(recent) >= 10:
+            return self._err(45009, "at most 10 moment tasks a minute")
+        text = (body.get("text") or {}).get("content", "")
+        if len(text) > 2000:
+            return self._err(40058, "text over 2000 characters")
+        users = ((body.get("visible_range") or {}).get("sender_list") or {}).get("user_list") or []
+        jobid = "job" + secrets.token_hex(6)
+        self.s.moments[jobid] = {"created": now, "senders": users, "text": text,
+                                 "invalid": [u for u in users if u not in self.s.employees]}
+        return web.json_response({"errcode": 0, "errmsg": "ok", "jobid": jobid})
+
+    async def moment_result(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        m = self.s.moments.get(request.query.get("jobid", ""))
+        if m is None:
+            return self._err(40058, "no such jobid")
+        return web.json_response({"errcode": 0, "errmsg": "ok", "status": 3, "type": "add_moment_task", "result": {
+            "errcode": 0, "moment_id": "mom" + request.query["jobid"][3:],
+            "invalid_sender_list": {"user_list": m["invalid"], "department_list": []},
+            "invalid_external_contact_list": {"tag_list": []}}})
 
     async def groupmsg_list(self, request: web.Request) -> web.Response:
         if (bad := self._auth(request)) is not None:
