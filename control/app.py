@@ -36,6 +36,7 @@ from control.keys import (
 from control.messaging import routes as messaging_routes
 from control.messaging.moments import Moments
 from control.messaging.sends import Sends
+from control.messaging.welcome import Welcome
 from control.routes import admin, archive, auth, review
 from control.routes import meta as meta_routes
 from control.routes import wecom as wecom_routes
@@ -112,6 +113,7 @@ async def _resources(app: web.Application):
     app[JOBS]["transfers:task"] = asyncio.get_running_loop().create_task(customer_routes.transfer_loop(app))
     app[messaging_routes.SENDS] = Sends(store, clock, customer_routes.wecom_factory())
     app[messaging_routes.MOMENTS] = Moments(store, clock, customer_routes.wecom_factory())
+    app[messaging_routes.WELCOME] = Welcome(store, clock, customer_routes.wecom_factory())
     app[JOBS]["sends:task"] = asyncio.get_running_loop().create_task(messaging_routes.send_loop(app))
     app[JOBS]["customers-recycle:task"] = asyncio.get_running_loop().create_task(customer_routes.recycle_loop(app))
     # reservations whose device went silent are released by whichever process sweeps first

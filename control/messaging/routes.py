@@ -213,3 +213,43 @@ async def poll_moment(request: web.Request) -> web.Response:
     except InputError as e:
         raise ApiError(404, "not_found", str(e)) from None
     return json_response(await mo.push(request.match_info["moment_id"]))
+
+
+# -- welcome messages and channels (Q-10) ---------------------------------------------------------
+WELCOME = web.AppKey("welcome", object)
+
+
+@routes.put("/api/v1/welcome/default")
+@endpoint("The default welcome message (Q-10: ≤ 500 characters, %NICKNAME% for the customer's name, remark ≤ 20, "
+          "image ≤ 2 MB jpg/png)", perm="messaging.admin", tag="messaging",
+          body={"type": "object", "required": ["text"]})
+async def put_default_welcome(request: web.Request) -> web.Response:
+    doc = await json_body(request, request.app[CONFIG].max_json_bytes)
+    w = request.app[WELCOME]
+    out = await decide(request, lambda t: w.put_welcome(t, "default", doc))
+    await record(request, "welcome_default", "welcome")
+    return json_response(out)
+
+
+@routes.get("/api/v1/channels")
+@endpoint("Channels (渠道活码) with their live codes and how many customers came through them", perm="messaging.send",
+          tag="messaging")
+async def list_channels(request: web.Request) -> web.Response:
+    w = request.app[WELCOME]
+    return json_response(await read_off_loop(request, lambda: w.read(lambda t: [v for _, v in t.scan("ms.channel")])))
+
+
+@routes.post("/api/v1/channels")
+@endpoint("Add a channel: employees, tags and its own welcome message; its live code is made in WeCom",
+          perm="messaging.admin", tag="messaging", body={"type": "object", "required": ["name", "employees"]})
+async def add_channel(request: web.Request) -> web.Response:
+    doc = await json_body(request, request.app[CONFIG].max_json_bytes)
+    w = request.app[WELCOME]
+    ch = await decide(request, lambda t: w.add_channel(t, doc))
+    if w.client_factory is not None:
+        try:
+            ch = await w.make_live_code(ch["id"])
+        except Exception as e:  # noqa: BLE001 - the channel is kept; the code can be made again
+            ch = {**ch, "warning": f"the live code was not made ({type(e).__name__})"}
+    await record(request, "channel_added", ch["id"])
+    return json_response(ch, status=201)

@@ -2,7 +2,8 @@
 events (POST), signed and encrypted; answered fast (WeCom waits 5 s, tries 3 times) and
 de-duplicated. Configured by SCRM_WECOM_TOKEN, SCRM_WECOM_AES_KEY and SCRM_WECOM_CORP.
 Events handled here: ``change_external_contact`` / ``transfer_fail`` (inheritance: the
-customer's transfer is marked refused or at the taker's limit at once, not at the next poll);
+customer's transfer is marked refused or at the taker's limit at once, not at the next poll)
+and ``add_external_contact`` (the channel's welcome message, Q-10, and its tags);
 ``msgaudit_notify`` is recorded for the sync to pick up."""
 
 from __future__ import annotations
@@ -72,11 +73,25 @@ async def event(request: web.Request) -> web.Response:
         t.put("wc.seen", digest, tr.clock.now_ms())
         if ev.get("Event") == "change_external_contact" and ev.get("ChangeType") == "transfer_fail":
             return tr.transfer_failed(t, ev.get("UserID", ""), ev.get("ExternalUserID", ""), ev.get("FailReason", ""))
+        if ev.get("Event") == "change_external_contact" and ev.get("ChangeType") == "add_external_contact":
+            return "welcome" if ev.get("WelcomeCode") else "added"
         if ev.get("InfoType") == "msgaudit_notify" or ev.get("Event") == "msgaudit_notify":
             t.put("wc.notify", b"", tr.clock.now_ms())
             return "noted"
         return "ignored"
     outcome = await decide(request, apply)
     log.info("wecom event %s/%s: %s", ev.get("Event"), ev.get("ChangeType"), outcome)
-    await asyncio.sleep(0)
+    if outcome == "welcome":
+        # WeCom's welcome code is good for 20 s and WeCom waits 5 s for this answer: welcome the
+        # customer now, and if WeCom is slow let it finish after answering
+        from control.messaging.routes import WELCOME
+
+        task = asyncio.ensure_future(request.app[WELCOME].on_added(
+            ev.get("ExternalUserID", ""), ev.get("UserID", ""), ev.get("WelcomeCode", ""), ev.get("State", "")))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 3.0)
+        except TimeoutError:
+            pass
+        except Exception:  # noqa: BLE001 - logged; WeCom still gets its answer
+            log.exception("welcome message failed")
     return web.Response(text="success", content_type="text/plain")

@@ -223,3 +223,27 @@ class WeComClient:
 
     async def get_moment_task_result(self, jobid: str) -> dict:
         return await self.call("externalcontact/get_moment_task_result", {"jobid": jobid}, method="GET")
+
+    # -- contact ways and welcome messages (Q-10) ---------------------------------------------
+    async def add_contact_way(self, users: list[str], *, state: str) -> tuple[str, str]:
+        """A live code for several members (type 2, QR scene 2); ``state`` comes back in the
+        add_external_contact event. Returns (config_id, qr_code URL)."""
+        doc = await self.call("externalcontact/add_contact_way", {"type": 2, "scene": 2, "user": users,
+                                                                  "state": state[:30]})
+        return doc["config_id"], doc.get("qr_code", "")
+
+    async def get_external_contact(self, external_userid: str) -> dict:
+        doc = await self.call("externalcontact/get", {"external_userid": external_userid}, method="GET")
+        return doc.get("external_contact", {})
+
+    async def send_welcome_msg(self, welcome_code: str, text: str, attachments: list[dict]) -> None:
+        body: dict = {"welcome_code": welcome_code}
+        if text:
+            body["text"] = {"content": text}
+        if attachments:
+            body["attachments"] = attachments
+        await self.call("externalcontact/send_welcome_msg", body)
+
+    async def mark_tag(self, userid: str, external_userid: str, tags: list[str]) -> None:
+        await self.call("externalcontact/mark_tag", {"userid": userid, "external_userid": external_userid,
+                                                     "add_tag": tags})

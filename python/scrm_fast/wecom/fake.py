@@ -48,6 +48,11 @@ class FakeState:
     received: dict[str, list[int]] = field(default_factory=dict)  # recipient → times it received one
     events: list[dict] = field(default_factory=list)  # transfer_fail events it would push
     moments: dict[str, dict] = field(default_factory=dict)  # jobid → moment task
+    contact_ways: dict[str, dict] = field(default_factory=dict)  # config_id → {users, state}
+    names: dict[str, str] = field(default_factory=dict)  # external_userid → name
+    welcome_codes: dict[str, float] = field(default_factory=dict)  # code → issued at (valid 20 s)
+    welcomes: list[dict] = field(default_factory=list)  # welcome messages sent
+    tagged: list[tuple[str, str, tuple]] = field(default_factory=list)
     answer_delay_s: float = 0.0  # add_msg_template answers this late (a crash test kills the caller meanwhile)
 
 
@@ -113,6 +118,10 @@ class FakeWeCom:
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_task", self.groupmsg_task)
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_list_v2", self.groupmsg_list)
         app.router.add_post("/cgi-bin/externalcontact/add_moment_task", self.add_moment)
+        app.router.add_post("/cgi-bin/externalcontact/add_contact_way", self.add_contact_way)
+        app.router.add_get("/cgi-bin/externalcontact/get", self.get_contact)
+        app.router.add_post("/cgi-bin/externalcontact/send_welcome_msg", self.send_welcome)
+        app.router.add_post("/cgi-bin/externalcontact/mark_tag", self.mark_tag)
         app.router.add_get("/cgi-bin/externalcontact/get_moment_task_result", self.moment_result)
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_send_result", self.groupmsg_result)
         app.router.add_post("/cgi-bin/externalcontact/remind_groupmsg_send", self.remind)
@@ -186,6 +195,60 @@ class FakeWeCom:
 
             await asyncio.sleep(self.s.answer_delay_s)
         return web.json_response({"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": msgid})
+
+    def new_contact(self, userid: str, ext: str, name: str, config_id: str | None = None) -> dict:
+        """A customer adds ``userid`` (through a live code): the event WeCom would push."""
+        self.s.follows.add((userid, ext))
+        self.s.names[ext] = name
+        code = "wc" + secrets.token_hex(6)
+        self.s.welcome_codes[code] = self.clock.now_ms()
+        state = self.s.contact_ways.get(config_id, {}).get("state", "") if config_id else ""
+        return {"Event": "change_external_contact", "ChangeType": "add_external_contact", "UserID": userid,
+                "ExternalUserID": ext, "State": state, "WelcomeCode": code}
+
+    async def add_contact_way(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        users = body.get("user") or []
+        if body.get("type") == 2 and not 1 <= len(users) <= 100:
+            return self._err(40058, "user: 1 … 100 for a multi-member code")
+        if len(body.get("state") or "") > 30:
+            return self._err(40058, "state: at most 30 characters")
+        cfg = "cfg" + secrets.token_hex(6)
+        self.s.contact_ways[cfg] = {"users": users, "state": body.get("state", "")}
+        return web.json_response({"errcode": 0, "errmsg": "ok", "config_id": cfg,
+                                  "qr_code": f"https://wework.qpic.cn/fake/{cfg}"})
+
+    async def get_contact(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        ext = request.query.get("external_userid", "")
+        if ext not in self.s.names:
+            return self._err(84061, "no such external contact")
+        return web.json_response({"errcode": 0, "errmsg": "ok", "external_contact": {
+            "external_userid": ext, "name": self.s.names[ext]}})
+
+    async def send_welcome(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        code = body.get("welcome_code", "")
+        issued = self.s.welcome_codes.pop(code, None)  # one use
+        if issued is None or self.clock.now_ms() - issued > 20_000:
+            return self._err(41051, "welcome_code invalid or used")
+        text = (body.get("text") or {}).get("content", "")
+        if len(text) > 4000:
+            return self._err(40058, "text too long")
+        self.s.welcomes.append({"code": code, "text": text, "attachments": body.get("attachments") or []})
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def mark_tag(self, request: web.Request) -> web.Response:
+        if (bad := self._auth(request)) is not None:
+            return bad
+        body = await request.json()
+        self.s.tagged.append((body.get("userid"), body.get("external_userid"), tuple(body.get("add_tag") or [])))
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
 
     async def add_moment(self, request: web.Request) -> web.Response:
         self.s.calls.append(request.path)
