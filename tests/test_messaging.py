@@ -223,3 +223,44 @@ def test_q7_one_post_a_day_per_customer_and_ten_a_minute(store):
     clock.advance(60_000)
     with store.app_write() as t:
         assert mo.create(t, {"senders": ["zhang"], "text": "下一分钟"}, directory, "t")["reached"] == []
+
+
+# -- Q-9 tag invites, Q-11 the de-duplication window ---------------------------------------------------
+def test_q9_q11_tag_invites(store):
+    from control.messaging.sends import create_invite
+
+    clock = ManualClock(T0)
+    sends = Sends(store, clock)
+    with store.app_write() as t:
+        for i in range(12):
+            t.put("cu.cust", f"c{i}".encode(), {"id": f"c{i}", "external_userid": f"wmT{i}", "owner": "zhang",
+                                                "tags": ["VIP"] if i < 10 else ["普通"]})
+    old = [{"id": f"wmOld{i}", "join_time": 1000 + i} for i in range(500)]
+    directory = {"groups": [
+        {"roomid": "G1", "members": [{"id": f"wmX{i}", "join_time": T0 - i} for i in range(197)]
+         + [{"id": "wmT0", "join_time": T0}]},
+        {"roomid": "G2", "members": []},
+        {"roomid": "G9", "members": old[:1] + [{"id": "wmT9", "join_time": 5}]
+         + [{"id": f"wmY{i}", "join_time": T0 - i} for i in range(2200)]}]}
+    for _ in range(4):  # wmT5 had its four enterprise sends this month
+        with store.app_write() as t:
+            quota.reserve(t, ["wmT5"], "enterprise", T0, False)
+    doc = {"title": "VIP 客户专属群", "content": "扫码进群领福利", "tags": ["VIP"],
+           "groups": [{"chat_id": "G1", "qr_media_id": "qr1"}, {"chat_id": "G2", "qr_media_id": "qr2"}]}
+    with store.app_write() as t:
+        inv = create_invite(sends, t, doc, directory, "boss")
+    by_group = {p["group"]: p["accepted"] for p in inv["sends"]}
+    assert by_group["G1"] == ["wmT1", "wmT2"]  # 198 members: room for two, then the next QR code
+    assert sorted(by_group["G2"]) == sorted(["wmT3", "wmT4", "wmT6", "wmT7", "wmT8", "wmT9"])
+    rules_ = {r["recipient"]: r["rule"] for r in inv["refused"]}
+    assert rules_ == {"wmT0": "Q-9", "wmT5": "Q-2"}
+    # in a group of 2,202 the de-duplication sees only the 2,000 most recently active
+    with store.app_write() as t:
+        inv2 = create_invite(sends, t, {**doc, "groups": [{"chat_id": "G9", "qr_media_id": "qr9"},
+                                                          {"chat_id": "G2", "qr_media_id": "qr2"}]}, directory, "boss")
+    assert not any(r["recipient"] == "wmT9" and r["rule"] == "Q-9" for r in inv2["refused"])
+    for bad in ({**doc, "title": "t" * 21}, {**doc, "content": "c" * 51}, {**doc, "tags": [f"t{i}" for i in range(11)]},
+                {**doc, "groups": []}, {**doc, "match": "some"}):
+        with pytest.raises(InputError):
+            with store.app_write() as t:
+                create_invite(sends, t, bad, directory, "boss")

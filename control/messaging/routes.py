@@ -253,3 +253,24 @@ async def add_channel(request: web.Request) -> web.Response:
             ch = {**ch, "warning": f"the live code was not made ({type(e).__name__})"}
     await record(request, "channel_added", ch["id"])
     return json_response(ch, status=201)
+
+
+@routes.post("/api/v1/tag-invites")
+@endpoint("Invite customers with tags into groups (Q-9: title ≤ 20, content ≤ 50, ≤ 10 tags any/all; each group's "
+          "QR code until it would hold 200; those already in the groups filtered, Q-11; counts against Q-2)",
+          perm="messaging.admin", tag="messaging", body={"type": "object", "required": ["title", "tags", "groups"]})
+async def tag_invite(request: web.Request) -> web.Response:
+    from control.messaging.sends import create_invite
+
+    doc = await json_body(request, request.app[CONFIG].max_json_bytes)
+    sends, directory, by = request.app[SENDS], request.app[STORE].directory() or {}, request[USER].username
+    if sends.client_factory is None:
+        raise ApiError(409, "conflict", "WeCom is not configured: set SCRM_WECOM_CORP and SCRM_WECOM_SECRET_FILE")
+    inv = await decide(request, lambda t: create_invite(sends, t, doc, directory, by))
+    for part in inv["sends"]:
+        try:
+            await sends.push(part["send"])
+        except Exception:  # noqa: BLE001 - each send is stored and reserved: the scheduler pushes it again
+            pass
+    await record(request, "tag_invite", inv["id"], {"sends": len(inv["sends"]), "refused": len(inv["refused"])})
+    return json_response(inv, status=201)

@@ -418,3 +418,90 @@ def one_month_after(ms: int) -> int:
             day=1, year=year + 1, month=1)) - timedelta(days=1)
         nd = nd.replace(hour=d.hour, minute=d.minute, second=d.second)
     return int(nd.timestamp() * 1000)
+
+
+# -- tag-based group invites (Q-9, Q-11) --------------------------------------------------------
+GROUP_CAP = 200  # members a customer group holds
+DEDUP_WINDOW = 2000  # Q-11: de-duplication looks at the 2,000 most recently active members
+
+
+def check_invite(doc: object) -> dict:
+    if not isinstance(doc, dict) or set(doc) - {"title", "content", "tags", "match", "groups", "filter_joined",
+                                                "scheduled_at"}:
+        raise InputError("a tag invite: {title, content, tags, match any|all, groups: [{chat_id, qr_media_id}], "
+                         "filter_joined?}")
+    title, content = doc.get("title"), doc.get("content", "")
+    if not isinstance(title, str) or not 0 < len(title) <= 20:
+        raise InputError("Q-9: the title is 1–20 characters")
+    if not isinstance(content, str) or len(content) > 50:
+        raise InputError("Q-9: the content is at most 50 characters")
+    tags = doc.get("tags")
+    if not isinstance(tags, list) or not 1 <= len(tags) <= 10 or not all(isinstance(x, str) for x in tags):
+        raise InputError("Q-9: 1 to 10 tags")
+    match = doc.get("match", "any")
+    if match not in ("any", "all"):
+        raise InputError("match: any or all")
+    groups = doc.get("groups")
+    if not isinstance(groups, list) or not groups or not all(
+            isinstance(g, dict) and isinstance(g.get("chat_id"), str) and isinstance(g.get("qr_media_id"), str)
+            for g in groups):
+        raise InputError("groups: [{chat_id, qr_media_id}] in the order their QR codes are handed out")
+    return {"title": title, "content": content, "tags": tags, "match": match, "groups": groups,
+            "filter_joined": doc.get("filter_joined", True) is not False, "scheduled_at": doc.get("scheduled_at")}
+
+
+def plan_invite(t: AppTxn, inv: dict, directory: dict) -> tuple[list[tuple[dict, list[str]]], list[dict]]:
+    """Customers with the tags, less those already in the groups (among the 2,000 most recently
+    active members, Q-11), handed each group's QR code until the group would hold 200 (Q-9).
+    Returns ([(group, its customers)], refused)."""
+    rooms = {g.get("roomid"): g for g in directory.get("groups", [])}
+    joined: set[str] = set()
+    size: dict[str, int] = {}
+    for g in inv["groups"]:
+        members = (rooms.get(g["chat_id"]) or {}).get("members") or []
+        size[g["chat_id"]] = len(members)
+        recent = sorted(members, key=lambda m: -(m.get("join_time") or 0))[:DEDUP_WINDOW]
+        joined |= {m.get("id") for m in recent}
+    want = set(inv["tags"])
+    picked = []
+    for _, rec in t.scan("cu.cust"):
+        ext = rec.get("external_userid")
+        tags = set(rec.get("tags", []))
+        if ext and ((want & tags) if inv["match"] == "any" else want <= tags):
+            picked.append(ext)
+    refused, plan = [], []
+    queue = []
+    for ext in picked:
+        if inv["filter_joined"] and ext in joined:
+            refused.append({"recipient": ext, "rule": "Q-9", "reason": "already in one of the groups"})
+        else:
+            queue.append(ext)
+    for g in inv["groups"]:
+        room = max(0, GROUP_CAP - size[g["chat_id"]])
+        take, queue = queue[:room], queue[room:]
+        if take:
+            plan.append((g, take))
+    refused += [{"recipient": ext, "rule": "Q-9", "reason": f"every group would be over {GROUP_CAP} members"}
+                for ext in queue]
+    return plan, refused
+
+
+def create_invite(sends: Sends, t: AppTxn, doc: dict, directory: dict, by: str) -> dict:
+    """One enterprise send per group (its QR code attached): each customer's Q-2 quota is
+    reserved as for any enterprise send (Q-9 counts against Q-2)."""
+    inv = check_invite(doc)
+    plan, refused = plan_invite(t, inv, directory)
+    created = []
+    for g, customers in plan:
+        s = sends.create(t, {"kind": "enterprise", "customers": customers,
+                             "text": f"{inv['title']}\n{inv['content']}".strip(),
+                             "attachments": [{"msgtype": "image", "image": {"media_id": g["qr_media_id"]}}],
+                             **({"scheduled_at": inv["scheduled_at"]} if inv["scheduled_at"] else {})}, directory, by)
+        created.append({"group": g["chat_id"], "send": s["id"], "accepted": list(s["recipients"]),
+                        "refused": s["refused"]})
+        refused += s["refused"]
+    iid = "ti" + secrets.token_hex(8)
+    out = {"id": iid, **{k: inv[k] for k in ("title", "content", "tags", "match", "filter_joined")},
+           "sends": created, "refused": refused, "created": sends.clock.now_ms(), "by": by}
+    t.put("ms.invite", iid.encode(), out)
+    return out
