@@ -264,3 +264,29 @@ def test_q9_q11_tag_invites(store):
         with pytest.raises(InputError):
             with store.app_write() as t:
                 create_invite(sends, t, bad, directory, "boss")
+
+
+def test_materials_attach_and_count_shares(store):
+    from control.messaging import materials
+
+    sends = Sends(store, ManualClock(T0))
+    with store.app_write() as t:
+        art = materials.add(t, {"kind": "article", "title": "年终盘点", "url": "https://x.cn/a", "category": "资讯"},
+                            "boss", T0)
+        script = materials.add(t, {"kind": "script", "title": "开场白", "text": "您好，我是小王。",
+                                   "scope": ["zhang"]}, "boss", T0)
+        vid = materials.add(t, {"kind": "video", "title": "产品介绍", "media_id": "mv1"}, "boss", T0)
+        s = sends.create(t, {"kind": "member", "sender": "zhang", "customers": ["wm1"], "text": "看看这个",
+                             "attachments": [{"material": art["id"]}, {"material": script["id"]},
+                                             {"material": vid["id"]}]}, {}, "t")
+        assert s["text"] == "看看这个\n您好，我是小王。"
+        assert [a["msgtype"] for a in s["attachments"]] == ["link", "video"]
+        assert s["attachments"][0]["link"]["url"] == "https://x.cn/a"
+        assert [materials.get(t, m["id"])["shares"] for m in (art, script, vid)] == [1, 1, 1]
+        with pytest.raises(InputError, match="not shared"):  # the script is zhang's only
+            sends.create(t, {"kind": "member", "sender": "li", "customers": ["wm2"], "text": "x",
+                             "attachments": [{"material": script["id"]}]}, {}, "t")
+        for bad in ({"kind": "article", "title": "t"}, {"kind": "video", "title": "t"}, {"kind": "x"},
+                    {"kind": "article", "title": "t" * 65, "url": "u"}):
+            with pytest.raises(InputError):
+                materials.add(t, bad, "boss", T0)

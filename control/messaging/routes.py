@@ -274,3 +274,42 @@ async def tag_invite(request: web.Request) -> web.Response:
             pass
     await record(request, "tag_invite", inv["id"], {"sends": len(inv["sends"]), "refused": len(inv["refused"])})
     return json_response(inv, status=201)
+
+
+# -- the material library (seed 003 §5.6.1) ---------------------------------------------------------
+@routes.get("/api/v1/materials")
+@endpoint("Materials you may use (articles, videos, scripts) by category, with share counts", perm="messaging.send",
+          tag="messaging", query={"kind": {"enum": ["article", "video", "script"]}, "category": "string"})
+async def list_materials(request: web.Request) -> web.Response:
+    from control.messaging import materials
+
+    q, user, sends = request.query, request[USER], request.app[SENDS]
+    emp = None if user.role_scope == "all" else user.employee
+
+    def fn(t):
+        return [m for _, m in t.scan("ms.material")
+                if (emp is None or materials.visible(m, emp)) and q.get("kind") in (None, m["kind"])
+                and q.get("category") in (None, m["category"])]
+    return json_response(await read_off_loop(request, lambda: sends.read(fn)))
+
+
+@routes.post("/api/v1/materials")
+@endpoint("Add a material", perm="messaging.admin", tag="messaging", body={"type": "object", "required": ["kind"]})
+async def add_material(request: web.Request) -> web.Response:
+    from control.messaging import materials
+
+    doc = await json_body(request, request.app[CONFIG].max_json_bytes)
+    sends, by = request.app[SENDS], request[USER].username
+    out = await decide(request, lambda t: materials.add(t, doc, by, sends.clock.now_ms()))
+    return json_response(out, status=201)
+
+
+@routes.put("/api/v1/materials/{material_id}")
+@endpoint("Change a material (its category, scope, content)", perm="messaging.admin", tag="messaging",
+          path={"material_id": _ID}, body={"type": "object"})
+async def put_material(request: web.Request) -> web.Response:
+    from control.messaging import materials
+
+    doc = await json_body(request, request.app[CONFIG].max_json_bytes)
+    mid = request.match_info["material_id"]
+    return json_response(await decide(request, lambda t: materials.update(t, mid, doc)))

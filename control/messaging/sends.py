@@ -190,6 +190,11 @@ class Sends:
 
     def create(self, t: AppTxn, doc: dict, directory: dict, by: str) -> dict:
         """The send with its recipients' quota reserved (atomically), or refused each with its rule."""
+        if isinstance(doc, dict) and any(isinstance(a, dict) and "material" in a for a in doc.get("attachments") or []):
+            from control.messaging import materials
+
+            text, atts = materials.resolve(t, doc.get("text") or "", doc["attachments"], doc.get("sender"))
+            doc = {**doc, "text": text, "attachments": atts}
         kind, sender, text, atts, at = self._check(doc)
         chat_type, recips, refused = self._resolve(t, doc, directory)
         now = self.clock.now_ms()
