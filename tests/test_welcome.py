@@ -75,6 +75,19 @@ async def test_channel_welcome_by_name_tags_once_and_the_default(env):
     assert fake.s.tagged == [("zhang", "wmNew1", ("门店客户",))]
     chans = await (await c.get("/api/v1/channels", headers=h)).json()
     assert chans[0]["added"] == 1
+    # a welcome that attaches an article from the library
+    r = await c.post("/api/v1/materials", headers=h, json={"kind": "article", "title": "新客指南",
+                                                          "url": "https://x.cn/guide"})
+    art = await r.json()
+    assert r.status == 201
+    r = await c.post("/api/v1/channels", headers=h, json={"name": "展会", "employees": ["zhang"], "welcome": {
+        "text": "欢迎！", "material": art["id"]}})
+    ch2 = await r.json()
+    await deliver(c, fake, fake.new_contact("zhang", "wmNew3", "赵总", ch2["config_id"]))
+    assert fake.s.welcomes[-1]["attachments"] == [{"msgtype": "link", "link": {"title": "新客指南",
+                                                                                "url": "https://x.cn/guide"}}]
+    mats = await (await c.get("/api/v1/materials", headers=h)).json()
+    assert mats[0]["shares"] == 1
     # added without a channel: the default message
     await deliver(c, fake, fake.new_contact("zhang", "wmNew2", "李先生"))
     assert fake.s.welcomes[-1]["text"].startswith("李先生您好")

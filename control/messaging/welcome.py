@@ -23,8 +23,8 @@ MAX_IMAGE = 2 << 20
 
 
 def check_welcome(doc: object) -> dict:
-    if not isinstance(doc, dict) or set(doc) - {"text", "remark", "image"}:
-        raise InputError("a welcome message: {text, remark?, image?}")
+    if not isinstance(doc, dict) or set(doc) - {"text", "remark", "image", "material"}:
+        raise InputError("a welcome message: {text, remark?, image?, material?}")
     text = doc.get("text", "")
     if not isinstance(text, str) or not text.strip():
         raise InputError("text: the welcome text")
@@ -42,7 +42,10 @@ def check_welcome(doc: object) -> dict:
         size = image.get("size")
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_IMAGE:
             raise InputError("Q-10: the image is at most 2 MB")
-    return {"text": text, "remark": remark, "image": image}
+    material = doc.get("material")
+    if material is not None and (not isinstance(material, str) or len(material) > 40):
+        raise InputError("material: a material id from the library")
+    return {"text": text, "remark": remark, "image": image, "material": material}
 
 
 def render(welcome: dict, nickname: str) -> tuple[str, list[dict]]:
@@ -60,7 +63,11 @@ class Welcome:
             return fn(t)
 
     def put_welcome(self, t: AppTxn, wid: str, doc: dict) -> dict:
+        from control.messaging import materials
+
         w = {"id": wid, **check_welcome(doc), "updated": self.clock.now_ms()}
+        if w["material"]:
+            materials.get(t, w["material"])  # it exists now (404 otherwise)
         t.put("ms.welcome", wid.encode(), w)
         return w
 
@@ -125,8 +132,16 @@ class Welcome:
 
     async def on_added(self, ext: str, userid: str, welcome_code: str, state: str) -> dict:
         """The customer ``ext`` added ``userid`` (through channel ``state``): welcome and tag them."""
+        from control.messaging import materials
+
         with self.store.app_write() as t:
             w, ch = self.plan(t, welcome_code, state)
+            extra = []
+            if w is not None and w.get("material"):  # attached from the library: a share
+                try:
+                    _, extra = materials.resolve(t, "", [{"material": w["material"]}], None)
+                except InputError:
+                    extra = []  # the material was removed since: the welcome goes without it
         out = {"welcomed": False, "tagged": []}
         if w is None and ch is None:
             return out
@@ -134,7 +149,7 @@ class Welcome:
             if w is not None:
                 contact = await client.get_external_contact(ext)
                 text, atts = render(w, contact.get("name", ""))
-                await client.send_welcome_msg(welcome_code, text, atts)
+                await client.send_welcome_msg(welcome_code, text, atts + extra)
                 out["welcomed"] = True
             if ch is not None and ch["tags"]:
                 await client.mark_tag(userid, ext, ch["tags"])
