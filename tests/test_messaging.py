@@ -290,3 +290,24 @@ def test_materials_attach_and_count_shares(store):
                     {"kind": "article", "title": "t" * 65, "url": "u"}):
             with pytest.raises(InputError):
                 materials.add(t, bad, "boss", T0)
+
+
+def test_recipients_by_filter(store):
+    sends = Sends(store, ManualClock(T0))
+    with store.app_write() as t:
+        for i in range(8):
+            t.put("cu.cust", f"c{i}".encode(), {
+                "id": f"c{i}", "external_userid": f"wmF{i}", "owner": "zhang" if i < 4 else "li",
+                "gender": "女" if i % 2 else "男", "source": "表格导入", "status": "跟进中",
+                "tags": ["VIP"] if i < 6 else []})
+        t.put("cu.opp", b"o1", {"id": "o1", "customer": "c1", "stage": "商务谈判", "owner": "zhang"})
+        cases = [({"employees": ["li"]}, {"wmF4", "wmF5", "wmF6", "wmF7"}),
+                 ({"gender": "女", "tags_any": ["VIP"]}, {"wmF1", "wmF3", "wmF5"}),
+                 ({"employees": ["zhang"], "stage": "商务谈判"}, {"wmF1"}),
+                 ({"tags_all": ["VIP"], "gender": "男"}, {"wmF0", "wmF2", "wmF4"})]
+        for f, want in cases:  # the brute force: each case's set written out above
+            assert set(sends._filter(t, f)) == want, f
+            p = sends.preview(t, {"kind": "enterprise", "filter": f, "text": "x"}, {})
+            assert p["reach"] == len(want), f
+        with pytest.raises(InputError):
+            sends.preview(t, {"kind": "enterprise", "filter": {"colour": "red"}, "text": "x"}, {})

@@ -126,10 +126,14 @@ class Sends:
 
     @staticmethod
     def _filter(t: AppTxn, f: object) -> list[str]:
-        """Seed 003 §5.6.2's filters over the customer records linked to WeCom contacts:
-        gender, source, follow-up status, tags (any / all), sales stage of an opportunity."""
-        if not isinstance(f, dict) or set(f) - {"gender", "source", "status", "tags_any", "tags_all", "stage"}:
-            raise InputError("filter: {gender?, source?, status?, tags_any?, tags_all?, stage?}")
+        """Seed 003 §5.6.2's filters over the customer records linked to WeCom contacts: the
+        employees who follow them, gender, source, follow-up status, tags (any / all), sales stage."""
+        if not isinstance(f, dict) or set(f) - {"gender", "source", "status", "tags_any", "tags_all", "stage",
+                                                "employees"}:
+            raise InputError("filter: {employees?, gender?, source?, status?, tags_any?, tags_all?, stage?}")
+        if "employees" in f and (not isinstance(f["employees"], list) or not all(
+                isinstance(e, str) for e in f["employees"])):
+            raise InputError("filter.employees: the userids whose customers to reach")
         for k in ("tags_any", "tags_all"):
             if k in f and (not isinstance(f[k], list) or len(f[k]) > 10):
                 raise InputError(f"{k}: at most 10 tags")
@@ -141,6 +145,8 @@ class Sends:
         for _, rec in t.scan("cu.cust"):
             ext = rec.get("external_userid")
             if not ext:
+                continue
+            if f.get("employees") and rec.get("owner") not in f["employees"]:
                 continue
             if f.get("gender") and rec.get("gender") != f["gender"]:
                 continue
