@@ -89,3 +89,58 @@ def test_compose_see_refusals_watch_the_task(site, browser):  # noqa: F811
     assert page.inner_text("#sendrecipients").count("已送达") == 2
     shot(page, "42-send-done")
     assert errors == []
+
+
+def test_moments_invites_channels_materials_pages(site, browser):  # noqa: F811
+    import json
+    import urllib.request
+
+    base = site["base"]
+
+    def call(method, path, doc, token):
+        req = urllib.request.Request(base + path, method=method, data=json.dumps(doc).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+    boss = call("POST", "/api/v1/auth/login", {"username": "boss", "password": PASSWORD}, "")["token"]
+    call("PUT", "/api/v1/customers/settings", {"tags": ["VIP"]}, boss)
+    for i, ext in enumerate(("wmA", "wmB")):
+        call("POST", "/api/v1/customers", {"name": f"客户{i}", "phone": f"1380000200{i}", "owner": "rep1",
+                                           "external_userid": ext, "tags": ["VIP"]}, boss)
+    page, errors = new_page(browser)
+    sign_in(page, base, "boss")
+    page.goto(f"{base}/#/messaging?tab=materials")
+    page.wait_for_selector("#materialform")
+    page.fill("#materialform input[name=title]", "年终盘点")
+    page.fill("#materialform input[name=url]", "https://example.cn/a")
+    page.click("#materialform button")
+    page.wait_for_function("document.querySelector('#materials') && "
+                           "document.querySelector('#materials').textContent.includes('年终盘点')")
+    page.goto(f"{base}/#/messaging?tab=channels")
+    page.wait_for_selector("#channelform")
+    page.fill("#channelform input[name=name]", "门店海报")
+    page.fill("#channelform input[name=employees]", "rep1")
+    page.fill("#channelform textarea[name=welcome]", "您好 %NICKNAME%，欢迎光临")
+    page.click("#channelform button")
+    page.wait_for_selector("#channels a[href^='https://']")  # the live code WeCom made
+    shot(page, "43-channels")
+    page.goto(f"{base}/#/messaging?tab=moments")
+    page.wait_for_selector("#momentform")
+    page.fill("#momentform input[name=senders]", "rep1")
+    page.fill("#momentform textarea[name=text]", "新品上市")
+    page.click("#momentform button")
+    page.wait_for_selector("#momentreach")
+    assert "可见客户 2 位" in page.inner_text("#momentreach")
+    page.click("#momentform button")  # again today: Q-7 refuses both
+    page.wait_for_selector("#momentrefusals")
+    assert page.inner_text("#momentrefusals").count("Q-7") == 2
+    page.goto(f"{base}/#/messaging?tab=invites")
+    page.wait_for_selector("#inviteform")
+    page.fill("#inviteform input[name=title]", "VIP 专属群")
+    page.fill("#inviteform input[name=tags]", "VIP")
+    page.fill("#inviteform textarea[name=groups]", "wrG1 qrMedia1")
+    page.click("#inviteform button")
+    page.wait_for_selector("#invitegroups")
+    assert "wrG1" in page.inner_text("#invitegroups")
+    shot(page, "44-tag-invite")
+    assert errors == []

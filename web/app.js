@@ -581,9 +581,83 @@ const SEND_STATES = { not_started: "未开始", pushing: "发送中", running: "
 const RECIPIENT_STATES = { reserved: "待发送", sent: "已送达", not_sendable: "无法发送", not_a_friend: "非好友", quota_used_elsewhere: "已收到其他群发",
   expired: "超时未执行", cancelled: "已取消" };
 
+function refusalTable(id, rows) {
+  return rows.length ? `<table id="${id}"><tr><th>接收者</th><th>规则</th><th>原因</th></tr>${rows.map((r) => `<tr><td>${esc(r.recipient)}</td><td>${esc(r.rule)}</td><td>${esc(r.reason)}</td></tr>`).join("")}</table>` : "";
+}
+const lines = (v) => (v || "").split(/\s+/).map((x) => x.trim()).filter(Boolean);
+
+async function messagingTabs(tab, admin) {
+  const body = $("#mbody");
+  if (tab === "moments") {
+    body.innerHTML = `<form id="momentform" class="search"><input name="senders" placeholder="发表员工（空格分隔）" value="${esc(me.employee || "")}">
+      <input name="tags" placeholder="可见标签（可选）"><textarea name="text" rows="3" maxlength="2000" placeholder="朋友圈内容（最多 2000 字）"></textarea><button>发表</button></form><div id="momentresult"></div>`;
+    $("#momentform").onsubmit = async (e) => {
+      e.preventDefault();
+      const f = Object.fromEntries(new FormData(e.target));
+      try {
+        const m = await api("/api/v1/moments", { method: "POST", json: { senders: lines(f.senders), tags: lines(f.tags), text: f.text } });
+        $("#momentresult").innerHTML = `<p id="momentreach">可见客户 ${m.reached.length} 位 · ${esc(m.state === "done" ? "已发表" : m.state)}</p>${refusalTable("momentrefusals", m.refused)}`;
+      } catch (err) { showError(err.message); }
+    };
+  } else if (tab === "invites") {
+    body.innerHTML = `<form id="inviteform" class="search"><input name="title" maxlength="20" placeholder="消息标题（最多 20 字）" required>
+      <input name="content" maxlength="50" placeholder="群发内容（最多 50 字）"><input name="tags" placeholder="客户标签（最多 10 个，空格分隔）" required>
+      <select name="match"><option value="any">包含任意标签</option><option value="all">包含全部标签</option></select>
+      <textarea name="groups" rows="3" placeholder="每行：群 chat_id 二维码 media_id（人满 200 换下一个群）" required></textarea>
+      <label><input type="checkbox" name="filter_joined" checked> 过滤已在群中的客户</label><button>创建</button></form><div id="inviteresult"></div>`;
+    $("#inviteform").onsubmit = async (e) => {
+      e.preventDefault();
+      const f = Object.fromEntries(new FormData(e.target));
+      const groups = (f.groups || "").split("\n").map((l) => l.trim().split(/\s+/)).filter((p) => p.length === 2).map(([chat_id, qr_media_id]) => ({ chat_id, qr_media_id }));
+      try {
+        const inv = await api("/api/v1/tag-invites", { method: "POST", json: { title: f.title, content: f.content, tags: lines(f.tags), match: f.match, groups, filter_joined: !!f.filter_joined } });
+        $("#inviteresult").innerHTML = `<table id="invitegroups"><tr><th>群</th><th>邀请</th><th>任务</th></tr>${inv.sends.map((p) => `<tr><td>${esc(p.group)}</td><td>${p.accepted.length}</td><td><a href="#/messaging?send=${esc(p.send)}">${esc(p.send)}</a></td></tr>`).join("")}</table>${refusalTable("inviterefusals", inv.refused)}`;
+      } catch (err) { showError(err.message); }
+    };
+  } else if (tab === "channels") {
+    const chans = await api("/api/v1/channels");
+    body.innerHTML = `${admin ? `<form id="channelform" class="search"><input name="name" maxlength="30" placeholder="渠道名称" required><input name="employees" placeholder="员工（空格分隔）" required>
+      <input name="tags" placeholder="自动打标签（可选）"><textarea name="welcome" rows="2" maxlength="520" placeholder="渠道欢迎语（可插入 %NICKNAME%，最多 500 字）"></textarea><button>新建渠道活码</button></form>
+      <form id="defaultwelcome" class="search"><textarea name="text" rows="2" placeholder="默认欢迎语"></textarea><button>保存默认欢迎语</button></form>` : ""}
+      <table id="channels"><tr><th>渠道</th><th>员工</th><th>标签</th><th>活码</th><th>添加客户</th></tr>${chans.map((c) => `<tr><td>${esc(c.name)}</td><td>${esc(c.employees.join("、"))}</td><td>${esc(c.tags.join("、"))}</td><td>${c.qr_code ? `<a href="${esc(c.qr_code)}" target="_blank" rel="noopener">二维码</a>` : "—"}</td><td>${c.added}</td></tr>`).join("") || "<tr><td colspan=5 class='muted'>无渠道</td></tr>"}</table>`;
+    if (admin) {
+      $("#channelform").onsubmit = async (e) => {
+        e.preventDefault();
+        const f = Object.fromEntries(new FormData(e.target));
+        const doc = { name: f.name, employees: lines(f.employees), tags: lines(f.tags) };
+        if (f.welcome) doc.welcome = { text: f.welcome };
+        try { await api("/api/v1/channels", { method: "POST", json: doc }); await messagingView(); } catch (err) { showError(err.message); }
+      };
+      $("#defaultwelcome").onsubmit = async (e) => {
+        e.preventDefault();
+        try { await api("/api/v1/welcome/default", { method: "PUT", json: { text: new FormData(e.target).get("text") } }); showError(""); } catch (err) { showError(err.message); }
+      };
+    }
+  } else if (tab === "materials") {
+    const mats = await api("/api/v1/materials");
+    const kinds = { article: "图文", video: "视频", script: "话术" };
+    body.innerHTML = `${admin ? `<form id="materialform" class="search"><select name="kind"><option value="article">图文</option><option value="video">视频</option><option value="script">话术</option></select>
+      <input name="title" maxlength="64" placeholder="标题" required><input name="category" placeholder="分类"><input name="url" placeholder="链接（图文）"><input name="media_id" placeholder="media_id（视频）">
+      <textarea name="text" rows="2" placeholder="话术内容"></textarea><button>添加素材</button></form>` : ""}
+      <table id="materials"><tr><th>类型</th><th>标题</th><th>分类</th><th>可见范围</th><th>使用次数</th></tr>${mats.map((m) => `<tr><td>${kinds[m.kind]}</td><td>${esc(m.title)}</td><td>${esc(m.category)}</td><td>${m.scope === "all" ? "全部员工" : esc(m.scope.join("、"))}</td><td>${m.shares}</td></tr>`).join("") || "<tr><td colspan=5 class='muted'>无素材</td></tr>"}</table>`;
+    if (admin) $("#materialform").onsubmit = async (e) => {
+      e.preventDefault();
+      const f = Object.fromEntries([...new FormData(e.target)].filter(([, v]) => v));
+      try { await api("/api/v1/materials", { method: "POST", json: f }); await messagingView(); } catch (err) { showError(err.message); }
+    };
+  }
+}
+
 async function messagingView() {
   const sid = hashParams().get("send");
   const admin = me.permissions.includes("messaging.admin");
+  const tab = hashParams().get("tab") || "sends";
+  if (!sid && tab !== "sends") {
+    const tabs = [["sends", "群发"], ["moments", "朋友圈"], ["invites", "标签拉群"], ["channels", "渠道活码"], ["materials", "素材库"]];
+    main.innerHTML = `<div class="tabs" id="mtabs">${tabs.map(([k, v]) => `<button data-t="${k}" class="${k === tab ? "on" : ""}">${v}</button>`).join("")}</div><div id="mbody"></div>`;
+    $("#mtabs").onclick = (e) => { if (e.target.dataset.t) location.hash = `#/messaging?tab=${e.target.dataset.t}`; };
+    return messagingTabs(tab, admin);
+  }
   if (sid) {
     const s = await api(`/api/v1/mass-sends/${sid}`);
     main.innerHTML = `<h3>群发任务 <span id="sendstate">${esc(SEND_STATES[s.state] || s.state)}</span></h3>
@@ -598,7 +672,9 @@ async function messagingView() {
     return;
   }
   const sends = await api("/api/v1/mass-sends");
-  main.innerHTML = `<h3>新建群发</h3><form id="sendform" class="search">
+  const mtabs = [["sends", "群发"], ["moments", "朋友圈"], ["invites", "标签拉群"], ["channels", "渠道活码"], ["materials", "素材库"]];
+  main.innerHTML = `<div class="tabs" id="mtabs">${mtabs.map(([k, v]) => `<button data-t="${k}" class="${k === "sends" ? "on" : ""}">${v}</button>`).join("")}</div>
+    <h3>新建群发</h3><form id="sendform" class="search">
       <select name="kind"><option value="member">员工群发（每位客户每天 1 条）</option>${admin ? `<option value="enterprise">企业群发（每位客户每月 4 条）</option>` : ""}</select>
       <input name="sender" placeholder="发送员工" value="${esc(me.employee || "")}">
       <textarea name="customers" rows="3" placeholder="客户 external_userid，每行一个"></textarea>
@@ -607,6 +683,7 @@ async function messagingView() {
     <div id="sendpreview"></div>
     <h3>群发任务</h3><table id="sendlist"><tr><th>任务</th><th>类型</th><th>内容</th><th>接收</th><th>状态</th></tr>
     ${sends.map((s) => `<tr><td><a href="#/messaging?send=${esc(s.id)}">${esc(s.id)}</a></td><td>${s.kind === "member" ? "员工" : "企业"}</td><td>${esc(s.text.slice(0, 30))}</td><td>${s.accepted}</td><td>${esc(SEND_STATES[s.state] || s.state)}</td></tr>`).join("") || "<tr><td colspan=5 class='muted'>无</td></tr>"}</table>`;
+  $("#mtabs").onclick = (e) => { if (e.target.dataset.t) location.hash = `#/messaging?tab=${e.target.dataset.t}`; };
   const doc = () => {
     const f = Object.fromEntries(new FormData($("#sendform")));
     return { kind: f.kind, sender: f.sender || undefined, customers: f.customers.split(/\s+/).filter(Boolean), text: f.text };
