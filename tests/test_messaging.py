@@ -336,3 +336,27 @@ def test_recipients_by_filter(store):
             assert p["reach"] == len(want), f
         with pytest.raises(InputError):
             sends.preview(t, {"kind": "enterprise", "filter": {"colour": "red"}, "text": "x"}, {})
+
+
+def test_q11_activity_read_from_the_archive(small_corpus, tmp_path):
+    """Who was active lately in a group, from the conversation index, against a scan of every
+    stored record of it."""
+    from control.messaging.sends import last_active
+    from tests.conftest import run_scrm
+
+    data = tmp_path / "data"
+    run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(data), "--no-progress",
+             str(small_corpus / "batches"), check=True)
+    st = ArchiveStore(data)
+    try:
+        by_room: dict[str, dict[str, int]] = {}
+        for seq in st.record_seqs():
+            r = st.get_record(seq)
+            if r["conv"].startswith("g:"):
+                room = by_room.setdefault(r["conv"][2:], {})
+                room[r["from"]] = max(room.get(r["from"], 0), r["msgtime"])
+        busiest = max(by_room, key=lambda k: len(by_room[k]))
+        assert len(by_room[busiest]) > 3
+        assert last_active(st, busiest) == by_room[busiest]
+    finally:
+        st.close()

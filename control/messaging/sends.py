@@ -461,18 +461,42 @@ def check_invite(doc: object) -> dict:
             "filter_joined": doc.get("filter_joined", True) is not False, "scheduled_at": doc.get("scheduled_at")}
 
 
-def plan_invite(t: AppTxn, inv: dict, directory: dict) -> tuple[list[tuple[dict, list[str]]], list[dict]]:
+SPOKE_SCAN = 20_000  # the newest messages of a group read to see who was active lately
+
+
+def last_active(store, roomid: str) -> dict[str, int]:
+    """member → the time of their newest archived message in the group (the newest
+    ``SPOKE_SCAN`` messages read through the conversation index, records opened in batches)."""
+    import itertools
+
+    import msgpack
+
+    if store is None:
+        return {}
+    out: dict[str, int] = {}
+    seqs = itertools.islice(store.conversation_seqs("g:" + roomid), SPOKE_SCAN)  # newest first
+    while chunk := list(itertools.islice(seqs, 1000)):
+        for raw in store.records_raw(chunk):
+            if raw is not None:
+                r = msgpack.unpackb(raw)
+                if out.get(r["from"], 0) < r["msgtime"]:
+                    out[r["from"]] = r["msgtime"]
+    return out
+
+
+def plan_invite(t: AppTxn, inv: dict, directory: dict, store=None) -> tuple[list[tuple[dict, list[str]]], list[dict]]:
     """Customers with the tags, less those already in the groups (among the 2,000 most recently
-    active members, Q-11), handed each group's QR code until the group would hold 200 (Q-9).
-    Returns ([(group, its customers)], refused)."""
+    active members — newest archived message, else joining —, Q-11), handed each group's QR code
+    until the group would hold 200 (Q-9). Returns ([(group, its customers)], refused)."""
     rooms = {g.get("roomid"): g for g in directory.get("groups", [])}
     joined: set[str] = set()
     size: dict[str, int] = {}
     for g in inv["groups"]:
         members = (rooms.get(g["chat_id"]) or {}).get("members") or []
         size[g["chat_id"]] = len(members)
-        recent = sorted(members, key=lambda m: -(m.get("join_time") or 0))[:DEDUP_WINDOW]
-        joined |= {m.get("id") for m in recent}
+        spoke = last_active(store, g["chat_id"]) if len(members) > DEDUP_WINDOW else {}
+        recent = sorted(members, key=lambda m: -max(spoke.get(m.get("id"), 0), m.get("join_time") or 0))
+        joined |= {m.get("id") for m in recent[:DEDUP_WINDOW]}
     want = set(inv["tags"])
     picked = []
     for _, rec in t.scan("cu.cust"):
@@ -501,7 +525,7 @@ def create_invite(sends: Sends, t: AppTxn, doc: dict, directory: dict, by: str) 
     """One enterprise send per group (its QR code attached): each customer's Q-2 quota is
     reserved as for any enterprise send (Q-9 counts against Q-2)."""
     inv = check_invite(doc)
-    plan, refused = plan_invite(t, inv, directory)
+    plan, refused = plan_invite(t, inv, directory, sends.store)
     created = []
     for g, customers in plan:
         s = sends.create(t, {"kind": "enterprise", "customers": customers,
