@@ -26,7 +26,7 @@ ALL_PERMS = frozenset({"archive.read", "audit.read", "audit.handle", "words.read
                        "alerts.read", "admin.users", "ingest.write", "trail.read",
                        "dialer.admin", "dialer.call", "dialer.read", "dialer.popup",
                        "customers.read", "customers.write", "customers.admin", "pools.claim",
-                       "messaging.send", "messaging.admin"})
+                       "messaging.send", "messaging.admin", "metrics.read"})
 _DIALER_OPERATOR = frozenset({"dialer.call", "dialer.read", "dialer.popup"})
 _SALES = frozenset({"customers.read", "customers.write", "pools.claim", "messaging.send"})
 ROLES: dict[str, tuple[frozenset[str], str]] = {
@@ -39,6 +39,14 @@ ROLES: dict[str, tuple[frozenset[str], str]] = {
 }
 SCOPES = ("self", "department", "all")
 _hasher = PasswordHasher()
+# an unknown user costs the same argon2 work as a known one: no timing tells them apart
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+API_TOKEN_DEFAULT_S = 90 * 86400
+# failed sign-ins: each failure past the first few doubles the wait, capped (never a lock-out)
+FREE_FAILURES = 3
+MAX_DELAY_S = 60.0
+FAILURE_WINDOW_S = 900
+MAX_THROTTLE_KEYS = 100_000
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,8 @@ def _digest(token: str) -> bytes:
 
 
 class AccountService:
-    def __init__(self, data_dir: Path, session_ttl_s: int = 43200, max_failures: int = 5,
-                 lockout_s: int = 300) -> None:
+    def __init__(self, data_dir: Path, session_ttl_s: int = 43200, api_token_max_s: int = 365 * 86400,
+                 clock=time.time) -> None:
         path = data_dir / "control.lmdb"
         path.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(str(path), map_size=1 << 32, max_dbs=4, sync=True)
@@ -87,7 +95,8 @@ class AccountService:
         self.roles = self.env.open_db(b"roles")  # custom roles; the built-in ones are ROLES
         self.failures = self.env.open_db(b"failures")  # failed logins, shared by every server worker
         self.session_ttl_s = session_ttl_s
-        self.max_failures, self.lockout_s = max_failures, lockout_s
+        self.api_token_max_s = api_token_max_s
+        self._now = clock  # seconds; tests inject theirs
 
     def close(self) -> None:
         self.env.close()
@@ -233,43 +242,127 @@ class AccountService:
         return n
 
     # -- login and tokens -------------------------------------------------------------------
-    def _throttled(self, key: str) -> bool:
-        now = time.time()
-        with self.env.begin(db=self.failures) as txn:
-            raw = txn.get(key.encode())
-        recent = [t for t in (orjson.loads(raw) if raw else []) if now - t < self.lockout_s]
-        return len(recent) >= self.max_failures
+    @staticmethod
+    def _delay(failures: int) -> float:
+        return 0.0 if failures < FREE_FAILURES else min(MAX_DELAY_S, 2.0 ** (failures - FREE_FAILURES))
 
-    def _fail(self, key: str) -> None:
-        now = time.time()
+    def _gate(self, keys: list[str]) -> None:
+        """One write transaction for every worker process: refuses (429 with the seconds to
+        wait) while any key — the account, the peer — is inside its delay, and otherwise takes
+        the attempt, so concurrent guesses wait their turn too. The delay doubles with each recent
+        failure past the first few and stops at a minute: attackers slow down, the real user
+        is never locked out. Old entries are dropped and the table stays bounded."""
+        now = self._now()
         with self.env.begin(write=True, db=self.failures) as txn:
-            raw = txn.get(key.encode())
-            recent = [t for t in (orjson.loads(raw) if raw else []) if now - t < self.lockout_s]
-            txn.put(key.encode(), orjson.dumps([*recent[-self.max_failures:], now]))
+            wait = 0.0
+            states = {}
+            for k in keys:
+                raw = txn.get(k.encode())
+                st = orjson.loads(raw) if raw else {"n": 0, "next": 0.0, "last": 0.0}
+                if isinstance(st, list):  # the earlier format: a list of failure times
+                    st = {"n": len(st), "next": 0.0, "last": max(st) if st else 0.0}
+                if now - st["last"] > FAILURE_WINDOW_S:
+                    st = {"n": 0, "next": 0.0, "last": 0.0}
+                states[k] = st
+                wait = max(wait, st["next"] - now)
+            if wait > 0:
+                raise ApiError(429, "too_many_requests", f"too many failed sign-ins; retry in {int(wait) + 1} s",
+                               headers={"Retry-After": str(int(wait) + 1)})
+            for k, st in states.items():  # this attempt holds the door until it is judged
+                st["next"] = now + self._delay(st["n"] + 1)
+                txn.put(k.encode(), orjson.dumps(st))
+            if txn.stat(self.failures)["entries"] > MAX_THROTTLE_KEYS:
+                for k, v in list(txn.cursor()):
+                    if now - orjson.loads(v).get("last", 0) > FAILURE_WINDOW_S:
+                        txn.delete(k)
+
+    def _judge(self, keys: list[str], ok: bool) -> None:
+        now = self._now()
+        with self.env.begin(write=True, db=self.failures) as txn:
+            for k in keys:
+                if ok:
+                    if k.startswith("user:"):
+                        txn.delete(k.encode())  # the account signed in: its count starts again
+                    else:
+                        raw = txn.get(k.encode())
+                        if raw:
+                            st = orjson.loads(raw)
+                            st["next"] = now + self._delay(st["n"]) if st["n"] >= FREE_FAILURES else 0.0
+                            txn.put(k.encode(), orjson.dumps(st))
+                    continue
+                raw = txn.get(k.encode())
+                st = orjson.loads(raw) if raw else {"n": 0, "next": 0.0, "last": 0.0}
+                if isinstance(st, list):
+                    st = {"n": len(st), "next": 0.0, "last": 0.0}
+                st["n"] += 1
+                st["last"] = now
+                st["next"] = now + self._delay(st["n"])
+                txn.put(k.encode(), orjson.dumps(st))
 
     def login(self, username: str, password: str, peer: str, resigned: set[str] = frozenset()) -> tuple[str, dict]:
-        """Checks the password (argon2, slow on purpose: call off the event loop)."""
-        key = f"{username}|{peer}"
+        """Checks the password (argon2, slow on purpose: call off the event loop). Throttled
+        per account and per peer with growing delays (see :meth:`_gate`); an unknown user costs
+        the same argon2 work as a known one."""
         if not username or len(username.encode()) > 64 or "\0" in username:
+            try:  # the same work as for a real account
+                _hasher.verify(_DUMMY_HASH, password)
+            except (VerificationError, InvalidHashError):
+                pass
             raise ApiError(401, "unauthorized", "wrong username or password")
-        if self._throttled(key):
-            raise ApiError(429, "too_many_requests", f"too many failed logins; retry in {self.lockout_s} s")
+        keys = [f"user:{username}", f"peer:{peer}"]
+        self._gate(keys)
         rec = self._record(username)
         try:
-            ok = rec is not None and _hasher.verify(rec["password"], password)
+            ok = _hasher.verify(rec["password"] if rec is not None else _DUMMY_HASH, password) and rec is not None
         except (VerificationError, InvalidHashError):
             ok = False
+        self._judge(keys, ok)
         if not ok:
-            self._fail(key)
             raise ApiError(401, "unauthorized", "wrong username or password")
         if rec["disabled"] or (rec.get("employee") and rec["employee"] in resigned):
             raise ApiError(403, "forbidden", "account disabled or resigned (rule R-3)")
         return self.issue_token(username, "session", self.session_ttl_s)
 
+    def change_password(self, username: str, old: str | None, new: str, *, by_admin: bool = False) -> int:
+        """A new password (the old one required unless an admin resets it); every other token
+        of the account is revoked. Returns how many were."""
+        if not isinstance(new, str) or len(new) < 8 or len(new) > 1024:
+            raise ApiError(422, "invalid", "password: 8 to 1024 characters")
+        rec = self._record(username)
+        if rec is None:
+            raise ApiError(404, "not_found", f"no user {username}")
+        if not by_admin:
+            try:
+                ok = _hasher.verify(rec["password"], old or "")
+            except (VerificationError, InvalidHashError):
+                ok = False
+            if not ok:
+                raise ApiError(403, "forbidden", "the current password is not right")
+        new_hash = _hasher.hash(new)
+        n = 0
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(username.encode(), db=self.users)
+            cur = orjson.loads(raw)
+            cur["password"] = new_hash
+            txn.put(username.encode(), orjson.dumps(cur), db=self.users)
+            for k, v in list(txn.cursor(db=self.tokens)):
+                t = orjson.loads(v)
+                if t["username"] == username and not t["revoked"]:
+                    t["revoked"] = True
+                    txn.put(k, orjson.dumps(t), db=self.tokens)
+                    n += 1
+        return n
+
     def issue_token(self, username: str, name: str, ttl_s: int | None = None) -> tuple[str, dict]:
+        """Every token expires: API tokens after 90 days unless asked otherwise, never later
+        than the configured maximum."""
+        ttl_s = min(API_TOKEN_DEFAULT_S, self.api_token_max_s) if ttl_s is None else ttl_s
+        if ttl_s > self.api_token_max_s:
+            raise ApiError(422, "invalid", f"a token lives at most {self.api_token_max_s // 86400} days")
         token = "scrm_" + secrets.token_urlsafe(32)
-        meta = {"id": secrets.token_hex(8), "username": username, "name": name, "created_at": int(time.time()),
-                "expires_at": int(time.time()) + ttl_s if ttl_s else None, "revoked": False}
+        now = int(self._now())
+        meta = {"id": secrets.token_hex(8), "username": username, "name": name, "created_at": now,
+                "expires_at": now + ttl_s, "revoked": False}
         with self.env.begin(write=True, db=self.tokens) as txn:
             txn.put(_digest(token), orjson.dumps(meta))
         return token, meta
@@ -282,7 +375,7 @@ class AccountService:
         meta = orjson.loads(raw)
         if meta["revoked"]:
             raise ApiError(401, "unauthorized", "token revoked")
-        if meta["expires_at"] is not None and meta["expires_at"] < time.time():
+        if meta["expires_at"] is not None and meta["expires_at"] < self._now():
             raise ApiError(401, "unauthorized", "token expired")
         user = self.get_user(meta["username"])
         if user is None or user.disabled or (user.employee and user.employee in resigned):

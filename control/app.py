@@ -102,7 +102,7 @@ async def _resources(app: web.Application):
     store = ArchiveStore(cfg.data_dir)
     app[STORE] = store
     app[VIEWS] = ArchiveViews(store, cfg.data_dir)
-    app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.login_max_failures, cfg.login_lockout_s)
+    app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.api_token_max_days * 86400)
     app[TRAIL] = AccessTrail(store)
     app[COMMITS] = GroupCommit(store)
     clock = clocks.from_env()

@@ -17,8 +17,8 @@ class ControlConfig:
     max_json_bytes: int = 1 << 20
     max_upload_bytes: int = 256 << 20
     session_ttl_s: int = 12 * 3600
-    login_max_failures: int = 5
-    login_lockout_s: int = 300
+    # API tokens: 90 days unless asked otherwise, never longer than this
+    api_token_max_days: int = 365
     web_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
     # server processes (control.workers hands them the connections): one Python process keeps one core
     # busy at most (the GIL); archive reads scale with processes

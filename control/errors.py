@@ -14,9 +14,9 @@ log = logging.getLogger("scrm.control")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, kind: str, detail: str) -> None:
+    def __init__(self, status: int, kind: str, detail: str, headers: dict | None = None) -> None:
         super().__init__(detail)
-        self.status, self.kind, self.detail = status, kind, detail
+        self.status, self.kind, self.detail, self.headers = status, kind, detail, headers
 
 
 def problem(status: int, kind: str, detail: str, headers: dict | None = None) -> web.Response:
@@ -33,7 +33,7 @@ async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except ApiError as e:
-        return problem(e.status, e.kind, e.detail)
+        return problem(e.status, e.kind, e.detail, headers=e.headers)
     except web.HTTPRequestEntityTooLarge as e:
         return problem(413, "too_large", e.text or "request body too large")
     except web.HTTPException as e:

@@ -161,15 +161,39 @@ async def trail(request: web.Request) -> web.Response:
     return json_response(out)
 
 
+@routes.post("/api/v1/users/{username}/password")
+@endpoint("Reset an account's password (admins); its tokens are revoked", perm="admin.users", tag="admin",
+          path={"username": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
+          body={"type": "object", "required": ["new"], "additionalProperties": False,
+                "properties": {"new": {"type": "string", "minLength": 8}}})
+async def reset_password(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes), {"new": (str, True)})
+    name = request.match_info["username"]
+    n = await asyncio.to_thread(request.app[ACCOUNTS].change_password, name, None, doc["new"], by_admin=True)
+    await record(request, "password_reset", name, {"tokens_revoked": n})
+    return json_response({"username": name, "tokens_revoked": n})
+
+
 @routes.get("/api/v1/departments")
 @endpoint("Departments as a tree (id, name, parent, employees in each)", perm="archive.read", tag="admin")
 async def departments(request: web.Request) -> web.Response:
+    from control.archive import allowed_employees
+
     d = request.app[VIEWS].directory()
+    user = request[USER]
+    allowed = allowed_employees(user, d)
+    if allowed is None:
+        depts = set(d.departments)
+    elif user.department is not None:  # a scoped role sees its own part of the tree
+        depts = d.subtree(user.department) | {user.department}
+    else:
+        depts = {e.get("department") for u, e in d.employees.items() if u in allowed}
     counts: dict[int, int] = {}
-    for e in d.employees.values():
-        counts[e.get("department")] = counts.get(e.get("department"), 0) + 1
+    for u, e in d.employees.items():
+        if allowed is None or u in allowed:
+            counts[e.get("department")] = counts.get(e.get("department"), 0) + 1
     return json_response([{"id": k, "name": v.get("name"), "parent": v.get("parent"),
-                          "employees": counts.get(k, 0)} for k, v in sorted(d.departments.items())])
+                          "employees": counts.get(k, 0)} for k, v in sorted(d.departments.items()) if k in depts])
 
 
 @routes.get("/api/v1/roles")

@@ -117,11 +117,23 @@ async def message(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/stats")
-@endpoint("Archive counts and the checkpoint", perm="archive.read")
+@endpoint("Archive counts and the checkpoint; a scoped role gets the conversations in its scope, not the "
+          "tenant's totals (R-2)", perm="archive.read")
 async def stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return json_response({**store.counts(), "checkpoint": store.checkpoint(),
-                          "consent": store.rule_counts()})
+    views = request.app[VIEWS]
+    d = views.directory()
+    allowed = allowed_employees(request[USER], d)
+    if allowed is None:
+        out = {**store.counts(), "checkpoint": store.checkpoint()}
+        if "consent.read" in request[USER].perms:
+            out["consent"] = store.rule_counts()
+        return json_response(out)
+    convs = await read_off_loop(request, lambda: sum(
+        1 for c in views.catalog.conversations() if c.conv.startswith(("p:", "g:"))
+        and views.visible(c.conv, allowed, d)))
+    return json_response({"checkpoint": store.checkpoint(), "scope": request[USER].scope,
+                          "conversations": convs})
 
 
 _SEARCH_LIMIT = 100

@@ -9,6 +9,7 @@ from aiohttp import web
 from control.api import endpoint, json_response
 from control.errors import ApiError, fields, json_body
 from control.keys import ACCOUNTS, CONFIG, TOKEN, USER, VIEWS
+from control.trail import record
 
 routes = web.RouteTableDef()
 _LOGIN = {"type": "object", "required": ["username", "password"], "additionalProperties": False,
@@ -61,9 +62,25 @@ async def create_token(request: web.Request) -> web.Response:
     ttl = doc.get("ttl_days")
     if ttl is not None and not 1 <= ttl <= 3650:
         raise ApiError(422, "invalid", "ttl_days must be between 1 and 3650")
-    token, meta = request.app[ACCOUNTS].issue_token(request[USER].username, doc.get("name", "api"),
-                                                    ttl * 86400 if ttl else None)
+    name = doc.get("name", "api")
+    if not 0 < len(name) <= 64:
+        raise ApiError(422, "invalid", "name: 1–64 characters")
+    token, meta = request.app[ACCOUNTS].issue_token(request[USER].username, name, ttl * 86400 if ttl else None)
+    await record(request, "token_created", meta["id"], {"expires_at": meta["expires_at"]})
     return json_response({"token": token, **meta}, status=201)
+
+
+@routes.post("/api/v1/me/password")
+@endpoint("Change your password (the current one required); your other tokens are revoked", tag="auth",
+          body={"type": "object", "required": ["old", "new"], "additionalProperties": False,
+                "properties": {"old": {"type": "string"}, "new": {"type": "string", "minLength": 8}}})
+async def change_password(request: web.Request) -> web.Response:
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes), {"old": (str, True), "new": (str, True)})
+    acc, user = request.app[ACCOUNTS], request[USER]
+    n = await asyncio.to_thread(acc.change_password, user.username, doc["old"], doc["new"])
+    await record(request, "password_changed", user.username, {"tokens_revoked": n})
+    token, meta = acc.issue_token(user.username, "session", acc.session_ttl_s)  # this session goes on
+    return json_response({"tokens_revoked": n, "token": token, "expires_at": meta["expires_at"]})
 
 
 @routes.delete("/api/v1/tokens/{token_id}")

@@ -21,7 +21,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
-@endpoint("Prometheus metrics", public=True, tag="meta", content="text/plain")
+@endpoint("Prometheus metrics (a token with metrics.read)", perm="metrics.read", tag="meta", content="text/plain")
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     lines = ["# TYPE scrm_http_requests_total counter"]

@@ -170,6 +170,8 @@ async def consent_events(request: web.Request) -> web.Response:
 @routes.get("/api/v1/consent/rules")
 @endpoint("Messages kept and dropped per consent rule", perm="consent.read", tag="consent")
 async def consent_rules(request: web.Request) -> web.Response:
+    if request[USER].scope != "all":  # tenant-wide counts: not for a scoped role
+        raise ApiError(403, "forbidden", f"per-rule counts are tenant-wide; your data scope is {request[USER].scope}")
     return json_response(request.app[STORE].rule_counts())
 
 
