@@ -175,11 +175,24 @@ async def _chart_js(request: web.Request) -> web.StreamResponse:
                                                "Cache-Control": "max-age=86400"})
 
 
+# the console runs no inline script and loads nothing from elsewhere; no page may frame it
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 async def _utf8(request: web.Request, response: web.StreamResponse) -> None:
-    """Console files carry Chinese text: always say charset=utf-8."""
+    """Console files carry Chinese text: always say charset=utf-8. Every answer carries the
+    security headers."""
     ct = response.headers.get("Content-Type", "")
     if (ct.startswith("text/") or "javascript" in ct) and "charset" not in ct:
         response.headers["Content-Type"] = f"{ct}; charset=utf-8"
+    for k, v in SECURITY_HEADERS.items():
+        response.headers.setdefault(k, v)
 
 
 def create_app(config: ControlConfig) -> web.Application:

@@ -155,3 +155,15 @@ async def test_http_password_tokens_metrics_and_scoped_aggregates(client):  # no
         if r.status == 429:
             assert int(r.headers["Retry-After"]) >= 1
     assert statuses[:3] == [401, 401, 401] and 429 in statuses
+
+
+async def test_security_headers_on_the_console_and_the_api(client):  # noqa: F811
+    for path in ("/", "/api/v1/health", "/web/app.js"):
+        r = await client.get(path)
+        assert r.status == 200, path
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+    html = await (await client.get("/")).text()
+    assert " on" + "error=" not in html and "<script>" not in html  # nothing inline for the CSP to block

@@ -74,6 +74,19 @@ def sign_in(page, base, user):
     page.wait_for_selector("#nav:not([hidden])")
 
 
+def wait_until(page, expression: str, timeout: float = 30.0) -> None:
+    """Polls a JavaScript expression until it is true. Playwright's wait_for_function evaluates
+    its predicate with eval, which the console's Content-Security-Policy (no unsafe-eval) refuses;
+    page.evaluate goes through the DevTools protocol and is not affected."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > end:
+            raise AssertionError(f"never true: {expression}")
+        page.wait_for_timeout(100)
+
+
 def shot(page, name):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -189,7 +202,7 @@ def test_search_finds_a_known_message_and_opens_it_in_context(server, browser):
     total = int("".join(c for c in page.inner_text("#stotal").split("条")[0] if c.isdigit()))
     assert total > 40
     page.locator("#sentinel").scroll_into_view_if_needed()
-    page.wait_for_function("document.querySelectorAll('#results .result').length > 20")
+    wait_until(page, "document.querySelectorAll('#results .result').length > 20")
     # the archive lists (V-1, V-3, V-4)
     page.click("#nav a[href='#/catalog']")
     page.wait_for_selector("text=存档客户数")
@@ -197,7 +210,7 @@ def test_search_finds_a_known_message_and_opens_it_in_context(server, browser):
     dept = page.locator("#cform select[name=department] option").last.get_attribute("value")  # a leaf
     page.select_option("#cform select[name=department]", dept)
     page.click("#cform button[type=submit]")
-    page.wait_for_function(f"document.querySelectorAll('main table tr').length < {rows_all}")
+    wait_until(page, f"document.querySelectorAll('main table tr').length < {rows_all}")
     shot(page, "09-catalog-filtered")
     page.click(".tabs button[data-t=customers]")
     page.wait_for_selector("text=最后会话时间")
@@ -214,11 +227,11 @@ def test_admin_edits_the_word_list(server, browser):
     page.fill("#wform input[name=word]", "测试敏感词")
     page.fill("#wform input[name=related]", "测验词，考试词")
     page.click("#wform button[type=submit]")
-    page.wait_for_function(f"document.querySelectorAll('main table tr').length === {rows + 1}")
+    wait_until(page, f"document.querySelectorAll('main table tr').length === {rows + 1}")
     row = page.locator("main table tr", has_text="测试敏感词")
     assert "测验词、考试词" in row.inner_text()
     shot(page, "11-words-edited")
     row.locator("button.del").click()
-    page.wait_for_function(f"document.querySelectorAll('main table tr').length === {rows}")
+    wait_until(page, f"document.querySelectorAll('main table tr').length === {rows}")
     assert "测试敏感词" not in page.inner_text("main")
     assert errors == []

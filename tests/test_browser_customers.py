@@ -19,7 +19,14 @@ from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import DAY_MS, FakeWeCom
 from tests.conftest import start_serve
 from tests.fake_wecom_thread import environ, serving
-from tests.test_browser import CHROMIUM, browser, new_page, shot, sign_in  # noqa: F401 - the browser fixture
+from tests.test_browser import (  # noqa: F401 - the browser fixture
+    CHROMIUM,
+    browser,
+    new_page,
+    shot,
+    sign_in,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
                                 reason="chromium not installed (scripts/setup.sh installs it)")
@@ -133,7 +140,7 @@ def test_transfer_watched_to_completion(crm, browser):  # noqa: F811
                                                  "external_userid": ext}, crm["boss"])
     page.fill("#xform input[name=from]", "rep1")
     page.click("#loadcands")  # the employee's customers and groups, listed for the admin
-    page.wait_for_function("document.querySelector('#xform textarea[name=customers]').value.includes('wmBeta')")
+    wait_until(page, "document.querySelector('#xform textarea[name=customers]').value.includes('wmBeta')")
     assert page.input_value("#xform textarea[name=customers]").split() == ["wmAlpha", "wmBeta"]
     page.fill("#xform input[name=to]", "rep2")
     page.click("#xform button:not([type=button])")
@@ -146,7 +153,7 @@ def test_transfer_watched_to_completion(crm, browser):  # noqa: F811
     shot(page, "32-transfer-waiting")
     FileClock(crm["clock"]).set(T0 + DAY_MS + 60_000)  # the 24-hour takeover passes
     page.click("#poll")
-    page.wait_for_function("document.querySelector('#jobstate') && "
+    wait_until(page, "document.querySelector('#jobstate') && "
                            "document.querySelector('#jobstate').textContent === '已完成'")
     assert all("接替完毕" in tr.inner_text() for tr in page.locator("#xfercustomers tr[data-ext]").all())
     assert ("rep2", "wmAlpha") in crm["fake"].s.follows

@@ -16,7 +16,14 @@ import pytest
 from control.accounts import AccountService
 from scrm_fast.storage import ArchiveStore
 from tests.conftest import start_serve
-from tests.test_browser import CHROMIUM, browser, new_page, shot, sign_in  # noqa: F401 - the browser fixture
+from tests.test_browser import (  # noqa: F401 - the browser fixture
+    CHROMIUM,
+    browser,
+    new_page,
+    shot,
+    sign_in,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
                                 reason="chromium not installed (scripts/setup.sh installs it)")
@@ -121,7 +128,7 @@ def test_statistics_charts_render_with_the_reported_figures(dialer_server, brows
     rep = dialer_server["reported"]
     assert f"呼叫总数\n{rep['calls']}" in kpis and f"接通\n{rep['connected']}" in kpis
     assert page.evaluate("typeof window.Chart") == "function", "chart.js was not served"
-    page.wait_for_function("window.Chart.getChart(document.querySelector('#trend')) !== undefined")
+    wait_until(page, "window.Chart.getChart(document.querySelector('#trend')) !== undefined")
     drawn = page.evaluate("""() => { const c = document.querySelector('#rank');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let ink = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) ink++; return ink; }""")

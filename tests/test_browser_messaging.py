@@ -15,7 +15,14 @@ from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import FakeWeCom
 from tests.conftest import start_serve
 from tests.fake_wecom_thread import environ, serving
-from tests.test_browser import CHROMIUM, browser, new_page, shot, sign_in  # noqa: F401 - the browser fixture
+from tests.test_browser import (  # noqa: F401 - the browser fixture
+    CHROMIUM,
+    browser,
+    new_page,
+    shot,
+    sign_in,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
                                 reason="chromium not installed (scripts/setup.sh installs it)")
@@ -84,7 +91,7 @@ def test_compose_see_refusals_watch_the_task(site, browser):  # noqa: F811
     page.wait_for_selector("#sendstate")
     fake.execute(next(iter(fake.s.templates)))
     page.click("#poll")
-    page.wait_for_function("document.querySelector('#sendstate') && "
+    wait_until(page, "document.querySelector('#sendstate') && "
                            "document.querySelector('#sendstate').textContent === '已完成'")
     assert page.inner_text("#sendrecipients").count("已送达") == 2
     shot(page, "42-send-done")
@@ -114,7 +121,7 @@ def test_moments_invites_channels_materials_pages(site, browser):  # noqa: F811
     page.fill("#materialform input[name=title]", "年终盘点")
     page.fill("#materialform input[name=url]", "https://example.cn/a")
     page.click("#materialform button")
-    page.wait_for_function("document.querySelector('#materials') && "
+    wait_until(page, "document.querySelector('#materials') && "
                            "document.querySelector('#materials').textContent.includes('年终盘点')")
     page.goto(f"{base}/#/messaging?tab=channels")
     page.wait_for_selector("#channelform")

@@ -58,8 +58,8 @@ function renderPayload(m, q) {
     case "text": return hl(p.content);
     case "revoke": return `<span>撤回了一条消息</span>`;
     case "image": return `[图片] ${Math.round((p.filesize || 0) / 1024)} KB`;
-    case "voice": return `[语音] ${p.play_length || 0} 秒`;
-    case "video": return `[视频] ${p.play_length || 0} 秒`;
+    case "voice": return `[语音] ${esc(Number(p.play_length) || 0)} 秒`;
+    case "video": return `[视频] ${esc(Number(p.play_length) || 0)} 秒`;
     case "file": return `<span class="card">📄 ${hl(p.filename)} · ${Math.round((p.filesize || 0) / 1024)} KB</span>`;
     case "link": return `<span class="card">🔗 <b>${hl(p.title)}</b><br>${hl(p.description)}<br><span class="muted">${esc(p.link_url)}</span></span>`;
     case "weapp": return `<span class="card">小程序：${hl(p.title)} · ${esc(p.displayname)}</span>`;
