@@ -126,6 +126,18 @@ def test_import_with_report_then_claims_with_refusals(crm, browser):  # noqa: F8
     rep.goto(f"{base}/#/customers?tab=mine")
     rep.wait_for_selector("#mycustomers")
     assert rep.locator("#mycustomers tr[data-id]").count() == 3
+    rep.locator("#mycustomers .back").first.check()  # one goes back to the pool
+    rep.click("#giveback")
+    rep.wait_for_selector("#givebackresult:has-text('已退回 1 位客户')")
+    assert rep.locator("#mycustomers tr[data-id]").count() == 2
+    # the admin sets a prospecting seat in bulk
+    page.goto(f"{base}/#/customers?tab=seats")
+    page.wait_for_selector("#seatform")
+    page.fill("#seatform input[name=members]", "rep1 rep2")
+    page.fill("#seatform input[name=daily_cap]", "5")
+    page.click("#seatform button")
+    page.wait_for_selector("#seats tr:has-text('rep2')")
+    assert "开启" in page.inner_text("#seats") and "5" in page.inner_text("#seats")
     assert errors == [] and rep_errors == []
 
 

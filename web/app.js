@@ -492,9 +492,20 @@ async function customersView() {
     body.innerHTML = `<form class="search" id="mform"><input name="q" placeholder="姓名或手机号" value="${esc(q.get("q") || "")}">
       <select name="status"><option value="">全部跟进状态</option>${st.statuses.map((x) => `<option ${x === q.get("status") ? "selected" : ""}>${esc(x)}</option>`).join("")}</select>
       <select name="tag"><option value="">全部标签</option>${st.tags.map((x) => `<option ${x === q.get("tag") ? "selected" : ""}>${esc(x)}</option>`).join("")}</select><button>筛选</button></form>
-      <table id="mycustomers"><tr><th>客户</th><th>手机号</th><th>跟进状态</th><th>来源</th><th>标签</th><th>负责人</th><th>公海</th><th>最近联系</th></tr>
-      ${page.customers.map((c) => `<tr data-id="${esc(c.id)}"><td>${esc(c.name)}</td><td>${esc(c.phone)}</td><td>${esc(c.status)}</td><td>${esc(c.source)}</td><td>${esc((c.tags || []).join("、"))}</td><td>${esc(c.owner || "—")}</td><td>${esc(c.pool || "")}</td><td>${time(c.last_contact)}</td></tr>`).join("") || "<tr><td colspan=8 class='muted'>无客户</td></tr>"}</table>`;
+      <table id="mycustomers"><tr><th></th><th>客户</th><th>手机号</th><th>跟进状态</th><th>来源</th><th>标签</th><th>负责人</th><th>公海</th><th>最近联系</th></tr>
+      ${page.customers.map((c) => `<tr data-id="${esc(c.id)}"><td>${c.pool && c.owner === me.employee ? `<input type="checkbox" class="back" value="${esc(c.id)}" data-pool="${esc(c.pool)}">` : ""}</td><td>${esc(c.name)}</td><td>${esc(c.phone)}</td><td>${esc(c.status)}</td><td>${esc(c.source)}</td><td>${esc((c.tags || []).join("、"))}</td><td>${esc(c.owner || "—")}</td><td>${esc(c.pool || "")}</td><td>${time(c.last_contact)}</td></tr>`).join("") || "<tr><td colspan=9 class='muted'>无客户</td></tr>"}</table>
+      <p><button id="giveback">退回公海</button> <span id="givebackresult"></span></p>`;
     $("#mform").onsubmit = (e) => { e.preventDefault(); const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v)); f.set("tab", "mine"); location.hash = `#/customers?${f}`; };
+    $("#giveback").onclick = async () => {
+      const byPool = {};
+      body.querySelectorAll(".back:checked").forEach((x) => { (byPool[x.dataset.pool] = byPool[x.dataset.pool] || []).push(x.value); });
+      try {
+        let n = 0;
+        for (const [pool, ids] of Object.entries(byPool)) n += (await api(`/api/v1/pools/${pool}/returns`, { method: "POST", json: { customers: ids } })).returned.length;
+        await customersView();
+        $("#givebackresult").textContent = `已退回 ${n} 位客户`;
+      } catch (err) { showError(err.message); }
+    };
   } else if (tab === "pools") {
     const pools = await api("/api/v1/pools");
     const pid = hashParams().get("pool") || (pools[0] && pools[0].id);
@@ -537,8 +548,17 @@ async function customersView() {
     body.innerHTML = `<div class="charts">${Object.entries(by).map(([stage, list]) => `<div class="panel"><h4>${esc(stage)}（${list.length}）</h4>${list.map((o) => `<div>${esc(o.name)} · ${(o.amount / 100).toFixed(2)} 元</div>`).join("")}</div>`).join("")}</div>`;
   } else if (tab === "seats") {
     const s = await api("/api/v1/prospect/seats");
-    body.innerHTML = `<p>线索包余额：<b>${s.lead_package}</b>（坐席开启时领取消耗线索包，关闭时不消耗）</p><table><tr><th>员工</th><th>拓客坐席</th><th>单日上限</th><th>每月上限</th></tr>
+    body.innerHTML = `<p>线索包余额：<b>${s.lead_package}</b>（坐席开启时领取消耗线索包，关闭时不消耗）</p>
+      <form id="seatform" class="search"><input name="members" placeholder="员工（空格分隔，批量设置）" required><select name="on"><option value="1">开启坐席</option><option value="">关闭坐席</option></select>
+      <input name="daily_cap" type="number" min="0" max="1000" placeholder="单日上限（≤1000）"><input name="monthly_cap" type="number" min="0" max="10000" placeholder="每月上限（≤10000）"><button>保存</button></form>
+      <table id="seats"><tr><th>员工</th><th>拓客坐席</th><th>单日上限</th><th>每月上限</th></tr>
       ${s.seats.map((x) => `<tr><td>${esc(x.member)}</td><td>${x.on ? "开启" : "关闭"}</td><td>${x.daily_cap}</td><td>${x.monthly_cap}</td></tr>`).join("") || "<tr><td colspan=4 class='muted'>无</td></tr>"}</table>`;
+    $("#seatform").onsubmit = async (e) => {
+      e.preventDefault();
+      const f = Object.fromEntries(new FormData(e.target));
+      const seat = (m) => ({ member: m, on: !!f.on, ...(f.daily_cap ? { daily_cap: Number(f.daily_cap) } : {}), ...(f.monthly_cap ? { monthly_cap: Number(f.monthly_cap) } : {}) });
+      try { await api("/api/v1/prospect/seats", { method: "PUT", json: { seats: f.members.split(/\s+/).filter(Boolean).map(seat) } }); await customersView(); } catch (err) { showError(err.message); }
+    };
   } else if (tab === "transfer") {
     const jid = hashParams().get("job");
     if (jid) {
