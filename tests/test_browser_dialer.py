@@ -9,25 +9,23 @@ import json
 import os
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from control.accounts import AccountService
 from scrm_fast.storage import ArchiveStore
 from tests.conftest import start_serve
-from tests.test_browser import (  # noqa: F401 - the browser fixture
+from tests.test_browser import (  # noqa: F401 - the browser fixture; pytestmark skips without chromium
     CHROMIUM,
+    PASSWORD,
     browser,
     new_page,
+    pytestmark,
     shot,
     sign_in,
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
-                                reason="chromium not installed (scripts/setup.sh installs it)")
-PASSWORD = "browser-pass-1"
 NOW = 1796090400000  # 2026-12-01 10:00 Asia/Shanghai
 
 

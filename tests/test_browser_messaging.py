@@ -4,9 +4,6 @@ executes it in (the fake) WeCom."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from control.accounts import AccountService
@@ -15,18 +12,17 @@ from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import FakeWeCom
 from tests.conftest import start_serve
 from tests.fake_wecom_thread import environ, serving
-from tests.test_browser import (  # noqa: F401 - the browser fixture
+from tests.test_browser import (  # noqa: F401 - the browser fixture; pytestmark skips without chromium
     CHROMIUM,
+    PASSWORD,
     browser,
     new_page,
+    pytestmark,
     shot,
     sign_in,
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") is None,
-                                reason="chromium not installed (scripts/setup.sh installs it)")
-PASSWORD = "browser-pass-1"
 T0 = 1796090400000
 
 
