@@ -57,7 +57,7 @@ def test_killed_while_wecom_answers_then_restarted(tmp_path):
     (tmp_path / "secret").write_text("contact-secret")
     with serving(fake) as wecom, environ(SCRM_CLOCK=f"file:{clock_path}", SCRM_WECOM_BASE=wecom,
                                          SCRM_WECOM_CORP=fake.s.corpid, SCRM_WECOM_SECRET_FILE=str(tmp_path / "secret"),
-                                         SCRM_SEND_POLL_S="0.5"):
+                                         SCRM_SEND_POLL_S="0.5", SCRM_PUSH_LEASE_S="1"):
         proc = None
         try:
             proc, base = start_serve(data, "--workers", "1")

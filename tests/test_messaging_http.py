@@ -246,3 +246,24 @@ async def test_moments_against_the_fake(env):
     assert (await c.get(f"/api/v1/moments/{m['id']}", headers=h)).status == 200
     r = await c.post("/api/v1/moments", headers=h, json={"senders": ["zhang"], "text": "x" * 2001})
     assert r.status == 422
+
+
+async def test_two_pushes_of_one_send_make_one_template(env):
+    """The handler that created a send and another worker's scheduler may push it at once:
+    the claim in the write transaction lets one through."""
+    from control.messaging.routes import SENDS
+
+    c, fake, clock, h = env["client"], env["fake"], env["clock"], env["h"]
+    fake.s.employees["zhang"] = {"status": "active"}
+    fake.s.follows |= {("zhang", "wmR1")}
+    r = await c.post("/api/v1/mass-sends", headers=h, json={"kind": "member", "sender": "zhang", "customers": ["wmR1"],
+                                                            "text": "hi", "scheduled_at": T0 + 60_000})
+    s = await r.json()
+    assert s["state"] == "not_started"
+    clock.set(T0 + 60_000)
+    fake.s.answer_delay_s = 0.5  # WeCom is slow: both pushes are in flight together
+    sends = c.server.app[SENDS]
+    await asyncio.gather(sends.push(s["id"]), sends.push(s["id"]), sends.push(s["id"]))
+    assert len(fake.s.templates) == 1
+    got = await (await c.get(f"/api/v1/mass-sends/{s['id']}", headers=h)).json()
+    assert got["state"] == "running"

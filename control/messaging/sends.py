@@ -64,10 +64,16 @@ def check_content(text: object, attachments: object) -> tuple[str, list[dict]]:
 
 
 class Sends:
-    def __init__(self, store, clock, client_factory=None) -> None:
+    def __init__(self, store, clock, client_factory=None, push_lease_s: float | None = None) -> None:
+        import os
+
         self.store = store
         self.clock = clock
         self.client_factory = client_factory
+        # how long a started push is left to its process before another takes it over (then
+        # finding in WeCom what the first may have created): longer than a WeCom call can take
+        self.push_lease_ms = int(1000 * (push_lease_s if push_lease_s is not None
+                                         else float(os.environ.get("SCRM_PUSH_LEASE_S", "60"))))
 
     def run(self, fn):
         with self.store.app_write() as t:
@@ -266,9 +272,28 @@ class Sends:
             for sender, recips in s["senders"].items():
                 if sender in s["msgids"]:
                     continue  # created in an earlier round
-                started = s.get("push_started", {}).get(sender)
+                lease = self.push_lease_ms
+
+                def claim(t, sender=sender, lease=lease):
+                    """Compare-and-set in the write transaction: one process pushes a sender's
+                    part at a time (the handler that created it, another worker's scheduler)."""
+                    cur = t.get("ms.send", sid.encode())
+                    if sender in cur["msgids"]:
+                        return "done", None, cur
+                    import time
+
+                    prev = cur.setdefault("push_started", {}).get(sender)  # [tenant clock ms, wall s]
+                    if prev is not None and (time.time() - prev[1]) * 1000 < lease:
+                        return "busy", prev[0], cur  # the lease is real time: a process's liveness
+                    cur["push_started"][sender] = [self.clock.now_ms(), time.time()]  # before the call
+                    t.put("ms.send", sid.encode(), cur)
+                    return "go", prev[0] if prev is not None else None, cur
+                verdict, started, s = await asyncio.to_thread(self.run, claim)
+                if verdict != "go":
+                    continue
                 if started is not None:
-                    # a push that may have reached WeCom before a crash: find its template, never send twice
+                    # an earlier push that may have reached WeCom (and then crashed): find its
+                    # template before sending anything again
                     found = await self._created_before(client, s, sender, started)
                     if found:
                         def adopt(t, s, sender=sender, found=found, started=started):
@@ -277,10 +302,6 @@ class Sends:
                             s["pushed_at"] = s["pushed_at"] or started
                         s = await asyncio.to_thread(self._update, sid, adopt)
                         continue
-
-                def mark(t, s, sender=sender):  # written before the call: a crash after it is found above
-                    s.setdefault("push_started", {})[sender] = self.clock.now_ms()
-                s = await asyncio.to_thread(self._update, sid, mark)
                 cap = MAX_GROUPS_A_CALL if s["chat_type"] == "group" else MAX_CUSTOMERS_A_CALL
                 for i in range(0, len(recips), cap):
                     part = recips[i:i + cap]
