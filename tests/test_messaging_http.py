@@ -261,7 +261,7 @@ async def test_two_pushes_of_one_send_make_one_template(env):
     s = await r.json()
     assert s["state"] == "not_started"
     clock.set(T0 + 60_000)
-    fake.s.answer_delay_s = 0.5  # WeCom is slow: both pushes are in flight together
+    fake.s.arrive_delay_s = 0.5  # the network is slow: every push is in flight before WeCom sees any
     sends = c.server.app[SENDS]
     await asyncio.gather(sends.push(s["id"]), sends.push(s["id"]), sends.push(s["id"]))
     assert len(fake.s.templates) == 1

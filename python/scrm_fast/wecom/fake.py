@@ -54,6 +54,7 @@ class FakeState:
     welcomes: list[dict] = field(default_factory=list)  # welcome messages sent
     tagged: list[tuple[str, str, tuple]] = field(default_factory=list)
     answer_delay_s: float = 0.0  # add_msg_template answers this late (a crash test kills the caller meanwhile)
+    arrive_delay_s: float = 0.0  # add_msg_template reaches WeCom this late (before anything is created)
 
 
 class FakeWeCom:
@@ -159,6 +160,10 @@ class FakeWeCom:
 
     async def add_msg_template(self, request: web.Request) -> web.Response:
         self.s.calls.append(request.path)
+        if self.s.arrive_delay_s:
+            import asyncio
+
+            await asyncio.sleep(self.s.arrive_delay_s)
         if (bad := self._auth(request)) is not None:
             return bad
         body = await request.json()
