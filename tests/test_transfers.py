@@ -223,3 +223,26 @@ async def test_transfer_input_is_checked(env):
         assert r.status == 422, (doc, r.status)
     r = await client.get("/api/v1/transfers/xfnope", headers=boss)
     assert r.status == 404
+
+
+async def test_groups_left_sending_by_a_crash_are_sent_again(env):
+    """A group a crashed process was sending is sent again after the lease; WeCom's 90504
+    (already the new owner's) means done, not failed."""
+    from control.customers.routes import TRANSFERS
+
+    client, fake = env["client"], env["fake"]
+    old, heir = env["old"], env["heir"]
+    boss = await hdr(client, "boss")
+    fake.s.groups.update({"wrMoved": heir, "wrNotYet": old})  # one moved before the crash, one not
+    tr = client.server.app[TRANSFERS]
+
+    def crashed(t):
+        job = tr.create(t, {"kind": "on_job", "from": old, "to": heir, "groups": ["wrMoved", "wrNotYet"]}, "t")
+        for g in job["groups"]:
+            job["groups"][g] = {"state": "sending", "day": "2026-12-01", "since": 0}
+        t.put("cu.xfer", job["id"].encode(), job)
+        return job["id"]
+    jid = tr.cu.run(crashed)
+    job = await (await client.post(f"/api/v1/transfers/{jid}/poll", headers=boss)).json()
+    assert {g: s["state"] for g, s in job["groups"].items()} == {"wrMoved": "done", "wrNotYet": "done"}
+    assert fake.s.groups["wrNotYet"] == heir and job["state"] == "done"

@@ -26,6 +26,7 @@ from scrm_fast.storage import AppTxn, app_key
 
 log = logging.getLogger("scrm.transfers")
 DAY_MS = 86400_000
+GROUP_LEASE_S = 600  # a group "sending" this long without an answer was left by a crashed process
 FINAL = {1: "done", 3: "refused", 4: "limit", 5: "no_record"}
 REASONS = {"refused": "the customer refused the takeover", "limit": "the new owner is at the customer limit",
            "no_record": "WeCom has no record of this transfer",
@@ -165,29 +166,34 @@ class Transfers:
         return await asyncio.to_thread(self._apply_results, jid, status)
 
     async def _send_groups(self, client, jid: str, job: dict, resigned: bool) -> dict:
+        import time
+
         today = day_of(self.clock.now_ms())
-        due = [g for g, s in job["groups"].items() if s["state"] == "pending" or
-               (s["state"] == "scheduled" and s["day"] <= today)]
-        if not due:
-            return job
+        mine: list[str] = []
 
         def reserve(t, job):  # today's share of the 300, reserved before calling
+            # pending ones, scheduled ones whose day came, and ones a crashed process was sending
+            due = [g for g, s in job["groups"].items() if s["state"] == "pending" or
+                   (s["state"] == "scheduled" and s["day"] <= today) or
+                   (s["state"] == "sending" and time.time() - s.get("since", 0) > GROUP_LEASE_S)]
             key = app_key(job["to"], today)
             used = t.get("cu.gday", key) or 0
             room = max(0, 300 - used)
             take, later = due[:room], due[room:]
             t.put("cu.gday", key, used + len(take))
             for g in take:
-                job["groups"][g] = {"state": "sending", "day": today}
+                job["groups"][g] = {"state": "sending", "day": today, "since": time.time()}
             for g in later:
                 job["groups"][g] = {"state": "scheduled", "day": _next_day(today),
                                     "reason": "over 300 groups a day: tomorrow"}
+            mine.extend(take)
         job = await asyncio.to_thread(self._update, jid, reserve)
-        sending = [g for g, s in job["groups"].items() if s["state"] == "sending"]
+        sending = mine  # only what this round reserved (another process sends its own)
         for i in range(0, len(sending), 100):
             batch = sending[i:i + 100]
             failed = await client.transfer_groups(batch, job["to"], resigned=resigned)
-            bad = {f["chat_id"]: int(f.get("errcode", -1)) for f in failed}
+            # 90504 "owner unchanged": already the new owner's (a retry after a crash): done
+            bad = {f["chat_id"]: int(f.get("errcode", -1)) for f in failed if int(f.get("errcode", -1)) != 90504}
 
             def record(t, job, batch=batch, bad=bad):
                 now = self.clock.now_ms()
