@@ -137,8 +137,15 @@ async def test_states_reminders_cancel_and_not_sendable(env):
     assert got["state"] == "running"
     # never executed: failed a month after the push, the quota given back
     clock.set(T0 + 3600_000 + 31 * DAY_MS)
+    from control.keys import STORE
+
+    def following():
+        with c.server.app[STORE].app_read() as t:
+            return {k.decode() for k, _ in t.scan("ms.open", values=False)}
+    assert following() == {sched["id"]}  # the done one left the scheduler's list
     got = await (await c.post(f"/api/v1/mass-sends/{sched['id']}/poll", headers=h)).json()
     assert got["state"] == "failed" and got["recipient_states"] == {"expired": 1}
+    assert following() == set()
     # cancel gives back
     r = await c.post("/api/v1/mass-sends", headers=h, json={"kind": "enterprise", "sender": "li", "customers": ["wm3"],
                                                             "text": "again"})

@@ -8,7 +8,8 @@ quota used elsewhere (3) gives this send's count back and makes sure the day cou
 the customer did receive — so the ledger converges with WeCom's.
 
 Tables: ``ms.send`` send id → the send (content, recipients with their state, refusals,
-members, WeCom msgids); ``ms.remind`` send, day → reminders sent (Q-6)."""
+members, WeCom msgids); ``ms.open`` send id → the sends the scheduler still follows;
+``ms.remind`` send, day → reminders sent (Q-6)."""
 
 from __future__ import annotations
 
@@ -229,8 +230,20 @@ class Sends:
         if not ok:
             send["state"] = "failed"
             send["reason"] = "no recipient within its quota"
-        t.put("ms.send", sid.encode(), send)
+        self._store(t, send)
         return send
+
+    OPEN = ("not_started", "pushing", "running")
+
+    @classmethod
+    def _store(cls, t: AppTxn, s: dict) -> None:
+        """A send written, with its entry in ``ms.open`` while the scheduler still has work
+        with it (its minute round reads those, not every send ever made)."""
+        t.put("ms.send", s["id"].encode(), s)
+        if s["state"] in cls.OPEN:
+            t.put("ms.open", s["id"].encode(), None)
+        else:
+            t.delete("ms.open", s["id"].encode())
 
     def get(self, sid: str) -> dict:
         s = self.read(lambda t: t.get("ms.send", sid.encode())) if isinstance(sid, str) and len(sid) <= 40 else None
@@ -250,7 +263,7 @@ class Sends:
         def step(t):
             s = t.get("ms.send", sid.encode())
             out = fn(t, s)
-            t.put("ms.send", sid.encode(), s)
+            self._store(t, s)
             return s if out is None else out
         return self.run(step)
 
@@ -286,7 +299,7 @@ class Sends:
                     if prev is not None and (time.time() - prev[1]) * 1000 < lease:
                         return "busy", prev[0], cur  # the lease is real time: a process's liveness
                     cur["push_started"][sender] = [self.clock.now_ms(), time.time()]  # before the call
-                    t.put("ms.send", sid.encode(), cur)
+                    self._store(t, cur)
                     return "go", prev[0] if prev is not None else None, cur
                 verdict, started, s = await asyncio.to_thread(self.run, claim)
                 if verdict != "go":
@@ -429,14 +442,15 @@ class Sends:
         return {"reminders_today": n}
 
     async def run_due(self) -> None:
-        for _, s in await asyncio.to_thread(lambda: self.read(lambda t: list(t.scan("ms.send")))):
-            if s["state"] in ("not_started", "pushing", "running"):
-                try:
-                    await self.poll(s["id"])
-                except Exception:  # noqa: BLE001 - retried next round
-                    import logging
+        open_ids = await asyncio.to_thread(lambda: self.read(
+            lambda t: [k.decode() for k, _ in t.scan("ms.open", values=False)]))
+        for sid in open_ids:
+            try:
+                await self.poll(sid)
+            except Exception:  # noqa: BLE001 - retried next round
+                import logging
 
-                    logging.getLogger("scrm.messaging").exception("send %s: a round failed", s["id"])
+                logging.getLogger("scrm.messaging").exception("send %s: a round failed", sid)
 
 
 def one_month_after(ms: int) -> int:
