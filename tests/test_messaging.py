@@ -260,6 +260,7 @@ def test_q9_q11_tag_invites(store):
         for i in range(12):
             t.put("cu.cust", f"c{i}".encode(), {"id": f"c{i}", "external_userid": f"wmT{i}", "owner": "zhang",
                                                 "tags": ["VIP"] if i < 10 else ["普通"]})
+            t.put("cu.ext", f"wmT{i}".encode(), f"c{i}")  # the WeCom-id index the service keeps
     old = [{"id": f"wmOld{i}", "join_time": 1000 + i} for i in range(500)]
     directory = {"groups": [
         {"roomid": "G1", "members": [{"id": f"wmX{i}", "join_time": T0 - i} for i in range(197)]
@@ -325,6 +326,7 @@ def test_recipients_by_filter(store):
                 "id": f"c{i}", "external_userid": f"wmF{i}", "owner": "zhang" if i < 4 else "li",
                 "gender": "女" if i % 2 else "男", "source": "表格导入", "status": "跟进中",
                 "tags": ["VIP"] if i < 6 else []})
+            t.put("cu.ext", f"wmF{i}".encode(), f"c{i}")
         t.put("cu.opp", b"o1", {"id": "o1", "customer": "c1", "stage": "商务谈判", "owner": "zhang"})
         cases = [({"employees": ["li"]}, {"wmF4", "wmF5", "wmF6", "wmF7"}),
                  ({"gender": "女", "tags_any": ["VIP"]}, {"wmF1", "wmF3", "wmF5"}),

@@ -121,10 +121,12 @@ class Sends:
             ids = self._filter(t, doc["filter"])
         if len(ids) > 100_000:
             raise InputError("at most 100,000 recipients a send")
-        by_ext = {}
-        for _, rec in t.scan("cu.cust"):
-            if rec.get("external_userid"):
-                by_ext[rec["external_userid"]] = rec.get("owner")
+        # each recipient's owner through the customers' WeCom-id index: two batch reads, not a
+        # walk of every customer record inside the write transaction
+        cids = t.get_many("cu.ext", [c.encode() for c in ids])
+        known = [(c, cid) for c, cid in zip(ids, cids, strict=True) if cid]
+        recs = t.get_many("cu.cust", [cid.encode() for _, cid in known])
+        by_ext = {c: (rec or {}).get("owner") for (c, _), rec in zip(known, recs, strict=True)}
         out = []
         for c in ids:
             owner = by_ext.get(c) or owners.get(c)
