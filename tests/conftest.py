@@ -31,9 +31,10 @@ def master_key(tmp_path_factory) -> Path:
         os.environ[ENV_MASTER] = old
 
 
-def run_scrm(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs the real `scrm` CLI in a child process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_scrm(*args: str, check: bool = False, timeout: float = 600,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Runs the real `scrm` CLI in a child process (``env``: more environment)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "control.cli", *args], capture_output=True,
                           timeout=timeout, env=env, check=False)
     if check and proc.returncode != 0:

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from scrm_fast import ChatBatch, Cipher, KeyRing, VendorSdkError, decode_batch
+from scrm_fast.wecom.standin import build_standin
 from tests.conftest import run_scrm
 
 HERE = Path(__file__).parent
@@ -32,10 +33,7 @@ def real_sdk() -> Path:
 def standin_sdk(tmp_path_factory) -> Path:
     if shutil.which("gcc") is None:
         pytest.fail("gcc is required (scripts/setup.sh installs it)")
-    out = tmp_path_factory.mktemp("sdk") / "libstandin_sdk.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(out), str(HERE / "vendor" / "standin_sdk.c"),
-                    "-lcrypto"], check=True)
-    return out
+    return build_standin(tmp_path_factory.mktemp("sdk"))
 
 
 def test_standin_decrypts_whole_corpus_via_cli(small_corpus, standin_sdk, tmp_path):
@@ -45,6 +43,68 @@ def test_standin_decrypts_whole_corpus_via_cli(small_corpus, standin_sdk, tmp_pa
     s = orjson.loads(proc.stdout)
     assert s["ingested"] == 3000 and s["quarantined"] == 0
     assert run_scrm("export", "--data", str(data), check=True).stdout == (small_corpus / "truth.jsonl").read_bytes()
+
+
+def test_an_item_that_aborts_the_sdk_costs_one_quarantine_record(small_corpus, standin_sdk, tmp_path):
+    """The stand-in aborts its process (SIGABRT) on one chosen message, as the vendor's
+    does on some inputs: the ingest goes on, that item alone is quarantined as
+    ``sdk_crash`` with its raw ciphertext, and everything else is stored."""
+    docs = sorted((small_corpus / "batches").glob("*.jsonl"))
+    doc = orjson.loads(docs[1].read_bytes().splitlines()[3])
+    poison = doc["chatdata"][117]
+    data = tmp_path / "d"
+    proc = run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(data), "--cipher", "vendor",
+                    "--sdk", str(standin_sdk), "--json", "--no-progress", str(small_corpus / "batches"), check=True,
+                    env={"STANDIN_ABORT_MSG": poison["encrypt_chat_msg"][:40]})
+    s = orjson.loads(proc.stdout)
+    assert s["quarantined_by_reason"] == {"sdk_crash": 1} and s["ingested"] == 2999
+    q = [orjson.loads(line) for line in run_scrm("quarantine", "--data", str(data), "--with-items",
+                                                 check=True).stdout.splitlines()]
+    assert [(e["seq"], e["reason"]) for e in q] == [(poison["seq"], "sdk_crash")]
+    assert orjson.loads(q[0]["item"]) == poison  # kept raw: it can be re-driven
+    truth = (small_corpus / "truth.jsonl").read_bytes().splitlines(keepends=True)
+    expected = b"".join(t for t in truth if orjson.loads(t)["msgid"] != poison["msgid"])
+    assert len(expected) < len(b"".join(truth))
+    assert run_scrm("export", "--data", str(data), check=True).stdout == expected
+    # the SDK fixed (here: the fault switched off), the retry recovers it through the worker
+    res = orjson.loads(run_scrm("quarantine", "--data", str(data), "--retry", "--keys", str(small_corpus / "keys"),
+                                "--cipher", "vendor", "--sdk", str(standin_sdk), check=True).stdout)
+    assert res["recovered"] == 1 and res["still_quarantined"] == 0
+    assert run_scrm("export", "--data", str(data), check=True).stdout == b"".join(truth)
+
+
+def test_worker_bisects_to_each_poison_item(small_corpus, standin_sdk, monkeypatch):
+    """Two poison items in one batch: each found alone; a worker that dies on a batch
+    is restarted fresh every time (nothing else of the batch is lost)."""
+    from scrm_fast.wecom.sdk_worker import SdkWorker
+
+    keys = KeyRing.load_dir(small_corpus / "keys")
+    doc = sorted((small_corpus / "batches").glob("*.jsonl"))[0].read_bytes().splitlines()[0]
+    batch = ChatBatch.parse(doc)
+    items = orjson.loads(doc)["chatdata"]
+    poison = {items[10]["seq"], items[200]["seq"]}
+    prefixes = [items[10]["encrypt_chat_msg"][:32], items[200]["encrypt_chat_msg"][:32]]
+    for p in prefixes:  # each shared by no other message of the batch
+        assert sum(i["encrypt_chat_msg"].startswith(p) for i in items) == 1
+    monkeypatch.setenv("STANDIN_ABORT_MSG", ",".join(prefixes))
+    expected = decode_batch(batch, keys, Cipher.open())
+    with SdkWorker(str(standin_sdk)) as w:
+        d = decode_batch(batch, keys, w.decrypt_batch(batch, keys))
+        assert w.crashes >= 4
+    assert d.reasons == {"sdk_crash": 2}
+    assert {int.from_bytes(k, "big") for k, _ in d.quarantine()} == poison
+    assert d.records() == [r for r in expected.records() if int.from_bytes(r[0], "big") not in poison]
+    assert len(d.records()) == len(items) - 2
+
+
+def test_worker_missing_library_is_a_clear_error(tmp_path):
+    from scrm_fast.wecom.sdk_worker import SdkWorker, SdkWorkerError
+
+    with pytest.raises(SdkWorkerError, match="nope.so"):
+        SdkWorker(str(tmp_path / "nope.so"))
+    (tmp_path / "junk.so").write_bytes(b"not an ELF")
+    with pytest.raises(SdkWorkerError, match="junk.so"):
+        SdkWorker(str(tmp_path / "junk.so"))
 
 
 def test_standin_from_several_threads(small_corpus, standin_sdk):

@@ -150,22 +150,37 @@ pub struct Decoded {
     pub delta: PolicyDelta,
 }
 
-fn decrypt_item(f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Result<Record, ItemError> {
-    let ek = STANDARD
-        .decode(f.encrypt_random_key.trim())
-        .map_err(|e| ItemError::new(Reason::BadBase64Key, format!("seq {}: encrypt_random_key: {e}", f.seq)))?;
-    let em = STANDARD
-        .decode(f.encrypt_chat_msg.trim())
-        .map_err(|e| ItemError::new(Reason::BadBase64Msg, format!("seq {}: encrypt_chat_msg: {e}", f.seq)))?;
-    let random_key = keys
-        .decrypt_key(f.publickey_ver, &ek)
-        .map_err(|e| ItemError::new(e.reason, format!("seq {}: {}", f.seq, e.detail)))?;
+fn decrypt_item(i: usize, f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Result<Record, ItemError> {
     let plain = match cipher {
-        MessageCipher::Open => open_decrypt(&random_key, &em),
-        MessageCipher::Vendor(sdk) => sdk.decrypt(&random_key, f.encrypt_chat_msg.trim(), em.len()),
+        MessageCipher::Supplied(plains) => match plains.get(i) {
+            Some(Some(answer)) => answer.clone(),
+            _ => Err(ItemError::new(
+                Reason::VendorError,
+                "no plaintext came back from the SDK worker",
+            )),
+        },
+        MessageCipher::Open | MessageCipher::Vendor(_) => {
+            let (random_key, em) = unwrap_key(f, keys)?;
+            match cipher {
+                MessageCipher::Vendor(sdk) => sdk.decrypt(&random_key, f.encrypt_chat_msg.trim(), em.len()),
+                _ => open_decrypt(&random_key, &em),
+            }
+        }
     }
     .map_err(|e| ItemError::new(e.reason, format!("seq {}: {}", f.seq, e.detail)))?;
     parse_message(f.seq, f.publickey_ver, &f.msgid, plain)
+}
+
+/// The RSA step of one item: its random key, and `encrypt_chat_msg` decoded.
+pub(crate) fn unwrap_key(f: &ItemFields, keys: &KeyRing) -> Result<(Vec<u8>, Vec<u8>), ItemError> {
+    let ek = STANDARD
+        .decode(f.encrypt_random_key.trim())
+        .map_err(|e| ItemError::new(Reason::BadBase64Key, format!("encrypt_random_key: {e}")))?;
+    let em = STANDARD
+        .decode(f.encrypt_chat_msg.trim())
+        .map_err(|e| ItemError::new(Reason::BadBase64Msg, format!("encrypt_chat_msg: {e}")))?;
+    let random_key = keys.decrypt_key(f.publickey_ver, &ek)?;
+    Ok((random_key, em))
 }
 
 /// Decrypts and parses every item of `batch` whose seq is not in `seen`, in parallel, then
@@ -190,7 +205,7 @@ pub fn decode_batch(
                 }
             }
             let out = match (&item.fields, item.seq) {
-                (Ok(f), _) => match decrypt_item(f, keys, cipher) {
+                (Ok(f), _) => match decrypt_item(i, f, keys, cipher) {
                     Ok(r) => Outcome::Stored(Box::new(r)),
                     Err(error) => Outcome::Quarantined { seq: f.seq, error },
                 },

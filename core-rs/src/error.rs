@@ -64,6 +64,9 @@ pub enum Reason {
     BadMessage,
     /// The decrypted `msgid` differs from the envelope's.
     MsgidMismatch,
+    /// The vendor SDK's process died on this item (twice, alone): it is kept raw and the
+    /// rest of its batch is stored.
+    SdkCrash,
 }
 
 impl Reason {
@@ -79,6 +82,7 @@ impl Reason {
             Reason::BadJson => "bad_json",
             Reason::BadMessage => "bad_message",
             Reason::MsgidMismatch => "msgid_mismatch",
+            Reason::SdkCrash => "sdk_crash",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod loadgen;
 pub mod matcher;
 pub mod message;
 pub mod policy;
+pub mod vendor_job;
 
 #[cfg(feature = "python")]
 mod py;

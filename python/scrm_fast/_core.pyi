@@ -57,7 +57,24 @@ class Cipher:
         """Loads ``libWeWorkFinanceSdk_C.so`` (or a library with its C ABI) with dlopen.
         Inputs that would abort the vendor library are rejected before it sees them."""
     @property
-    def kind(self) -> str: ...
+    def kind(self) -> str:
+        """``open``, ``vendor`` or ``supplied`` (one batch's answers of the SDK worker)."""
+
+class VendorJob:
+    """One batch with the RSA step done, bound for the supervised SDK worker."""
+
+    def __len__(self) -> int: ...
+    def request(self, start: int, end: int) -> bytes:
+        """The worker request (one buffer) for entries ``start..end``."""
+    def cipher(self, parts: list[tuple[int, bytes | None]]) -> Cipher:
+        """The batch's cipher from the answers of consecutive ranges; ``None``: the worker
+        died on that single entry (it is quarantined as ``sdk_crash``)."""
+
+def vendor_prepare(batch: ChatBatch, keys: KeyRing, seen: object = None) -> VendorJob:
+    """RSA-decrypts and validates every unseen item (parallel, GIL released)."""
+
+def vendor_decrypt_request(cipher: Cipher, request: bytes) -> bytes:
+    """Inside the SDK worker: answers one request with the vendor library (parallel)."""
 
 class ChatBatch:
     """One parsed GetChatData response (≤ 1000 items)."""

@@ -26,13 +26,25 @@ def _default_sdk_path() -> str:
 
 
 def make_cipher(kind: str, sdk: str | None):
+    """The open scheme, or the vendor SDK in a supervised worker process (it aborts its
+    process on some inputs, so it never runs in this one). Close the worker when done."""
     from scrm_fast import Cipher
+    from scrm_fast.wecom.sdk_worker import SdkWorker, SdkWorkerError
 
     if kind == "open":
         if sdk:
             raise InputError("--sdk is only for --cipher vendor")
         return Cipher.open()
-    return Cipher.vendor(sdk or _default_sdk_path())
+    try:
+        return SdkWorker(sdk or _default_sdk_path())
+    except SdkWorkerError as e:
+        raise InputError(str(e)) from e
+
+
+def _closing(cipher) -> None:
+    close = getattr(cipher, "close", None)
+    if close is not None:
+        close()
 
 
 def _trailed(store, action: str, target: str, detail: dict | None = None) -> None:
@@ -106,14 +118,17 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     from scrm_fast.tenant import Tenant
 
     keys = KeyRing.load_dir(a.keys)
-    cipher = make_cipher(a.cipher, a.sdk)
     files = expand_inputs(a.inputs)
     directory = load_directory(a.directory) if a.directory else None
-    with Tenant(a.data) as tenant:
-        if directory is not None:
-            tenant.import_directory(directory)
-        summary = tenant.ingest(files, keys, cipher, progress=Progress(enabled=False if a.no_progress else None),
-                                index_commit_s=float(os.environ.get("SCRM_INDEX_COMMIT_S", "5"))).as_dict()
+    cipher = make_cipher(a.cipher, a.sdk)
+    try:
+        with Tenant(a.data) as tenant:
+            if directory is not None:
+                tenant.import_directory(directory)
+            summary = tenant.ingest(files, keys, cipher, progress=Progress(enabled=False if a.no_progress else None),
+                                    index_commit_s=float(os.environ.get("SCRM_INDEX_COMMIT_S", "5"))).as_dict()
+    finally:
+        _closing(cipher)
     if a.json:
         _print_json(summary)
     else:
@@ -148,8 +163,12 @@ def cmd_quarantine(a: argparse.Namespace) -> int:
         if not a.keys:
             raise InputError("--retry needs --keys DIR")
         keys = KeyRing.load_dir(a.keys)
-        with Tenant(a.data) as tenant:
-            res = tenant.retry_quarantine(keys, make_cipher(a.cipher, a.sdk))
+        cipher = make_cipher(a.cipher, a.sdk)
+        try:
+            with Tenant(a.data) as tenant:
+                res = tenant.retry_quarantine(keys, cipher)
+        finally:
+            _closing(cipher)
         _print_json(res)
         return 0
     with ArchiveStore(a.data, readonly=True) as store:

@@ -29,7 +29,7 @@ from scrm_fast._core import (
     decode_batch,
 )
 from scrm_fast.errors import BatchFormatError
-from scrm_fast.sources import iter_documents
+from scrm_fast.sources import Document, iter_documents
 from scrm_fast.storage import ArchiveStore, now_ms, reject_record
 
 
@@ -121,6 +121,13 @@ def _account(summary: IngestSummary, d: DecodedBatch) -> None:
     summary.dropped_by_rule.update(d.dropped_by_rule)
 
 
+def _batch_cipher(cipher, batch: ChatBatch, keys: KeyRing, seen) -> Cipher:
+    """The cipher for one batch: a :class:`Cipher` as given, or one batch's answers of a
+    supervised SDK worker (``scrm_fast.wecom.sdk_worker.SdkWorker``)."""
+    decrypt = getattr(cipher, "decrypt_batch", None)
+    return decrypt(batch, keys, seen) if decrypt is not None else cipher
+
+
 def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
                  progress: Progress | None = None,
                  on_commit: Callable[[IngestSummary], None] | None = None,
@@ -130,6 +137,19 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
     consent ``policy`` only what the rules allow is stored (rules C-0 … C-12). With an
     ``index`` (writer open) each batch is indexed once it is durable, and the index is
     committed every ``index_commit_s`` seconds and at the end."""
+    return ingest_documents(iter_documents(files), keys, cipher, store, progress=progress, on_commit=on_commit,
+                            policy=policy, auditing=auditing, index=index, index_commit_s=index_commit_s)
+
+
+def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
+                     progress: Progress | None = None,
+                     on_commit: Callable[[IngestSummary], None] | None = None,
+                     policy: ConsentPolicy | None = None, auditing: Auditing | None = None,
+                     index: ArchiveIndex | None = None, index_commit_s: float = 5.0,
+                     lookahead: bool = True) -> IngestSummary:
+    """:func:`ingest_files` over documents from any source. With ``lookahead`` the next
+    document is taken (and decrypted) while the previous one commits; without it (the live
+    sync) a document is durable before the next one is asked for."""
     from scrm_fast.audit import commit_audits, recompute_timeouts
 
     summary = IngestSummary(consent_applied=policy is not None)
@@ -140,9 +160,10 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
 
     def work(batch: ChatBatch, seen: list) -> tuple[DecodedBatch, AuditBatch | None]:
         # decrypt, judge and audit in one Rust call with the GIL released, off the committing thread
+        c = _batch_cipher(cipher, batch, keys, seen)
         if auditing is None:
-            return decode_batch(batch, keys, cipher, seen, now_ms(), policy), None
-        decoded = decode_batch(batch, keys, cipher, seen, now_ms(), policy, True, auditing.words,
+            return decode_batch(batch, keys, c, seen, now_ms(), policy), None
+        decoded = decode_batch(batch, keys, c, seen, now_ms(), policy, True, auditing.words,
                                auditing.switches["push_card"], auditing.switches["red_packet"])
         return decoded, decoded.audit_batch()
 
@@ -168,7 +189,7 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
             progress.update(summary)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrm-decode") as pool:
-        for doc in iter_documents(files):
+        for doc in documents:
             summary.documents += 1
             try:
                 batch = ChatBatch.parse(doc.data)
@@ -187,6 +208,9 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
             if pending is not None:
                 finish(pending)
             pending = (fut, keys_)
+            if not lookahead:
+                finish(pending)
+                pending = None
         if pending is not None:
             finish(pending)
     if index is not None:
@@ -209,7 +233,8 @@ def retry_quarantine(keys: KeyRing, cipher: Cipher, store: ArchiveStore,
     items = store.quarantined_items()
     if not items:
         return {"retried": 0, "recovered": 0, "still_quarantined": 0, "dropped_by_consent": 0, "reasons": {}}
-    decoded = decode_batch(ChatBatch.from_items(items), keys, cipher, None, now_ms(), policy)
+    batch = ChatBatch.from_items(items)
+    decoded = decode_batch(batch, keys, _batch_cipher(cipher, batch, keys, None), None, now_ms(), policy)
     res = store.release_quarantine(decoded)
     if index is not None and res.stored:
         index.add_decoded(decoded)

@@ -20,4 +20,7 @@ pub enum MessageCipher {
     Open,
     /// The vendor SDK's `DecryptData`.
     Vendor(std::sync::Arc<VendorSdk>),
+    /// Plaintexts already produced elsewhere (the vendor SDK in a supervised worker
+    /// process, see `vendor_job`), by item index of one batch; the RSA step is not redone.
+    Supplied(Vec<Option<Result<Vec<u8>, crate::error::ItemError>>>),
 }

@@ -9,9 +9,13 @@
 
 use std::ffi::{c_char, c_int, c_void, CString};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use libloading::Library;
+use rayon::prelude::*;
 
 use crate::error::{Error, ItemError, Reason, Result};
+use crate::vendor_job::frames;
 
 type NewSliceFn = unsafe extern "C" fn() -> *mut c_void;
 type FreeSliceFn = unsafe extern "C" fn(*mut c_void);
@@ -94,23 +98,50 @@ impl VendorSdk {
     /// Validates then decrypts one message. `msg_b64` is `encrypt_chat_msg` as received and
     /// `decoded_len` the length of its base64 decoding (already checked by the caller).
     pub fn decrypt(&self, random_key: &[u8], msg_b64: &str, decoded_len: usize) -> Result<Vec<u8>, ItemError> {
-        if random_key.is_empty() || random_key.contains(&0) {
-            return Err(ItemError::new(
-                Reason::RsaFailed,
-                "decrypted random key is empty or contains NUL",
-            ));
+        precheck(random_key, decoded_len)?;
+        match self.call_decrypt(random_key, msg_b64)? {
+            (0, plain) => Ok(plain),
+            (rc, _) => Err(ItemError::new(
+                Reason::VendorError,
+                format!("DecryptData returned {rc} ({})", vendor_code_meaning(rc)),
+            )),
         }
-        if decoded_len < 16 || !decoded_len.is_multiple_of(16) {
-            return Err(ItemError::new(
-                Reason::BadBase64Msg,
-                format!("encrypt_chat_msg decodes to {decoded_len} bytes, not whole 16-byte blocks; not passed to the vendor SDK"),
-            ));
-        }
+    }
+
+    /// Answers one request of the supervised worker (see `vendor_job`): every
+    /// (random key, `encrypt_chat_msg`) pair decrypted in parallel, re-validated here so
+    /// that nothing malformed reaches the library even from a faulty caller.
+    pub fn decrypt_request(&self, request: &[u8]) -> Result<Vec<u8>> {
+        let pairs = frames::decode_pairs(request)?;
+        let answers: Vec<(i32, Vec<u8>)> = pairs
+            .par_iter()
+            .map(|(key, msg)| {
+                let checked = std::str::from_utf8(msg)
+                    .map_err(|_| ItemError::new(Reason::BadBase64Msg, "encrypt_chat_msg is not ASCII"))
+                    .and_then(|m| {
+                        let len = STANDARD
+                            .decode(m.trim())
+                            .map_err(|e| ItemError::new(Reason::BadBase64Msg, format!("encrypt_chat_msg: {e}")))?
+                            .len();
+                        precheck(key, len)?;
+                        Ok(m)
+                    });
+                match checked.and_then(|m| self.call_decrypt(key, m.trim())) {
+                    Ok(answer) => answer,
+                    Err(e) => (frames::REFUSED, e.detail.into_bytes()),
+                }
+            })
+            .collect();
+        Ok(frames::encode_answers(&answers))
+    }
+
+    /// One `DecryptData` call: its return code and, on 0, the plaintext.
+    fn call_decrypt(&self, random_key: &[u8], msg_b64: &str) -> Result<(i32, Vec<u8>), ItemError> {
         let key = CString::new(random_key).map_err(|_| ItemError::new(Reason::RsaFailed, "random key contains NUL"))?;
         let msg =
             CString::new(msg_b64).map_err(|_| ItemError::new(Reason::BadBase64Msg, "encrypt_chat_msg contains NUL"))?;
         // SAFETY: the slice is created and freed by the library's own helpers; the
-        // inputs are NUL-terminated and validated above.
+        // inputs are NUL-terminated and validated by the callers.
         unsafe {
             let slice = (self.new_slice)();
             if slice.is_null() {
@@ -118,10 +149,7 @@ impl VendorSdk {
             }
             let rc = (self.decrypt)(key.as_ptr(), msg.as_ptr(), slice);
             let result = if rc != 0 {
-                Err(ItemError::new(
-                    Reason::VendorError,
-                    format!("DecryptData returned {rc} ({})", vendor_code_meaning(rc)),
-                ))
+                Ok((rc, Vec::new()))
             } else {
                 let n = (self.len)(slice);
                 let p = (self.content)(slice);
@@ -131,15 +159,33 @@ impl VendorSdk {
                         format!("DecryptData gave a bad slice (len {n})"),
                     ))
                 } else if n == 0 {
-                    Ok(Vec::new())
+                    Ok((0, Vec::new()))
                 } else {
-                    Ok(std::slice::from_raw_parts(p as *const u8, n as usize).to_vec())
+                    Ok((0, std::slice::from_raw_parts(p as *const u8, n as usize).to_vec()))
                 }
             };
             (self.free_slice)(slice);
             result
         }
     }
+}
+
+/// What must hold before anything reaches the vendor library (spec §1: a short message
+/// aborts the process): a NUL-free, non-empty key and a whole number (≥ 1) of 16-byte blocks.
+pub fn precheck(random_key: &[u8], decoded_len: usize) -> Result<(), ItemError> {
+    if random_key.is_empty() || random_key.contains(&0) {
+        return Err(ItemError::new(
+            Reason::RsaFailed,
+            "decrypted random key is empty or contains NUL",
+        ));
+    }
+    if decoded_len < 16 || !decoded_len.is_multiple_of(16) {
+        return Err(ItemError::new(
+            Reason::BadBase64Msg,
+            format!("encrypt_chat_msg decodes to {decoded_len} bytes, not whole 16-byte blocks; not passed to the vendor SDK"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

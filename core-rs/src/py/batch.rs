@@ -30,7 +30,7 @@ pub fn seq_key(seq: u64) -> [u8; 8] {
 
 #[pyclass(name = "ChatBatch", module = "scrm_fast._core", frozen)]
 pub struct PyChatBatch {
-    inner: ChatBatch,
+    pub(crate) inner: ChatBatch,
 }
 
 #[pymethods]
@@ -221,7 +221,7 @@ struct ConsentValue<'a> {
     msgid: &'a str,
 }
 
-fn seen_set(seen: Option<Bound<'_, PyAny>>) -> PyResult<HashSet<u64>> {
+pub(crate) fn seen_set(seen: Option<Bound<'_, PyAny>>) -> PyResult<HashSet<u64>> {
     let mut set = HashSet::new();
     let Some(seen) = seen else { return Ok(set) };
     for entry in seen.try_iter()? {

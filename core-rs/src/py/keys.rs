@@ -98,6 +98,7 @@ impl PyCipher {
         match &*self.inner {
             MessageCipher::Open => "open",
             MessageCipher::Vendor(_) => "vendor",
+            MessageCipher::Supplied(_) => "supplied",
         }
     }
 
@@ -105,6 +106,7 @@ impl PyCipher {
         match &*self.inner {
             MessageCipher::Open => "Cipher.open()".into(),
             MessageCipher::Vendor(s) => format!("Cipher.vendor({:?})", s.path()),
+            MessageCipher::Supplied(p) => format!("<Cipher supplied by the SDK worker for {} items>", p.len()),
         }
     }
 }

@@ -9,6 +9,7 @@ mod keys;
 mod loadgen;
 mod policy;
 mod vault;
+mod vendor;
 
 use pyo3::prelude::*;
 
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     index::register(m)?;
     loadgen::register(m)?;
     vault::register(m)?;
+    vendor::register(m)?;
     m.add("KNOWN_MSGTYPES", crate::message::KNOWN_MSGTYPES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
