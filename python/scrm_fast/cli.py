@@ -136,6 +136,44 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(a: argparse.Namespace) -> int:
+    from scrm_fast import KeyRing
+    from scrm_fast.sync import Sync, SyncConfig, SyncStopped, install_signal_handlers
+    from scrm_fast.tenant import Tenant
+
+    keys = KeyRing.load_dir(a.keys)
+    try:
+        secret = Path(a.secret_file).read_text().strip()
+    except OSError as e:
+        raise InputError(f"--secret-file {a.secret_file}: {e.strerror}") from None
+    if not secret:
+        raise InputError(f"--secret-file {a.secret_file} is empty")
+    if a.interval <= 0 or a.backoff <= 0:
+        raise InputError("--interval and --backoff must be positive")
+    config = SyncConfig(corpid=a.corp, secret=secret, proxy=a.proxy, passwd=a.proxy_password,
+                        timeout_s=a.timeout, interval_s=a.interval, once=a.once, backoff_s=a.backoff,
+                        max_retries=a.max_retries)
+    worker = make_cipher("vendor", a.sdk)
+    try:
+        with Tenant(a.data) as tenant:
+            sync = Sync(tenant, keys, worker, config)
+            install_signal_handlers(sync)
+            try:
+                summary = sync.run()
+            except SyncStopped as e:
+                raise InputError(str(e)) from None
+    finally:
+        _closing(worker)
+    if a.json:
+        _print_json(summary.as_dict())
+    else:
+        d = summary.as_dict()
+        print(f"synced {d['fetched']:,} items in {d['rounds']} round(s), {d['calls']} GetChatData call(s): "
+              f"{d['ingested']:,} stored, {d['duplicates_skipped']:,} already stored, {d['quarantined']:,} "
+              f"quarantined {d['quarantined_by_reason']}, checkpoint {d['checkpoint']}")
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from scrm_fast import records_to_jsonl
     from scrm_fast.storage import ArchiveStore
@@ -502,6 +540,27 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL/JSON files or directories of them")
     s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("sync", help="pull the chat archive from WeCom continuously (GetChatData through the "
+                                    "supervised vendor SDK), each batch durable before the next")
+    s.add_argument("--data", required=True, help="the tenant's data directory")
+    s.add_argument("--corp", required=True, help="the enterprise's corpid")
+    s.add_argument("--secret-file", required=True, help="file holding the chat-archive secret")
+    s.add_argument("--keys", required=True, help="directory of <publickey_ver>.pem private keys")
+    s.add_argument("--sdk", help="path of libWeWorkFinanceSdk_C.so (default: the one in the pywecomarchive package)")
+    s.add_argument("--proxy", help="proxy URL for the SDK's connections")
+    s.add_argument("--proxy-password", help="the proxy's user:password")
+    s.add_argument("--timeout", type=int, default=10, help="seconds per GetChatData call (default 10)")
+    s.add_argument("--once", action="store_true", help="one round (until a short batch), then exit")
+    s.add_argument("--interval", type=float, default=30.0,
+                   help="seconds between rounds without a msgaudit_notify wake-up (default 30)")
+    s.add_argument("--backoff", type=float, default=1.0,
+                   help="first wait after a network or system error, doubled each time up to 60 s, "
+                        "with jitter (default 1)")
+    s.add_argument("--max-retries", type=int, default=5,
+                   help="with --once: errors in a row before giving up (default 5; without --once: forever)")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(func=cmd_sync)
 
     s = sub.add_parser("export", help="every stored message as JSONL (decrypted JSON plus seq), in seq order")
     s.add_argument("--data", required=True, help="the tenant's data directory")

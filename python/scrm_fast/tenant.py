@@ -56,17 +56,26 @@ class Tenant:
         """Ingests GetChatData documents: consent (when a directory is known), auditing and
         the index follow every batch. ``index``: an already open :class:`ArchiveIndex` to
         write (the server's); otherwise the tenant's is opened for this run."""
+        from scrm_fast.sources import iter_documents
+
+        return self.ingest_documents(iter_documents(files), keys, cipher, progress=progress, on_commit=on_commit,
+                                     index=index, index_commit_s=index_commit_s)
+
+    def ingest_documents(self, documents, keys, cipher=None, *, lookahead: bool = True, progress=None,
+                         on_commit: Callable | None = None, index=None, index_commit_s: float = 5.0):
+        """:meth:`ingest` over documents from any source (the live sync's GetChatData
+        answers, without lookahead: each durable before the next is asked for)."""
         from scrm_fast._core import Cipher
         from scrm_fast.consent import build_policy
-        from scrm_fast.pipeline import ingest_files
+        from scrm_fast.pipeline import ingest_documents
         from scrm_fast.search import index_writer
 
         directory = self.directory()
         with index_writer(self.store, index) as ix:
-            return ingest_files(files, keys, cipher if cipher is not None else Cipher.open(), self.store,
-                                progress=progress, on_commit=on_commit, policy=build_policy(directory, self.store),
-                                auditing=auditing_for(self.store, directory), index=ix,
-                                index_commit_s=index_commit_s)
+            return ingest_documents(documents, keys, cipher if cipher is not None else Cipher.open(), self.store,
+                                    progress=progress, on_commit=on_commit, policy=build_policy(directory, self.store),
+                                    auditing=auditing_for(self.store, directory), index=ix,
+                                    index_commit_s=index_commit_s, lookahead=lookahead)
 
     def retry_quarantine(self, keys, cipher=None) -> dict:
         from scrm_fast._core import Cipher

@@ -338,7 +338,7 @@ class SdkWorker:
     def _answer(self, job, start: int, end: int, parts: list, first: bool) -> None:
         if start >= end:
             return
-        for attempt in range(2 if (first or end - start == 1) else 1):
+        for _ in range(2 if (first or end - start == 1) else 1):
             try:
                 parts.append((start, self._call(OP_DECRYPT, job.request(start, end), 60 + _GRACE_S)))
                 return

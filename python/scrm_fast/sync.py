@@ -1,0 +1,316 @@
+"""Live sync from WeCom's chat archive (``wecom-archive.md`` §1, §5): GetChatData from the
+stored checkpoint, through the supervised SDK worker, each batch made durable by the
+tenant's ingest before the next call.
+
+A round asks for batches of 1000 after the checkpoint until a short one; then the sync
+waits for a ``msgaudit_notify`` callback (recorded by the server in the store) or the
+interval. Nothing is kept outside the store: the checkpoint moves in the same transaction
+as the batch it covers, so a kill at any moment loses and duplicates nothing (a re-asked
+batch's seqs are skipped before any RSA work).
+
+SDK return codes, each on purpose: 10001 (network) and 10003 (system) and 10002 (parse)
+back off with jitter and ask again; 10009 (IP not allowed), 10011 (certificate), 10010
+(data expired), 10000 (bad parameter) stop with what to do; an item of a key version not
+installed (10007's case) stays quarantined with its raw ciphertext, and the operator is
+told which version to add before ``scrm quarantine --retry``.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+
+from scrm_fast.errors import ScrmError
+from scrm_fast.sources import Document
+from scrm_fast.storage import app_key
+
+LIMIT = 1000  # GetChatData's largest batch
+CALLS_PER_MINUTE = 600  # GetChatData's limit (spec §5)
+# every return code of the SDK (spec §1)
+CODES = {10000: "bad parameter", 10001: "network error", 10002: "data parse failure", 10003: "system failure",
+         10004: "encryption failed because of a key error", 10005: "bad fileid", 10006: "decryption failed",
+         10007: "no private key for the message's encryption version", 10008: "cannot parse encrypt_key",
+         10009: "IP not allowed", 10010: "data expired", 10011: "certificate error"}
+TRANSIENT = {10001: "network error", 10002: "data parse failure", 10003: "system failure"}
+FATAL = {
+    10000: "bad parameter (the request itself is wrong; this is a bug or a changed limit)",
+    10009: "IP not allowed: add this server's outgoing IP to the chat archive's trusted IPs "
+           "in WeCom's admin console (管理后台 → 会话内容存档 → 可信IP)",
+    10010: "data expired: the checkpoint is older than WeCom keeps archive data (about 3 days)",
+    10011: "certificate error: the SDK cannot verify WeCom's server certificate (check --proxy and the "
+           "system clock)",
+}
+
+
+class SyncStopped(ScrmError):
+    """The sync cannot go on without the operator (the message says what to do)."""
+
+
+@dataclass
+class SyncConfig:
+    corpid: str
+    secret: str
+    proxy: str | None = None
+    passwd: str | None = None
+    timeout_s: int = 10
+    interval_s: float = 30.0
+    once: bool = False
+    # in --once mode, transient errors in a row before giving up
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+
+@dataclass
+class SyncSummary:
+    rounds: int = 0
+    calls: int = 0
+    transient_errors: int = 0
+    fetched: int = 0
+    ingested: int = 0
+    duplicates_skipped: int = 0
+    quarantined: int = 0
+    dropped_by_consent: int = 0
+    reasons: dict = field(default_factory=dict)
+    sdk_restarts: int = 0
+    checkpoint: int = 0
+    stopped_by: str = ""
+
+    def as_dict(self) -> dict:
+        return {"rounds": self.rounds, "calls": self.calls, "transient_errors": self.transient_errors,
+                "fetched": self.fetched, "ingested": self.ingested, "duplicates_skipped": self.duplicates_skipped,
+                "quarantined": self.quarantined, "quarantined_by_reason": dict(sorted(self.reasons.items())),
+                "dropped_by_consent": self.dropped_by_consent, "sdk_restarts": self.sdk_restarts,
+                "checkpoint": self.checkpoint, "stopped_by": self.stopped_by}
+
+
+class CallLimiter:
+    """At most ``limit`` calls in any ``window_s`` (a sliding window on monotonic time)."""
+
+    def __init__(self, limit: int = CALLS_PER_MINUTE, window_s: float = 60.0,
+                 now: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.limit, self.window_s, self.now, self.sleep = limit, window_s, now, sleep
+        self.calls: deque[float] = deque()
+
+    def acquire(self) -> None:
+        while True:
+            t = self.now()
+            while self.calls and self.calls[0] <= t - self.window_s:
+                self.calls.popleft()
+            if len(self.calls) < self.limit:
+                self.calls.append(t)
+                return
+            self.sleep(self.calls[0] + self.window_s - t)
+
+
+STATE_TABLE = "sync"
+STATE_KEY = app_key("state")
+
+
+def sync_state(store) -> dict:
+    """What the sync last recorded (for ``/metrics`` and the console): ``checkpoint``,
+    ``checkpoint_at`` (when it last moved or was confirmed current, ms), ``fetched``,
+    ``last_error``, ``running`` (pid)."""
+    with store.app_read() as t:
+        return t.get(STATE_TABLE, STATE_KEY) or {}
+
+
+class Sync:
+    def __init__(self, tenant, keys, worker, config: SyncConfig, *, clock=None,
+                 sleep: Callable[[float], None] | None = None, log: Callable[[str], None] | None = None,
+                 limiter: CallLimiter | None = None, rng: random.Random | None = None) -> None:
+        from scrm_fast.clock import SystemClock
+
+        self.tenant, self.keys, self.worker, self.config = tenant, keys, worker, config
+        self.clock = clock or SystemClock()
+        self.stop_event = threading.Event()
+        self.sleep = sleep or self._interruptible_sleep
+        self.log = log or (lambda m: print(f"scrm sync: {m}", file=sys.stderr, flush=True))
+        self.limiter = limiter or CallLimiter(sleep=self.sleep)
+        self.rng = rng or random.Random()
+        self.summary = SyncSummary()
+        self._told_versions: set[int] = set()
+
+    def _interruptible_sleep(self, s: float) -> None:
+        self.stop_event.wait(max(0.0, s))
+
+    def stop(self, *_: object) -> None:
+        """Stops after the batch in hand (SIGTERM)."""
+        self.stop_event.set()
+
+    # -- state ------------------------------------------------------------------------------
+    def _record(self, **changes: object) -> None:
+        with self.tenant.store.app_write() as t:
+            st = t.get(STATE_TABLE, STATE_KEY) or {}
+            st.update(changes)
+            t.put(STATE_TABLE, STATE_KEY, st)
+
+    def _notified(self) -> int:
+        with self.tenant.store.app_read() as t:
+            return int(t.get("wc.notify", b"") or 0)
+
+    # -- one call ---------------------------------------------------------------------------
+    def _fetch(self, seq: int) -> bytes:
+        """One GetChatData answer after ``seq``, transient failures retried with backoff."""
+        c = self.config
+        failures = 0
+        while True:
+            self.limiter.acquire()
+            self.summary.calls += 1
+            rc, body = self.worker.get_chat_data(seq, LIMIT, c.proxy, c.passwd, c.timeout_s)
+            why = None
+            if rc == 0:
+                why = _body_error(body)
+                if why is None:
+                    return body
+            elif rc in FATAL:
+                self._record(last_error=f"{rc}: {FATAL[rc]}", last_error_at=self.clock.now_ms())
+                raise SyncStopped(f"GetChatData returned {rc}: {FATAL[rc]}")
+            elif rc not in TRANSIENT:
+                meaning = CODES.get(rc, "unknown code")
+                self._record(last_error=f"{rc}: {meaning}", last_error_at=self.clock.now_ms())
+                raise SyncStopped(f"GetChatData returned {rc} ({meaning})")
+            failures += 1
+            self.summary.transient_errors += 1
+            what = why or f"{rc} ({TRANSIENT[rc]})"
+            self._record(last_error=what, last_error_at=self.clock.now_ms())
+            if c.once and failures > c.max_retries:
+                raise SyncStopped(f"GetChatData kept failing: {what}, {failures} times in a row; "
+                                  "check the network path to WeCom (--proxy) and try again")
+            delay = min(c.backoff_max_s, c.backoff_s * 2 ** (failures - 1))
+            delay *= 0.5 + self.rng.random()  # jitter: many tenants must not retry in step
+            self.log(f"GetChatData: {what}; retrying in {delay:.1f} s")
+            self.sleep(delay)
+            if self.stop_event.is_set():
+                raise _Interrupted
+
+    # -- one round --------------------------------------------------------------------------
+    def _documents(self, last: dict) -> Iterator[Document]:
+        """Batches after the checkpoint until a short one. Each is asked for only after the
+        one before is durable (the ingest takes documents without lookahead)."""
+        store = self.tenant.store
+        stuck = 0
+        while not self.stop_event.is_set():
+            seq = store.checkpoint()
+            try:
+                body = self._fetch(seq)
+            except _Interrupted:
+                return
+            n = _count_items(body)
+            self.summary.fetched += n
+            last["n"] = n
+            yield Document(f"GetChatData(seq>{seq})", body)
+            if n < LIMIT:
+                return
+            if store.checkpoint() <= seq:
+                stuck += 1
+                if stuck >= 3:
+                    raise SyncStopped(f"the checkpoint does not move past seq {seq}: the batch after it "
+                                      "cannot be stored (see `scrm quarantine`)")
+            else:
+                stuck = 0
+
+    def round(self) -> None:
+        from scrm_fast.pipeline import IngestSummary
+
+        last: dict = {}
+        restarts0 = getattr(self.worker, "restarts", 0)
+        summary: IngestSummary = self.tenant.ingest_documents(self._documents(last), self.keys, self.worker,
+                                                              lookahead=False)
+        s = self.summary
+        s.rounds += 1
+        s.ingested += summary.ingested
+        s.duplicates_skipped += summary.duplicates_skipped
+        s.quarantined += summary.quarantined
+        s.dropped_by_consent += summary.dropped
+        for k, v in summary.reasons.items():
+            s.reasons[k] = s.reasons.get(k, 0) + v
+        s.sdk_restarts += getattr(self.worker, "restarts", 0) - restarts0
+        s.checkpoint = self.tenant.store.checkpoint()
+        self._record(checkpoint=s.checkpoint, checkpoint_at=self.clock.now_ms(),
+                     stream_time=self.tenant.store.stream_time(), fetched=s.fetched, last_error="")
+        if summary.reasons.get("unknown_key_version"):
+            self._tell_key_versions()
+
+    def _tell_key_versions(self) -> None:
+        entries = self.tenant.store.quarantine_entries()
+        versions = sorted({e.get("publickey_ver") for e in entries if e.get("reason") == "unknown_key_version"}
+                          - {None} - self._told_versions)
+        for v in versions:
+            n = sum(1 for e in entries if e.get("reason") == "unknown_key_version" and e.get("publickey_ver") == v)
+            self.log(f"{n} message(s) need private key version {v}: they are kept quarantined with their raw "
+                     f"ciphertext; add key version {v} to --keys and run `scrm quarantine --retry`")
+            self._told_versions.add(v)
+
+    def run(self) -> SyncSummary:
+        import os
+
+        rc = self.worker.init(self.config.corpid, self.config.secret)
+        if rc != 0:
+            raise SyncStopped(f"Init returned {rc}: check --corp and the chat-archive secret")
+        self._record(running=os.getpid(), started_at=self.clock.now_ms())
+        try:
+            while not self.stop_event.is_set():
+                seen_notify = self._notified()
+                self.round()
+                if self.config.once:
+                    self.summary.stopped_by = "once"
+                    break
+                self._wait(seen_notify)
+            else:
+                self.summary.stopped_by = "signal"
+        finally:
+            self._record(running=0)
+        if self.stop_event.is_set() and not self.summary.stopped_by:
+            self.summary.stopped_by = "signal"
+        return self.summary
+
+    def _wait(self, seen_notify: int) -> None:
+        """Until the interval passes, a newer ``msgaudit_notify`` arrives, or a stop."""
+        deadline = time.monotonic() + self.config.interval_s
+        while not self.stop_event.is_set():
+            if self._notified() != seen_notify:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop_event.wait(min(0.25, left))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _body_error(body: bytes) -> str | None:
+    """None for an ``errcode 0`` answer; otherwise what WeCom said (cheap for the usual case)."""
+    if body.startswith(b'{"errcode":0,'):
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "GetChatData answer is not JSON"
+    if not isinstance(doc, dict):
+        return "GetChatData answer is not a JSON object"
+    if doc.get("errcode", 0) != 0:
+        return f"WeCom errcode {doc.get('errcode')} ({doc.get('errmsg', '')})"
+    return None
+
+
+def _count_items(body: bytes) -> int:
+    """Items in a GetChatData answer without parsing it here (the engine parses it once):
+    every item has exactly one ``"seq":`` key at its top level, and no other string holds
+    that text unescaped except inside the base64 ciphertexts, which cannot."""
+    return body.count(b'"seq":')
+
+
+def install_signal_handlers(sync: Sync) -> None:
+    signal.signal(signal.SIGTERM, sync.stop)
+    signal.signal(signal.SIGINT, sync.stop)
