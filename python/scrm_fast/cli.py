@@ -494,6 +494,15 @@ def cmd_bench(a: argparse.Namespace) -> int:
         else:
             print(format_search_report(report))
         return 0
+    if a.bench == "sync":
+        from scrm_fast.bench_sync import bench_sync, format_sync_report
+
+        report = bench_sync(a.messages, a.rounds, a.corpus)
+        if a.json:
+            _print_json(report)
+        else:
+            print(format_sync_report(report))
+        return 0
     if a.bench == "words":
         report = bench_words(a.messages, a.entries, a.rounds)
         if a.json:
@@ -715,6 +724,12 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     b.add_argument("--queries", type=int, default=50, help="random queries per length 1–4 (default 50)")
     b.add_argument("--peers", default="sqlite,tantivy", help="comma list of sqlite, tantivy (default both)")
     b.add_argument("--max-docs", type=int, default=None, help="use only the first N stored messages")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    b = bsub.add_parser("sync", help="scrm sync against the stand-in SDK vs scrm ingest of the same data from files")
+    b.add_argument("--messages", type=int, default=50_000, help="corpus size (default 50000)")
+    b.add_argument("--rounds", type=int, default=5, help="rounds, each variant a fresh data directory (default 5)")
+    b.add_argument("--corpus", help="reuse a simulated corpus directory (simulated if missing)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("words", help="sensitive-word matching vs ahocorasick_rs and pyahocorasick (one core)")
