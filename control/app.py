@@ -116,6 +116,8 @@ async def _resources(app: web.Application):
     app[messaging_routes.WELCOME] = Welcome(store, clock, customer_routes.wecom_factory())
     app[JOBS]["sends:task"] = asyncio.get_running_loop().create_task(messaging_routes.send_loop(app))
     app[JOBS]["customers-recycle:task"] = asyncio.get_running_loop().create_task(customer_routes.recycle_loop(app))
+    app[wecom_routes.CONTACTS_WAKE] = asyncio.Event()
+    app[JOBS]["contacts:task"] = asyncio.get_running_loop().create_task(wecom_routes.contact_loop(app))
     # reservations whose device went silent are released by whichever process sweeps first
     app[JOBS]["dialer-sweep:task"] = asyncio.get_running_loop().create_task(_sweep(app))
     if app[VIEWS].search.lag():
@@ -130,7 +132,7 @@ async def _resources(app: web.Application):
     gc.collect()
     gc.freeze()
     yield
-    for name in ("dialer-sweep:task", "customers-recycle:task", "transfers:task", "sends:task"):
+    for name in ("dialer-sweep:task", "customers-recycle:task", "transfers:task", "sends:task", "contacts:task"):
         app[JOBS].pop(name).cancel()
     for key, task in list(app[JOBS].items()):
         if key.endswith(":task"):

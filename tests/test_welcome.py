@@ -5,6 +5,8 @@ is delivered; a customer added without a channel gets the default message."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from control.accounts import AccountService
@@ -44,8 +46,9 @@ async def env(aiohttp_server, aiohttp_client, tmp_path, monkeypatch):
 
 async def deliver(c, fake, event: dict):
     xml = "<xml>" + "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in event.items()) + "</xml>"
-    body, sig = callback.seal_event(TOKEN, KEY, fake.s.corpid, xml, "1700000000", "77")
-    r = await c.post("/wecom/callback", params={"msg_signature": sig, "timestamp": "1700000000", "nonce": "77"},
+    ts, nonce = str(T0 // 1000), os.urandom(8).hex()  # fresh, as WeCom signs each try anew
+    body, sig = callback.seal_event(TOKEN, KEY, fake.s.corpid, xml, ts, nonce)
+    r = await c.post("/wecom/callback", params={"msg_signature": sig, "timestamp": ts, "nonce": nonce},
                      data=body)
     assert r.status == 200 and await r.text() == "success"
 
@@ -92,3 +95,23 @@ async def test_channel_welcome_by_name_tags_once_and_the_default(env):
     await deliver(c, fake, fake.new_contact("zhang", "wmNew2", "李先生"))
     assert fake.s.welcomes[-1]["text"].startswith("李先生您好")
     assert len(fake.s.tagged) == 1
+
+
+async def test_a_slow_wecom_never_makes_the_callback_answer_late(env):
+    """WeCom waits 5 s for the callback's answer; the welcome it triggers waits on WeCom's
+    own (here: slow) APIs after the answer, and still lands within the code's 20 s."""
+    import asyncio
+    import time
+
+    c, fake, h = env["c"], env["fake"], env["h"]
+    assert (await c.put("/api/v1/welcome/default", headers=h, json={"text": "%NICKNAME%您好"})).status == 200
+    fake.s.slow["externalcontact/send_welcome_msg"] = 6.0
+    t0 = time.monotonic()
+    await deliver(c, fake, fake.new_contact("zhang", "wmSlow", "钱女士"))
+    assert time.monotonic() - t0 < 5.0
+    assert fake.s.welcomes == []
+    for _ in range(200):
+        if fake.s.welcomes:
+            break
+        await asyncio.sleep(0.05)
+    assert [w["text"][:3] for w in fake.s.welcomes] == ["钱女士"]

@@ -17,11 +17,35 @@ from aiohttp import web
 
 from control.api import endpoint
 from control.errors import ApiError
+from scrm_fast import contacts
 from scrm_fast.errors import InputError
+from scrm_fast.storage import app_key
 from scrm_fast.wecom import callback
 
 routes = web.RouteTableDef()
 log = logging.getLogger("scrm.wecom")
+CONTACTS_WAKE = web.AppKey("contacts_wake", asyncio.Event)
+
+
+async def contact_loop(app: web.Application) -> None:
+    """Applies pending contact changes (any process may; each is applied once): at once
+    when this process recorded one, and every few seconds for the others' and a crashed
+    process's leftovers."""
+    from control.app import STORE
+    from control.customers.routes import TRANSFERS
+
+    wake = app[CONTACTS_WAKE]
+    while True:
+        try:
+            await asyncio.wait_for(wake.wait(), 5.0)
+        except TimeoutError:
+            pass
+        wake.clear()
+        try:
+            while await asyncio.to_thread(contacts.apply_pending, app[STORE], app[TRANSFERS].clock.now_ms()):
+                pass
+        except Exception:  # noqa: BLE001 - logged; the events stay pending for the next round
+            log.exception("applying contact changes failed")
 
 
 def _config() -> tuple[str, str, str]:
@@ -29,6 +53,27 @@ def _config() -> tuple[str, str, str]:
     if not (token and key and corp):
         raise ApiError(404, "not_found", "WeCom callbacks are not configured")
     return token, key, corp
+
+
+# A callback's timestamp must be this close to now (seconds), and its nonce is remembered
+# at least this long: an old or replayed request is refused (403) before it does anything.
+WINDOW_S = 300
+
+
+def _fresh(request: web.Request, timestamp: str) -> int:
+    """The callback's timestamp (s) when within the window of the tenant's clock."""
+    from control.customers.routes import TRANSFERS
+
+    now_s = request.app[TRANSFERS].clock.now_ms() // 1000
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise ApiError(403, "forbidden", "timestamp is not a number of seconds")
+    if abs(now_s - int(timestamp)) > WINDOW_S:
+        raise ApiError(403, "forbidden", f"timestamp is more than {WINDOW_S} s from now: an old or replayed request")
+    return int(timestamp)
+
+
+def _nonce_key(timestamp: int, nonce: str) -> bytes:
+    return app_key(f"{timestamp:012d}", hashlib.sha256(nonce.encode()).hexdigest()[:32])
 
 
 def _q(request: web.Request, name: str, limit: int = 1024) -> str:
@@ -47,6 +92,7 @@ async def url_check(request: web.Request) -> web.Response:
                                    _q(request, "nonce"), _q(request, "echostr", 4096))
     except InputError as e:
         raise ApiError(403, "forbidden", str(e)) from None
+    _fresh(request, _q(request, "timestamp"))
     return web.Response(body=plain.encode(), content_type="text/plain")
 
 
@@ -64,23 +110,44 @@ async def event(request: web.Request) -> web.Response:
     from control.api import decide
     from control.customers.routes import TRANSFERS
 
+    ts = _fresh(request, _q(request, "timestamp"))
+    nonce_key = _nonce_key(ts, _q(request, "nonce"))
     digest = hashlib.sha256(repr(sorted(ev.items())).encode()).digest()[:16]
     tr = request.app[TRANSFERS]
 
     def apply(t):
-        if t.has("wc.seen", digest):  # WeCom sends again when we were slow: once is enough
+        now = tr.clock.now_ms()
+        if t.has("wc.nonce", nonce_key):
+            return "replayed"
+        t.put("wc.nonce", nonce_key, now)
+        # nonces older than twice the window can no longer pass the timestamp check
+        horizon = app_key(f"{max(0, now // 1000 - 2 * WINDOW_S):012d}")
+        for old, _ in list(t.scan("wc.nonce", limit=50, values=False)):
+            if old >= horizon:
+                break
+            t.delete("wc.nonce", old)
+        if t.has("wc.seen", digest):  # WeCom sends again (signed anew) when we were slow: once is enough
             return "duplicate"
-        t.put("wc.seen", digest, tr.clock.now_ms())
+        t.put("wc.seen", digest, now)
+        if contacts.is_contact_change(ev):
+            # recorded with the de-duplication; applied off the request path (contact_loop)
+            t.put(contacts.PENDING, contacts.pending_key(now, digest), ev)
         if ev.get("Event") == "change_external_contact" and ev.get("ChangeType") == "transfer_fail":
             return tr.transfer_failed(t, ev.get("UserID", ""), ev.get("ExternalUserID", ""), ev.get("FailReason", ""))
         if ev.get("Event") == "change_external_contact" and ev.get("ChangeType") == "add_external_contact":
             return "welcome" if ev.get("WelcomeCode") else "added"
+        if contacts.is_contact_change(ev):
+            return "pending"
         if ev.get("InfoType") == "msgaudit_notify" or ev.get("Event") == "msgaudit_notify":
             t.put("wc.notify", b"", tr.clock.now_ms())
             return "noted"
         return "ignored"
     outcome = await decide(request, apply)
     log.info("wecom event %s/%s: %s", ev.get("Event"), ev.get("ChangeType"), outcome)
+    if outcome == "replayed":
+        raise ApiError(403, "forbidden", "this nonce was used already: a replayed request")
+    if contacts.is_contact_change(ev):
+        request.app[CONTACTS_WAKE].set()
     if outcome == "welcome":
         # WeCom's welcome code is good for 20 s and WeCom waits 5 s for this answer: welcome the
         # customer now, and if WeCom is slow let it finish after answering

@@ -145,6 +145,22 @@ class StoreWriter:
                                                                       overwrite=False)
         return added
 
+    def app(self) -> AppTxn:
+        """The SCRM tables inside this same transaction."""
+        return AppTxn(self._s, self._txn, True)
+
+    def put_consent(self, entries: list[tuple[bytes, bytes]]) -> None:
+        if entries:
+            self._txn.cursor(db=self._s._db[b"consent"]).putmulti(self._s._seal(b"consent", entries))
+
+    def directory(self) -> dict | None:
+        raw = self._s._get(self._txn, b"meta", b"directory")
+        d = msgpack.unpackb(raw) if raw is not None else None
+        return d if isinstance(d, dict) else None
+
+    def save_directory(self, doc: dict) -> None:
+        self._s._put_directory(self._txn, doc)
+
     def add_alerts(self, pairs: list[tuple[bytes, bytes]]) -> None:
         """New alerts; an alert already raised for the same key is kept."""
         if pairs:
@@ -558,10 +574,15 @@ class ArchiveStore:
         key = name.encode()
         assert key in _SEALED_META, name
         with self.env.begin(write=True) as txn:
-            self._put(txn, b"meta", key, msgpack.packb(doc))
             if key == b"directory":
-                cur = txn.get(_DIRECTORY_STAMP, db=self._db[b"meta"])
-                txn.put(_DIRECTORY_STAMP, seq_key((key_seq(cur) if cur else 0) + 1), db=self._db[b"meta"])
+                self._put_directory(txn, doc)
+            else:
+                self._put(txn, b"meta", key, msgpack.packb(doc))
+
+    def _put_directory(self, txn: lmdb.Transaction, doc: object) -> None:
+        self._put(txn, b"meta", b"directory", msgpack.packb(doc))
+        cur = txn.get(_DIRECTORY_STAMP, db=self._db[b"meta"])
+        txn.put(_DIRECTORY_STAMP, seq_key((key_seq(cur) if cur else 0) + 1), db=self._db[b"meta"])
 
     def directory(self) -> dict | None:
         """The tenant's directory (spec §6) kept by ``scrm directory import`` / ingest."""

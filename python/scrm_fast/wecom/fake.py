@@ -55,6 +55,7 @@ class FakeState:
     tagged: list[tuple[str, str, tuple]] = field(default_factory=list)
     answer_delay_s: float = 0.0  # add_msg_template answers this late (a crash test kills the caller meanwhile)
     arrive_delay_s: float = 0.0  # add_msg_template reaches WeCom this late (before anything is created)
+    slow: dict[str, float] = field(default_factory=dict)  # API path (after /cgi-bin/) → seconds before answering
 
 
 class FakeWeCom:
@@ -107,7 +108,16 @@ class FakeWeCom:
 
     # -- the app ----------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def slow(request: web.Request, handler):
+            delay = self.s.slow.get(request.path.removeprefix("/cgi-bin/"), 0.0)
+            if delay:
+                import asyncio
+
+                await asyncio.sleep(delay)
+            return await handler(request)
+
+        app = web.Application(middlewares=[slow])
         app.router.add_get("/cgi-bin/gettoken", self.gettoken)
         for api in ("externalcontact/transfer_customer", "externalcontact/resigned/transfer_customer"):
             app.router.add_post(f"/cgi-bin/{api}", self.transfer_customer)
