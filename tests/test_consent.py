@@ -5,10 +5,6 @@ against a fake WeCom server on loopback."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import msgpack
 import orjson
 import pytest
@@ -16,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scrm_fast import ChatBatch, Cipher, ConsentPolicy, KeyRing, _core, decode_batch
-from scrm_fast.consent import ConsentApi, build_policy, refresh_consent
+from scrm_fast.consent import build_policy, refresh_consent
 from scrm_fast.consent_reference import ConsentReference
 from scrm_fast.storage import ArchiveStore
 from tests.conftest import run_scrm
@@ -217,54 +213,47 @@ def test_no_directory_means_no_policy_and_says_so(small_corpus, tmp_path):
     assert "consent             NOT APPLIED" in out
 
 
-# -- consent APIs against a fake WeCom server on loopback --------------------------------
-class FakeWeCom(BaseHTTPRequestHandler):
-    calls: list = []
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeWeCom.calls.append((self.path, body))
-        if "access_token=good" not in self.path:
-            doc = {"errcode": 40014, "errmsg": "invalid access_token"}
-        elif self.path.startswith("/msgaudit/check_single_agree"):
-            doc = {"errcode": 0, "errmsg": "ok", "agreeinfo": [
-                {"status_change_time": (T0 // 1000) + 5, "userid": i["userid"], "exteranalopenid": i["exteranalopenid"],
-                 "agree_status": "Disagree" if i["exteranalopenid"] == "wmA" else "Default_Agree"}
-                for i in body["info"]]}
-        else:
-            doc = {"errcode": 0, "errmsg": "ok", "agreeinfo": [
-                {"status_change_time": (T0 // 1000) + 6, "exteranalopenid": "wmB", "agree_status_single": "Agree"}]}
-        raw = json.dumps(doc).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-
+# -- consent APIs against the fake WeCom on loopback ---------------------------------------
 @pytest.fixture
 def fake_wecom():
-    server = HTTPServer(("127.0.0.1", 0), FakeWeCom)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    FakeWeCom.calls = []
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    from scrm_fast.clock import ManualClock
+    from scrm_fast.wecom.fake import FakeWeCom
+    from tests.fake_wecom_thread import serving
+
+    fake = FakeWeCom(ManualClock(T0))
+    fake.s.secrets["archive-secret"] = "archive"
+    with serving(fake) as base:
+        yield fake, base
 
 
 def test_consent_api_refresh_changes_decisions(fake_wecom, tmp_path):
+    import asyncio
+
+    from scrm_fast.wecom import WeComClient
+
+    fake, base = fake_wecom
     directory = {**DIRECTORY, "customers": [{"external_userid": f"wm{i:03d}", "follow_users": ["emp"]}
                                             for i in range(150)] + [{"external_userid": "wmA",
                                                                      "follow_users": ["emp", "boss"]}]}
+    fake.serve_directory({**directory, "consent": []})
+    at = T0 + 5000
+    fake.s.consent = [{"userid": u, "external_userid": c["external_userid"], "time": at,
+                       "status": "Disagree" if c["external_userid"] == "wmA" else "Default_Agree"}
+                      for c in directory["customers"] for u in c["follow_users"]]
+    fake.s.consent += [{"roomid": g["roomid"], "external_userid": "wmB", "status": "Agree", "time": T0 + 6000}
+                       for g in directory["groups"]]
+    for g in directory["groups"]:
+        fake.s.group_info[g["roomid"]]["members"].append(("wmB", T0))
+
+    async def run(store):
+        async with WeComClient(base, fake.s.corpid, "archive-secret") as client:
+            return await refresh_consent(client, directory, store)
+
     with ArchiveStore(tmp_path / "d") as store:
-        res = refresh_consent(ConsentApi(fake_wecom, "good"), directory, store)
+        res = asyncio.run(run(store))
         assert res["pairs"] == 152 and res["changes"] == 152 + 4
         # 152 pairs → two check_single_agree calls of at most 100, then one per group
-        singles = [b for p, b in FakeWeCom.calls if "check_single_agree" in p]
+        singles = [b for api, b in fake.s.read_log if api == "msgaudit/check_single_agree"]
         assert [len(b["info"]) for b in singles] == [100, 52]
         assert all("exteranalopenid" in i for b in singles for i in b["info"])
         policy = build_policy(directory, store)
@@ -272,15 +261,20 @@ def test_consent_api_refresh_changes_decisions(fake_wecom, tmp_path):
     sources = {c["source"] for c in changes}
     assert "api:single" in sources and any(x.startswith("api:wr") for x in sources)
     assert len(changes) == 152  # wmA twice and wmB in four rooms: same change, kept once
+    assert {c["status"] for c in changes if c["external_userid"] == "wmB"} == {"Agree"}  # agree_status
     # wmA disagreed per the API at T0+5s: later one-to-one messages are no longer archived
     _, kept = run_policy([msg(1, "emp", ["wmA"], t=1000), msg(2, "emp", ["wmA"], t=9000)], policy)
     assert kept == {"m1": "C-1"}
 
 
-def test_consent_api_errors_are_clear(fake_wecom, tmp_path):
-    from scrm_fast.errors import InputError
-
-    with pytest.raises(InputError, match="errcode 40014"):
-        ConsentApi(fake_wecom, "bad").check_room_agree("wrOwner")
-    with pytest.raises(InputError, match="check_room_agree"):
-        ConsentApi("http://127.0.0.1:9", "good", timeout=2).check_room_agree("wrOwner")
+def test_consent_refresh_errors_are_clear(fake_wecom, tmp_path):
+    fake, base = fake_wecom
+    data = tmp_path / "d"
+    with ArchiveStore(data) as store:
+        store.save_directory(DIRECTORY)
+    p = run_scrm("consent", "refresh", "--data", str(data), "--api-base", base + "/cgi-bin", "--access-token", "bad")
+    err = p.stderr.decode()
+    assert p.returncode != 0 and "42001" in err and "access_token" in err and "Traceback" not in err, err
+    p = run_scrm("consent", "refresh", "--data", str(data), "--api-base", "http://127.0.0.1:9", "--access-token", "t")
+    err = p.stderr.decode()
+    assert p.returncode != 0 and "127.0.0.1:9" in err and "Traceback" not in err, err

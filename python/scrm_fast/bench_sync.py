@@ -1,6 +1,7 @@
 """``scrm bench sync``: the live sync against the stand-in SDK (the vendor's C ABI, a
 simulated enterprise) beside ``scrm ingest`` of the same data from files, in the same run,
-round by round (each a fresh data directory), so the machine's noise hits all alike:
+round by round (each a fresh data directory, the order rotated), so the machine's noise
+hits all alike:
 
 - ``ingest``: files, the open scheme in the engine (the baseline);
 - ``ingest_vendor``: files, ``DecryptData`` in the supervised SDK worker (the process boundary);
@@ -54,7 +55,8 @@ def bench_sync(messages: int = 50_000, rounds: int = 5, corpus: str | None = Non
         correct = True
         for r in range(rounds):
             row = {}
-            for variant in ("ingest", "ingest_vendor", "sync"):
+            variants = ["ingest", "ingest_vendor", "sync"]
+            for variant in variants[r % 3:] + variants[:r % 3]:  # each goes first in turn
                 data = t / f"data-{variant}-{r}"
                 common = ["--keys", str(root / "keys"), "--data", str(data)]
                 if variant == "sync":

@@ -338,13 +338,28 @@ def cmd_consent(a: argparse.Namespace) -> int:
     from scrm_fast.storage import ArchiveStore
 
     if a.consent == "refresh":
-        from scrm_fast.consent import ConsentApi, refresh_consent
+        import asyncio
+
+        import aiohttp
+
+        from scrm_fast.consent import refresh_consent
+        from scrm_fast.wecom import WeComClient, WeComError
+
+        async def run(store, directory) -> dict:
+            async with WeComClient(a.api_base, directory.get("corp", {}).get("corpid", ""), "",
+                                   access_token=a.access_token) as client:
+                return await refresh_consent(client, directory, store)
 
         with ArchiveStore(a.data) as store:
             directory = store.directory()
             if directory is None:
                 raise InputError(f"{a.data}: no directory imported; run `scrm directory import` first")
-            _print_json(refresh_consent(ConsentApi(a.api_base, a.access_token), directory, store))
+            try:
+                _print_json(asyncio.run(run(store, directory)))
+            except WeComError as e:
+                raise InputError(str(e)) from None
+            except (OSError, aiohttp.ClientError) as e:
+                raise InputError(f"{a.api_base}: {e}") from None
         return 0
     with ArchiveStore(a.data, readonly=True) as store:
         if a.consent == "events":
@@ -358,13 +373,50 @@ def cmd_consent(a: argparse.Namespace) -> int:
     return 0
 
 
+def _wecom_client(a: argparse.Namespace):
+    """A WeCom client from --api-base/--corp/--secret-file or SCRM_WECOM_BASE/CORP/SECRET_FILE."""
+    from scrm_fast.wecom import WeComClient
+
+    base = a.api_base or os.environ.get("SCRM_WECOM_BASE", "https://qyapi.weixin.qq.com")
+    corp = a.corp or os.environ.get("SCRM_WECOM_CORP", "")
+    secret_file = a.secret_file or os.environ.get("SCRM_WECOM_SECRET_FILE", "")
+    if not corp or not secret_file:
+        raise InputError("needs --corp and --secret-file (the customer-contact secret), or SCRM_WECOM_CORP and "
+                         "SCRM_WECOM_SECRET_FILE")
+    try:
+        secret = Path(secret_file).read_text().strip()
+    except OSError as e:
+        raise InputError(f"{secret_file}: {e.strerror}") from None
+    return WeComClient(base, corp, secret)
+
+
 def cmd_directory(a: argparse.Namespace) -> int:
     from scrm_fast.directory import load_directory
     from scrm_fast.tenant import Tenant
 
-    doc = load_directory(a.file)
-    with Tenant(a.data) as tenant:
-        tenant.import_directory(doc)
+    if a.directory_cmd == "sync":
+        import asyncio
+
+        import aiohttp
+
+        from scrm_fast.clock import from_env
+        from scrm_fast.wecom import WeComError
+
+        async def run(tenant) -> dict:
+            async with _wecom_client(a) as client:
+                return await tenant.refresh_directory(client, from_env().now_ms())
+
+        with Tenant(a.data) as tenant:
+            try:
+                doc = asyncio.run(run(tenant))
+            except WeComError as e:
+                raise InputError(str(e)) from None
+            except (OSError, aiohttp.ClientError, TimeoutError) as e:
+                raise InputError(f"WeCom is not reachable: {e}") from None
+    else:
+        doc = load_directory(a.file)
+        with Tenant(a.data) as tenant:
+            tenant.import_directory(doc)
     print(f"directory: {len(doc.get('employees', []))} employees, {len(doc.get('customers', []))} customers, "
           f"{len(doc.get('groups', []))} groups, {len(doc.get('consent', []))} consent results → {a.data} (sealed)")
     return 0
@@ -695,6 +747,13 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     d = dsub.add_parser("import", help="validate a directory.json and keep it in the data directory")
     d.add_argument("--data", required=True, help="the tenant's data directory")
     d.add_argument("file", help="directory.json")
+    d.set_defaults(func=cmd_directory)
+    d = dsub.add_parser("sync", help="build the directory from WeCom's contact and chat-archive APIs "
+                                     "(members, archiving, customers, groups, consent) and keep it")
+    d.add_argument("--data", required=True, help="the tenant's data directory")
+    d.add_argument("--corp", help="corpid (default $SCRM_WECOM_CORP)")
+    d.add_argument("--secret-file", help="the customer-contact secret (default $SCRM_WECOM_SECRET_FILE)")
+    d.add_argument("--api-base", help="WeCom's API base (default $SCRM_WECOM_BASE or https://qyapi.weixin.qq.com)")
     d.set_defaults(func=cmd_directory)
 
     s = sub.add_parser("demo", help="the main job: simulate an enterprise, ingest it, serve the console")

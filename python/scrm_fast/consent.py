@@ -9,18 +9,9 @@ no policy applies and ingest says so in its summary.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass
-
 from scrm_fast._core import ConsentPolicy
 from scrm_fast.errors import InputError
 from scrm_fast.storage import ArchiveStore
-
-# WeCom accepts at most 100 (userid, external id) pairs per check_single_agree call.
-SINGLE_AGREE_BATCH = 100
 
 
 def build_policy(directory: dict | None, store: ArchiveStore) -> ConsentPolicy | None:
@@ -42,56 +33,19 @@ def build_policy(directory: dict | None, store: ArchiveStore) -> ConsentPolicy |
         raise InputError(f"directory: {e}") from e
 
 
-@dataclass
-class ConsentApi:
-    """A client of WeCom's msgaudit consent APIs (JSON over HTTP(S), ``access_token``)."""
-
-    base_url: str
-    access_token: str
-    timeout: float = 10.0
-
-    def _post(self, path: str, body: dict) -> dict:
-        url = f"{self.base_url.rstrip('/')}/{path}?{urllib.parse.urlencode({'access_token': self.access_token})}"
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                doc = json.loads(resp.read())
-        except urllib.error.URLError as e:
-            raise InputError(f"{path}: {e.reason}") from e
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: answer is not JSON: {e}") from e
-        if doc.get("errcode", 0) != 0:
-            raise InputError(f"{path}: errcode {doc.get('errcode')} ({doc.get('errmsg', '')})")
-        return doc
-
-    def check_single_agree(self, pairs: list[tuple[str, str]]) -> list[tuple[str, int, str]]:
-        """(userid, external_userid) pairs → (external_userid, time ms, status) changes."""
-        out = []
-        for i in range(0, len(pairs), SINGLE_AGREE_BATCH):
-            chunk = pairs[i:i + SINGLE_AGREE_BATCH]
-            doc = self._post("msgaudit/check_single_agree",
-                             {"info": [{"userid": u, "exteranalopenid": c} for u, c in chunk]})
-            for item in doc.get("agreeinfo", []):
-                out.append((item["exteranalopenid"], int(item.get("status_change_time", 0)) * 1000,
-                            item["agree_status"]))
-        return out
-
-    def check_room_agree(self, roomid: str) -> list[tuple[str, int, str]]:
-        doc = self._post("msgaudit/check_room_agree", {"roomid": roomid})
-        return [(item["exteranalopenid"], int(item.get("status_change_time", 0)) * 1000,
-                 item["agree_status_single"]) for item in doc.get("agreeinfo", [])]
-
-
-def refresh_consent(api: ConsentApi, directory: dict, store: ArchiveStore) -> dict:
-    """Asks the consent APIs about every (follow-up employee, customer) pair and every
-    group of the directory, and stores the answers as consent changes (source ``api``)."""
+async def refresh_consent(client, directory: dict, store: ArchiveStore) -> dict:
+    """Asks ``check_single_agree`` about every (follow-up employee, customer) pair and
+    ``check_room_agree`` about every group of the directory (``client``: a
+    :class:`scrm_fast.wecom.WeComClient`), and stores the answers as consent changes (source
+    ``api:single`` or ``api:<roomid>``)."""
     import msgpack
 
     pairs = [(u, c["external_userid"]) for c in directory.get("customers", []) for u in c.get("follow_users", [])]
-    changes = [(*ch, "single") for ch in api.check_single_agree(pairs)]
+    changes = [(a["exteranalopenid"], int(a.get("status_change_time", 0)) * 1000, a["agree_status"], "single")
+               for a in await client.check_single_agree(pairs)]
     for g in directory.get("groups", []):
-        changes += [(*ch, g["roomid"]) for ch in api.check_room_agree(g["roomid"])]
+        changes += [(a["exteranalopenid"], int(a.get("status_change_time", 0)) * 1000, a["agree_status"], g["roomid"])
+                    for a in await client.check_room_agree(g["roomid"])]
     entries = [(ConsentPolicy.consent_key(c, t, s), msgpack.packb({"status": s, "source": f"api:{src}"}))
                for c, t, s, src in changes]
     if entries:

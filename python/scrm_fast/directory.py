@@ -28,6 +28,12 @@ def load_directory(path: str | Path) -> dict:
         raise InputError(f"{p}: cannot read directory file: {e.strerror}") from e
     except orjson.JSONDecodeError as e:
         raise InputError(f"{p}: directory file is not JSON: {e}") from e
+    validate_directory(doc, str(p))
+    return doc
+
+
+def validate_directory(doc: object, p: str) -> None:
+    """The checks of :func:`load_directory` for a document from anywhere (``p`` names it)."""
     if not isinstance(doc, dict):
         raise InputError(f"{p}: directory file must be a JSON object")
     if "corp" not in doc:
@@ -44,4 +50,3 @@ def load_directory(path: str | Path) -> dict:
                 if k not in entry:
                     where = section if section == "corp" else f"{section}[{i}]"
                     raise InputError(f"{p}: {where}: missing required key '{k}'")
-    return doc

@@ -50,6 +50,18 @@ class Tenant:
         self.store.save_directory(doc)
         self.store.add_audits(contact_event_audits(doc.get("contact_events", []), behaviour_switches(self.store)))
 
+    async def refresh_directory(self, client, now_ms: int) -> dict:
+        """The directory from WeCom's APIs (``client``: a :class:`scrm_fast.wecom.WeComClient`
+        with the contacts secret), merged with what the stored one knows and the APIs do not
+        (see :mod:`scrm_fast.wecom.directory`), kept like an imported one; returns it."""
+        from scrm_fast.directory import validate_directory
+        from scrm_fast.wecom.directory import fetch_directory
+
+        doc = await fetch_directory(client, self.directory(), now_ms)
+        validate_directory(doc, "WeCom's directory")
+        self.import_directory(doc)
+        return doc
+
     # -- ingest ---------------------------------------------------------------------------
     def ingest(self, files: Iterable[Path], keys, cipher=None, *, progress=None,
                on_commit: Callable | None = None, index=None, index_commit_s: float = 5.0):

@@ -24,8 +24,11 @@ class WeComError(Exception):
 
 class WeComClient:
     def __init__(self, base_url: str, corpid: str, secret: str, *, session: aiohttp.ClientSession | None = None,
-                 timeout_s: float = 15.0, max_backoff_s: float = 8.0) -> None:
-        self.base = base_url.rstrip("/")
+                 timeout_s: float = 15.0, max_backoff_s: float = 8.0, access_token: str | None = None) -> None:
+        """``base_url`` without ``/cgi-bin``; ``access_token``: a token given by the operator,
+        used as it is (never refreshed: when WeCom rejects it, the call fails clearly)."""
+        self.base = base_url.rstrip("/").removesuffix("/cgi-bin")
+        self._fixed = access_token
         self.corpid, self._secret = corpid, secret
         self._session = session
         self._own_session = session is None
@@ -54,6 +57,10 @@ class WeComClient:
     async def token(self, *, force: bool = False) -> str:
         """The cached access token, fetched when missing or within 5 minutes of expiry; one
         fetch at a time however many callers wait (single-flight)."""
+        if self._fixed is not None:
+            if force:
+                raise WeComError(42001, "the given access token was rejected; pass a fresh one", "gettoken")
+            return self._fixed
         cur = self._token
         if not force and cur is not None and time.monotonic() < cur[1]:
             return cur[0]
@@ -91,7 +98,7 @@ class WeComClient:
             code = doc.get("errcode", 0)
             if code == 0:
                 return doc
-            if code in TOKEN_INVALID and not refreshed:
+            if code in TOKEN_INVALID and not refreshed and self._fixed is None:
                 refreshed = True
                 self._token = None
                 continue
@@ -233,7 +240,7 @@ class WeComClient:
         return doc["config_id"], doc.get("qr_code", "")
 
     async def get_external_contact(self, external_userid: str) -> dict:
-        doc = await self.call("externalcontact/get", {"external_userid": external_userid}, method="GET")
+        doc = await self.read("externalcontact/get", {"external_userid": external_userid}, method="GET")
         return doc.get("external_contact", {})
 
     async def send_welcome_msg(self, welcome_code: str, text: str, attachments: list[dict]) -> None:
@@ -247,3 +254,82 @@ class WeComClient:
     async def mark_tag(self, userid: str, external_userid: str, tags: list[str]) -> None:
         await self.call("externalcontact/mark_tag", {"userid": userid, "external_userid": external_userid,
                                                      "add_tag": tags})
+
+    # -- the directory (contacts) and the chat archive's consent (§3) --------------------------
+    async def read(self, api: str, body: dict | None = None, *, method: str = "POST") -> dict:
+        """:meth:`call` for reads, which may be repeated: a dropped connection or a timeout is
+        tried again (three times, with backoff) instead of failing the whole refresh."""
+        for attempt in range(4):
+            try:
+                return await self.call(api, body, method=method)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError):
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.2 * 2 ** attempt * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    async def departments(self) -> list[dict]:
+        return (await self.read("department/list", method="GET")).get("department", [])
+
+    async def users(self, department_id: int) -> list[dict]:
+        """Members of a department and all below it (resigned members are not listed)."""
+        doc = await self.read("user/list", {"department_id": department_id, "fetch_child": 1}, method="GET")
+        return doc.get("userlist", [])
+
+    async def permit_users(self) -> list[str]:
+        """Employees with chat archiving enabled."""
+        return (await self.read("msgaudit/get_permit_user_list", {})).get("ids", [])
+
+    async def unassigned(self) -> list[dict]:
+        """Resigned employees' customers not yet handed over: handover_userid,
+        external_userid, dimission_time (s)."""
+        out, cursor = [], ""
+        while True:
+            doc = await self.read("externalcontact/get_unassigned_list", {"page_size": 1000, "cursor": cursor})
+            out += doc.get("info", [])
+            cursor = doc.get("next_cursor", "")
+            if doc.get("is_last", True) or not cursor:
+                return out
+
+    async def customers_of(self, userids: list[str]) -> list[dict]:
+        """``batch/get_by_user`` for ≤ 100 employees at a time, every page: items of
+        ``external_contact`` (the customer) and ``follow_info`` (who follows, since when)."""
+        out = []
+        for i in range(0, len(userids), 100):
+            cursor = ""
+            while True:
+                doc = await self.read("externalcontact/batch/get_by_user",
+                                      {"userid_list": userids[i:i + 100], "cursor": cursor, "limit": 100})
+                out += doc.get("external_contact_list", [])
+                cursor = doc.get("next_cursor", "")
+                if not cursor:
+                    break
+        return out
+
+    async def group_chat_ids(self) -> list[str]:
+        ids, cursor = [], ""
+        while True:
+            doc = await self.read("externalcontact/groupchat/list", {"status_filter": 0, "cursor": cursor,
+                                                                     "limit": 1000})
+            ids += [g["chat_id"] for g in doc.get("group_chat_list", [])]
+            cursor = doc.get("next_cursor", "")
+            if not cursor:
+                return ids
+
+    async def group_chat(self, chat_id: str) -> dict:
+        return (await self.read("externalcontact/groupchat/get", {"chat_id": chat_id, "need_name": 0})).get(
+            "group_chat", {})
+
+    async def check_single_agree(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """(userid, external_userid) pairs, ≤ 100 a call: ``agreeinfo`` items
+        (``exteranalopenid`` is the API's own spelling)."""
+        out = []
+        for i in range(0, len(pairs), 100):
+            doc = await self.read("msgaudit/check_single_agree",
+                                  {"info": [{"userid": u, "exteranalopenid": c} for u, c in pairs[i:i + 100]]})
+            out += doc.get("agreeinfo", [])
+        return out
+
+    async def check_room_agree(self, roomid: str) -> list[dict]:
+        """Each external member's ``agree_status`` in a group (the field is ``agree_status``)."""
+        return (await self.read("msgaudit/check_room_agree", {"roomid": roomid})).get("agreeinfo", [])

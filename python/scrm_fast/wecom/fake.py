@@ -56,6 +56,14 @@ class FakeState:
     answer_delay_s: float = 0.0  # add_msg_template answers this late (a crash test kills the caller meanwhile)
     arrive_delay_s: float = 0.0  # add_msg_template reaches WeCom this late (before anything is created)
     slow: dict[str, float] = field(default_factory=dict)  # API path (after /cgi-bin/) → seconds before answering
+    # the directory (serve_directory): departments, groups' details, consent answers, archiving
+    departments: list[dict] = field(default_factory=list)
+    group_info: dict[str, dict] = field(default_factory=dict)  # chat_id → {name, members: [(id, join ms)]}
+    consent: list[dict] = field(default_factory=list)  # {userid, external_userid, status, time ms}
+    permit: set[str] = field(default_factory=set)
+    drop_every: int = 0  # every Nth directory read drops the connection (a fault to survive)
+    reads: int = 0
+    read_log: list[tuple[str, dict | None]] = field(default_factory=list)  # (API, body) of directory reads
 
 
 class FakeWeCom:
@@ -137,7 +145,147 @@ class FakeWeCom:
         app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_send_result", self.groupmsg_result)
         app.router.add_post("/cgi-bin/externalcontact/remind_groupmsg_send", self.remind)
         app.router.add_post("/cgi-bin/externalcontact/cancel_groupmsg_send", self.cancel)
+        app.router.add_get("/cgi-bin/department/list", self.department_list)
+        app.router.add_get("/cgi-bin/user/list", self.user_list)
+        app.router.add_post("/cgi-bin/msgaudit/get_permit_user_list", self.permit_list)
+        app.router.add_post("/cgi-bin/externalcontact/get_unassigned_list", self.unassigned_list)
+        app.router.add_post("/cgi-bin/externalcontact/batch/get_by_user", self.by_user)
+        app.router.add_post("/cgi-bin/externalcontact/groupchat/list", self.groupchat_list)
+        app.router.add_post("/cgi-bin/externalcontact/groupchat/get", self.groupchat_get)
+        app.router.add_post("/cgi-bin/msgaudit/check_single_agree", self.single_agree)
+        app.router.add_post("/cgi-bin/msgaudit/check_room_agree", self.room_agree)
         return app
+
+    # -- the directory (contacts, archiving, consent) -----------------------------------------
+    def serve_directory(self, doc: dict) -> None:
+        """Serves a simulated enterprise's ``directory.json`` through WeCom's API shapes."""
+        self.s.corpid = doc["corp"]["corpid"]
+        self.s.departments = list(doc.get("departments", []))
+        for e in doc.get("employees", []):
+            self.s.employees[e["userid"]] = dict(e)
+            if e.get("archived"):
+                self.s.permit.add(e["userid"])
+        for c in doc.get("customers", []):
+            self.s.names[c["external_userid"]] = c.get("name", "")
+            for u in c.get("follow_users", []):
+                self.s.follows.add((u, c["external_userid"]))
+        for g in doc.get("groups", []):
+            self.s.groups[g["roomid"]] = g["owner"]
+            self.s.group_info[g["roomid"]] = {"name": g.get("name", ""), "members": [
+                (m["id"], int(m.get("join_time", 0))) for m in g.get("members", [])]}
+        self.s.consent = list(doc.get("consent", []))
+
+    async def _read(self, request: web.Request) -> web.Response | dict | None:
+        """Authenticates a directory read and injects the dropped-connection fault."""
+        if (bad := self._auth(request)) is not None:
+            return bad
+        self.s.reads += 1
+        if self.s.drop_every and self.s.reads % self.s.drop_every == 0:
+            request.transport.close()  # the client sees the connection drop mid-request
+            raise web.HTTPServiceUnavailable()
+        body = await request.json() if request.method == "POST" else None
+        self.s.read_log.append((request.path.removeprefix("/cgi-bin/"), body))
+        return body
+
+    def _ok(self, **doc: object) -> web.Response:
+        return web.json_response({"errcode": 0, "errmsg": "ok", **doc})
+
+    def _resigned(self, uid: str) -> bool:
+        return self.s.employees.get(uid, {}).get("status") == "resigned"
+
+    async def department_list(self, request: web.Request) -> web.Response:
+        if isinstance(r := await self._read(request), web.Response):
+            return r
+        return self._ok(department=[{"id": d["id"], "name": d["name"], "parentid": d.get("parent", 0), "order": i}
+                                    for i, d in enumerate(self.s.departments)])
+
+    async def user_list(self, request: web.Request) -> web.Response:
+        if isinstance(r := await self._read(request), web.Response):
+            return r
+        out = [{"userid": uid, "name": e.get("name", ""), "department": [e.get("department", 1)],
+                "main_department": e.get("department", 1), "status": 1,
+                "direct_leader": [e["leader"]] if e.get("leader") else []}
+               for uid, e in self.s.employees.items() if not self._resigned(uid)]
+        return self._ok(userlist=out)
+
+    async def permit_list(self, request: web.Request) -> web.Response:
+        if isinstance(r := await self._read(request), web.Response):
+            return r
+        return self._ok(ids=sorted(self.s.permit))
+
+    async def unassigned_list(self, request: web.Request) -> web.Response:
+        if isinstance(body := await self._read(request), web.Response):
+            return body
+        rows = sorted((u, ext) for u, ext in self.s.follows if self._resigned(u))
+        size = min(1000, int(body.get("page_size", 1000) or 1000))
+        start = int(body.get("cursor") or 0)
+        page = rows[start:start + size]
+        last = start + size >= len(rows)
+        return self._ok(info=[{"handover_userid": u, "external_userid": ext,
+                               "dimission_time": (self.s.employees[u].get("resigned_at") or 0) // 1000}
+                              for u, ext in page], is_last=last, next_cursor="" if last else str(start + size))
+
+    async def by_user(self, request: web.Request) -> web.Response:
+        if isinstance(body := await self._read(request), web.Response):
+            return body
+        users = body.get("userid_list", [])
+        if not users or len(users) > 100:
+            return self._err(40058, "userid_list must hold 1 to 100 members")
+        limit = min(100, int(body.get("limit", 50) or 50))
+        rows = sorted((u, ext) for u, ext in self.s.follows if u in set(users))
+        start = int(body.get("cursor") or 0)
+        page = rows[start:start + limit]
+        more = start + limit < len(rows)
+        return self._ok(external_contact_list=[
+            {"external_contact": {"external_userid": ext, "name": self.s.names.get(ext, ""),
+                                  "type": 1 if ext.startswith("wm") else 2},
+             "follow_info": {"userid": u, "createtime": 0}} for u, ext in page],
+            next_cursor=str(start + limit) if more else "")
+
+    async def groupchat_list(self, request: web.Request) -> web.Response:
+        if isinstance(body := await self._read(request), web.Response):
+            return body
+        limit = int(body.get("limit", 100) or 100)
+        if not 1 <= limit <= 1000:
+            return self._err(40058, "limit must be 1 to 1000")
+        ids = sorted(self.s.groups)
+        start = int(body.get("cursor") or 0)
+        more = start + limit < len(ids)
+        return self._ok(group_chat_list=[{"chat_id": c, "status": 0} for c in ids[start:start + limit]],
+                        next_cursor=str(start + limit) if more else "")
+
+    async def groupchat_get(self, request: web.Request) -> web.Response:
+        if isinstance(body := await self._read(request), web.Response):
+            return body
+        cid = body.get("chat_id", "")
+        if cid not in self.s.groups:
+            return self._err(90501, "not a customer group")
+        info = self.s.group_info.get(cid, {"name": "", "members": []})
+        return self._ok(group_chat={"chat_id": cid, "name": info["name"], "owner": self.s.groups[cid],
+                                    "member_list": [{"userid": m, "type": 2 if m.startswith(("wm", "wo")) else 1,
+                                                     "join_time": t // 1000} for m, t in info["members"]]})
+
+    async def single_agree(self, request: web.Request) -> web.Response:
+        if isinstance(body := await self._read(request), web.Response):
+            return body
+        info = body.get("info", [])
+        if len(info) > 100:
+            return self._err(40058, "at most 100 pairs")
+        asked = {(i.get("userid"), i.get("exteranalopenid")) for i in info}
+        out = [{"userid": c["userid"], "exteranalopenid": c["external_userid"], "agree_status": c["status"],
+                "status_change_time": c["time"] // 1000}
+               for c in self.s.consent if (c.get("userid"), c["external_userid"]) in asked]
+        return self._ok(agreeinfo=out)
+
+    async def room_agree(self, request: web.Request) -> web.Response:
+        if isinstance(body := await self._read(request), web.Response):
+            return body
+        rid = body.get("roomid", "")
+        members = {m for m, _ in self.s.group_info.get(rid, {"members": []})["members"]}
+        out = [{"exteranalopenid": c["external_userid"], "agree_status": c["status"],
+                "status_change_time": c["time"] // 1000}
+               for c in self.s.consent if c.get("roomid") == rid and c["external_userid"] in members]
+        return self._ok(agreeinfo=out)
 
     # -- mass messages (§5) ----------------------------------------------------------------------
     def _may_receive(self, rid: str, now: int) -> bool:
