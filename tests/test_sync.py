@@ -93,6 +93,8 @@ def test_100k_synced_through_faults_and_sigkills(big_feed, standin, tmp_path):
     assert orjson.loads(q[0]["item"]) == poison
     with ArchiveStore(data, readonly=True) as store:
         assert open_index(store).seqs() == list(store.record_seqs())
+        with store.app_read() as t:  # every fetched answer was committed, then let go
+            assert list(t.scan("sync.raw")) == []
 
 
 def test_return_codes_stop_with_what_to_do(small_corpus, standin, tmp_path):

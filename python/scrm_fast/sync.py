@@ -1,12 +1,13 @@
 """Live sync from WeCom's chat archive (``wecom-archive.md`` §1, §5): GetChatData from the
-stored checkpoint, through the supervised SDK worker, each batch made durable by the
-tenant's ingest before the next call.
+stored checkpoint, through the supervised SDK worker; each answer is kept raw and durable
+(the spool) before the next call, and ingested through the tenant from there.
 
 A round asks for batches of 1000 after the checkpoint until a short one; then the sync
 waits for a ``msgaudit_notify`` callback (recorded by the server in the store) or the
 interval. Nothing is kept outside the store: the checkpoint moves in the same transaction
-as the batch it covers, so a kill at any moment loses and duplicates nothing (a re-asked
-batch's seqs are skipped before any RSA work).
+as the batch it covers, and a spooled answer stays until its batch is committed, so a kill
+at any moment loses and duplicates nothing (a re-driven batch's seqs already stored are
+skipped before any RSA work).
 
 SDK return codes, each on purpose: 10001 (network) and 10003 (system) and 10002 (parse)
 back off with jitter and ask again; 10009 (IP not allowed), 10011 (certificate), 10010
@@ -17,6 +18,7 @@ told which version to add before ``scrm quarantine --retry``.
 
 from __future__ import annotations
 
+import queue
 import random
 import signal
 import sys
@@ -111,6 +113,8 @@ class CallLimiter:
             self.sleep(self.calls[0] + self.window_s - t)
 
 
+SPOOL = "sync.raw"  # after-seq → a fetched answer, raw, until its batch is committed
+SPOOL_AHEAD = 2  # answers fetched ahead of the ingest at most
 STATE_TABLE = "sync"
 STATE_KEY = app_key("state")
 
@@ -192,39 +196,92 @@ class Sync:
             if self.stop_event.is_set():
                 raise _Interrupted
 
+    # -- the spool: fetched batches, durable before the next call ----------------------------
+    def _spooled(self) -> list[tuple[bytes, dict]]:
+        with self.tenant.store.app_read() as t:
+            return list(t.scan(SPOOL))
+
+    def _spool(self, after: int, body: bytes, last: int) -> bytes:
+        key = after.to_bytes(8, "big")
+        with self.tenant.store.app_write() as t:
+            t.put(SPOOL, key, {"body": body, "last": last})
+        return key
+
+    def _unspool(self, keys: list[bytes]) -> None:
+        if keys:
+            with self.tenant.store.app_write() as t:
+                for k in keys:
+                    t.delete(SPOOL, k)
+
     # -- one round --------------------------------------------------------------------------
-    def _documents(self, last: dict) -> Iterator[Document]:
-        """Batches after the checkpoint until a short one. Each is asked for only after the
-        one before is durable (the ingest takes documents without lookahead)."""
+    def _documents(self, consumed: list[bytes]) -> Iterator[Document]:
+        """Batches after the checkpoint until a short one. A fetch thread asks WeCom and
+        keeps each answer raw and durable in the spool before it asks for the next (spec §5:
+        stored before the checkpoint moves); the ingest decrypts and commits from here, one
+        batch behind, so the next fetch overlaps the decryption. Batches left in the spool by
+        a killed run are ingested first (their seqs already stored are skipped)."""
         store = self.tenant.store
-        stuck = 0
-        while not self.stop_event.is_set():
-            seq = store.checkpoint()
+        next_seq = store.checkpoint()
+        for key, entry in self._spooled():
+            consumed.append(key)
+            next_seq = max(next_seq, int(entry.get("last", 0)))
+            yield Document(f"spool(seq>{int.from_bytes(key, 'big')})", entry["body"])
+        q: queue.Queue = queue.Queue()
+        room = threading.Semaphore(SPOOL_AHEAD)
+        done = threading.Event()
+
+        def fetcher() -> None:
+            seq = next_seq
             try:
-                body = self._fetch(seq)
+                while not (self.stop_event.is_set() or done.is_set()):
+                    while not room.acquire(timeout=0.2):
+                        if self.stop_event.is_set() or done.is_set():
+                            return
+                    body = self._fetch(seq)
+                    n = _count_items(body)
+                    last = _last_seq(body)
+                    if n and last is None:
+                        raise SyncStopped(f"the GetChatData answer after seq {seq} has items without a seq")
+                    key = self._spool(seq, body, last) if n else None
+                    q.put((key, body, n, seq))
+                    if n < LIMIT:
+                        return
+                    seq = last
             except _Interrupted:
                 return
-            n = _count_items(body)
-            self.summary.fetched += n
-            last["n"] = n
-            yield Document(f"GetChatData(seq>{seq})", body)
-            if n < LIMIT:
-                return
-            if store.checkpoint() <= seq:
-                stuck += 1
-                if stuck >= 3:
-                    raise SyncStopped(f"the checkpoint does not move past seq {seq}: the batch after it "
-                                      "cannot be stored (see `scrm quarantine`)")
-            else:
-                stuck = 0
+            except BaseException as e:  # noqa: BLE001 - raised again on the ingesting side
+                q.put(e)
+            finally:
+                q.put(None)
+
+        th = threading.Thread(target=fetcher, name="scrm-sync-fetch", daemon=True)
+        th.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                key, body, n, after = item
+                self.summary.fetched += n
+                if key is not None:
+                    consumed.append(key)
+                    yield Document(f"GetChatData(seq>{after})", body)
+                room.release()
+        finally:
+            done.set()
+            room.release()
+            th.join()
 
     def round(self) -> None:
         from scrm_fast.pipeline import IngestSummary
 
-        last: dict = {}
+        consumed: list[bytes] = []
         restarts0 = getattr(self.worker, "restarts", 0)
-        summary: IngestSummary = self.tenant.ingest_documents(self._documents(last), self.keys, self.worker,
-                                                              lookahead=False)
+        summary: IngestSummary = self.tenant.ingest_documents(self._documents(consumed), self.keys, self.worker)
+        # every spooled batch of this round is committed (or kept as a rejected document) now
+        self._unspool(consumed)
         s = self.summary
         s.rounds += 1
         s.ingested += summary.ingested
@@ -302,6 +359,20 @@ def _body_error(body: bytes) -> str | None:
     if doc.get("errcode", 0) != 0:
         return f"WeCom errcode {doc.get('errcode')} ({doc.get('errmsg', '')})"
     return None
+
+
+def _last_seq(body: bytes) -> int | None:
+    """The seq of the answer's last item (items come in seq order)."""
+    at = body.rfind(b'"seq":')
+    if at < 0:
+        return None
+    digits = bytearray()
+    for b in body[at + 6:at + 40]:
+        if 48 <= b <= 57:
+            digits.append(b)
+        elif digits or b not in (32, 9):
+            break
+    return int(digits) if digits else None
 
 
 def _count_items(body: bytes) -> int:
