@@ -206,6 +206,9 @@ def test_search_finds_a_known_message_and_opens_it_in_context(server, browser):
     # the archive lists (V-1, V-3, V-4)
     page.click("#nav a[href='#/catalog']")
     page.wait_for_selector("text=存档客户数")
+    with ArchiveStore(server["data"], readonly=True) as store:
+        cp = store.checkpoint()
+    assert f"检查点 {cp}" in page.inner_text("#syncinfo") and "同步未运行" in page.inner_text("#syncinfo")
     rows_all = page.locator("main table tr").count()
     dept = page.locator("#cform select[name=department] option").last.get_attribute("value")  # a leaf
     page.select_option("#cform select[name=department]", dept)

@@ -229,3 +229,33 @@ def test_call_limiter_never_exceeds_600_a_minute():
         while times[j] <= t - 60:
             j += 1
         assert i - j + 1 <= 600
+
+
+async def test_lag_in_metrics_and_stats(small_corpus, standin, tmp_path, aiohttp_client, monkeypatch):
+    from control.accounts import AccountService
+    from control.app import create_app
+    from control.config import ControlConfig
+
+    feed = tmp_path / "feed"
+    write_feed(feed, feed_items(sorted((small_corpus / "batches").glob("*.jsonl"))))
+    data = tmp_path / "d"
+    clock = tmp_path / "clock"
+    clock.write_text("1800000000000")
+    env = {"STANDIN_SDK_DATA": str(feed), "SCRM_CLOCK": f"file:{clock}"}
+    run_scrm(*_sync_args(data, small_corpus, standin, "--once"), env=env, check=True)
+    acc = AccountService(data)
+    acc.create_user("boss", "a-long-password-1", "admin")
+    acc.close()
+    with ArchiveStore(data, readonly=True) as store:
+        cp, newest = store.checkpoint(), store.stream_time()
+    monkeypatch.setenv("SCRM_CLOCK", f"file:{clock}")
+    clock.write_text("1800000090000")  # 90 s after the sync confirmed the checkpoint
+    c = await aiohttp_client(create_app(ControlConfig(data_dir=data)))
+    r = await c.post("/api/v1/auth/login", json={"username": "boss", "password": "a-long-password-1"})
+    h = {"Authorization": f"Bearer {(await r.json())['token']}"}
+    text = await (await c.get("/metrics", headers=h)).text()
+    assert f"scrm_sync_checkpoint {cp}\n" in text and "scrm_sync_checkpoint_age_seconds 90.0\n" in text
+    assert f"scrm_archive_lag_seconds {round((1800000090000 - newest) / 1000, 1)}\n" in text
+    assert "scrm_sync_running 0\n" in text
+    st = await (await c.get("/api/v1/stats", headers=h)).json()
+    assert st["sync"]["checkpoint"] == cp and st["sync"]["checkpoint_age_s"] == 90.0

@@ -222,9 +222,24 @@ async function searchView() {
   if (p.get("q")) $("#sform").requestSubmit();
 }
 
+function ago(s) {
+  if (s === null || s === undefined) return "未知";
+  if (s < 90) return `${Math.round(s)} 秒前`;
+  if (s < 5400) return `${Math.round(s / 60)} 分钟前`;
+  if (s < 172800) return `${Math.round(s / 3600)} 小时前`;
+  return `${Math.round(s / 86400)} 天前`;
+}
+
+function syncLine(st) {
+  const y = st && st.sync;
+  if (!y) return "";
+  return `<p class="muted" id="syncinfo">存档同步：最新消息 ${ago(y.newest_message_age_s)}，检查点 ${y.checkpoint} 于 ${ago(y.checkpoint_age_s)}确认，${y.running ? "同步进行中" : "同步未运行"}${y.last_error ? `，最近错误：${esc(y.last_error)}` : ""}</p>`;
+}
+
 async function catalogView() {
   let tab = "active";
   const deps = await api("/api/v1/departments");
+  const stats = await api("/api/v1/stats").catch(() => null);
   const paint = async () => {
     const f = Object.fromEntries(new FormData($("#cform") || document.createElement("form")));
     let body;
@@ -252,7 +267,7 @@ async function catalogView() {
         ? `<select name="department"><option value="">全部部门</option>${deps.map((d) => `<option value="${d.id}" ${String(d.id) === f.department ? "selected" : ""}>${esc(d.name)}</option>`).join("")}</select>
            <select name="enabled"><option value="">存档：全部</option><option value="true" ${f.enabled === "true" ? "selected" : ""}>已开启</option><option value="false" ${f.enabled === "false" ? "selected" : ""}>未开启</option></select>`
         : `<label>离职时间晚于 <input type="date" name="resigned_since" value="${esc(f.resigned_since || "")}"></label>`);
-    main.innerHTML = `<div class="tabs">${[["active", "在职员工"], ["resigned", "离职员工"], ["customers", "客户档案"]].map(([k, v]) => `<button data-t="${k}" class="${k === tab ? "on" : ""}">${v}</button>`).join("")}</div>
+    main.innerHTML = `${syncLine(stats)}<div class="tabs">${[["active", "在职员工"], ["resigned", "离职员工"], ["customers", "客户档案"]].map(([k, v]) => `<button data-t="${k}" class="${k === tab ? "on" : ""}">${v}</button>`).join("")}</div>
       <form id="cform" class="search">${filters}<button type="submit">筛选</button></form>${body}`;
     main.querySelector(".tabs").onclick = (e) => { if (e.target.dataset.t) { tab = e.target.dataset.t; $("#cform").reset(); $("#cform").innerHTML = ""; paint().catch((err) => showError(err.message)); } };
     $("#cform").onsubmit = (e) => { e.preventDefault(); paint().catch((err) => showError(err.message)); };

@@ -125,7 +125,11 @@ async def stats(request: web.Request) -> web.Response:
     d = views.directory()
     allowed = allowed_employees(request[USER], d)
     if allowed is None:
-        out = {**store.counts(), "checkpoint": store.checkpoint()}
+        from control.customers.routes import TRANSFERS
+        from scrm_fast.sync import lag
+
+        out = {**store.counts(), "checkpoint": store.checkpoint(),
+               "sync": lag(store, request.app[TRANSFERS].clock.now_ms())}
         if "consent.read" in request[USER].perms:
             out["consent"] = store.rule_counts()
         return json_response(out)

@@ -38,6 +38,19 @@ async def metrics(request: web.Request) -> web.Response:
     lines.append("# TYPE scrm_archive_records gauge")
     for k, v in counts.items():
         lines.append(f'scrm_archive_records{{table="{k}"}} {v}')
+    from control.customers.routes import TRANSFERS
+    from scrm_fast.sync import lag
+
+    g = lag(request.app[STORE], request.app[TRANSFERS].clock.now_ms())
+    lines.append("# TYPE scrm_sync_checkpoint gauge")
+    lines.append(f"scrm_sync_checkpoint {g['checkpoint']}")
+    for name, key in (("scrm_archive_lag_seconds", "newest_message_age_s"),
+                      ("scrm_sync_checkpoint_age_seconds", "checkpoint_age_s")):
+        if g[key] is not None:
+            lines.append(f"# TYPE {name} gauge")
+            lines.append(f"{name} {g[key]}")
+    lines.append("# TYPE scrm_sync_running gauge")
+    lines.append(f"scrm_sync_running {int(g['running'])}")
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 

@@ -138,6 +138,7 @@ def cmd_ingest(a: argparse.Namespace) -> int:
 
 def cmd_sync(a: argparse.Namespace) -> int:
     from scrm_fast import KeyRing
+    from scrm_fast.clock import from_env
     from scrm_fast.sync import Sync, SyncConfig, SyncStopped, install_signal_handlers
     from scrm_fast.tenant import Tenant
 
@@ -156,7 +157,7 @@ def cmd_sync(a: argparse.Namespace) -> int:
     worker = make_cipher("vendor", a.sdk)
     try:
         with Tenant(a.data) as tenant:
-            sync = Sync(tenant, keys, worker, config)
+            sync = Sync(tenant, keys, worker, config, clock=from_env())
             install_signal_handlers(sync)
             try:
                 summary = sync.run()

@@ -127,6 +127,17 @@ def sync_state(store) -> dict:
         return t.get(STATE_TABLE, STATE_KEY) or {}
 
 
+def lag(store, now_ms: int) -> dict:
+    """Archive lag: the newest stored message's age and the checkpoint's (since the sync last
+    moved or confirmed it), in seconds (None when unknown), with the sync's last error."""
+    st = sync_state(store)
+    newest = store.stream_time()
+    return {"newest_message_age_s": round((now_ms - newest) / 1000, 1) if newest else None,
+            "checkpoint": store.checkpoint(),
+            "checkpoint_age_s": round((now_ms - st["checkpoint_at"]) / 1000, 1) if st.get("checkpoint_at") else None,
+            "running": bool(st.get("running")), "last_error": st.get("last_error") or None}
+
+
 class Sync:
     def __init__(self, tenant, keys, worker, config: SyncConfig, *, clock=None,
                  sleep: Callable[[float], None] | None = None, log: Callable[[str], None] | None = None,
