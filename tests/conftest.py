@@ -42,12 +42,7 @@ def run_scrm(*args: str, check: bool = False, timeout: float = 600,
     return proc
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from scrm_fast.wecom.thread import free_port  # noqa: E402,F401 - the tests' import of it
 
 
 def start_serve(data: Path, *args: str, stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:

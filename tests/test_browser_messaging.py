@@ -10,8 +10,8 @@ from control.accounts import AccountService
 from scrm_fast.clock import FileClock
 from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import FakeWeCom
+from scrm_fast.wecom.thread import environ, serving
 from tests.conftest import start_serve
-from tests.fake_wecom_thread import environ, serving
 from tests.test_browser import (  # noqa: F401 - the browser fixture; pytestmark skips without chromium
     CHROMIUM,
     PASSWORD,

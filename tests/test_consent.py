@@ -218,7 +218,7 @@ def test_no_directory_means_no_policy_and_says_so(small_corpus, tmp_path):
 def fake_wecom():
     from scrm_fast.clock import ManualClock
     from scrm_fast.wecom.fake import FakeWeCom
-    from tests.fake_wecom_thread import serving
+    from scrm_fast.wecom.thread import serving
 
     fake = FakeWeCom(ManualClock(T0))
     fake.s.secrets["archive-secret"] = "archive"

@@ -17,8 +17,8 @@ from control.bench_http import login
 from scrm_fast.clock import FileClock
 from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import FakeWeCom
+from scrm_fast.wecom.thread import environ, serving
 from tests.conftest import start_serve
-from tests.fake_wecom_thread import environ, serving
 
 PASSWORD = "correct-horse-9"
 T0 = 1796090400000

@@ -11,8 +11,8 @@ import orjson
 from scrm_fast.clock import ManualClock
 from scrm_fast.storage import ArchiveStore
 from scrm_fast.wecom.fake import FakeWeCom
+from scrm_fast.wecom.thread import serving
 from tests.conftest import run_scrm
-from tests.fake_wecom_thread import serving
 
 T0 = 1_702_000_000_000
 

@@ -294,6 +294,45 @@ DEMO_WORDS = [
 ]
 
 
+def _demo_sync(root: Path, sim: Path, tenant, keys) -> None:
+    """The real path of a deployment, against stand-ins: the directory from a fake WeCom's
+    contact APIs, then ``scrm sync`` through the supervised SDK worker and a stand-in SDK
+    (the vendor's C ABI) that serves the simulated enterprise."""
+    import asyncio
+
+    from scrm_fast.clock import SystemClock
+    from scrm_fast.sync import Sync, SyncConfig
+    from scrm_fast.wecom import WeComClient
+    from scrm_fast.wecom.fake import FakeWeCom
+    from scrm_fast.wecom.sdk_worker import SdkWorker
+    from scrm_fast.wecom.standin import build_standin, feed_items, write_feed
+    from scrm_fast.wecom.thread import serving
+
+    sdk = build_standin(root / "sdk")
+    feed = root / "wecom-feed"
+    fed = feed / "chatdata.txt"
+    if not fed.exists() or fed.stat().st_mtime < (sim / "truth.jsonl").stat().st_mtime:
+        write_feed(feed, feed_items(sorted((sim / "batches").glob("*.jsonl"))))
+    os.environ["STANDIN_SDK_DATA"] = str(feed.resolve())
+    fake = FakeWeCom(SystemClock())
+    fake.serve_directory(tenant.directory())
+    with serving(fake) as base:
+        async def directory() -> dict:
+            async with WeComClient(base, fake.s.corpid, "contact-secret") as client:
+                return await tenant.refresh_directory(client, SystemClock().now_ms())
+
+        d = asyncio.run(directory())
+        print(f"directory from the fake WeCom at {base}: {len(d['employees'])} employees, "
+              f"{len(d['customers'])} customers, {len(d['groups'])} groups")
+    with SdkWorker(str(sdk)) as worker:
+        print(f"syncing from the stand-in SDK {sdk.name} (supervised worker) …")
+        s = Sync(tenant, keys, worker, SyncConfig(corpid=fake.s.corpid, secret="archive-secret", once=True)).run()
+    d = s.as_dict()
+    print(f"synced {d['fetched']:,} items in {d['calls']} GetChatData calls: {d['ingested']:,} stored, "
+          f"{d['dropped_by_consent']:,} not archived by consent, {d['duplicates_skipped']:,} already stored, "
+          f"{d['quarantined']:,} quarantined, checkpoint {d['checkpoint']}")
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from scrm_fast import KeyRing
     from scrm_fast.directory import load_directory
@@ -322,10 +361,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
         if not stored_words(tenant.store)[0]:  # a sample list so the demo shows the review queue
             import_words(tenant.store, DEMO_WORDS, ["微信支付"])
         tenant.import_directory(load_directory(sim / "directory.json"))
-        summary = tenant.ingest(expand_inputs([sim / "batches"]), KeyRing.load_dir(sim / "keys"),
-                                progress=Progress()).as_dict()
+        keys = KeyRing.load_dir(sim / "keys")
+        if a.from_files:
+            summary = tenant.ingest(expand_inputs([sim / "batches"]), keys, progress=Progress()).as_dict()
+            print(_summary_text(summary))
+        else:
+            _demo_sync(root, sim, tenant, keys)
         counts = tenant.store.counts()
-    print(_summary_text(summary))
     print(f"archive: {counts['records']:,} records, {counts['quarantine']:,} quarantined in {data}")
     if a.no_serve:
         return 0
@@ -763,6 +805,8 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--fresh", action="store_true", help="simulate again even if a corpus exists")
     s.add_argument("--no-serve", action="store_true", help="stop after the ingest summary")
+    s.add_argument("--from-files", action="store_true",
+                   help="ingest the simulated GetChatData files instead of syncing through the stand-in SDK")
     s.add_argument("--port", type=int, default=None, help="console port (default 8080)")
     s.set_defaults(func=cmd_demo)
 

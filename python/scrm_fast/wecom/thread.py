@@ -1,5 +1,6 @@
-"""The fake WeCom served from a thread of the test process, for `scrm serve` workers
-(other processes) to call on loopback; environment variables for a server started in a block."""
+"""The fake WeCom served from a thread of this process, for `scrm serve` workers and CLI
+children (other processes) to call on loopback — tests and the demo; environment
+variables for a server started in a block."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from scrm_fast.wecom.fake import FakeWeCom
-from tests.conftest import free_port
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextmanager
