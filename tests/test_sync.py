@@ -259,3 +259,18 @@ async def test_lag_in_metrics_and_stats(small_corpus, standin, tmp_path, aiohttp
     assert "scrm_sync_running 0\n" in text
     st = await (await c.get("/api/v1/stats", headers=h)).json()
     assert st["sync"]["checkpoint"] == cp and st["sync"]["checkpoint_age_s"] == 90.0
+
+
+def test_demo_syncs_through_the_stand_ins(tmp_path):
+    """The main job's path: directory from the fake WeCom, archive from the stand-in SDK
+    through the supervised worker; what it stores is what the simulator says consent allows."""
+    env = {k: v for k, v in os.environ.items() if k != "SCRM_MASTER_KEY_FILE"}
+    p = subprocess.run([sys.executable, "-m", "control.cli", "demo", "--dir", str(tmp_path / "demo"), "--messages",
+                        "2000", "--no-serve"], capture_output=True, env=env, timeout=600)
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr.decode()
+    assert "directory from the fake WeCom" in out and "synced 2,000 items" in out, out
+    env["SCRM_MASTER_KEY_FILE"] = str(tmp_path / "demo" / "master.key")
+    exported = subprocess.run([sys.executable, "-m", "control.cli", "export", "--data",
+                               str(tmp_path / "demo" / "archive")], capture_output=True, env=env, check=True).stdout
+    assert exported == (tmp_path / "demo" / "sim" / "expected.jsonl").read_bytes()
