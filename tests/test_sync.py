@@ -50,7 +50,7 @@ def _sync_args(data: Path, corp: Path, standin: Path, *more: str) -> list[str]:
     secret = data.parent / "secret"
     secret.write_text("the-archive-secret\n")
     return ["sync", "--data", str(data), "--corp", "wwstandin", "--secret-file", str(secret),
-            "--keys", str(corp / "keys"), "--sdk", str(standin), "--backoff", "0.05", *more]
+            "--keys", str(corp / "keys"), "--sdk", str(standin), "--backoff", "0.05", "--no-media", *more]
 
 
 def test_100k_synced_through_faults_and_sigkills(big_feed, standin, tmp_path):

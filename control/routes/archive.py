@@ -116,6 +116,77 @@ async def message(request: web.Request) -> web.Response:
     return json_response(m)
 
 
+_MEDIA_TYPES = {"image": "image/jpeg", "emotion": "image/gif", "voice": "audio/amr", "video": "video/mp4",
+                "meeting_voice_call": "application/octet-stream"}
+
+
+def _media_seq(request: web.Request) -> tuple[int, dict]:
+    from scrm_fast.strict import uint
+
+    try:
+        seq = uint(request.match_info["seq"], "seq")
+    except InputError as e:
+        raise ApiError(400, "bad_request", str(e)) from None
+    return seq, request.app[VIEWS].message(request[USER], seq)  # the message's scope check (404 outside it)
+
+
+@routes.get("/api/v1/messages/{seq}/media")
+@endpoint("The media of one message: kind, file name, size and state (pending, stored, or why not)",
+          perm="archive.read", trailed=True, path={"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}})
+async def message_media(request: web.Request) -> web.Response:
+    from scrm_fast.media import media_of
+
+    seq, m = _media_seq(request)
+    items = [{k: v for k, v in x.items() if k != "_item"} for x in media_of(request.app[STORE], seq)]
+    await record(request, "list_media", str(seq), {"conv": m["conv"], "items": len(items)})
+    return json_response({"seq": seq, "items": items})
+
+
+@routes.get("/api/v1/messages/{seq}/media/{n}")
+@endpoint("One media item's content (images inline, files as attachments); each read is trailed",
+          perm="archive.read", trailed=True, content="application/octet-stream",
+          path={"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                "n": {"type": "integer", "minimum": 0, "maximum": 999}})
+async def message_media_content(request: web.Request) -> web.StreamResponse:
+    from scrm_fast.media import media_of
+    from scrm_fast.strict import uint
+
+    seq, m = _media_seq(request)
+    try:
+        n = uint(request.match_info["n"], "n")
+    except InputError as e:
+        raise ApiError(400, "bad_request", str(e)) from None
+    items = media_of(request.app[STORE], seq)
+    if n >= len(items):
+        raise ApiError(404, "not_found", f"message {seq} has no media item {n}")
+    it = items[n]
+    if it["state"] != "stored":
+        raise ApiError(409, "not_available", f"media item {n} of message {seq} is {it['state']}")
+    item = it["_item"]
+    media = request.app[STORE].media
+    path = media.final(item["name"])
+    await record(request, "read_media", f"{seq}/{n}", {"conv": m["conv"], "kind": it["kind"], "size": item["size"]})
+    ext = (it["filename"].rsplit(".", 1)[-1].lower() if "." in it["filename"] else "")
+    ctype = {"pdf": "application/pdf", "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}.get(
+        ext, _MEDIA_TYPES.get(it["kind"], "application/octet-stream"))
+    resp = web.StreamResponse(headers={"Content-Type": ctype, "Content-Length": str(item["size"]),
+                                       "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"})
+    if it["kind"] in ("file", "voip_doc_share", "meeting_voice_call"):
+        from urllib.parse import quote
+
+        name = it["filename"] or f"{seq}-{n}"
+        resp.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
+    await resp.prepare(request)
+    chunks = media.chunks(path, item["id"])
+    while True:
+        c = await asyncio.to_thread(next, chunks, None)
+        if c is None:
+            break
+        await resp.write(c)
+    await resp.write_eof()
+    return resp
+
+
 @routes.get("/api/v1/stats")
 @endpoint("Archive counts and the checkpoint; a scoped role gets the conversations in its scope, not the "
           "tenant's totals (R-2)", perm="archive.read")

@@ -96,6 +96,9 @@ class DecodedBatch:
     skipped: int
     unknown_msgtypes: int
     max_seq: int | None
+    def media(self) -> list[tuple[int, str, str, str, int, str, str]]:
+        """``(seq, msgid, sdkfileid, md5sum, size, kind, filename)`` of the stored messages'
+        media (the spec's media types and the media items of mixed messages)."""
     @property
     def stored(self) -> int: ...
     @property

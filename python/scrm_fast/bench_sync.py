@@ -63,7 +63,7 @@ def bench_sync(messages: int = 50_000, rounds: int = 5, corpus: str | None = Non
                     subprocess.run([sys.executable, "-m", "scrm_fast.cli", "directory", "import", "--data", str(data),
                                     str(root / "directory.json")], env=env, check=True, capture_output=True)
                     s, el = _run(["sync", *common, "--corp", "wwbench", "--secret-file", str(t / "secret"),
-                                  "--sdk", str(sdk), "--once", "--json"], env)
+                                  "--sdk", str(sdk), "--once", "--no-media", "--json"], env)
                     judged = s["ingested"] + s["dropped_by_consent"]
                 else:
                     vendor = ["--cipher", "vendor", "--sdk", str(sdk)] if variant == "ingest_vendor" else []

@@ -153,7 +153,7 @@ def cmd_sync(a: argparse.Namespace) -> int:
         raise InputError("--interval and --backoff must be positive")
     config = SyncConfig(corpid=a.corp, secret=secret, proxy=a.proxy, passwd=a.proxy_password,
                         timeout_s=a.timeout, interval_s=a.interval, once=a.once, backoff_s=a.backoff,
-                        max_retries=a.max_retries)
+                        max_retries=a.max_retries, media=not a.no_media)
     worker = make_cipher("vendor", a.sdk)
     try:
         with Tenant(a.data) as tenant:
@@ -172,6 +172,37 @@ def cmd_sync(a: argparse.Namespace) -> int:
         print(f"synced {d['fetched']:,} items in {d['rounds']} round(s), {d['calls']} GetChatData call(s): "
               f"{d['ingested']:,} stored, {d['duplicates_skipped']:,} already stored, {d['quarantined']:,} "
               f"quarantined {d['quarantined_by_reason']}, checkpoint {d['checkpoint']}")
+    return 0
+
+
+def cmd_media(a: argparse.Namespace) -> int:
+    from scrm_fast.media import MediaFetcher
+    from scrm_fast.tenant import Tenant
+    from scrm_fast.wecom.sdk_worker import SdkWorker, SdkWorkerError
+
+    if a.workers < 1 or a.max_mb <= 0:
+        raise InputError("--workers must be ≥ 1 and --max-mb positive")
+    try:
+        secret = Path(a.secret_file).read_text().strip()
+    except OSError as e:
+        raise InputError(f"--secret-file {a.secret_file}: {e.strerror}") from None
+    workers = []
+    try:
+        for _ in range(a.workers):
+            w = SdkWorker(a.sdk or _default_sdk_path())
+            workers.append(w)
+            rc = w.init(a.corp, secret)
+            if rc != 0:
+                raise InputError(f"Init returned {rc}: check --corp and the chat-archive secret")
+        with Tenant(a.data) as tenant:
+            summary = MediaFetcher(tenant.store, workers, max_bytes=int(a.max_mb * (1 << 20)),
+                                   timeout_s=a.timeout, proxy=a.proxy, passwd=a.proxy_password).run()
+    except SdkWorkerError as e:
+        raise InputError(str(e)) from None
+    finally:
+        for w in workers:
+            w.close()
+    _print_json(summary.as_dict())
     return 0
 
 
@@ -305,7 +336,7 @@ def _demo_sync(root: Path, sim: Path, tenant, keys) -> None:
     from scrm_fast.wecom import WeComClient
     from scrm_fast.wecom.fake import FakeWeCom
     from scrm_fast.wecom.sdk_worker import SdkWorker
-    from scrm_fast.wecom.standin import build_standin, feed_items, write_feed
+    from scrm_fast.wecom.standin import build_standin, feed_items, simulated_media, write_feed, write_media
     from scrm_fast.wecom.thread import serving
 
     sdk = build_standin(root / "sdk")
@@ -313,6 +344,7 @@ def _demo_sync(root: Path, sim: Path, tenant, keys) -> None:
     fed = feed / "chatdata.txt"
     if not fed.exists() or fed.stat().st_mtime < (sim / "truth.jsonl").stat().st_mtime:
         write_feed(feed, feed_items(sorted((sim / "batches").glob("*.jsonl"))))
+        write_media(feed, simulated_media(sim / "truth.jsonl"))
     os.environ["STANDIN_SDK_DATA"] = str(feed.resolve())
     fake = FakeWeCom(SystemClock())
     fake.serve_directory(tenant.directory())
@@ -330,7 +362,8 @@ def _demo_sync(root: Path, sim: Path, tenant, keys) -> None:
     d = s.as_dict()
     print(f"synced {d['fetched']:,} items in {d['calls']} GetChatData calls: {d['ingested']:,} stored, "
           f"{d['dropped_by_consent']:,} not archived by consent, {d['duplicates_skipped']:,} already stored, "
-          f"{d['quarantined']:,} quarantined, checkpoint {d['checkpoint']}")
+          f"{d['quarantined']:,} quarantined, checkpoint {d['checkpoint']}; {d['media_fetched']:,} media files "
+          f"fetched{(' (not: ' + str(d['media_failed_by_reason']) + ')') if d['media_failed_by_reason'] else ''}")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -661,10 +694,27 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     s.add_argument("--backoff", type=float, default=1.0,
                    help="first wait after a network or system error, doubled each time up to 60 s, "
                         "with jitter (default 1)")
+    s.add_argument("--no-media", action="store_true", help="do not fetch media after each round "
+                                                           "(`scrm media fetch` does it later)")
     s.add_argument("--max-retries", type=int, default=5,
                    help="with --once: errors in a row before giving up (default 5; without --once: forever)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_sync)
+
+    s = sub.add_parser("media", help="fetch the archive's media (GetMediaData in chunks through the supervised SDK)")
+    msub = s.add_subparsers(dest="media_cmd", required=True, metavar="WHAT")
+    m = msub.add_parser("fetch", help="every pending image, voice, video, file … of stored messages: chunked, "
+                                      "sealed, md5-checked, resumable")
+    m.add_argument("--data", required=True, help="the tenant's data directory")
+    m.add_argument("--corp", required=True, help="the enterprise's corpid")
+    m.add_argument("--secret-file", required=True, help="file holding the chat-archive secret")
+    m.add_argument("--sdk", help="path of libWeWorkFinanceSdk_C.so (default: the one in the pywecomarchive package)")
+    m.add_argument("--proxy", help="proxy URL for the SDK's connections")
+    m.add_argument("--proxy-password", help="the proxy's user:password")
+    m.add_argument("--timeout", type=int, default=30, help="seconds per GetMediaData call (default 30)")
+    m.add_argument("--workers", type=int, default=2, help="downloads at a time, each its own SDK process (default 2)")
+    m.add_argument("--max-mb", type=float, default=100, help="larger media is recorded as too_large (default 100)")
+    m.set_defaults(func=cmd_media)
 
     s = sub.add_parser("export", help="every stored message as JSONL (decrypted JSON plus seq), in seq order")
     s.add_argument("--data", required=True, help="the tenant's data directory")

@@ -64,6 +64,7 @@ class IngestSummary:
     audits: int = 0
     timeout_alerts: int = 0
     indexed: int = 0
+    media: int = 0  # media items queued for fetching
 
     @property
     def msgs_per_s(self) -> float:
@@ -82,6 +83,7 @@ class IngestSummary:
             "kept_by_rule": dict(sorted(self.kept_by_rule.items())),
             "dropped_by_rule": dict(sorted(self.dropped_by_rule.items())),
             "audit_records": self.audits, "timeout_alerts": self.timeout_alerts, "indexed": self.indexed,
+            "media_queued": self.media,
         }
 
 
@@ -151,6 +153,7 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
     document is taken (and decrypted) while the previous one commits; without it (the live
     sync) a document is durable before the next one is asked for."""
     from scrm_fast.audit import commit_audits, recompute_timeouts
+    from scrm_fast.media import queue_media
 
     summary = IngestSummary(consent_applied=policy is not None)
     touched: set[str] = set()
@@ -169,10 +172,13 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
 
     def finish(p: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]]) -> None:
         decoded, audit = p[0].result()
-        also = None
-        if audit is not None and len(audit):
-            def also(w):  # noqa: E306 - same transaction as the batch
+        media = decoded.media()
+
+        def also(w):  # same transaction as the batch
+            if audit is not None and len(audit):
                 summary.audits += commit_audits(w, audit, auditing.entries, auditing.directory)
+            if media:
+                summary.media += queue_media(store, w.app(), media)
         store.commit_batch(decoded, also=also)
         if index is not None and decoded.stored:
             # after the store commit: the index never holds what the store lacks

@@ -25,6 +25,8 @@ runs in Rust on a worker thread while the next document is generated.
 
 from __future__ import annotations
 
+import hashlib
+
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,6 +70,17 @@ _TYPE_WEIGHTS = {
     "meeting_notification": 0.05, "note": 0.05,
 }
 ALL_TYPES = list(_TYPE_WEIGHTS)
+
+
+def media_bytes(sdkfileid: str, size: int) -> bytes:
+    """The content the stand-in SDK serves for a simulated media item."""
+    return random.Random(sdkfileid).randbytes(size)
+
+
+def media_size(sdkfileid: str, stated: int) -> int:
+    """A simulated media item's content size: as its message states, or (meeting voice
+    calls state none) derived from the id."""
+    return stated if stated > 0 else 4096 + int(hashlib.sha256(sdkfileid.encode()).hexdigest()[:6], 16) % 60_000
 
 
 @dataclass
@@ -175,37 +188,43 @@ class _Stream:
             parts.append(str(r.randint(1, 10_000_000)))
         return "".join(parts)
 
-    def _md5(self) -> str:
-        return f"{self.rng.getrandbits(128):032x}"
-
     def _fileid(self) -> str:
         return f"CtYBMzA2OTAyMDEwMjA0{self.rng.getrandbits(120):030x}"
+
+    def _media(self, stated: int, scale: int = 64) -> tuple[str, str, int]:
+        """A media item: its sdkfileid, the md5sum and size of the content the stand-in
+        SDK serves for it (``media_bytes``; sizes scaled down from realistic ones so that a
+        simulated archive's media stays small on disk)."""
+        fid = self._fileid()
+        size = max(1, stated // scale)
+        return fid, hashlib.md5(media_bytes(fid, size)).hexdigest(), size
 
     def payload(self, t: str, sender: str) -> tuple[str, dict]:  # noqa: C901 - one branch per msgtype
         r = self.rng
         if t == "text":
             return "text", {"content": self.text()}
         if t == "image":
-            return "image", {"md5sum": self._md5(), "filesize": r.randint(10_000, 3_000_000),
-                             "sdkfileid": self._fileid()}
+            fid, md5, size = self._media(r.randint(10_000, 3_000_000), 256)
+            return "image", {"md5sum": md5, "filesize": size, "sdkfileid": fid}
         if t == "voice":
-            return "voice", {"md5sum": self._md5(), "voice_size": r.randint(2000, 90_000),
-                             "play_length": r.randint(1, 60), "sdkfileid": self._fileid()}
+            fid, md5, size = self._media(r.randint(2000, 90_000), 8)
+            return "voice", {"md5sum": md5, "voice_size": size, "play_length": r.randint(1, 60), "sdkfileid": fid}
         if t == "video":
-            return "video", {"md5sum": self._md5(), "filesize": r.randint(100_000, 30_000_000),
-                             "play_length": r.randint(3, 300), "sdkfileid": self._fileid()}
+            fid, md5, size = self._media(r.randint(100_000, 30_000_000), 96)
+            return "video", {"md5sum": md5, "filesize": size, "play_length": r.randint(3, 300), "sdkfileid": fid}
         if t == "file":
             name, ext = r.choice(_FILES)
-            return "file", {"md5sum": self._md5(), "filename": f"{name}{r.randint(1, 9)}.{ext}", "fileext": ext,
-                            "filesize": r.randint(1000, 9_000_000), "sdkfileid": self._fileid()}
+            fid, md5, size = self._media(r.randint(1000, 9_000_000), 256)
+            return "file", {"md5sum": md5, "filename": f"{name}{r.randint(1, 9)}.{ext}", "fileext": ext,
+                            "filesize": size, "sdkfileid": fid}
         if t == "link":
             return "link", {"title": r.choice(["限时优惠活动", "产品白皮书下载", "Annual Report 2023"]),
                             "description": self.text(), "link_url": f"https://example.com/a/{r.randint(1, 99999)}",
                             "image_url": "https://example.com/img.png"}
         if t == "emotion":
-            return "emotion", {"type": r.choice([1, 2]), "width": 240, "height": 240,
-                               "imagesize": r.randint(1000, 90000),
-                               "md5sum": self._md5(), "sdkfileid": self._fileid()}
+            fid, md5, size = self._media(r.randint(1000, 90000), 16)
+            return "emotion", {"type": r.choice([1, 2]), "width": 240, "height": 240, "imagesize": size,
+                               "md5sum": md5, "sdkfileid": fid}
         if t == "card":
             return "card", {"corpname": "某某科技有限公司", "userid": r.choice(self.ent.employees)}
         if t == "location":
@@ -251,15 +270,18 @@ class _Stream:
                                 "starttime": self.msgtime // 1000 + 86400, "endtime": self.msgtime // 1000 + 90000,
                                 "place": "客户公司", "remarks": "带上样品"}
         if t == "mixed":
-            image = {"md5sum": self._md5(), "filesize": 1024, "sdkfileid": self._fileid()}
+            fid, md5, size = self._media(1024, 1)
+            image = {"md5sum": md5, "filesize": size, "sdkfileid": fid}
             return "mixed", {"item": [{"type": "text", "content": orjson.dumps({"content": self.text()}).decode()},
                                       {"type": "image", "content": orjson.dumps(image).decode()}]}
         if t == "meeting_voice_call":
-            return "meeting_voice_call", {"endtime": self.msgtime // 1000 + 600, "sdkfileid": self._fileid(),
+            # the message states no md5sum or size: the content's size follows from the id
+            fid = self._fileid()
+            return "meeting_voice_call", {"endtime": self.msgtime // 1000 + 600, "sdkfileid": fid,
                                           "demofiledata": [], "sharescreendata": []}
         if t == "voip_doc_share":
-            return "voip_doc_share", {"filename": "演示文稿.pptx", "md5sum": self._md5(), "filesize": 204800,
-                                      "sdkfileid": self._fileid()}
+            fid, md5, size = self._media(204800)
+            return "voip_doc_share", {"filename": "演示文稿.pptx", "md5sum": md5, "filesize": size, "sdkfileid": fid}
         if t == "sphfeed":
             return "sphfeed", {"feed_type": 4, "sph_name": "某某官方视频号", "feed_desc": "新品发布会精彩回顾"}
         if t == "voiptext":

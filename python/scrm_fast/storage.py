@@ -36,6 +36,7 @@ transaction, so after a crash the store and the checkpoint always agree.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -554,6 +555,14 @@ class ArchiveStore:
         things at once share one through :class:`GroupCommit`)."""
         with self.env.begin(write=True) as txn:
             yield AppTxn(self, txn, True)
+
+    @property
+    def media(self) -> MediaFiles:
+        """The media files of this data directory (sealed)."""
+        m = getattr(self, "_media", None)
+        if m is None:
+            m = self._media = MediaFiles(self)
+        return m
 
     def app_digest(self, kind: str, value: str) -> bytes:
         """A keyed 16-byte digest of a personal value (a phone number) for use in keys: equal
@@ -1188,3 +1197,82 @@ def reject_record(data: bytes, reason: str, detail: str, source: str) -> tuple[b
     value = msgpack.packb({"seq": None, "msgid": "", "publickey_ver": None, "reason": reason,
                            "detail": detail, "item": item, "at_ms": now_ms(), "source": source})
     return hashlib.sha256(data).digest(), value
+
+
+class MediaFiles:
+    """Media content in the data directory (``media/``), sealed like every stored value:
+    a file is frames of ``u32 length, sealed chunk``, chunk *i* sealed under the file's
+    download id and *i* (so chunks cannot be swapped or dropped unnoticed). Finished files
+    are named by a keyed digest of their content (equal content is kept once) and written
+    by the media fetcher (:mod:`scrm_fast.media`); downloads in progress live in
+    ``media/partial/`` until finished. The SCRM tables hold which file a media item is."""
+
+    def __init__(self, store: ArchiveStore) -> None:
+        self._vault = store.vault
+        self.root = store.data_dir / "media"
+        self._mac = hashlib.blake2b(key=store.token_key, digest_size=20, person=b"scrm-media")
+
+    def _ensure(self) -> None:
+        (self.root / "partial").mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def partial(self, download_id: str) -> Path:
+        self._ensure()
+        return self.root / "partial" / download_id
+
+    def final(self, name: str) -> Path:
+        return self.root / name[:2] / name
+
+    @staticmethod
+    def _aad(download_id: str, i: int) -> bytes:
+        return bytes.fromhex(download_id) + struct.pack(">I", i)
+
+    def append(self, download_id: str, i: int, data: bytes, size_before: int) -> int:
+        """Appends chunk ``i`` (durable on return) after ``size_before`` bytes (anything
+        after it — a chunk written by a process killed before recording it — is cut off);
+        returns the file's new size."""
+        p = self.partial(download_id)
+        sealed = self._vault.seal(b"media", self._aad(download_id, i), data)
+        with open(p, "r+b" if p.exists() else "wb") as f:
+            f.truncate(size_before)
+            f.seek(size_before)
+            f.write(struct.pack(">I", len(sealed)) + sealed)
+            f.flush()
+            os.fsync(f.fileno())
+            return f.tell()
+
+    def chunks(self, path: Path, download_id: str) -> Iterator[bytes]:
+        """The opened chunks of a media file, in order (a damaged file raises InputError)."""
+        with open(path, "rb") as f:
+            i = 0
+            while head := f.read(4):
+                if len(head) < 4:
+                    raise InputError(f"{path}: truncated media file")
+                (n,) = struct.unpack(">I", head)
+                sealed = f.read(n)
+                if len(sealed) < n:
+                    raise InputError(f"{path}: truncated media file")
+                try:
+                    yield self._vault.open(b"media", self._aad(download_id, i), sealed)
+                except Exception as e:  # noqa: BLE001 - a wrong key or tampering: say which file
+                    raise InputError(f"{path}: media chunk {i} does not open: {e}") from None
+                i += 1
+
+    def digest(self, download_id: str) -> tuple[str, int, str]:
+        """A finished download's content name (keyed digest), size and md5 hex."""
+        mac, md5, size = self._mac.copy(), hashlib.md5(usedforsecurity=False), 0
+        for c in self.chunks(self.partial(download_id), download_id):
+            mac.update(c)
+            md5.update(c)
+            size += len(c)
+        return mac.hexdigest(), size, md5.hexdigest()
+
+    def install(self, download_id: str, name: str) -> None:
+        """Moves a finished download in place under its content name (durably)."""
+        dest = self.final(name)
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.replace(self.partial(download_id), dest)
+        fsync_dir(dest.parent)
+
+    def discard(self, download_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.partial(download_id).unlink()

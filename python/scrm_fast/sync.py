@@ -67,6 +67,8 @@ class SyncConfig:
     once: bool = False
     # in --once mode, transient errors in a row before giving up
     max_retries: int = 5
+    media: bool = True  # fetch the round's media after it (GetMediaData through the same worker)
+    max_media_bytes: int = 100 << 20
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
 
@@ -85,13 +87,16 @@ class SyncSummary:
     sdk_restarts: int = 0
     checkpoint: int = 0
     stopped_by: str = ""
+    media_fetched: int = 0
+    media_failed: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"rounds": self.rounds, "calls": self.calls, "transient_errors": self.transient_errors,
                 "fetched": self.fetched, "ingested": self.ingested, "duplicates_skipped": self.duplicates_skipped,
                 "quarantined": self.quarantined, "quarantined_by_reason": dict(sorted(self.reasons.items())),
                 "dropped_by_consent": self.dropped_by_consent, "sdk_restarts": self.sdk_restarts,
-                "checkpoint": self.checkpoint, "stopped_by": self.stopped_by}
+                "checkpoint": self.checkpoint, "stopped_by": self.stopped_by, "media_fetched": self.media_fetched,
+                "media_failed_by_reason": dict(sorted(self.media_failed.items()))}
 
 
 class CallLimiter:
@@ -307,6 +312,15 @@ class Sync:
                      stream_time=self.tenant.store.stream_time(), fetched=s.fetched, last_error="")
         if summary.reasons.get("unknown_key_version"):
             self._tell_key_versions()
+        if self.config.media and not self.stop_event.is_set():
+            from scrm_fast.media import MediaFetcher
+
+            m = MediaFetcher(self.tenant.store, [self.worker], max_bytes=self.config.max_media_bytes,
+                             timeout_s=max(30, self.config.timeout_s), proxy=self.config.proxy,
+                             passwd=self.config.passwd).run()
+            s.media_fetched += m.fetched
+            for k, v in m.failed.items():
+                s.media_failed[k] = s.media_failed.get(k, 0) + v
 
     def _tell_key_versions(self) -> None:
         entries = self.tenant.store.quarantine_entries()

@@ -4,6 +4,7 @@
 //! walk of the payload fields that carry text. Unknown fields are kept because the raw
 //! plaintext is kept whole; an unknown `msgtype` is a record with `known = false`.
 
+pub mod media;
 mod text;
 
 use serde::{Deserialize, Serialize};

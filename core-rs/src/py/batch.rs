@@ -17,6 +17,7 @@ use crate::batch::{decode_batch as engine_decode, ChatBatch};
 use crate::crypto::seal::{seal_response as engine_seal, PlainItem, Sealer};
 use crate::error::Error;
 use crate::export::record_line;
+use crate::message::media::media_refs;
 use crate::policy::{consent_key, is_customer, spoken_key};
 
 /// Status bytes of the `seen` table: every seq that ever arrived has exactly one.
@@ -86,6 +87,7 @@ pub struct PyDecoded {
     spoken: Vec<(Vec<u8>, [u8; 8])>,
     events: Vec<(Vec<u8>, Vec<u8>)>,
     audits: Option<Vec<EncodedAudit>>,
+    media: Vec<(u64, String, String, String, u64, String, String)>,
 }
 
 fn pairs<'py, K: AsRef<[u8]>, V: AsRef<[u8]>>(
@@ -134,6 +136,12 @@ impl PyDecoded {
     }
 
     /// The distinct conversations this batch stored messages in.
+    /// The media of the stored messages: ``(seq, msgid, sdkfileid, md5sum, size, kind,
+    /// filename)`` (spec §4 media types and the items of mixed messages).
+    fn media(&self) -> Vec<(u64, String, String, String, u64, String, String)> {
+        self.media.clone()
+    }
+
     fn conv_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.convs.iter().map(|c| c.0.clone()).collect();
         ids.sort_unstable();
@@ -334,6 +342,15 @@ fn decode_batch(
             spoken,
             events,
             audits,
+            media: d
+                .records
+                .iter()
+                .flat_map(|r| {
+                    media_refs(&r.msgtype, &r.raw).into_iter().map(move |m| {
+                        (r.seq, r.msgid.clone(), m.sdkfileid, m.md5sum, m.size, m.kind, m.filename)
+                    })
+                })
+                .collect(),
         })
     })
 }

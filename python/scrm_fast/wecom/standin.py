@@ -75,3 +75,35 @@ def write_media(feed_dir: str | os.PathLike[str], media: Iterable[tuple[str, byt
         p.write_bytes(data)
         n += 1
     return n
+
+
+_MEDIA_PAYLOADS = {"image": "image", "voice": "voice", "video": "video", "file": "file", "emotion": "emotion",
+                   "meeting_voice_call": "meeting_voice_call", "voip_doc_share": "voip_doc_share"}
+
+
+def simulated_media(truth: Path) -> Iterable[tuple[str, bytes]]:
+    """``(sdkfileid, content)`` of every media item of a simulated archive's messages (its
+    ``truth.jsonl``), mixed messages' items included — read here, apart from the engine."""
+    from scrm_fast.simulate import media_bytes, media_size
+
+    def one(p: dict) -> tuple[str, bytes] | None:
+        fid = p.get("sdkfileid")
+        if not fid:
+            return None
+        stated = max(int(p.get(k, 0) or 0) for k in ("filesize", "voice_size", "imagesize"))
+        return fid, media_bytes(fid, media_size(fid, stated))
+
+    with open(truth, "rb") as f:
+        for line in f:
+            m = orjson.loads(line)
+            t = m.get("msgtype")
+            payloads = []
+            if t in _MEDIA_PAYLOADS:
+                payloads.append(m.get(_MEDIA_PAYLOADS[t]) or {})
+            elif t == "mixed":
+                for it in (m.get("mixed") or {}).get("item", []):
+                    if it.get("type") in _MEDIA_PAYLOADS:
+                        payloads.append(orjson.loads(it["content"]))
+            for p in payloads:
+                if (got := one(p)) is not None:
+                    yield got

@@ -11,11 +11,13 @@
  *                        these comma-separated prefixes
  *   STANDIN_CORRUPT_MEDIA  a sdkfileid whose second chunk is served with one byte flipped
  *   STANDIN_CHUNK        media chunk size in bytes (default 512 KiB, as the vendor's)
+ *   STANDIN_MEDIA_DELAY_MS  each GetMediaData call takes this long (a slow network)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <openssl/evp.h>
 
 typedef struct { char *buf; int len; } Slice_t;
@@ -139,6 +141,11 @@ int GetMediaData(WeWorkFinanceSdk_t *sdk, const char *indexbuf, const char *sdkf
     char path[4096];
     int p = snprintf(path, sizeof path, "%s/media/", data_dir());
     for (size_t i = 0; i < idlen; i++) p += snprintf(path + p, sizeof path - (size_t)p, "%02x", (unsigned char)sdkfileid[i]);
+    const char *delay = getenv("STANDIN_MEDIA_DELAY_MS");
+    if (delay && atol(delay) > 0) {
+        struct timespec ts = {atol(delay) / 1000, (atol(delay) % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     FILE *f = fopen(path, "rb");
     if (!f) return 10005;
     long offset = indexbuf && *indexbuf ? atol(indexbuf) : 0;
