@@ -214,6 +214,6 @@ def media_of(store: ArchiveStore, seq: int) -> list[dict]:
         for n, r in enumerate(refs):
             item = t.get(ITEM, r["fid"])
             state = "pending" if item is None else ("stored" if item.get("ok") else item.get("reason", "failed"))
-            out.append({"n": n, "kind": r["kind"], "filename": r["filename"], "size": (item or {}).get("size", r["size"]),
-                        "state": state, "_item": item})
+            out.append({"n": n, "kind": r["kind"], "filename": r["filename"],
+                        "size": (item or {}).get("size", r["size"]), "state": state, "_item": item})
         return out

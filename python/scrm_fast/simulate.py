@@ -26,7 +26,6 @@ runs in Rust on a worker thread while the next document is generated.
 from __future__ import annotations
 
 import hashlib
-
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass

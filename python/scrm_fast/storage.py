@@ -1203,9 +1203,10 @@ class MediaFiles:
     """Media content in the data directory (``media/``), sealed like every stored value:
     a file is frames of ``u32 length, sealed chunk``, chunk *i* sealed under the file's
     download id and *i* (so chunks cannot be swapped or dropped unnoticed). Finished files
-    are named by a keyed digest of their content (equal content is kept once) and written
-    by the media fetcher (:mod:`scrm_fast.media`); downloads in progress live in
-    ``media/partial/`` until finished. The SCRM tables hold which file a media item is."""
+    are named by a keyed digest of their content (equal content is kept once; which
+    download id sealed it is in the ``md.file`` table) and written by the media fetcher
+    (:mod:`scrm_fast.media`); downloads in progress live in ``media/partial/`` until
+    finished. The SCRM tables hold which file a media item is."""
 
     def __init__(self, store: ArchiveStore) -> None:
         self._vault = store.vault
