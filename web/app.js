@@ -50,6 +50,7 @@ function loginView() {
 
 function renderPayload(m, q) {
   const p = m.payload || {};
+  const st = esc(((m.media || [])[0] || {}).state || "pending");
   const hl = (t) => {
     const s = esc(t);
     return q ? s.split(esc(q)).join(`<mark>${esc(q)}</mark>`) : s;
@@ -57,10 +58,11 @@ function renderPayload(m, q) {
   switch (m.msgtype) {
     case "text": return hl(p.content);
     case "revoke": return `<span>撤回了一条消息</span>`;
-    case "image": return `[图片] ${Math.round((p.filesize || 0) / 1024)} KB`;
-    case "voice": return `[语音] ${esc(Number(p.play_length) || 0)} 秒`;
-    case "video": return `[视频] ${esc(Number(p.play_length) || 0)} 秒`;
-    case "file": return `<span class="card">📄 ${hl(p.filename)} · ${Math.round((p.filesize || 0) / 1024)} KB</span>`;
+    case "image": return `<span class="media" data-seq="${m.seq}" data-state="${st}" data-show="img">[图片] ${Math.round((p.filesize || 0) / 1024)} KB</span>`;
+    case "emotion": return `<span class="media" data-seq="${m.seq}" data-state="${st}" data-show="img">[表情]</span>`;
+    case "voice": return `[语音] ${esc(Number(p.play_length) || 0)} 秒 ${st === "stored" ? `<button class="getmedia" data-seq="${m.seq}" data-name="voice-${m.seq}.amr">下载语音 (AMR)</button>` : ""}`;
+    case "video": return `<span class="media" data-seq="${m.seq}" data-show="video">[视频] ${esc(Number(p.play_length) || 0)} 秒 ${st === "stored" ? `<button class="playmedia">播放</button>` : ""}</span>`;
+    case "file": return `<span class="card">📄 ${hl(p.filename)} · ${Math.round((p.filesize || 0) / 1024)} KB ${st === "stored" ? `<button class="getmedia" data-seq="${m.seq}" data-name="${esc(p.filename || "file")}">下载</button>` : ""}</span>`;
     case "link": return `<span class="card">🔗 <b>${hl(p.title)}</b><br>${hl(p.description)}<br><span class="muted">${esc(p.link_url)}</span></span>`;
     case "weapp": return `<span class="card">小程序：${hl(p.title)} · ${esc(p.displayname)}</span>`;
     case "card": return `<span class="card">名片：${esc(p.corpname)} / ${esc(p.userid)}</span>`;
@@ -141,6 +143,7 @@ async function archiveView() {
       `<div class="msg ${m.action === "recall" ? "recall" : ""}" data-seq="${m.seq}"><div class="meta">${esc(m.from)} · ${time(m.msgtime)}</div>${renderPayload(m, kw)}</div>`).join("");
     $("#msgs").className = "";
     $("#msgs").innerHTML = (append ? $("#msgs").innerHTML : "") + (html || (append ? "" : "<p class='muted'>没有消息</p>"));
+    wireMedia($("#msgs"));
     cursor = page.next_cursor;
     $("#more").hidden = !cursor;
     if (anchor && !append) {
@@ -481,6 +484,34 @@ function showPopup(p) {
 // -- customers, pools, prospecting, opportunities, inheritance (P-1 … P-8, I-1 … I-3) ----------------
 const XFER_STATES = { pending: "待发送", waiting: "等待接替", done: "接替完毕", refused: "客户拒绝", limit: "接替成员客户已达上限",
   no_record: "无接替记录", failed: "失败", local_refused: "未发送（90天内已转接2次）", scheduled: "明日继续", sending: "发送中" };
+
+// media of archived messages: fetched with the session's token (every read is on the trail)
+const MEDIA_STATES = { pending: "尚未获取", too_large: "文件过大，未获取", md5_mismatch: "校验不符", bad_fileid: "文件不存在",
+  media_expired: "已过期", vendor_error: "获取失败", undefined: "尚未获取" };
+async function mediaBlob(seq) {
+  const r = await fetch(`/api/v1/messages/${seq}/media/0`, { headers: { Authorization: `Bearer ${sessionStorage.getItem("token")}` } });
+  if (r.status === 409) throw new Error((await r.json()).detail);
+  if (!r.ok) throw new Error(`HTTP ${r.status}`);
+  return URL.createObjectURL(await r.blob());
+}
+
+function wireMedia(root) {
+  root.querySelectorAll(".media[data-show=img]:not(.loaded)").forEach((el) => {
+    el.classList.add("loaded");
+    if (el.dataset.state !== "stored") { el.insertAdjacentHTML("beforeend", ` <span class="muted">（${MEDIA_STATES[el.dataset.state] || esc(el.dataset.state)}）</span>`); return; }
+    mediaBlob(el.dataset.seq).then((url) => { el.innerHTML = `<img class="thumb" alt="图片" src="${url}">`; })
+      .catch((e) => { el.insertAdjacentHTML("beforeend", ` <span class="muted">（${esc(e.message)}）</span>`); });
+  });
+  root.querySelectorAll(".media[data-show=video] .playmedia").forEach((b) => {
+    b.onclick = async () => {
+      const el = b.closest(".media");
+      try { el.innerHTML = `<video controls class="thumb" src="${await mediaBlob(el.dataset.seq)}"></video>`; } catch (e) { showError(e.message); }
+    };
+  });
+  root.querySelectorAll(".getmedia").forEach((b) => {
+    b.onclick = () => download(`/api/v1/messages/${b.dataset.seq}/media/0`, b.dataset.name).catch((e) => showError(e.message));
+  });
+}
 
 async function download(path, name) {
   const r = await fetch(path, { headers: { Authorization: `Bearer ${sessionStorage.getItem("token")}` } });

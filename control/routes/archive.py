@@ -96,6 +96,9 @@ async def messages(request: web.Request) -> web.Response:
         request, request.app[VIEWS].messages, request[USER], conv, request.query.get("type", "all"), days,
         _int(request, "since", 0, 2**62), _int(request, "until", 0, 2**62), _int(request, "before_seq", 0, 2**62),
         _int(request, "limit", 1, 500) or 50, _int(request, "after_seq", 0, 2**62))
+    from scrm_fast.media import annotate
+
+    annotate(request.app[STORE], page["items"])
     await record(request, "read_messages", conv, {"seqs": [m["seq"] for m in page["items"]]})
     return json_response(page)
 

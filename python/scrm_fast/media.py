@@ -217,3 +217,26 @@ def media_of(store: ArchiveStore, seq: int) -> list[dict]:
             out.append({"n": n, "kind": r["kind"], "filename": r["filename"],
                         "size": (item or {}).get("size", r["size"]), "state": state, "_item": item})
         return out
+
+
+MEDIA_MSGTYPES = {"image", "voice", "video", "file", "emotion", "meeting_voice_call", "voip_doc_share", "mixed"}
+
+
+def annotate(store: ArchiveStore, messages: list[dict]) -> None:
+    """Adds ``media: [{n, kind, state}]`` to each message of a page that has media (two
+    batch reads for the page)."""
+    want = [m for m in messages if m.get("msgtype") in MEDIA_MSGTYPES]
+    if not want:
+        return
+    with store.app_read() as t:
+        refs = t.get_many(SEQ, [app_key(f"{m['seq']:020d}") for m in want])
+        fids = [r["fid"] for rs in refs if rs for r in rs]
+        items = dict(zip(fids, t.get_many(ITEM, fids), strict=True)) if fids else {}
+    for m, rs in zip(want, refs, strict=True):
+        if not rs:
+            continue
+        m["media"] = []
+        for n, r in enumerate(rs):
+            item = items.get(r["fid"])
+            state = "pending" if item is None else ("stored" if item.get("ok") else item.get("reason", "failed"))
+            m["media"].append({"n": n, "kind": r["kind"], "state": state})

@@ -71,9 +71,37 @@ _TYPE_WEIGHTS = {
 ALL_TYPES = list(_TYPE_WEIGHTS)
 
 
-def media_bytes(sdkfileid: str, size: int) -> bytes:
-    """The content the stand-in SDK serves for a simulated media item."""
-    return random.Random(sdkfileid).randbytes(size)
+def media_bytes(sdkfileid: str, size: int, kind: str = "") -> bytes:
+    """The content the stand-in SDK serves for a simulated media item: for an image, a PNG
+    of random pixels (64 wide) of about ``size`` bytes, so a browser can show it; else
+    random bytes."""
+    rng = random.Random(sdkfileid)  # (stored deflate blocks: the PNG's size follows from its height)
+    if kind != "image":
+        return rng.randbytes(size)
+    import struct
+    import zlib
+
+    w = 64
+    h = max(1, size // (w * 3 + 1))
+    rows = b"".join(b"\0" + rng.randbytes(w * 3) for _ in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 0)) + chunk(b"IEND", b""))
+
+
+def png_request(filesize: int) -> int:
+    """The ``size`` that makes ``media_bytes(…, size, "image")`` exactly ``filesize`` bytes."""
+    def png_len(h: int) -> int:
+        raw = h * 193
+        return 8 + 25 + 12 + raw + 5 * max(1, -(-raw // 65535)) + 6 + 12
+
+    base = max(1, filesize // 193)
+    for h in range(max(1, base - 3), base + 3):
+        if png_len(h) == filesize:
+            return h * 193
+    raise ValueError(f"no simulated image is {filesize} bytes")
 
 
 def media_size(sdkfileid: str, stated: int) -> int:
@@ -190,20 +218,20 @@ class _Stream:
     def _fileid(self) -> str:
         return f"CtYBMzA2OTAyMDEwMjA0{self.rng.getrandbits(120):030x}"
 
-    def _media(self, stated: int, scale: int = 64) -> tuple[str, str, int]:
+    def _media(self, stated: int, scale: int = 64, kind: str = "") -> tuple[str, str, int]:
         """A media item: its sdkfileid, the md5sum and size of the content the stand-in
         SDK serves for it (``media_bytes``; sizes scaled down from realistic ones so that a
         simulated archive's media stays small on disk)."""
         fid = self._fileid()
-        size = max(1, stated // scale)
-        return fid, hashlib.md5(media_bytes(fid, size)).hexdigest(), size
+        content = media_bytes(fid, max(1, stated // scale), kind)
+        return fid, hashlib.md5(content).hexdigest(), len(content)
 
     def payload(self, t: str, sender: str) -> tuple[str, dict]:  # noqa: C901 - one branch per msgtype
         r = self.rng
         if t == "text":
             return "text", {"content": self.text()}
         if t == "image":
-            fid, md5, size = self._media(r.randint(10_000, 3_000_000), 256)
+            fid, md5, size = self._media(r.randint(10_000, 3_000_000), 256, "image")
             return "image", {"md5sum": md5, "filesize": size, "sdkfileid": fid}
         if t == "voice":
             fid, md5, size = self._media(r.randint(2000, 90_000), 8)
@@ -269,7 +297,7 @@ class _Stream:
                                 "starttime": self.msgtime // 1000 + 86400, "endtime": self.msgtime // 1000 + 90000,
                                 "place": "客户公司", "remarks": "带上样品"}
         if t == "mixed":
-            fid, md5, size = self._media(1024, 1)
+            fid, md5, size = self._media(1024, 1, "image")
             image = {"md5sum": md5, "filesize": size, "sdkfileid": fid}
             return "mixed", {"item": [{"type": "text", "content": orjson.dumps({"content": self.text()}).decode()},
                                       {"type": "image", "content": orjson.dumps(image).decode()}]}

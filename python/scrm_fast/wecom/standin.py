@@ -84,13 +84,15 @@ _MEDIA_PAYLOADS = {"image": "image", "voice": "voice", "video": "video", "file":
 def simulated_media(truth: Path) -> Iterable[tuple[str, bytes]]:
     """``(sdkfileid, content)`` of every media item of a simulated archive's messages (its
     ``truth.jsonl``), mixed messages' items included — read here, apart from the engine."""
-    from scrm_fast.simulate import media_bytes, media_size
+    from scrm_fast.simulate import media_bytes, media_size, png_request
 
-    def one(p: dict) -> tuple[str, bytes] | None:
+    def one(kind: str, p: dict) -> tuple[str, bytes] | None:
         fid = p.get("sdkfileid")
         if not fid:
             return None
         stated = max(int(p.get(k, 0) or 0) for k in ("filesize", "voice_size", "imagesize"))
+        if kind == "image":  # a PNG whose size the message states exactly
+            return fid, media_bytes(fid, png_request(stated), "image")
         return fid, media_bytes(fid, media_size(fid, stated))
 
     with open(truth, "rb") as f:
@@ -99,11 +101,11 @@ def simulated_media(truth: Path) -> Iterable[tuple[str, bytes]]:
             t = m.get("msgtype")
             payloads = []
             if t in _MEDIA_PAYLOADS:
-                payloads.append(m.get(_MEDIA_PAYLOADS[t]) or {})
+                payloads.append((t, m.get(_MEDIA_PAYLOADS[t]) or {}))
             elif t == "mixed":
                 for it in (m.get("mixed") or {}).get("item", []):
                     if it.get("type") in _MEDIA_PAYLOADS:
-                        payloads.append(orjson.loads(it["content"]))
-            for p in payloads:
-                if (got := one(p)) is not None:
+                        payloads.append((it["type"], orjson.loads(it["content"])))
+            for kind, p in payloads:
+                if (got := one(kind, p)) is not None:
                     yield got
