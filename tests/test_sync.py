@@ -191,8 +191,30 @@ def test_msgaudit_notify_wakes_the_sync(small_corpus, standin, tmp_path):
         write_feed(feed, items[1200:], append=True)
         time.sleep(1.0)
         assert checkpoint() == items[1199][0]  # asleep: nothing asked yet
-        with ArchiveStore(data) as store, store.app_write() as t:  # what /wecom/callback records
-            t.put("wc.notify", b"", int(time.time() * 1000))
+        # WeCom pushes msgaudit_notify to the server's callback; the server records it
+        import asyncio
+
+        from scrm_fast.clock import SystemClock
+        from scrm_fast.wecom.fake import FakeWeCom
+        from tests.conftest import start_serve
+        from tests.test_wecom_callback import KEY, TOKEN
+
+        fake = FakeWeCom(SystemClock())
+        fake.s.corpid = "wwstandin"
+        os.environ.update({"SCRM_WECOM_TOKEN": TOKEN, "SCRM_WECOM_AES_KEY": KEY, "SCRM_WECOM_CORP": "wwstandin"})
+        try:
+            serve, base = start_serve(data, "--workers", "1")
+        finally:
+            for k in ("SCRM_WECOM_TOKEN", "SCRM_WECOM_AES_KEY", "SCRM_WECOM_CORP"):
+                os.environ.pop(k)
+        try:
+            status = asyncio.run(fake.push(f"{base}/wecom/callback", TOKEN, KEY,
+                                           {"ToUserName": "wwstandin", "FromUserName": "sys", "MsgType": "event",
+                                            "Event": "msgaudit_notify", "AgentID": "2000004"}))
+            assert status == 200
+        finally:
+            serve.terminate()
+            serve.wait(timeout=30)
         deadline = time.monotonic() + 30
         while checkpoint() != items[-1][0] and time.monotonic() < deadline:
             time.sleep(0.1)

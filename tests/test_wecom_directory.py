@@ -113,3 +113,36 @@ def test_wrong_secret_is_a_clear_error(small_corpus, tmp_path):
     err = p.stderr.decode()
     assert p.returncode != 0 and "40001" in err and "Traceback" not in err, err
     assert fake.s.calls.count("gettoken") == 1  # a wrong secret is never retried in a loop
+
+
+def test_sync_refreshes_the_directory_before_its_round(small_corpus, tmp_path):
+    """`scrm sync --contacts-secret-file`: the directory from WeCom first, then the
+    archive judged with it — what the simulator says consent allows."""
+    from scrm_fast.wecom.standin import build_standin, feed_items, write_feed
+
+    truth = orjson.loads((small_corpus / "directory.json").read_bytes())
+    feed = tmp_path / "feed"
+    write_feed(feed, feed_items(sorted((small_corpus / "batches").glob("*.jsonl"))))
+    (tmp_path / "contacts").write_text("contact-secret")
+    (tmp_path / "archive").write_text("archive-secret")
+    data = tmp_path / "d"
+    run_scrm("directory", "import", "--data", str(data), str(small_corpus / "directory.json"), check=True)
+    fake = _fake(truth)
+    with serving(fake) as base:
+        p = run_scrm("sync", "--data", str(data), "--corp", truth["corp"]["corpid"], "--secret-file",
+                     str(tmp_path / "archive"), "--keys", str(small_corpus / "keys"),
+                     "--sdk", str(build_standin(tmp_path / "sdk")), "--once", "--no-media", "--json",
+                     "--contacts-secret-file", str(tmp_path / "contacts"), "--api-base", base,
+                     env={"STANDIN_SDK_DATA": str(feed)}, check=True)
+    assert orjson.loads(p.stdout)["directory_refreshes"] == 1
+    assert "directory from WeCom" in p.stderr.decode()
+    with ArchiveStore(data, readonly=True) as store:
+        assert store.directory()["source"]["wecom"]
+    assert run_scrm("export", "--data", str(data), check=True).stdout == (small_corpus / "expected.jsonl").read_bytes()
+    # WeCom's contact APIs unreachable: reported, and the archive sync goes on
+    p = run_scrm("sync", "--data", str(data), "--corp", truth["corp"]["corpid"], "--secret-file",
+                 str(tmp_path / "archive"), "--keys", str(small_corpus / "keys"),
+                 "--sdk", str(build_standin(tmp_path / "sdk")), "--once", "--no-media", "--json",
+                 "--contacts-secret-file", str(tmp_path / "contacts"), "--api-base", "http://127.0.0.1:9",
+                 env={"STANDIN_SDK_DATA": str(feed)}, check=True)
+    assert "directory refresh failed" in p.stderr.decode()

@@ -153,11 +153,29 @@ def cmd_sync(a: argparse.Namespace) -> int:
         raise InputError("--interval and --backoff must be positive")
     config = SyncConfig(corpid=a.corp, secret=secret, proxy=a.proxy, passwd=a.proxy_password,
                         timeout_s=a.timeout, interval_s=a.interval, once=a.once, backoff_s=a.backoff,
-                        max_retries=a.max_retries, media=not a.no_media)
+                        max_retries=a.max_retries, media=not a.no_media, directory_every_s=a.directory_every)
     worker = make_cipher("vendor", a.sdk)
     try:
         with Tenant(a.data) as tenant:
-            sync = Sync(tenant, keys, worker, config, clock=from_env())
+            refresh = None
+            if a.contacts_secret_file:
+                import asyncio
+
+                from scrm_fast.wecom import WeComClient
+
+                try:
+                    contacts_secret = Path(a.contacts_secret_file).read_text().strip()
+                except OSError as e:
+                    raise InputError(f"--contacts-secret-file {a.contacts_secret_file}: {e.strerror}") from None
+                base = a.api_base or os.environ.get("SCRM_WECOM_BASE", "https://qyapi.weixin.qq.com")
+
+                async def directory() -> dict:
+                    async with WeComClient(base, a.corp, contacts_secret) as client:
+                        return await tenant.refresh_directory(client, from_env().now_ms())
+
+                def refresh() -> dict:
+                    return asyncio.run(directory())
+            sync = Sync(tenant, keys, worker, config, clock=from_env(), refresh_directory=refresh)
             install_signal_handlers(sync)
             try:
                 summary = sync.run()
@@ -694,6 +712,11 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     s.add_argument("--backoff", type=float, default=1.0,
                    help="first wait after a network or system error, doubled each time up to 60 s, "
                         "with jitter (default 1)")
+    s.add_argument("--contacts-secret-file", help="the customer-contact secret: refresh the directory (members, "
+                                                  "customers, groups, consent answers) from WeCom's APIs")
+    s.add_argument("--api-base", help="WeCom's API base (default $SCRM_WECOM_BASE or https://qyapi.weixin.qq.com)")
+    s.add_argument("--directory-every", type=float, default=3600.0,
+                   help="seconds between directory refreshes, before a round (default 3600)")
     s.add_argument("--no-media", action="store_true", help="do not fetch media after each round "
                                                            "(`scrm media fetch` does it later)")
     s.add_argument("--max-retries", type=int, default=5,

@@ -68,6 +68,7 @@ class SyncConfig:
     # in --once mode, transient errors in a row before giving up
     max_retries: int = 5
     media: bool = True  # fetch the round's media after it (GetMediaData through the same worker)
+    directory_every_s: float = 3600.0  # the directory (and consent answers) refreshed this often
     max_media_bytes: int = 100 << 20
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -89,6 +90,7 @@ class SyncSummary:
     stopped_by: str = ""
     media_fetched: int = 0
     media_failed: dict = field(default_factory=dict)
+    directory_refreshes: int = 0
 
     def as_dict(self) -> dict:
         return {"rounds": self.rounds, "calls": self.calls, "transient_errors": self.transient_errors,
@@ -96,7 +98,8 @@ class SyncSummary:
                 "quarantined": self.quarantined, "quarantined_by_reason": dict(sorted(self.reasons.items())),
                 "dropped_by_consent": self.dropped_by_consent, "sdk_restarts": self.sdk_restarts,
                 "checkpoint": self.checkpoint, "stopped_by": self.stopped_by, "media_fetched": self.media_fetched,
-                "media_failed_by_reason": dict(sorted(self.media_failed.items()))}
+                "media_failed_by_reason": dict(sorted(self.media_failed.items())),
+                "directory_refreshes": self.directory_refreshes}
 
 
 class CallLimiter:
@@ -146,7 +149,8 @@ def lag(store, now_ms: int) -> dict:
 class Sync:
     def __init__(self, tenant, keys, worker, config: SyncConfig, *, clock=None,
                  sleep: Callable[[float], None] | None = None, log: Callable[[str], None] | None = None,
-                 limiter: CallLimiter | None = None, rng: random.Random | None = None) -> None:
+                 limiter: CallLimiter | None = None, rng: random.Random | None = None,
+                 refresh_directory: Callable[[], dict] | None = None) -> None:
         from scrm_fast.clock import SystemClock
 
         self.tenant, self.keys, self.worker, self.config = tenant, keys, worker, config
@@ -158,6 +162,8 @@ class Sync:
         self.rng = rng or random.Random()
         self.summary = SyncSummary()
         self._told_versions: set[int] = set()
+        self.refresh_directory = refresh_directory
+        self._directory_at: float | None = None
 
     def _interruptible_sleep(self, s: float) -> None:
         self.stop_event.wait(max(0.0, s))
@@ -342,6 +348,7 @@ class Sync:
         try:
             while not self.stop_event.is_set():
                 seen_notify = self._notified()
+                self._maybe_refresh_directory()
                 self.round()
                 if self.config.once:
                     self.summary.stopped_by = "once"
@@ -354,6 +361,25 @@ class Sync:
         if self.stop_event.is_set() and not self.summary.stopped_by:
             self.summary.stopped_by = "signal"
         return self.summary
+
+    def _maybe_refresh_directory(self) -> None:
+        """Before a round, when due: the directory from WeCom's contact APIs (consent
+        answers included), so the round's messages are judged with it. A failure is
+        reported and the archive sync goes on with the directory it has."""
+        if self.refresh_directory is None:
+            return
+        now = time.monotonic()
+        if self._directory_at is not None and now - self._directory_at < self.config.directory_every_s:
+            return
+        self._directory_at = now
+        try:
+            d = self.refresh_directory()
+            self.summary.directory_refreshes += 1
+            self.log(f"directory from WeCom: {len(d.get('employees', []))} employees, "
+                     f"{len(d.get('customers', []))} customers, {len(d.get('groups', []))} groups")
+        except Exception as e:  # noqa: BLE001 - WeCom's contact APIs down must not stop the archive
+            self._record(last_error=f"directory: {e}", last_error_at=self.clock.now_ms())
+            self.log(f"directory refresh failed ({e}); going on with the stored directory")
 
     def _wait(self, seen_notify: int) -> None:
         """Until the interval passes, a newer ``msgaudit_notify`` arrives, or a stop."""

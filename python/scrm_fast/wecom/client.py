@@ -100,7 +100,8 @@ class WeComClient:
                 return doc
             if code in TOKEN_INVALID and not refreshed and self._fixed is None:
                 refreshed = True
-                self._token = None
+                if self._token is not None and self._token[0] == tok:
+                    self._token = None  # not a fresher one another caller fetched meanwhile
                 continue
             if code in RATE_LIMITED and tries < 4:
                 tries += 1

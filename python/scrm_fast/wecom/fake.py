@@ -56,6 +56,7 @@ class FakeState:
     answer_delay_s: float = 0.0  # add_msg_template answers this late (a crash test kills the caller meanwhile)
     arrive_delay_s: float = 0.0  # add_msg_template reaches WeCom this late (before anything is created)
     slow: dict[str, float] = field(default_factory=dict)  # API path (after /cgi-bin/) → seconds before answering
+    limited: dict[str, int] = field(default_factory=dict)  # API path → the next N calls answer 45009
     # the directory (serve_directory): departments, groups' details, consent answers, archiving
     departments: list[dict] = field(default_factory=list)
     group_info: dict[str, dict] = field(default_factory=dict)  # chat_id → {name, members: [(id, join ms)]}
@@ -118,7 +119,11 @@ class FakeWeCom:
     def app(self) -> web.Application:
         @web.middleware
         async def slow(request: web.Request, handler):
-            delay = self.s.slow.get(request.path.removeprefix("/cgi-bin/"), 0.0)
+            api = request.path.removeprefix("/cgi-bin/")
+            if self.s.limited.get(api, 0) > 0:
+                self.s.limited[api] -= 1
+                return self._err(45009, "api freq out of limit")
+            delay = self.s.slow.get(api, 0.0)
             if delay:
                 import asyncio
 
@@ -358,6 +363,20 @@ class FakeWeCom:
 
             await asyncio.sleep(self.s.answer_delay_s)
         return web.json_response({"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": msgid})
+
+    async def push(self, url: str, token: str, aes_key: str, event: dict) -> int:
+        """Delivers ``event`` to a callback URL as WeCom does (signed, encrypted, fresh
+        timestamp and nonce); returns the HTTP status."""
+        import aiohttp
+
+        from scrm_fast.wecom.callback import seal_event
+
+        xml = "<xml>" + "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in event.items()) + "</xml>"
+        ts, nonce = str(self.clock.now_ms() // 1000), secrets.token_hex(8)
+        body, sig = seal_event(token, aes_key, self.s.corpid, xml, ts, nonce)
+        async with aiohttp.ClientSession() as s, s.post(
+                url, params={"msg_signature": sig, "timestamp": ts, "nonce": nonce}, data=body) as r:
+            return r.status
 
     def new_contact(self, userid: str, ext: str, name: str, config_id: str | None = None) -> dict:
         """A customer adds ``userid`` (through a live code): the event WeCom would push."""
