@@ -33,7 +33,10 @@ fn from_payload(kind: &str, p: &Map<String, Value>, out: &mut Vec<MediaRef>) {
     if id.is_empty() {
         return;
     }
-    let size = [n("filesize"), n("voice_size"), n("imagesize")].into_iter().max().unwrap_or(0);
+    let size = [n("filesize"), n("voice_size"), n("imagesize")]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     out.push(MediaRef {
         sdkfileid: id,
         md5sum: s("md5sum"),
@@ -55,9 +58,7 @@ pub fn media_refs(msgtype: &str, raw: &[u8]) -> Vec<MediaRef> {
     let payload = |name: &str| msg.get(name).and_then(Value::as_object);
     match msgtype {
         "mixed" => {
-            let items = payload("mixed")
-                .and_then(|m| m.get("item"))
-                .and_then(Value::as_array);
+            let items = payload("mixed").and_then(|m| m.get("item")).and_then(Value::as_array);
             for it in items.into_iter().flatten() {
                 let kind = it.get("type").and_then(Value::as_str).unwrap_or("");
                 if !MEDIA_TYPES.contains(&kind) {
@@ -111,7 +112,10 @@ mod tests {
             {"type":"image","content":"not json"}]}}"#;
         let m = media_refs("mixed", mixed);
         assert_eq!(m.len(), 1);
-        assert_eq!((m[0].sdkfileid.as_str(), m[0].filename.as_str(), m[0].kind.as_str()), ("F2", "a.pdf", "file"));
+        assert_eq!(
+            (m[0].sdkfileid.as_str(), m[0].filename.as_str(), m[0].kind.as_str()),
+            ("F2", "a.pdf", "file")
+        );
         assert!(media_refs("text", br#"{"text":{"content":"x"}}"#).is_empty());
         assert!(media_refs("image", b"{broken").is_empty());
         assert!(media_refs("voice", br#"{"voice":{"md5sum":"x"}}"#).is_empty());

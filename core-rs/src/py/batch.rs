@@ -347,7 +347,15 @@ fn decode_batch(
                 .iter()
                 .flat_map(|r| {
                     media_refs(&r.msgtype, &r.raw).into_iter().map(move |m| {
-                        (r.seq, r.msgid.clone(), m.sdkfileid, m.md5sum, m.size, m.kind, m.filename)
+                        (
+                            r.seq,
+                            r.msgid.clone(),
+                            m.sdkfileid,
+                            m.md5sum,
+                            m.size,
+                            m.kind,
+                            m.filename,
+                        )
                     })
                 })
                 .collect(),
