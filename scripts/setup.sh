@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(libssl-dev pkg-config gcc chromium fonts-wqy-zenhei fonts-noto-color-emoji libjs-chart.js)
+APT_PKGS=(libssl-dev pkg-config gcc chromium fonts-wqy-zenhei fonts-noto-color-emoji libjs-chart.js libopencore-amrnb0)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -70,9 +70,20 @@ def test_image_inline_and_file_download(server, browser):  # noqa: F811 - the fi
     with open(path, "rb") as f:
         assert f.read() == media[fid]
     assert dl.value.suggested_filename == orjson.loads(fil["raw"])["file"]["filename"]
+    # a voice message plays: decoded from AMR on the server, its length as many 20 ms frames
+    voice = next(r for r in recs if r["msgtype"] == "voice")
+    amr = media[orjson.loads(voice["raw"])["voice"]["sdkfileid"]]
+    page.goto(f"{server['base']}/#/archive?conv={quote(voice['conv'])}&seq={voice['seq']}")
+    page.locator(f"#msgs [data-seq='{voice['seq']}'] button.playvoice").click()
+    asel = f"#msgs [data-seq='{voice['seq']}'] audio.voice"
+    page.wait_for_selector(asel)
+    wait_until(page, f"document.querySelector(\"{asel}\").readyState >= 1")
+    duration = page.evaluate(f"() => document.querySelector(\"{asel}\").duration")
+    assert abs(duration - (len(amr) - 6) // 32 * 0.02) < 0.05, duration
+    shot(page, "31-media-voice")
     trail = page.evaluate("""async () => (await (await fetch('/api/v1/trail?limit=50',
         {headers: {Authorization: `Bearer ${sessionStorage.getItem('token')}`}})).json()).entries""")
     reads = {e["target"] for e in trail if e["action"] == "read_media"}
-    assert {f"{img['seq']}/0", f"{fil['seq']}/0"} <= reads
+    assert {f"{img['seq']}/0", f"{fil['seq']}/0", f"{voice['seq']}/0"} <= reads
     assert errors == []
     page.close()

@@ -190,11 +190,19 @@ async def test_media_over_http_in_scope_and_on_the_trail(synced, feed, aiohttp_c
     r = await c.get(f"/api/v1/messages/{fil['seq']}/media/0", headers=h)
     assert r.status == 200 and "attachment" in r.headers["Content-Disposition"]
     assert await r.read() == feed[1][raw_file["file"]["sdkfileid"]]
+    voice = next(r for r in recs if r["msgtype"] == "voice")
+    amr = feed[1][orjson.loads(voice["raw"])["voice"]["sdkfileid"]]
+    r = await c.get(f"/api/v1/messages/{voice['seq']}/media/0", params={"format": "wav"}, headers=h)
+    wav = await r.read()
+    assert r.status == 200 and r.headers["Content-Type"] == "audio/wav"
+    assert wav[:4] == b"RIFF" and len(wav) == 44 + (len(amr) - 6) // 32 * 320  # 160 samples a frame
+    assert (await c.get(f"/api/v1/messages/{img['seq']}/media/0", params={"format": "wav"},
+                        headers=h)).status == 400
     assert (await c.get(f"/api/v1/messages/{img['seq']}/media/1", headers=h)).status == 404
     assert (await c.get(f"/api/v1/messages/{img['seq']}/media/+0", headers=h)).status in (400, 404)
     trail = await (await c.get("/api/v1/trail?limit=20", headers=h)).json()
     reads = [e for e in trail["entries"] if e["action"] == "read_media"]
-    assert {e["target"] for e in reads} == {f"{img['seq']}/0", f"{fil['seq']}/0"}
+    assert {e["target"] for e in reads} == {f"{img['seq']}/0", f"{fil['seq']}/0", f"{voice['seq']}/0"}
     # outside an operator's scope: as if it did not exist
     h2 = await login("op", "a-long-password-2")
     assert (await c.get(f"/api/v1/messages/{img['seq']}/media/0", headers=h2)).status == 404

@@ -60,7 +60,7 @@ function renderPayload(m, q) {
     case "revoke": return `<span>撤回了一条消息</span>`;
     case "image": return `<span class="media" data-seq="${m.seq}" data-state="${st}" data-show="img">[图片] ${Math.round((p.filesize || 0) / 1024)} KB</span>`;
     case "emotion": return `<span class="media" data-seq="${m.seq}" data-state="${st}" data-show="img">[表情]</span>`;
-    case "voice": return `[语音] ${esc(Number(p.play_length) || 0)} 秒 ${st === "stored" ? `<button class="getmedia" data-seq="${m.seq}" data-name="voice-${m.seq}.amr">下载语音 (AMR)</button>` : ""}`;
+    case "voice": return `<span class="media" data-seq="${m.seq}" data-show="voice">[语音] ${esc(Number(p.play_length) || 0)} 秒 ${st === "stored" ? `<button class="playvoice">播放</button> <button class="getmedia" data-seq="${m.seq}" data-name="voice-${m.seq}.amr">下载 (AMR)</button>` : `<span class="muted">（${MEDIA_STATES[st] || esc(st)}）</span>`}</span>`;
     case "video": return `<span class="media" data-seq="${m.seq}" data-show="video">[视频] ${esc(Number(p.play_length) || 0)} 秒 ${st === "stored" ? `<button class="playmedia">播放</button>` : ""}</span>`;
     case "file": return `<span class="card">📄 ${hl(p.filename)} · ${Math.round((p.filesize || 0) / 1024)} KB ${st === "stored" ? `<button class="getmedia" data-seq="${m.seq}" data-name="${esc(p.filename || "file")}">下载</button>` : ""}</span>`;
     case "link": return `<span class="card">🔗 <b>${hl(p.title)}</b><br>${hl(p.description)}<br><span class="muted">${esc(p.link_url)}</span></span>`;
@@ -488,8 +488,8 @@ const XFER_STATES = { pending: "待发送", waiting: "等待接替", done: "接�
 // media of archived messages: fetched with the session's token (every read is on the trail)
 const MEDIA_STATES = { pending: "尚未获取", too_large: "文件过大，未获取", md5_mismatch: "校验不符", bad_fileid: "文件不存在",
   media_expired: "已过期", vendor_error: "获取失败", undefined: "尚未获取" };
-async function mediaBlob(seq) {
-  const r = await fetch(`/api/v1/messages/${seq}/media/0`, { headers: { Authorization: `Bearer ${sessionStorage.getItem("token")}` } });
+async function mediaBlob(seq, query = "") {
+  const r = await fetch(`/api/v1/messages/${seq}/media/0${query}`, { headers: { Authorization: `Bearer ${sessionStorage.getItem("token")}` } });
   if (r.status === 409) throw new Error((await r.json()).detail);
   if (!r.ok) throw new Error(`HTTP ${r.status}`);
   return URL.createObjectURL(await r.blob());
@@ -506,6 +506,14 @@ function wireMedia(root) {
     b.onclick = async () => {
       const el = b.closest(".media");
       try { el.innerHTML = `<video controls class="thumb" src="${await mediaBlob(el.dataset.seq)}"></video>`; } catch (e) { showError(e.message); }
+    };
+  });
+  root.querySelectorAll(".media[data-show=voice] .playvoice").forEach((b) => {
+    b.onclick = async () => {
+      const el = b.closest(".media");
+      try {
+        b.replaceWith(Object.assign(document.createElement("audio"), { controls: true, className: "voice", src: await mediaBlob(el.dataset.seq, "?format=wav") }));
+      } catch (e) { showError(e.message); }
     };
   });
   root.querySelectorAll(".getmedia").forEach((b) => {

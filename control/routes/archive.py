@@ -146,10 +146,12 @@ async def message_media(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/messages/{seq}/media/{n}")
-@endpoint("One media item's content (images inline, files as attachments); each read is trailed",
+@endpoint("One media item's content (images inline, files as attachments; format=wav: a voice message "
+          "decoded from AMR for the browser); each read is trailed",
           perm="archive.read", trailed=True, content="application/octet-stream",
           path={"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-                "n": {"type": "integer", "minimum": 0, "maximum": 999}})
+                "n": {"type": "integer", "minimum": 0, "maximum": 999}},
+          query={"format": {"enum": ["wav"]}})
 async def message_media_content(request: web.Request) -> web.StreamResponse:
     from scrm_fast.media import media_of
     from scrm_fast.strict import uint
@@ -168,6 +170,21 @@ async def message_media_content(request: web.Request) -> web.StreamResponse:
     item = it["_item"]
     media = request.app[STORE].media
     path = media.final(item["name"])
+    fmt = request.query.get("format")
+    if fmt not in (None, "wav") or (fmt == "wav" and it["kind"] != "voice"):
+        raise ApiError(400, "bad_request", "format=wav is for voice messages only")
+    if fmt == "wav":
+        from scrm_fast.voice import amr_to_wav
+
+        def decode() -> bytes:
+            return amr_to_wav(b"".join(media.chunks(path, item["id"])))
+        try:
+            wav = await asyncio.to_thread(decode)
+        except InputError as e:
+            raise ApiError(422, "invalid", f"voice message {seq}: {e}") from None
+        await record(request, "read_media", f"{seq}/{n}", {"conv": m["conv"], "kind": "voice", "format": "wav"})
+        return web.Response(body=wav, headers={"Content-Type": "audio/wav", "Cache-Control": "private, no-store",
+                                               "X-Content-Type-Options": "nosniff"})
     await record(request, "read_media", f"{seq}/{n}", {"conv": m["conv"], "kind": it["kind"], "size": item["size"]})
     ext = (it["filename"].rsplit(".", 1)[-1].lower() if "." in it["filename"] else "")
     ctype = {"pdf": "application/pdf", "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}.get(

@@ -76,6 +76,8 @@ def media_bytes(sdkfileid: str, size: int, kind: str = "") -> bytes:
     of random pixels (64 wide) of about ``size`` bytes, so a browser can show it; else
     random bytes."""
     rng = random.Random(sdkfileid)  # (stored deflate blocks: the PNG's size follows from its height)
+    if kind == "voice":  # AMR-NB: frames of mode 7 (12.2 kbit/s), any payload bits decode
+        return b"#!AMR\n" + b"".join(b"\x3c" + rng.randbytes(31) for _ in range(max(1, size // 32)))
     if kind != "image":
         return rng.randbytes(size)
     import struct
@@ -89,6 +91,11 @@ def media_bytes(sdkfileid: str, size: int, kind: str = "") -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(rows, 0)) + chunk(b"IEND", b""))
+
+
+def voice_request(filesize: int) -> int:
+    """The ``size`` that makes ``media_bytes(…, size, "voice")`` exactly ``filesize`` bytes."""
+    return max(1, (filesize - 6) // 32) * 32
 
 
 def png_request(filesize: int) -> int:
@@ -234,7 +241,7 @@ class _Stream:
             fid, md5, size = self._media(r.randint(10_000, 3_000_000), 256, "image")
             return "image", {"md5sum": md5, "filesize": size, "sdkfileid": fid}
         if t == "voice":
-            fid, md5, size = self._media(r.randint(2000, 90_000), 8)
+            fid, md5, size = self._media(r.randint(2000, 90_000), 8, "voice")
             return "voice", {"md5sum": md5, "voice_size": size, "play_length": r.randint(1, 60), "sdkfileid": fid}
         if t == "video":
             fid, md5, size = self._media(r.randint(100_000, 30_000_000), 96)

@@ -84,7 +84,7 @@ _MEDIA_PAYLOADS = {"image": "image", "voice": "voice", "video": "video", "file":
 def simulated_media(truth: Path) -> Iterable[tuple[str, bytes]]:
     """``(sdkfileid, content)`` of every media item of a simulated archive's messages (its
     ``truth.jsonl``), mixed messages' items included — read here, apart from the engine."""
-    from scrm_fast.simulate import media_bytes, media_size, png_request
+    from scrm_fast.simulate import media_bytes, media_size, png_request, voice_request
 
     def one(kind: str, p: dict) -> tuple[str, bytes] | None:
         fid = p.get("sdkfileid")
@@ -93,6 +93,8 @@ def simulated_media(truth: Path) -> Iterable[tuple[str, bytes]]:
         stated = max(int(p.get(k, 0) or 0) for k in ("filesize", "voice_size", "imagesize"))
         if kind == "image":  # a PNG whose size the message states exactly
             return fid, media_bytes(fid, png_request(stated), "image")
+        if kind == "voice":  # AMR-NB frames, likewise
+            return fid, media_bytes(fid, voice_request(stated), "voice")
         return fid, media_bytes(fid, media_size(fid, stated))
 
     with open(truth, "rb") as f:
