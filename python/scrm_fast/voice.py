@@ -81,7 +81,8 @@ def amr_to_wav(data: bytes) -> bytes:
         lib.Decoder_Interface_exit(state)
     body = b"".join(chunks)
     fmt = struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)  # PCM, mono, 8 kHz, 16 bit
-    return b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", len(body)) + body
+    head = b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVEfmt " + fmt
+    return head + b"data" + struct.pack("<I", len(body)) + body
 
 
 def encode_amr(samples: list[int], mode: int = 7) -> bytes:
