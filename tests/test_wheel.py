@@ -27,7 +27,8 @@ def test_the_wheel_alone_serves_the_console_and_the_api(tmp_path):
     wheel = _wheel(tmp_path / "dist")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-    for must in ("scrm_fast/__init__.py", "control/app.py", "control/cli.py", "dialer/service.py", "web/index.html",
+    for must in ("scrm_fast/__init__.py", "scrm_fast/wecom/standin_sdk.c", "scrm_fast/wecom/thread.py",
+                 "control/app.py", "control/cli.py", "dialer/service.py", "web/index.html",
                  "web/app.js"):
         assert any(n == must for n in names), must
     assert any(n.startswith("scrm_fast/_core") for n in names)
