@@ -61,7 +61,7 @@ def test_image_inline_and_file_download(server, browser):  # noqa: F811 - the fi
     assert page.evaluate(f"() => document.querySelector(\"{sel}\").naturalWidth") == 64
     shot(page, "30-media-image")
     page.goto(f"{server['base']}/#/archive?conv={quote(fil['conv'])}&seq={fil['seq']}")
-    button = page.locator(f"#msgs [data-seq='{fil['seq']}'] button.getmedia")
+    button = page.locator(f"#msgs [data-seq='{fil['seq']}'] button.getmedia").first
     button.wait_for()
     with page.expect_download() as dl:
         button.click()
@@ -74,7 +74,7 @@ def test_image_inline_and_file_download(server, browser):  # noqa: F811 - the fi
     voice = next(r for r in recs if r["msgtype"] == "voice")
     amr = media[orjson.loads(voice["raw"])["voice"]["sdkfileid"]]
     page.goto(f"{server['base']}/#/archive?conv={quote(voice['conv'])}&seq={voice['seq']}")
-    page.locator(f"#msgs [data-seq='{voice['seq']}'] button.playvoice").click()
+    page.locator(f"#msgs [data-seq='{voice['seq']}'] button.playvoice").first.click()
     asel = f"#msgs [data-seq='{voice['seq']}'] audio.voice"
     page.wait_for_selector(asel)
     wait_until(page, f"document.querySelector(\"{asel}\").readyState >= 1")

@@ -132,6 +132,7 @@ async function archiveView() {
     const qs = new URLSearchParams({ type, limit: "50" });
     if (days) qs.set("days", days);
     if (cursor) qs.set("before_seq", cursor);
+    else if (anchor && !append) qs.set("before_seq", String(anchor + 1));  // the hit and what came before it
     const page = await api(`/api/v1/conversations/${encodeURIComponent(conv)}/messages?${qs}`);
     if (anchor && !append) {
       // the context of a search hit: the newer messages right after it, above it
