@@ -67,6 +67,9 @@ pub enum Reason {
     /// The vendor SDK's process died on this item (twice, alone): it is kept raw and the
     /// rest of its batch is stored.
     SdkCrash,
+    /// An id of the message (`msgid`, `from`, `roomid`, a `tolist` entry, a consent event's
+    /// `userid`) is longer than ids can be or holds a NUL: ids become parts of storage keys.
+    BadIds,
 }
 
 impl Reason {
@@ -83,6 +86,7 @@ impl Reason {
             Reason::BadMessage => "bad_message",
             Reason::MsgidMismatch => "msgid_mismatch",
             Reason::SdkCrash => "sdk_crash",
+            Reason::BadIds => "bad_ids",
         }
     }
 }

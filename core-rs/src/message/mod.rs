@@ -114,10 +114,26 @@ pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Ve
         Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         _ => Vec::new(),
     };
+    let roomid = str_field(obj, "roomid");
+    check_ids(
+        seq,
+        &msgtype,
+        obj,
+        [&msgid, &from, &roomid].into_iter().chain(tolist.iter()),
+    )?;
     let known = is_known_msgtype(&msgtype);
     let text = searchable_text(&msgtype, obj);
-    let roomid = str_field(obj, "roomid");
     let conv = conversation_id(&from, &tolist, &roomid, &msgtype);
+    if conv.len() > MAX_CONV_BYTES {
+        return Err(ItemError::new(
+            Reason::BadIds,
+            format!(
+                "seq {seq}: a conversation of {} participants without a roomid ({} bytes; at most {MAX_CONV_BYTES})",
+                tolist.len() + 1,
+                conv.len()
+            ),
+        ));
+    }
     Ok(Record {
         seq,
         msgid,
@@ -134,6 +150,50 @@ pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Ve
         rule: String::new(),
         conv,
     })
+}
+
+/// The longest id a message may carry, in bytes. WeCom's ids are short ASCII (a msgid is
+/// about 40 bytes); ids become parts of storage keys (LMDB keys are at most 511 bytes, and
+/// `\0` separates the parts of a key), so a longer one, or one with a NUL, is quarantined as
+/// `bad_ids` instead of failing its batch.
+pub const MAX_ID_BYTES: usize = 128;
+/// The longest conversation id (it is a key part with a seq after it).
+pub const MAX_CONV_BYTES: usize = 400;
+
+fn check_ids<'a>(
+    seq: u64,
+    msgtype: &str,
+    obj: &serde_json::Map<String, Value>,
+    ids: impl Iterator<Item = &'a String>,
+) -> Result<(), ItemError> {
+    let bad = |what: &str, id: &str| {
+        let shown: String = id.chars().take(24).collect();
+        ItemError::new(
+            Reason::BadIds,
+            format!(
+                "seq {seq}: {what} {shown:?}… is {} bytes{} (ids are at most {MAX_ID_BYTES} bytes, without NUL)",
+                id.len(),
+                if id.contains('\0') { " with a NUL" } else { "" }
+            ),
+        )
+    };
+    if msgtype.len() > 64 || msgtype.contains('\0') {
+        return Err(bad("the msgtype", msgtype));
+    }
+    for id in ids {
+        if id.len() > MAX_ID_BYTES || id.contains('\0') {
+            return Err(bad("an id", id));
+        }
+    }
+    // a consent event's customer id keys the consent table
+    if msgtype == "agree" || msgtype == "disagree" {
+        if let Some(u) = obj.get(msgtype).and_then(|p| p.get("userid")).and_then(Value::as_str) {
+            if u.len() > MAX_ID_BYTES || u.contains('\0') {
+                return Err(bad("the consent event's userid", u));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Record {
@@ -179,6 +239,35 @@ mod tests {
                 .unwrap();
         assert!(!r.known);
         assert_eq!(r.msgtype, "hologram");
+    }
+
+    #[test]
+    fn ids_that_cannot_be_keys_are_refused() {
+        let long = "😀".repeat(1000);
+        for bad in [
+            format!(r#"{{"msgid":"{long}","msgtype":"text","from":"a","tolist":["b"]}}"#),
+            format!(r#"{{"msgid":"m","msgtype":"text","from":"{long}","tolist":["b"]}}"#),
+            format!(r#"{{"msgid":"m","msgtype":"text","from":"a","tolist":["b","{long}"]}}"#),
+            format!(r#"{{"msgid":"m","msgtype":"text","from":"a","roomid":"{long}"}}"#),
+            r#"{"msgid":"m","msgtype":"text","from":"a\u0000b","tolist":["b"]}"#.to_string(),
+            format!(r#"{{"msgid":"m","msgtype":"agree","from":"a","agree":{{"userid":"{long}"}}}}"#),
+            format!(r#"{{"msgid":"m","msgtype":"{}","from":"a"}}"#, "t".repeat(65)),
+            format!(
+                r#"{{"msgid":"m","msgtype":"text","from":"a","tolist":[{}]}}"#,
+                (0..40)
+                    .map(|i| format!(r#""wm{i:0>20}""#))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ] {
+            let e = parse_message(7, 1, "", bad.as_bytes().to_vec()).expect_err("refused");
+            assert_eq!(e.reason, Reason::BadIds, "{bad:.80}");
+        }
+        let ok = format!(
+            r#"{{"msgid":"m","msgtype":"text","from":"{}","tolist":["b"]}}"#,
+            "a".repeat(MAX_ID_BYTES)
+        );
+        assert!(parse_message(7, 1, "", ok.into_bytes()).is_ok());
     }
 
     #[test]
