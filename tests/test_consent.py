@@ -171,7 +171,8 @@ def test_stored_set_equals_reference(stream):
 @pytest.mark.parametrize("switch", ["off", "on"])
 def test_simulated_enterprise_matches_archivable_truth(tmp_path, switch):
     sim = tmp_path / "sim"
-    run_scrm("simulate", "--out", str(sim), "--messages", "4000", "--seed", "31", "--consent-switch", switch,
+    # (C-12 is rare: 1–5 in 4,000 messages; seed 32 has it under both switches)
+    run_scrm("simulate", "--out", str(sim), "--messages", "4000", "--seed", "32", "--consent-switch", switch,
              check=True)
     data = tmp_path / "data"
     proc = run_scrm("ingest", "--keys", str(sim / "keys"), "--data", str(data), "--directory",

@@ -26,6 +26,7 @@ runs in Rust on a worker thread while the next document is generated.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -208,6 +209,8 @@ class _Stream:
         self.recent: list[str] = []
         self.msgtime = START_MS
         self.texts = 0
+        # replies the employee owes: (due time, employee, customer); most within minutes
+        self.replies: list[tuple[int, str, str]] = []
 
     def text(self) -> str:
         r = self.rng
@@ -336,9 +339,17 @@ class _Stream:
         if t == "switch":
             return msgid, {"msgid": msgid, "action": "switch", "time": self.msgtime, "user": r.choice(ent.employees)}
         roll = r.random()
-        if roll < 0.6:
+        if self.replies and self.replies[0][0] <= self.msgtime and t not in ("agree", "disagree"):
+            _, emp, cust = heapq.heappop(self.replies)  # the employee answers the customer
+            sender, peers, roomid = emp, [cust], ""
+        elif roll < 0.6:
             emp, cust = r.choice(ent.employees), r.choice(ent.customers)
             sender, peers, roomid = (emp, [cust], "") if r.random() < 0.6 else (cust, [emp], "")
+            if sender == cust and r.random() < 0.995:
+                u = r.random()  # reply times: most within minutes, a tail of slow ones (rule A-6)
+                delay = (r.randint(15_000, 150_000) if u < 0.96 else r.randint(300_000, 1_800_000) if u < 0.99
+                         else r.randint(1_800_000, 4 * 3_600_000))
+                heapq.heappush(self.replies, (self.msgtime + delay, emp, cust))
         elif roll < 0.7:
             a, b = r.sample(ent.employees, 2)
             sender, peers, roomid = a, [b], ""
