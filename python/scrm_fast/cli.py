@@ -627,6 +627,14 @@ def cmd_trail(a: argparse.Namespace) -> int:
     return 0 if res["ok"] else 3
 
 
+def _report(a: argparse.Namespace, report: dict, text) -> int:
+    if a.json:
+        _print_json(report)
+    else:
+        print(text(report))
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     from scrm_fast.bench import bench_ingest, bench_words, format_report, format_words_report
 
@@ -634,36 +642,15 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from scrm_fast.bench_search import bench_search, format_search_report
 
         peers = tuple(x for x in a.peers.split(",") if x)
-        report = bench_search(a.data, a.work, a.queries, peers, a.max_docs)
-        if a.json:
-            _print_json(report)
-        else:
-            print(format_search_report(report))
-        return 0
+        return _report(a, bench_search(a.data, a.work, a.queries, peers, a.max_docs), format_search_report)
     if a.bench == "sync":
         from scrm_fast.bench_sync import bench_sync, format_sync_report
 
-        report = bench_sync(a.messages, a.rounds, a.corpus)
-        if a.json:
-            _print_json(report)
-        else:
-            print(format_sync_report(report))
-        return 0
+        return _report(a, bench_sync(a.messages, a.rounds, a.corpus), format_sync_report)
     if a.bench == "words":
-        report = bench_words(a.messages, a.entries, a.rounds)
-        if a.json:
-            _print_json(report)
-        else:
-            print(format_words_report(report))
-        return 0
-
-    report = bench_ingest(messages=a.messages, corpus=a.corpus, seconds=a.rsa_seconds,
-                          ref_messages=a.ref_messages, threads=a.threads, rounds=a.rounds)
-    if a.json:
-        _print_json(report)
-    else:
-        print(format_report(report))
-    return 0
+        return _report(a, bench_words(a.messages, a.entries, a.rounds), format_words_report)
+    return _report(a, bench_ingest(messages=a.messages, corpus=a.corpus, seconds=a.rsa_seconds,
+                                   ref_messages=a.ref_messages, threads=a.threads, rounds=a.rounds), format_report)
 
 
 def build_parser(extensions=()) -> argparse.ArgumentParser:
