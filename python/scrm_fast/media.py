@@ -86,7 +86,21 @@ class MediaFetcher:
         with self.store.app_read() as t:
             return list(t.scan(TODO))
 
+    def _sweep(self) -> None:
+        """Removes partial files no download records (a download is recorded before its file
+        exists, so such a file is left from a discarded one)."""
+        d = self.store.media.root / "partial"
+        if not d.exists():
+            return
+        files = list(d.iterdir())  # before the records: a file listed here was recorded before it existed
+        with self.store.app_read() as t:
+            live = {v["id"] for _, v in t.scan(PART) if v}
+        for f in files:
+            if f.name not in live:
+                f.unlink(missing_ok=True)
+
     def run(self) -> MediaSummary:
+        self._sweep()
         queue = self.pending()
         it = iter(queue)
 
@@ -134,10 +148,13 @@ class MediaFetcher:
         if part is not None:
             p = media.partial(part["id"])
             if not p.exists() or p.stat().st_size < part["bytes"]:
+                media.discard(part["id"])
                 part = None  # killed while finishing (the file moved) or the disk lost it: start over
         for attempt in range(2):  # a second time from the start when the md5 disagrees
             if part is None:
                 part = {"id": os.urandom(16).hex(), "indexbuf": "", "chunks": 0, "bytes": 0}
+                with self.store.app_write() as t:  # recorded before its file exists: no orphan file
+                    t.put(PART, fid, part)
             elif part["chunks"]:
                 with self._lock:
                     self.summary.resumed += 1
