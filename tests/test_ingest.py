@@ -158,3 +158,22 @@ def test_100k_two_key_versions(tmp_path):
     out = tmp_path / "export.jsonl"
     run_scrm("export", "--data", str(data), "--out", str(out), check=True)
     assert out.read_bytes() == (sim / "truth.jsonl").read_bytes()
+
+
+def test_a_file_that_is_not_getchatdata_is_refused_at_once(small_corpus, tmp_path):
+    """A plaintext export handed to ingest (JSON lines, but not GetChatData responses) is
+    recognised from its first documents and refused with one line naming it — not read to
+    its end one synced reject at a time; the good file before it is stored."""
+    export = tmp_path / "export.jsonl"
+    export.write_bytes((small_corpus / "truth.jsonl").read_bytes())  # 3,000 lines of plaintext
+    good = sorted((small_corpus / "batches").glob("*.jsonl"))[0]
+    data = tmp_path / "d"
+    p = run_scrm("ingest", "--keys", str(small_corpus / "keys"), "--data", str(data), "--no-progress",
+                 str(good), str(export))
+    err = p.stderr.decode().strip()
+    assert p.returncode != 0 and len(err.splitlines()) == 1, err
+    assert str(export) in err and "not GetChatData responses" in err and "Traceback" not in err
+    q = [orjson.loads(x) for x in run_scrm("quarantine", "--data", str(data), check=True).stdout.splitlines()]
+    assert sum(1 for e in q if e.get("reason") == "bad_document") == 3  # not 3,000
+    stored = run_scrm("export", "--data", str(data), check=True).stdout.splitlines()
+    assert len(stored) == sum(len(orjson.loads(line)["chatdata"]) for line in good.read_bytes().splitlines())

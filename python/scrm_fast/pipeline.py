@@ -28,7 +28,10 @@ from scrm_fast._core import (
     WordList,
     decode_batch,
 )
-from scrm_fast.errors import BatchFormatError
+from scrm_fast.errors import BatchFormatError, InputError
+
+# A file whose first this many documents are not GetChatData responses is refused.
+SNIFF_DOCUMENTS = 3
 from scrm_fast.sources import Document, iter_documents
 from scrm_fast.storage import ArchiveStore, now_ms, reject_record
 
@@ -140,7 +143,7 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
     ``index`` (writer open) each batch is indexed once it is durable, and the index is
     committed every ``index_commit_s`` seconds and at the end."""
     return ingest_documents(iter_documents(files), keys, cipher, store, progress=progress, on_commit=on_commit,
-                            policy=policy, auditing=auditing, index=index, index_commit_s=index_commit_s)
+                            policy=policy, auditing=auditing, index=index, index_commit_s=index_commit_s, sniff=True)
 
 
 def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
@@ -148,10 +151,12 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
                      on_commit: Callable[[IngestSummary], None] | None = None,
                      policy: ConsentPolicy | None = None, auditing: Auditing | None = None,
                      index: ArchiveIndex | None = None, index_commit_s: float = 5.0,
-                     lookahead: bool = True) -> IngestSummary:
+                     lookahead: bool = True, sniff: bool = False) -> IngestSummary:
     """:func:`ingest_files` over documents from any source. With ``lookahead`` the next
     document is taken (and decrypted) while the previous one commits; without it (the live
-    sync) a document is durable before the next one is asked for."""
+    sync) a document is durable before the next one is asked for. With ``sniff`` (files), a
+    file whose first documents are none of them GetChatData responses is refused at once
+    (``InputError`` naming it) instead of being read to its end line by line."""
     from scrm_fast.audit import commit_audits, recompute_timeouts
     from scrm_fast.media import queue_media
 
@@ -195,6 +200,7 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
             progress.update(summary)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrm-decode") as pool:
+        leading: dict[str, int] = {}  # file → documents at its start that were not responses
         for doc in documents:
             summary.documents += 1
             try:
@@ -203,6 +209,15 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
                 summary.rejected_documents += 1
                 summary.reasons["bad_document"] += 1
                 store.commit_rejects([reject_record(doc.data, "bad_document", str(e), doc.source)])
+                if sniff:
+                    path, _, line = doc.source.rpartition(":")
+                    if line == "1" or leading.get(path, 0) == int(line or 0) - 1:
+                        leading[path] = int(line or 0)
+                        if leading[path] >= SNIFF_DOCUMENTS:
+                            if pending is not None:
+                                finish(pending)  # what came before is kept
+                            raise InputError(f"{path}: not GetChatData responses (its first {SNIFF_DOCUMENTS} "
+                                             f"documents are not; the first: {e}); nothing more read from it")
                 continue
             summary.items += len(batch)
             keys_ = batch.seq_keys()

@@ -71,10 +71,11 @@ class Tenant:
         from scrm_fast.sources import iter_documents
 
         return self.ingest_documents(iter_documents(files), keys, cipher, progress=progress, on_commit=on_commit,
-                                     index=index, index_commit_s=index_commit_s)
+                                     index=index, index_commit_s=index_commit_s, sniff=True)
 
     def ingest_documents(self, documents, keys, cipher=None, *, lookahead: bool = True, progress=None,
-                         on_commit: Callable | None = None, index=None, index_commit_s: float = 5.0):
+                         on_commit: Callable | None = None, index=None, index_commit_s: float = 5.0,
+                         sniff: bool = False):
         """:meth:`ingest` over documents from any source (the live sync's GetChatData
         answers, without lookahead: each durable before the next is asked for)."""
         from scrm_fast._core import Cipher
@@ -87,7 +88,7 @@ class Tenant:
             return ingest_documents(documents, keys, cipher if cipher is not None else Cipher.open(), self.store,
                                     progress=progress, on_commit=on_commit, policy=build_policy(directory, self.store),
                                     auditing=auditing_for(self.store, directory), index=ix,
-                                    index_commit_s=index_commit_s, lookahead=lookahead)
+                                    index_commit_s=index_commit_s, lookahead=lookahead, sniff=sniff)
 
     def retry_quarantine(self, keys, cipher=None) -> dict:
         from scrm_fast._core import Cipher
