@@ -29,11 +29,25 @@ from scrm_fast._core import (
     decode_batch,
 )
 from scrm_fast.errors import BatchFormatError, InputError
+from scrm_fast.sources import Document, iter_documents
+from scrm_fast.storage import ArchiveStore, now_ms, reject_record
 
 # A file whose first this many documents are not GetChatData responses is refused.
 SNIFF_DOCUMENTS = 3
-from scrm_fast.sources import Document, iter_documents
-from scrm_fast.storage import ArchiveStore, now_ms, reject_record
+
+
+def _not_responses(leading: dict[str, int], source: str) -> str | None:
+    """Counts a rejected document against its file (``path:line``); the file's name when its
+    first ``SNIFF_DOCUMENTS`` documents were all rejected."""
+    path, _, line = source.rpartition(":")
+    if not line.isdigit():
+        return None
+    n = int(line)
+    if n == 1 or leading.get(path, 0) == n - 1:
+        leading[path] = n
+        if n >= SNIFF_DOCUMENTS:
+            return path
+    return None
 
 
 @dataclass
@@ -209,15 +223,11 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
                 summary.rejected_documents += 1
                 summary.reasons["bad_document"] += 1
                 store.commit_rejects([reject_record(doc.data, "bad_document", str(e), doc.source)])
-                if sniff:
-                    path, _, line = doc.source.rpartition(":")
-                    if line == "1" or leading.get(path, 0) == int(line or 0) - 1:
-                        leading[path] = int(line or 0)
-                        if leading[path] >= SNIFF_DOCUMENTS:
-                            if pending is not None:
-                                finish(pending)  # what came before is kept
-                            raise InputError(f"{path}: not GetChatData responses (its first {SNIFF_DOCUMENTS} "
-                                             f"documents are not; the first: {e}); nothing more read from it")
+                if sniff and (path := _not_responses(leading, doc.source)) is not None:
+                    if pending is not None:
+                        finish(pending)  # what came before is kept
+                    raise InputError(f"{path}: not GetChatData responses (none of its first {SNIFF_DOCUMENTS} "
+                                     f"documents is one: {e}); nothing more read from it") from None
                 continue
             summary.items += len(batch)
             keys_ = batch.seq_keys()
