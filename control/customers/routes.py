@@ -545,20 +545,9 @@ async def poll_transfer(request: web.Request) -> web.Response:
 def wecom_factory():
     """A client factory from the environment (SCRM_WECOM_BASE, SCRM_WECOM_CORP,
     SCRM_WECOM_SECRET_FILE: the customer-contact secret), or None."""
-    import os
+    from scrm_fast.wecom.client import client_factory
 
-    from scrm_fast.wecom import WeComClient
-
-    corp, secret_file = os.environ.get("SCRM_WECOM_CORP"), os.environ.get("SCRM_WECOM_SECRET_FILE")
-    if not corp or not secret_file:
-        return None
-    base = os.environ.get("SCRM_WECOM_BASE", "https://qyapi.weixin.qq.com")
-    try:
-        with open(secret_file, encoding="utf-8") as f:
-            secret = f.read().strip()
-    except OSError as e:
-        raise InputError(f"SCRM_WECOM_SECRET_FILE: {e}") from None
-    return lambda: WeComClient(base, corp, secret)
+    return client_factory()
 
 
 async def transfer_loop(app: web.Application) -> None:

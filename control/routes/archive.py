@@ -107,14 +107,7 @@ async def messages(request: web.Request) -> web.Response:
 @endpoint("One message in full", perm="archive.read", trailed=True,
           path={"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}})
 async def message(request: web.Request) -> web.Response:
-    from scrm_fast.strict import uint
-
-    try:
-        seq = uint(request.match_info["seq"], "seq")
-    except InputError as e:
-        # +23962, 2_3962, 023962 are not the id 23962: only its canonical form names it
-        raise ApiError(400, "bad_request", str(e)) from None
-    m = request.app[VIEWS].message(request[USER], seq)
+    seq, m = _seq_message(request)
     await record(request, "read_message", str(seq), {"conv": m["conv"]})
     return json_response(m)
 
@@ -123,14 +116,16 @@ _MEDIA_TYPES = {"image": "image/jpeg", "emotion": "image/gif", "voice": "audio/a
                 "meeting_voice_call": "application/octet-stream"}
 
 
-def _media_seq(request: web.Request) -> tuple[int, dict]:
+def _seq_message(request: web.Request) -> tuple[int, dict]:
+    """The ``{seq}`` of the path and its message, in the caller's scope (404 outside it)."""
     from scrm_fast.strict import uint
 
     try:
         seq = uint(request.match_info["seq"], "seq")
     except InputError as e:
+        # +23962, 2_3962, 023962 are not the id 23962: only its canonical form names it
         raise ApiError(400, "bad_request", str(e)) from None
-    return seq, request.app[VIEWS].message(request[USER], seq)  # the message's scope check (404 outside it)
+    return seq, request.app[VIEWS].message(request[USER], seq)
 
 
 @routes.get("/api/v1/messages/{seq}/media")
@@ -139,7 +134,7 @@ def _media_seq(request: web.Request) -> tuple[int, dict]:
 async def message_media(request: web.Request) -> web.Response:
     from scrm_fast.media import media_of
 
-    seq, m = _media_seq(request)
+    seq, m = _seq_message(request)
     items = [{k: v for k, v in x.items() if k != "_item"} for x in media_of(request.app[STORE], seq)]
     await record(request, "list_media", str(seq), {"conv": m["conv"], "items": len(items)})
     return json_response({"seq": seq, "items": items})
@@ -156,7 +151,7 @@ async def message_media_content(request: web.Request) -> web.StreamResponse:
     from scrm_fast.media import media_of
     from scrm_fast.strict import uint
 
-    seq, m = _media_seq(request)
+    seq, m = _seq_message(request)
     try:
         n = uint(request.match_info["n"], "n")
     except InputError as e:

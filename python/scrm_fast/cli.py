@@ -41,6 +41,17 @@ def make_cipher(kind: str, sdk: str | None):
         raise InputError(str(e)) from e
 
 
+def _secret(path: str, flag: str) -> str:
+    """A secret from its file (never from the command line, where `ps` would show it)."""
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as e:
+        raise InputError(f"{flag} {path}: {e.strerror}") from None
+    if not secret:
+        raise InputError(f"{flag} {path} is empty")
+    return secret
+
+
 def _closing(cipher) -> None:
     close = getattr(cipher, "close", None)
     if close is not None:
@@ -143,12 +154,7 @@ def cmd_sync(a: argparse.Namespace) -> int:
     from scrm_fast.tenant import Tenant
 
     keys = KeyRing.load_dir(a.keys)
-    try:
-        secret = Path(a.secret_file).read_text().strip()
-    except OSError as e:
-        raise InputError(f"--secret-file {a.secret_file}: {e.strerror}") from None
-    if not secret:
-        raise InputError(f"--secret-file {a.secret_file} is empty")
+    secret = _secret(a.secret_file, "--secret-file")
     if a.interval <= 0 or a.backoff <= 0:
         raise InputError("--interval and --backoff must be positive")
     config = SyncConfig(corpid=a.corp, secret=secret, proxy=a.proxy, passwd=a.proxy_password,
@@ -161,16 +167,10 @@ def cmd_sync(a: argparse.Namespace) -> int:
             if a.contacts_secret_file:
                 import asyncio
 
-                from scrm_fast.wecom import WeComClient
-
-                try:
-                    contacts_secret = Path(a.contacts_secret_file).read_text().strip()
-                except OSError as e:
-                    raise InputError(f"--contacts-secret-file {a.contacts_secret_file}: {e.strerror}") from None
-                base = a.api_base or os.environ.get("SCRM_WECOM_BASE", "https://qyapi.weixin.qq.com")
+                make_client = _wecom_client(a.api_base, a.corp, a.contacts_secret_file, "--contacts-secret-file")
 
                 async def directory() -> dict:
-                    async with WeComClient(base, a.corp, contacts_secret) as client:
+                    async with make_client() as client:
                         return await tenant.refresh_directory(client, from_env().now_ms())
 
                 def refresh() -> dict:
@@ -200,10 +200,7 @@ def cmd_media(a: argparse.Namespace) -> int:
 
     if a.workers < 1 or a.max_mb <= 0:
         raise InputError("--workers must be ≥ 1 and --max-mb positive")
-    try:
-        secret = Path(a.secret_file).read_text().strip()
-    except OSError as e:
-        raise InputError(f"--secret-file {a.secret_file}: {e.strerror}") from None
+    secret = _secret(a.secret_file, "--secret-file")
     workers = []
     try:
         for _ in range(a.workers):
@@ -467,21 +464,15 @@ def cmd_consent(a: argparse.Namespace) -> int:
     return 0
 
 
-def _wecom_client(a: argparse.Namespace):
-    """A WeCom client from --api-base/--corp/--secret-file or SCRM_WECOM_BASE/CORP/SECRET_FILE."""
-    from scrm_fast.wecom import WeComClient
+def _wecom_client(api_base: str | None, corp: str | None, secret_file: str | None, flag: str = "--secret-file"):
+    """A factory of WeCom clients for the contact APIs, from the arguments or the environment."""
+    from scrm_fast.wecom.client import client_factory
 
-    base = a.api_base or os.environ.get("SCRM_WECOM_BASE", "https://qyapi.weixin.qq.com")
-    corp = a.corp or os.environ.get("SCRM_WECOM_CORP", "")
-    secret_file = a.secret_file or os.environ.get("SCRM_WECOM_SECRET_FILE", "")
-    if not corp or not secret_file:
-        raise InputError("needs --corp and --secret-file (the customer-contact secret), or SCRM_WECOM_CORP and "
+    make = client_factory(api_base, corp, secret_file, flag)
+    if make is None:
+        raise InputError(f"needs --corp and {flag} (the customer-contact secret), or SCRM_WECOM_CORP and "
                          "SCRM_WECOM_SECRET_FILE")
-    try:
-        secret = Path(secret_file).read_text().strip()
-    except OSError as e:
-        raise InputError(f"{secret_file}: {e.strerror}") from None
-    return WeComClient(base, corp, secret)
+    return make
 
 
 def cmd_directory(a: argparse.Namespace) -> int:
@@ -497,7 +488,7 @@ def cmd_directory(a: argparse.Namespace) -> int:
         from scrm_fast.wecom import WeComError
 
         async def run(tenant) -> dict:
-            async with _wecom_client(a) as client:
+            async with _wecom_client(a.api_base, a.corp, a.secret_file)() as client:
                 return await tenant.refresh_directory(client, from_env().now_ms())
 
         with Tenant(a.data) as tenant:
@@ -683,15 +674,20 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL/JSON files or directories of them")
     s.set_defaults(func=cmd_ingest)
 
+    def sdk_args(q: argparse.ArgumentParser) -> None:
+        """What every command that talks to WeCom through the vendor SDK takes."""
+        q.add_argument("--data", required=True, help="the tenant's data directory")
+        q.add_argument("--corp", required=True, help="the enterprise's corpid")
+        q.add_argument("--secret-file", required=True, help="file holding the chat-archive secret")
+        q.add_argument("--sdk", help="path of libWeWorkFinanceSdk_C.so (default: the one in the pywecomarchive "
+                                     "package)")
+        q.add_argument("--proxy", help="proxy URL for the SDK's connections")
+        q.add_argument("--proxy-password", help="the proxy's user:password")
+
     s = sub.add_parser("sync", help="pull the chat archive from WeCom continuously (GetChatData through the "
                                     "supervised vendor SDK), each batch durable before the next")
-    s.add_argument("--data", required=True, help="the tenant's data directory")
-    s.add_argument("--corp", required=True, help="the enterprise's corpid")
-    s.add_argument("--secret-file", required=True, help="file holding the chat-archive secret")
+    sdk_args(s)
     s.add_argument("--keys", required=True, help="directory of <publickey_ver>.pem private keys")
-    s.add_argument("--sdk", help="path of libWeWorkFinanceSdk_C.so (default: the one in the pywecomarchive package)")
-    s.add_argument("--proxy", help="proxy URL for the SDK's connections")
-    s.add_argument("--proxy-password", help="the proxy's user:password")
     s.add_argument("--timeout", type=int, default=10, help="seconds per GetChatData call (default 10)")
     s.add_argument("--once", action="store_true", help="one round (until a short batch), then exit")
     s.add_argument("--interval", type=float, default=30.0,
@@ -715,12 +711,7 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     msub = s.add_subparsers(dest="media_cmd", required=True, metavar="WHAT")
     m = msub.add_parser("fetch", help="every pending image, voice, video, file … of stored messages: chunked, "
                                       "sealed, md5-checked, resumable")
-    m.add_argument("--data", required=True, help="the tenant's data directory")
-    m.add_argument("--corp", required=True, help="the enterprise's corpid")
-    m.add_argument("--secret-file", required=True, help="file holding the chat-archive secret")
-    m.add_argument("--sdk", help="path of libWeWorkFinanceSdk_C.so (default: the one in the pywecomarchive package)")
-    m.add_argument("--proxy", help="proxy URL for the SDK's connections")
-    m.add_argument("--proxy-password", help="the proxy's user:password")
+    sdk_args(m)
     m.add_argument("--timeout", type=int, default=30, help="seconds per GetMediaData call (default 30)")
     m.add_argument("--workers", type=int, default=2, help="downloads at a time, each its own SDK process (default 2)")
     m.add_argument("--max-mb", type=float, default=100, help="larger media is recorded as too_large (default 100)")

@@ -222,6 +222,10 @@ class MediaFetcher:
             if c.is_finish:
                 return None
 
+def _state(item: dict | None) -> str:
+    return "pending" if item is None else ("stored" if item.get("ok") else item.get("reason", "failed"))
+
+
 def media_of(store: ArchiveStore, seq: int) -> list[dict]:
     """The media of stored message ``seq``, in order, with each item's state
     (``pending``, ``stored``, or the reason it could not be fetched)."""
@@ -230,9 +234,8 @@ def media_of(store: ArchiveStore, seq: int) -> list[dict]:
         out = []
         for n, r in enumerate(refs):
             item = t.get(ITEM, r["fid"])
-            state = "pending" if item is None else ("stored" if item.get("ok") else item.get("reason", "failed"))
             out.append({"n": n, "kind": r["kind"], "filename": r["filename"],
-                        "size": (item or {}).get("size", r["size"]), "state": state, "_item": item})
+                        "size": (item or {}).get("size", r["size"]), "state": _state(item), "_item": item})
         return out
 
 
@@ -252,8 +255,4 @@ def annotate(store: ArchiveStore, messages: list[dict]) -> None:
     for m, rs in zip(want, refs, strict=True):
         if not rs:
             continue
-        m["media"] = []
-        for n, r in enumerate(rs):
-            item = items.get(r["fid"])
-            state = "pending" if item is None else ("stored" if item.get("ok") else item.get("reason", "failed"))
-            m["media"].append({"n": n, "kind": r["kind"], "state": state})
+        m["media"] = [{"n": n, "kind": r["kind"], "state": _state(items.get(r["fid"]))} for n, r in enumerate(rs)]

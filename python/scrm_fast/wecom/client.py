@@ -16,6 +16,30 @@ RATE_LIMITED = (45009, 45033)
 NO_RETRY = (40001, 60020, 48002)  # wrong secret, IP not trusted, not permitted: a person must act
 
 
+def client_factory(base: str | None = None, corp: str | None = None, secret_file: str | None = None,
+                   what: str = "SCRM_WECOM_SECRET_FILE"):
+    """A factory of clients with the customer-contact secret, from the arguments or the
+    environment (SCRM_WECOM_BASE, SCRM_WECOM_CORP, SCRM_WECOM_SECRET_FILE); None when no
+    corp or secret file is given. An unreadable or empty secret file is an InputError."""
+    import os
+
+    from scrm_fast.errors import InputError
+
+    base = base or os.environ.get("SCRM_WECOM_BASE", "https://qyapi.weixin.qq.com")
+    corp = corp or os.environ.get("SCRM_WECOM_CORP", "")
+    secret_file = secret_file or os.environ.get("SCRM_WECOM_SECRET_FILE", "")
+    if not corp or not secret_file:
+        return None
+    try:
+        with open(secret_file, encoding="utf-8") as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise InputError(f"{what} {secret_file}: {e.strerror}") from None
+    if not secret:
+        raise InputError(f"{what} {secret_file} is empty")
+    return lambda: WeComClient(base, corp, secret)
+
+
 class WeComError(Exception):
     def __init__(self, errcode: int, errmsg: str, api: str) -> None:
         super().__init__(f"{api}: WeCom error {errcode}: {errmsg}")
