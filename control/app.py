@@ -17,12 +17,14 @@ from control.customers import routes as customer_routes
 from control.customers.service import Customers
 from control.customers.transfers import Transfers
 from control.errors import ApiError, error_middleware, problem
+from control.jobs import IngestJobs
 from control.keys import (
     ACCOUNTS,
     COMMITS,
     CONFIG,
     DEVICE,
     DIALER,
+    INGEST_JOBS,
     JOBS,
     METRICS,
     READ_COSTS,
@@ -120,6 +122,10 @@ async def _resources(app: web.Application):
     app[JOBS]["contacts:task"] = asyncio.get_running_loop().create_task(wecom_routes.contact_loop(app))
     # reservations whose device went silent are released by whichever process sweeps first
     app[JOBS]["dialer-sweep:task"] = asyncio.get_running_loop().create_task(_sweep(app))
+    # uploads a crash left unfinished run again (in whichever process takes each first), and
+    # a killed ingest's due timeout-reply pass (rule A-6) is finished
+    app[INGEST_JOBS] = IngestJobs(store, lambda path, job_id: admin.run_ingest(app, path, job_id), clock)
+    app[JOBS]["redrive:task"] = asyncio.get_running_loop().create_task(asyncio.to_thread(_recover, app))
     if app[VIEWS].search.lag():
         # an archive ingested before it had an index, or an ingest that crashed: catch up
         # in the background (searches meanwhile report index_lag)
@@ -137,11 +143,26 @@ async def _resources(app: web.Application):
     for key, task in list(app[JOBS].items()):
         if key.endswith(":task"):
             await task
+    await asyncio.to_thread(app[INGEST_JOBS].join)
     app[READS].shutdown(wait=True)
     app[COMMITS].close()
     app[TRAIL].close()
     app[ACCOUNTS].close()
     store.close()
+
+
+def _recover(app: web.Application) -> None:
+    import logging
+
+    from scrm_fast.tenant import Tenant
+
+    log = logging.getLogger("scrm.control")
+    try:
+        if app[CONFIG].keys_dir is not None:
+            app[INGEST_JOBS].redrive()
+        Tenant(app[CONFIG].data_dir, store=app[STORE]).finish_due_timeouts()
+    except Exception as e:  # noqa: BLE001 - logged; the server serves regardless
+        log.warning("start-up recovery: %s", e)
 
 
 async def _sweep(app: web.Application, every_s: float = 5.0) -> None:

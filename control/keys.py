@@ -10,6 +10,7 @@ from control.accounts import AccountService, User
 from control.api import ReadCosts
 from control.archive import ArchiveViews
 from control.config import ControlConfig
+from control.jobs import IngestJobs
 from dialer.service import Dialer
 from scrm_fast.storage import ArchiveStore, GroupCommit
 from scrm_fast.trail import AccessTrail
@@ -19,7 +20,8 @@ ACCOUNTS = web.AppKey("accounts", AccountService)
 STORE = web.AppKey("store", ArchiveStore)
 VIEWS = web.AppKey("views", ArchiveViews)
 TRAIL = web.AppKey("trail", AccessTrail)
-JOBS = web.AppKey("jobs", dict)
+JOBS = web.AppKey("jobs", dict)  # this process's background tasks
+INGEST_JOBS = web.AppKey("ingest_jobs", IngestJobs)  # the durable upload jobs
 METRICS = web.AppKey("metrics", dict)
 # archive reads (search, pages): few threads, so fewer threads fight over the GIL
 READS = web.AppKey("reads", ThreadPoolExecutor)

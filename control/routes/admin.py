@@ -4,18 +4,15 @@ access trail."""
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
-import tempfile
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 
 from control.accounts import ALL_PERMS, SCOPES
 from control.api import endpoint, json_response
 from control.errors import ApiError, fields, json_body
-from control.keys import ACCOUNTS, CONFIG, JOBS, STORE, TRAIL, USER, VIEWS
+from control.jobs import UploadTooLarge
+from control.keys import ACCOUNTS, CONFIG, INGEST_JOBS, STORE, TRAIL, USER, VIEWS
 from control.trail import record
 
 routes = web.RouteTableDef()
@@ -64,79 +61,54 @@ async def disable_users(request: web.Request) -> web.Response:
     return json_response({"changed": n})
 
 
-_JOB_ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-def _save_job(app: web.Application, job: dict) -> None:
-    """Jobs live in ``DATA/jobs/<id>.json`` (written whole, then renamed into place), so any
-    server worker answers a poll, and a finished job's summary outlives the process."""
-    d = app[CONFIG].data_dir / "jobs"
-    d.mkdir(exist_ok=True)
-    tmp = d / f".{job['id']}.tmp"
-    tmp.write_bytes(orjson.dumps(job))
-    tmp.replace(d / f"{job['id']}.json")
-
-
-def _run_ingest(app: web.Application, job: dict, path: Path) -> None:
+def run_ingest(app: web.Application, path: Path, job_id: str) -> dict:
+    """One upload job's ingest (on a job thread): waits for the data directory's ingest
+    lease, writes the server's open index."""
     from scrm_fast import KeyRing
     from scrm_fast.tenant import Tenant
 
     cfg = app[CONFIG]
-    try:
-        views = app[VIEWS]
-        tenant = Tenant(cfg.data_dir, store=app[STORE])
-        with views.index_lock:
-            summary = tenant.ingest([path], KeyRing.load_dir(cfg.keys_dir), index=views.index)
-        job.update(status="done", summary=summary.as_dict())
-    except Exception as e:  # noqa: BLE001 - reported on the job
-        job.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-    finally:
-        path.unlink(missing_ok=True)
-        _save_job(app, job)
+    views = app[VIEWS]
+    if cfg.keys_dir is None:
+        raise RuntimeError("no key directory configured (scrm serve --keys DIR)")
+    tenant = Tenant(cfg.data_dir, store=app[STORE])
+    with views.index_lock:
+        return tenant.ingest([path], KeyRing.load_dir(cfg.keys_dir), index=views.index,
+                             what=f"upload job {job_id}", wait=True).as_dict()
 
 
 @routes.post("/api/v1/ingest")
-@endpoint("Upload GetChatData responses (JSONL); returns a job to poll", perm="ingest.write", tag="admin")
+@endpoint("Upload GetChatData responses (JSONL); returns a job to poll. The upload is durable and "
+          "journaled before the 202: a job a crash interrupts runs again when the server starts",
+          perm="ingest.write", tag="admin")
 async def ingest(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     if cfg.keys_dir is None:
         raise ApiError(409, "conflict", "no key directory configured (scrm serve --keys DIR)")
     if request.content_length is not None and request.content_length > cfg.max_upload_bytes:
         raise ApiError(413, "too_large", f"upload over {cfg.max_upload_bytes} bytes")
-    fd, name = tempfile.mkstemp(prefix="scrm-upload-", suffix=".jsonl", dir=cfg.data_dir)
-    path = Path(name)
-    size = 0
-    with open(fd, "wb") as f:
-        async for chunk in request.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > cfg.max_upload_bytes:
-                f.close()
-                path.unlink(missing_ok=True)
-                raise ApiError(413, "too_large", f"upload over {cfg.max_upload_bytes} bytes")
-            f.write(chunk)
-    if size == 0:
-        path.unlink(missing_ok=True)
+    jobs = request.app[INGEST_JOBS]
+    try:
+        job = await jobs.receive(request.content.iter_chunked(1 << 16), cfg.max_upload_bytes,
+                                 request[USER].username)
+    except UploadTooLarge:
+        raise ApiError(413, "too_large", f"upload over {cfg.max_upload_bytes} bytes") from None
+    if job is None:
         raise ApiError(422, "invalid", "empty upload")
-    job = {"id": secrets.token_hex(8), "status": "running", "bytes": size, "by": request[USER].username}
-    request.app[JOBS][job["id"]] = job
-    await asyncio.to_thread(_save_job, request.app, job)
-    # decrypting is CPU work in Rust (GIL released) on a worker thread: the loop stays free
-    request.app[JOBS][job["id"] + ":task"] = asyncio.ensure_future(
-        asyncio.to_thread(_run_ingest, request.app, job, path))
+    await record(request, "ingest_upload", job["id"], {"bytes": job["bytes"]})
+    # decrypting is CPU work in Rust (GIL released) on the job's thread: the loop stays free
+    jobs.start(job["id"])
     return json_response(job, status=202)
 
 
 @routes.get("/api/v1/jobs/{job_id}")
-@endpoint("An ingest job's status and summary", perm="ingest.write", tag="admin")
+@endpoint("An ingest job's status (queued, running, done, failed) and summary", perm="ingest.write", tag="admin",
+          path={"job_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"}})
 async def get_job(request: web.Request) -> web.Response:
-    job_id = request.match_info["job_id"]
-    job = request.app[JOBS].get(job_id) if _JOB_ID.match(job_id) else None
-    if job is None and _JOB_ID.match(job_id):  # started by another worker, or before a restart
-        p = request.app[CONFIG].data_dir / "jobs" / f"{job_id}.json"
-        job = orjson.loads(p.read_bytes()) if p.exists() else None
-    if job is None or not isinstance(job, dict):
+    job = await asyncio.to_thread(request.app[INGEST_JOBS].get, request.match_info["job_id"])
+    if job is None:
         raise ApiError(404, "not_found", "no such job")
-    return json_response(job)
+    return json_response({k: v for k, v in job.items() if k != "pid"})
 
 
 @routes.get("/api/v1/trail")

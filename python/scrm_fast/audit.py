@@ -280,17 +280,10 @@ def parse_duration_ms(text: str) -> int:
         raise InputError(f"{text!r} is not a duration (e.g. 300s, 5m, 1h)") from e
 
 
-def recompute_timeouts(store: ArchiveStore, directory: dict | None, touched: set[str] | None = None) -> int:
-    """Recomputes the timeout-reply alerts of the ``touched`` one-to-one conversations
-    (all when None) from their whole stored timeline and replaces theirs: the alerts equal
-    those of the complete stream whatever the batches or the arrival order."""
-    if touched is not None and not touched:
-        return 0
-    thresholds = reply_thresholds(store)
-    entries = store.conversation_entries()
-    found = reply_timeouts(entries, thresholds, store.stream_time(), touched)
+def _timeout_alerts(store: ArchiveStore, directory: dict | None, entries: list[tuple[bytes, bytes]],
+                    thresholds: list[int], stream_now: int) -> list[tuple[bytes, bytes]]:
     alerts = []
-    for conv, seq, level, threshold, since, answered_at, delay in found:
+    for conv, seq, level, threshold, since, answered_at, delay in reply_timeouts(entries, thresholds, stream_now):
         a, _, b = conv[2:].partition("|")
         customer, employee = (a, b) if a.startswith(("wm", "wo")) else (b, a)
         chain = [employee, *leader_chain(directory, employee)]
@@ -299,5 +292,70 @@ def recompute_timeouts(store: ArchiveStore, directory: dict | None, touched: set
             "conv": conv, "seq": seq, "employee": employee, "customer": customer, "msgtime": since,
             "answered_at": answered_at, "delay_ms": delay, "word": None, "words": [],
             "notify": chain[:level], "raised_at": now_ms()})))
-    store.replace_timeout_alerts(alerts, touched)
-    return len(alerts)
+    return alerts
+
+
+def recompute_timeouts(store: ArchiveStore, directory: dict | None, touched: Iterable[str] | None = None,
+                       chunk: int = 100_000) -> int:
+    """Recomputes the timeout-reply alerts of the ``touched`` one-to-one conversations
+    (all when None) from their whole stored timeline and replaces theirs: the alerts equal
+    those of the complete stream whatever the batches or the arrival order. Works through
+    bounded chunks of conversations (memory does not grow with the archive)."""
+    thresholds = reply_thresholds(store)
+    stream_now = store.stream_time()
+    n = 0
+    if touched is None:
+        for convs, entries in store.one_to_one_timelines(chunk):
+            alerts = _timeout_alerts(store, directory, entries, thresholds, stream_now)
+            store.replace_timeout_alerts(alerts, convs)
+            n += len(alerts)
+        return n
+    convs = sorted(c for c in touched if c.startswith("p:"))
+    for i in range(0, len(convs), 2_000):
+        part = convs[i:i + 2_000]
+        alerts = _timeout_alerts(store, directory, store.timelines(part), thresholds, stream_now)
+        store.replace_timeout_alerts(alerts, part)
+        n += len(alerts)
+    return n
+
+
+# The one-to-one conversations a committed batch added to, whose A-6 alerts are not yet
+# recomputed: written in the batch's own transaction, removed with the recomputed alerts.
+_TIMEOUTS_DUE = "a6due"
+
+
+def mark_timeouts_due(w: StoreWriter, convs: Iterable[str]) -> None:
+    """Records, in the batch's transaction ``w``, that ``convs`` need their A-6 alerts
+    recomputed (a crash before the pass leaves the record; the next pass does them)."""
+    app = w.app()
+    app.put_many(_TIMEOUTS_DUE, [(w.store.app_digest("conv", c), c) for c in convs if c.startswith("p:")])
+
+
+def timeouts_due(store: ArchiveStore) -> int:
+    with store.app_read() as app:
+        return sum(1 for _ in app.scan(_TIMEOUTS_DUE, values=False))
+
+
+def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: int = 2_000) -> int:
+    """The A-6 pass over every conversation recorded as due (by this run or by one that
+    was killed before its pass), ``chunk`` conversations per transaction; returns the
+    alerts those conversations now have."""
+    thresholds = reply_thresholds(store)
+    stream_now = store.stream_time()
+    n = 0
+    while True:
+        with store.app_read() as app:
+            due = list(app.scan(_TIMEOUTS_DUE, limit=chunk))
+        if not due:
+            return n
+        convs = [str(c) for _, c in due]
+        alerts = _timeout_alerts(store, directory, store.timelines(convs), thresholds, stream_now)
+
+        keys = [k for k, _ in due]
+
+        def done(w: StoreWriter) -> None:
+            app = w.app()
+            for k in keys:  # noqa: B023 - called before the next iteration rebinds it
+                app.delete(_TIMEOUTS_DUE, k)
+        store.replace_timeout_alerts(alerts, convs, also=done)
+        n += len(alerts)

@@ -584,7 +584,7 @@ def cmd_alerts(a: argparse.Namespace) -> int:
             _print_json({"reply_thresholds_ms": audit.reply_thresholds(store)})
         return 0
     if a.alerts_cmd == "rescan":
-        with ArchiveStore(a.data) as store:
+        with ArchiveStore(a.data) as store, store.lease("ingest", "scrm alerts rescan"):
             n = audit.recompute_timeouts(store, store.directory())
         _print_json({"timeout_alerts": n})
         return 0

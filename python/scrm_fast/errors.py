@@ -28,5 +28,9 @@ class ConflictError(InputError):
     """A request the current state refuses: a cap, a licence, a settled record (HTTP 409)."""
 
 
-__all__ = ["BatchFormatError", "ConflictError", "InputError", "KeyRingError", "NotFoundError", "QuerySyntaxError",
-           "RecordError", "ScrmError", "SealError", "SearchIndexError", "VendorSdkError"]
+class LeaseHeld(ConflictError):
+    """Another process holds a data directory's lease (one ingest, one sync at a time)."""
+
+
+__all__ = ["BatchFormatError", "ConflictError", "InputError", "KeyRingError", "LeaseHeld", "NotFoundError",
+           "QuerySyntaxError", "RecordError", "ScrmError", "SealError", "SearchIndexError", "VendorSdkError"]

@@ -160,6 +160,40 @@ def ingest_files(files: Iterable[Path], keys: KeyRing, cipher: Cipher, store: Ar
                             policy=policy, auditing=auditing, index=index, index_commit_s=index_commit_s, sniff=True)
 
 
+def _decode(batch: ChatBatch, keys: KeyRing, cipher, seen, policy: ConsentPolicy | None,
+            auditing: Auditing | None) -> tuple[DecodedBatch, AuditBatch | None]:
+    """Decrypts, judges and audits one batch in one Rust call (GIL released)."""
+    c = _batch_cipher(cipher, batch, keys, seen)
+    if auditing is None:
+        return decode_batch(batch, keys, c, seen, now_ms(), policy), None
+    decoded = decode_batch(batch, keys, c, seen, now_ms(), policy, True, auditing.words,
+                           auditing.switches["push_card"], auditing.switches["red_packet"])
+    return decoded, decoded.audit_batch()
+
+
+def _with_batch(store: ArchiveStore, decoded: DecodedBatch, audit: AuditBatch | None, auditing: Auditing | None,
+                summary: IngestSummary):
+    """What goes into a batch's own transaction besides its records: its audit records,
+    its media to fetch, and the conversations whose A-6 alerts are now due."""
+    from scrm_fast.audit import commit_audits, mark_timeouts_due
+    from scrm_fast.media import queue_media
+
+    media = decoded.media()
+
+    def also(w) -> None:
+        if audit is not None and len(audit):
+            summary.audits += commit_audits(w, audit, auditing.entries, auditing.directory)
+        if media:
+            summary.media += queue_media(store, w.app(), media)
+        if auditing is not None and decoded.stored:
+            mark_timeouts_due(w, decoded.conv_ids())
+    return also
+
+
+# rejected documents are kept in the next batch's transaction, or at most this many at once
+REJECTS_PER_COMMIT = 500
+
+
 def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
                      progress: Progress | None = None,
                      on_commit: Callable[[IngestSummary], None] | None = None,
@@ -170,35 +204,24 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
     document is taken (and decrypted) while the previous one commits; without it (the live
     sync) a document is durable before the next one is asked for. With ``sniff`` (files), a
     file whose first documents are none of them GetChatData responses is refused at once
-    (``InputError`` naming it) instead of being read to its end line by line."""
-    from scrm_fast.audit import commit_audits, recompute_timeouts
-    from scrm_fast.media import queue_media
+    (``InputError`` naming it) instead of being read to its end line by line.
+
+    Rule A-6: each batch records the conversations it added to in its own transaction; the
+    pass at the end recomputes those (and any a killed run left), so a crash between the
+    last commit and the pass loses no alert."""
+    from scrm_fast.audit import recompute_due_timeouts
 
     summary = IngestSummary(consent_applied=policy is not None)
-    touched: set[str] = set()
     t0 = time.perf_counter()
     pending: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]] | None = None
     last_index_commit = time.perf_counter()
-
-    def work(batch: ChatBatch, seen: list) -> tuple[DecodedBatch, AuditBatch | None]:
-        # decrypt, judge and audit in one Rust call with the GIL released, off the committing thread
-        c = _batch_cipher(cipher, batch, keys, seen)
-        if auditing is None:
-            return decode_batch(batch, keys, c, seen, now_ms(), policy), None
-        decoded = decode_batch(batch, keys, c, seen, now_ms(), policy, True, auditing.words,
-                               auditing.switches["push_card"], auditing.switches["red_packet"])
-        return decoded, decoded.audit_batch()
+    rejects: list[tuple[bytes, bytes]] = []
 
     def finish(p: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]]) -> None:
         decoded, audit = p[0].result()
-        media = decoded.media()
-
-        def also(w):  # same transaction as the batch
-            if audit is not None and len(audit):
-                summary.audits += commit_audits(w, audit, auditing.entries, auditing.directory)
-            if media:
-                summary.media += queue_media(store, w.app(), media)
-        store.commit_batch(decoded, also=also)
+        store.commit_batch(decoded, extra_rejects=rejects,
+                           also=_with_batch(store, decoded, audit, auditing, summary))
+        rejects.clear()
         if index is not None and decoded.stored:
             # after the store commit: the index never holds what the store lacks
             summary.indexed += index.add_decoded(decoded)
@@ -206,12 +229,16 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
             if time.perf_counter() - last_index_commit >= index_commit_s:
                 index.commit(store.checkpoint())
                 last_index_commit = time.perf_counter()
-        touched.update(decoded.conv_ids())
         _account(summary, decoded)
         if on_commit is not None:
             on_commit(summary)
         if progress is not None:
             progress.update(summary)
+
+    def flush_rejects() -> None:
+        if rejects:
+            store.commit_rejects(rejects)
+            rejects.clear()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrm-decode") as pool:
         leading: dict[str, int] = {}  # file → documents at its start that were not responses
@@ -222,12 +249,15 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
             except BatchFormatError as e:
                 summary.rejected_documents += 1
                 summary.reasons["bad_document"] += 1
-                store.commit_rejects([reject_record(doc.data, "bad_document", str(e), doc.source)])
+                rejects.append(reject_record(doc.data, "bad_document", str(e), doc.source))
                 if sniff and (path := _not_responses(leading, doc.source)) is not None:
                     if pending is not None:
                         finish(pending)  # what came before is kept
+                    flush_rejects()
                     raise InputError(f"{path}: not GetChatData responses (none of its first {SNIFF_DOCUMENTS} "
                                      f"documents is one: {e}); nothing more read from it") from None
+                if len(rejects) >= REJECTS_PER_COMMIT or not lookahead:
+                    flush_rejects()  # the live sync's source forgets a document once it returns
                 continue
             summary.items += len(batch)
             keys_ = batch.seq_keys()
@@ -235,7 +265,7 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
             if pending is not None:
                 # The in-flight batch is not committed yet: its seqs count as seen too.
                 seen = seen + pending[1]
-            fut = pool.submit(work, batch, seen)
+            fut = pool.submit(_decode, batch, keys, cipher, seen, policy, auditing)
             if pending is not None:
                 finish(pending)
             pending = (fut, keys_)
@@ -244,13 +274,12 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
                 pending = None
         if pending is not None:
             finish(pending)
+        flush_rejects()
     if index is not None:
         index.commit(store.checkpoint())
     summary.elapsed_s = time.perf_counter() - t0
-    if auditing is not None and touched:
-        # rule A-6, once per run over the conversations this run added to
-        summary.timeout_alerts = recompute_timeouts(store, auditing.directory,
-                                                    {c for c in touched if c.startswith("p:")})
+    if auditing is not None:
+        summary.timeout_alerts = recompute_due_timeouts(store, auditing.directory)
     summary.checkpoint = store.checkpoint()
     if progress is not None:
         progress.update(summary, final=True)
@@ -258,17 +287,26 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
 
 
 def retry_quarantine(keys: KeyRing, cipher: Cipher, store: ArchiveStore,
-                     policy: ConsentPolicy | None = None, index: ArchiveIndex | None = None) -> dict:
-    """Re-drives every quarantined item (e.g. after a missing key version is installed).
-    Recovered messages are judged by the consent policy like any other."""
+                     policy: ConsentPolicy | None = None, index: ArchiveIndex | None = None,
+                     auditing: Auditing | None = None) -> dict:
+    """Re-drives every quarantined item (e.g. after a missing key version is installed)
+    through the whole pipeline: recovered messages are judged by the consent policy,
+    audited, their media queued, their A-6 alerts recomputed and they are indexed, like
+    any other."""
+    from scrm_fast.audit import recompute_due_timeouts
+
     items = store.quarantined_items()
     if not items:
-        return {"retried": 0, "recovered": 0, "still_quarantined": 0, "dropped_by_consent": 0, "reasons": {}}
+        return {"retried": 0, "recovered": 0, "still_quarantined": 0, "dropped_by_consent": 0, "reasons": {},
+                "audit_records": 0, "timeout_alerts": 0}
     batch = ChatBatch.from_items(items)
-    decoded = decode_batch(batch, keys, _batch_cipher(cipher, batch, keys, None), None, now_ms(), policy)
-    res = store.release_quarantine(decoded)
+    decoded, audit = _decode(batch, keys, cipher, None, policy, auditing)
+    summary = IngestSummary()
+    res = store.release_quarantine(decoded, also=_with_batch(store, decoded, audit, auditing, summary))
     if index is not None and res.stored:
         index.add_decoded(decoded)
         index.commit(store.checkpoint())
+    alerts = recompute_due_timeouts(store, auditing.directory) if auditing is not None else 0
     return {"retried": len(items), "recovered": res.stored, "still_quarantined": res.quarantined,
-            "dropped_by_consent": decoded.dropped, "reasons": dict(decoded.reasons)}
+            "dropped_by_consent": decoded.dropped, "reasons": dict(decoded.reasons),
+            "audit_records": summary.audits, "timeout_alerts": alerts}

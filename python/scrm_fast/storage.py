@@ -52,7 +52,7 @@ import msgpack
 import orjson
 
 from scrm_fast._core import DecodedBatch, SealError, Vault
-from scrm_fast.errors import InputError
+from scrm_fast.errors import InputError, LeaseHeld
 from scrm_fast.sealing import fsync_dir
 
 SCHEMA_VERSION = 2
@@ -145,6 +145,10 @@ class StoreWriter:
         _, added = self._txn.cursor(db=self._s._db[b"audits"]).putmulti(self._s._seal(b"audits", pairs),
                                                                       overwrite=False)
         return added
+
+    @property
+    def store(self) -> ArchiveStore:
+        return self._s
 
     def app(self) -> AppTxn:
         """The SCRM tables inside this same transaction."""
@@ -571,6 +575,29 @@ class ArchiveStore:
         h.update(kind.encode() + b"\0" + value.encode())
         return h.digest()
 
+    # -- leases ---------------------------------------------------------------------------
+    @contextmanager
+    def lease(self, name: str, what: str, *, wait: bool = False) -> Iterator[None]:
+        """Holds the data directory's ``name`` lease (``ingest``: one run that writes
+        messages at a time; ``sync``: one live sync) across every process, or raises
+        :class:`LeaseHeld` naming its holder (``wait``: blocks until it is free). An flock
+        on ``DATA/<name>.lease``: a holder that dies releases it with its descriptor."""
+        path = self.data_dir / f"{name}.lease"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                holder = os.pread(fd, 400, 0).decode(errors="replace").strip() or "another process"
+                raise LeaseHeld(f"{self.data_dir}: another {name} is running ({holder}); wait for it to "
+                                "finish or stop it") from None
+            os.ftruncate(fd, 0)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+            os.pwrite(fd, f"{what}, pid {os.getpid()}, since {stamp}".encode()[:400], 0)
+            yield
+        finally:
+            os.close(fd)  # the lock goes with the descriptor
+
     # -- sealed documents in meta ----------------------------------------------------------
     def document(self, name: str) -> object | None:
         key = name.encode()
@@ -800,10 +827,47 @@ class ArchiveStore:
                 ok = cur.next()
         return out
 
-    def conversation_entries(self) -> list[tuple[bytes, bytes]]:
-        """The whole ``conv`` table (for the timeout-reply pass, rule A-6)."""
-        with self.env.begin() as txn:
-            return list(txn.cursor(db=self._db[b"conv"]))
+    def timelines(self, convs: Iterable[str]) -> list[tuple[bytes, bytes]]:
+        """The ``conv`` table entries of ``convs`` (for the timeout-reply pass, rule A-6)."""
+        out: list[tuple[bytes, bytes]] = []
+        with self.env.begin(db=self._db[b"conv"]) as txn:
+            cur = txn.cursor()
+            for conv in convs:
+                prefix = conv.encode() + b"\0"
+                ok = cur.set_range(prefix)
+                while ok and cur.key().startswith(prefix):
+                    out.append((cur.key(), cur.value()))
+                    ok = cur.next()
+        return out
+
+    def one_to_one_timelines(self, chunk: int = 100_000) -> Iterator[tuple[list[str], list[tuple[bytes, bytes]]]]:
+        """Every one-to-one conversation's ``conv`` entries, in chunks of about ``chunk``
+        entries that end at a conversation's end: ``(conversations, entries)``."""
+        start = b"p:"
+        while True:
+            convs: list[str] = []
+            out: list[tuple[bytes, bytes]] = []
+            with self.env.begin(db=self._db[b"conv"]) as txn:
+                cur = txn.cursor()
+                ok = cur.set_range(start)
+                last = None
+                while ok and cur.key().startswith(b"p:"):
+                    k = cur.key()
+                    conv = k[:-9]
+                    if conv != last:
+                        if len(out) >= chunk:
+                            start = conv + b"\0"
+                            break
+                        convs.append(conv.decode())
+                        last = conv
+                    out.append((k, cur.value()))
+                    ok = cur.next()
+                else:
+                    ok = False
+            if out:
+                yield convs, out
+            if not ok:
+                return
 
     def has_conversation(self, conv: str) -> bool:
         prefix = conv.encode() + b"\0"
@@ -886,22 +950,25 @@ class ArchiveStore:
         with self.env.begin() as txn:
             return [msgpack.unpackb(v) for _, v in self._items(txn, b"alerts")]
 
-    def replace_timeout_alerts(self, alerts: list[tuple[bytes, bytes]], touched: set[str] | None) -> None:
-        """Drops the timeout alerts of the ``touched`` conversations (all when None) and
-        writes ``alerts`` in their place, in one transaction."""
+    def replace_timeout_alerts(self, alerts: list[tuple[bytes, bytes]], convs: Iterable[str],
+                               also: Callable[[StoreWriter], None] | None = None) -> None:
+        """Drops the timeout alerts of the conversations ``convs`` and writes ``alerts`` in
+        their place, in one transaction (with what ``also`` writes)."""
         with self.env.begin(write=True) as txn:
             cur = txn.cursor(db=self._db[b"alerts"])
             stale = []
-            if cur.set_range(b"t"):
-                for k in cur.iternext(keys=True, values=False):  # existing timeout alerts only
-                    if not k.startswith(b"t"):
-                        break
-                    if touched is None or k[1:k.index(b"\0")].decode() in touched:
-                        stale.append(k)
+            for conv in convs:
+                prefix = b"t" + conv.encode() + b"\0"
+                ok = cur.set_range(prefix)
+                while ok and cur.key().startswith(prefix):
+                    stale.append(cur.key())
+                    ok = cur.next()
             for k in stale:
                 txn.delete(k, db=self._db[b"alerts"])
             if alerts:
                 txn.cursor(db=self._db[b"alerts"]).putmulti(self._seal(b"alerts", alerts))
+            if also is not None:
+                also(StoreWriter(self, txn))
 
     def word_stats(self) -> dict[str, tuple[int, int]]:
         """Per listed word: (trigger count, last trigger time ms) (rule A-1)."""
@@ -925,9 +992,11 @@ class ArchiveStore:
         with self.env.begin() as txn:
             return [msgpack.unpackb(v)["item"] for _, v in self._items(txn, b"quarantine")]
 
-    def release_quarantine(self, decoded: DecodedBatch) -> CommitResult:
+    def release_quarantine(self, decoded: DecodedBatch,
+                           also: Callable[[StoreWriter], None] | None = None) -> CommitResult:
         """Stores what a quarantine retry recovered, removes recovered and consent-dropped
-        items from the quarantine table; items that failed again get their new reason."""
+        items from the quarantine table; items that failed again get their new reason.
+        ``also`` writes more in the same transaction (the audit records)."""
         records = decoded.records()
         done = [k for k, v in decoded.seen() if v != b"Q"]
         with self.env.begin(write=True) as txn:
@@ -944,7 +1013,11 @@ class ArchiveStore:
             quarantine = decoded.quarantine()
             if quarantine:
                 txn.cursor(db=self._db[b"quarantine"]).putmulti(self._seal(b"quarantine", quarantine))
+            if also is not None:
+                also(StoreWriter(self, txn))
             self._commit_policy_delta(txn, decoded)
+            if decoded.max_msgtime is not None:
+                self._advance(txn, b"stream_time", decoded.max_msgtime)
         return CommitResult(len(records), len(quarantine), 0, decoded.dropped)
 
     # -- keys at rest ---------------------------------------------------------------------

@@ -301,7 +301,8 @@ class Sync:
 
         consumed: list[bytes] = []
         restarts0 = getattr(self.worker, "restarts", 0)
-        summary: IngestSummary = self.tenant.ingest_documents(self._documents(consumed), self.keys, self.worker)
+        summary: IngestSummary = self.tenant.ingest_documents(self._documents(consumed), self.keys, self.worker,
+                                                              what="scrm sync", wait=True)
         # every spooled batch of this round is committed (or kept as a rejected document) now
         self._unspool(consumed)
         s = self.summary
@@ -339,6 +340,10 @@ class Sync:
             self._told_versions.add(v)
 
     def run(self) -> SyncSummary:
+        with self.tenant.store.lease("sync", f"scrm sync --corp {self.config.corpid}"):
+            return self._run()
+
+    def _run(self) -> SyncSummary:
         import os
 
         rc = self.worker.init(self.config.corpid, self.config.secret)

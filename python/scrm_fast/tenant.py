@@ -64,41 +64,65 @@ class Tenant:
 
     # -- ingest ---------------------------------------------------------------------------
     def ingest(self, files: Iterable[Path], keys, cipher=None, *, progress=None,
-               on_commit: Callable | None = None, index=None, index_commit_s: float = 5.0):
+               on_commit: Callable | None = None, index=None, index_commit_s: float = 5.0,
+               what: str = "scrm ingest", wait: bool = False):
         """Ingests GetChatData documents: consent (when a directory is known), auditing and
         the index follow every batch. ``index``: an already open :class:`ArchiveIndex` to
         write (the server's); otherwise the tenant's is opened for this run."""
         from scrm_fast.sources import iter_documents
 
         return self.ingest_documents(iter_documents(files), keys, cipher, progress=progress, on_commit=on_commit,
-                                     index=index, index_commit_s=index_commit_s, sniff=True)
+                                     index=index, index_commit_s=index_commit_s, sniff=True, what=what, wait=wait)
 
     def ingest_documents(self, documents, keys, cipher=None, *, lookahead: bool = True, progress=None,
                          on_commit: Callable | None = None, index=None, index_commit_s: float = 5.0,
-                         sniff: bool = False):
+                         sniff: bool = False, what: str = "an ingest", wait: bool = False):
         """:meth:`ingest` over documents from any source (the live sync's GetChatData
-        answers, without lookahead: each durable before the next is asked for)."""
+        answers, without lookahead: each durable before the next is asked for). One run at
+        a time per data directory holds the ``ingest`` lease (:meth:`ArchiveStore.lease`):
+        another gets :class:`LeaseHeld` naming the holder, or waits with ``wait``."""
         from scrm_fast._core import Cipher
         from scrm_fast.consent import build_policy
         from scrm_fast.pipeline import ingest_documents
         from scrm_fast.search import index_writer
 
-        directory = self.directory()
-        with index_writer(self.store, index) as ix:
-            return ingest_documents(documents, keys, cipher if cipher is not None else Cipher.open(), self.store,
-                                    progress=progress, on_commit=on_commit, policy=build_policy(directory, self.store),
-                                    auditing=auditing_for(self.store, directory), index=ix,
-                                    index_commit_s=index_commit_s, lookahead=lookahead, sniff=sniff)
+        with self.store.lease("ingest", what, wait=wait):
+            directory = self.directory()
+            with index_writer(self.store, index) as ix:
+                return ingest_documents(documents, keys, cipher if cipher is not None else Cipher.open(), self.store,
+                                        progress=progress, on_commit=on_commit,
+                                        policy=build_policy(directory, self.store),
+                                        auditing=auditing_for(self.store, directory), index=ix,
+                                        index_commit_s=index_commit_s, lookahead=lookahead, sniff=sniff)
 
-    def retry_quarantine(self, keys, cipher=None) -> dict:
+    def retry_quarantine(self, keys, cipher=None, *, index=None, wait: bool = False) -> dict:
+        """Re-drives the quarantine through the whole pipeline (consent, audits, media,
+        A-6, index) under the ingest lease."""
         from scrm_fast._core import Cipher
         from scrm_fast.consent import build_policy
         from scrm_fast.pipeline import retry_quarantine
         from scrm_fast.search import index_writer
 
-        with index_writer(self.store) as index:
-            return retry_quarantine(keys, cipher if cipher is not None else Cipher.open(), self.store,
-                                    build_policy(self.directory(), self.store), index=index)
+        with self.store.lease("ingest", "quarantine retry", wait=wait):
+            directory = self.directory()
+            with index_writer(self.store, index) as ix:
+                return retry_quarantine(keys, cipher if cipher is not None else Cipher.open(), self.store,
+                                        build_policy(directory, self.store), index=ix,
+                                        auditing=auditing_for(self.store, directory))
+
+    def finish_due_timeouts(self) -> int | None:
+        """The A-6 pass over conversations a killed ingest left due (the server runs it when
+        it starts); None when an ingest holds the lease (its own pass will do them)."""
+        from scrm_fast.audit import recompute_due_timeouts, timeouts_due
+        from scrm_fast.errors import LeaseHeld
+
+        if not timeouts_due(self.store):
+            return 0
+        try:
+            with self.store.lease("ingest", "timeout-reply pass"):
+                return recompute_due_timeouts(self.store, self.directory())
+        except LeaseHeld:
+            return None
 
     # -- reading --------------------------------------------------------------------------
     def search(self, *, replace_unreadable: bool = False):
