@@ -59,6 +59,20 @@ pub fn reply_timeouts(
     thresholds_ms: &[i64],
     stream_now: i64,
 ) -> Vec<TimeoutAlert> {
+    reply_timeouts_waiting(timeline, only, thresholds_ms, stream_now).0
+}
+
+/// [`reply_timeouts`], and the conversations whose customer still waits without having
+/// passed every threshold: the ones whose alerts can change as the stream's "now" moves
+/// on with no new message of their own.
+pub fn reply_timeouts_waiting(
+    timeline: &[(String, u64, i64, Role)],
+    only: Option<&HashSet<String>>,
+    thresholds_ms: &[i64],
+    stream_now: i64,
+) -> (Vec<TimeoutAlert>, Vec<String>) {
+    let last_threshold = thresholds_ms.iter().copied().max().unwrap_or(0);
+    let mut waiting = Vec::new();
     let mut by_conv: BTreeMap<&str, Vec<(i64, u64, Role)>> = BTreeMap::new();
     for (c, seq, t, role) in timeline {
         if !c.starts_with("p:") || only.is_some_and(|o| !o.contains(c)) {
@@ -99,9 +113,12 @@ pub fn reply_timeouts(
         }
         if let Some((s0, t0)) = pending {
             emit(s0, t0, None, stream_now);
+            if stream_now - t0 <= last_threshold {
+                waiting.push(conv.to_string());
+            }
         }
     }
-    out
+    (out, waiting)
 }
 
 #[cfg(test)]
@@ -115,6 +132,18 @@ mod tests {
             .iter()
             .map(|(s, t, r)| ("p:emp|wmA".to_string(), *s, *t, *r))
             .collect()
+    }
+
+    #[test]
+    fn waiting_until_the_last_threshold_passes() {
+        let th = [5 * MIN, 30 * MIN];
+        let t = tl(&[(1, 0, Role::Customer), (2, MIN, Role::Other)]);
+        let (a, w) = reply_timeouts_waiting(&t, None, &th, 10 * MIN);
+        assert_eq!((a.len(), w), (1, vec!["p:emp|wmA".to_string()]));
+        let (a, w) = reply_timeouts_waiting(&t, None, &th, 31 * MIN);
+        assert_eq!((a.len(), w.len()), (2, 0));
+        let answered = tl(&[(1, 0, Role::Customer), (2, MIN, Role::Employee)]);
+        assert!(reply_timeouts_waiting(&answered, None, &th, 2 * MIN).1.is_empty());
     }
 
     #[test]

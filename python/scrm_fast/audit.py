@@ -280,48 +280,68 @@ def parse_duration_ms(text: str) -> int:
         raise InputError(f"{text!r} is not a duration (e.g. 300s, 5m, 1h)") from e
 
 
-def _timeout_alerts(store: ArchiveStore, directory: dict | None, entries: list[tuple[bytes, bytes]],
-                    thresholds: list[int], stream_now: int) -> list[tuple[bytes, bytes]]:
+def _alert_records(found: list[tuple], directory: dict | None) -> list[tuple[bytes, bytes]]:
     alerts = []
-    for conv, seq, level, threshold, since, answered_at, delay in reply_timeouts(entries, thresholds, stream_now):
+    for conv, seq, level, threshold, since, answered_at, delay in found:
         a, _, b = conv[2:].partition("|")
         customer, employee = (a, b) if a.startswith(("wm", "wo")) else (b, a)
         chain = [employee, *leader_chain(directory, employee)]
         alerts.append((timeout_alert_key(conv, seq, level), msgpack.packb({
             "id": f"timeout-{seq}-{level}", "kind": "timeout_reply", "level": level, "threshold_ms": threshold,
             "conv": conv, "seq": seq, "employee": employee, "customer": customer, "msgtime": since,
-            "answered_at": answered_at, "delay_ms": delay, "word": None, "words": [],
-            "notify": chain[:level], "raised_at": now_ms()})))
+            # an unanswered wait is measured when read (ArchiveStore.alerts): the stream moves on
+            "answered_at": answered_at, "delay_ms": delay if answered_at is not None else None,
+            "word": None, "words": [], "notify": chain[:level], "raised_at": now_ms()})))
     return alerts
-
-
-def recompute_timeouts(store: ArchiveStore, directory: dict | None, touched: Iterable[str] | None = None,
-                       chunk: int = 100_000) -> int:
-    """Recomputes the timeout-reply alerts of the ``touched`` one-to-one conversations
-    (all when None) from their whole stored timeline and replaces theirs: the alerts equal
-    those of the complete stream whatever the batches or the arrival order. Works through
-    bounded chunks of conversations (memory does not grow with the archive)."""
-    thresholds = reply_thresholds(store)
-    stream_now = store.stream_time()
-    n = 0
-    if touched is None:
-        for convs, entries in store.one_to_one_timelines(chunk):
-            alerts = _timeout_alerts(store, directory, entries, thresholds, stream_now)
-            store.replace_timeout_alerts(alerts, convs)
-            n += len(alerts)
-        return n
-    convs = sorted(c for c in touched if c.startswith("p:"))
-    for i in range(0, len(convs), 2_000):
-        part = convs[i:i + 2_000]
-        alerts = _timeout_alerts(store, directory, store.timelines(part), thresholds, stream_now)
-        store.replace_timeout_alerts(alerts, part)
-        n += len(alerts)
-    return n
 
 
 # The one-to-one conversations a committed batch added to, whose A-6 alerts are not yet
 # recomputed: written in the batch's own transaction, removed with the recomputed alerts.
 _TIMEOUTS_DUE = "a6due"
+# Conversations whose customer still waits short of the last threshold: their alerts change
+# when the stream's time moves on, so each pass after it moved does them again.
+_WAITING = "a6wait"
+_PASS = "a6pass"  # b"stream": the stream time the last pass measured waits against
+
+
+def _timeout_pass(store: ArchiveStore, directory: dict | None, convs: list[str], entries: list[tuple[bytes, bytes]],
+                  thresholds: list[int], stream_now: int, due_keys: list[bytes] = ()) -> int:
+    """Replaces the A-6 alerts of ``convs`` (``entries``: their whole timelines) and their
+    waiting marks, and removes ``due_keys``, in one transaction."""
+    found, waiting = reply_timeouts(entries, thresholds, stream_now)
+    alerts = _alert_records(found, directory)
+    still = set(waiting)
+
+    def marks(w: StoreWriter) -> None:
+        app = w.app()
+        for k in due_keys:
+            app.delete(_TIMEOUTS_DUE, k)
+        waits = []
+        for c in convs:
+            d = store.app_digest("conv", c)
+            if c in still:
+                waits.append((d, c))
+            else:
+                app.delete(_WAITING, d)
+        app.put_many(_WAITING, waits)
+    store.replace_timeout_alerts(alerts, convs, also=marks)
+    return len(alerts)
+
+
+def recompute_timeouts(store: ArchiveStore, directory: dict | None, chunk: int = 100_000) -> int:
+    """Recomputes the timeout-reply alerts of every one-to-one conversation from its whole
+    stored timeline (after the thresholds changed): the alerts of the complete stream.
+    Works through bounded chunks of conversations (memory does not grow with the archive)."""
+    thresholds = reply_thresholds(store)
+    stream_now = store.stream_time()
+    n = 0
+    for convs, entries in store.one_to_one_timelines(chunk):
+        n += _timeout_pass(store, directory, convs, entries, thresholds, stream_now)
+    with store.app_write() as app:
+        app.put(_PASS, b"stream", stream_now)
+        for k, _ in list(app.scan(_TIMEOUTS_DUE, values=False)):
+            app.delete(_TIMEOUTS_DUE, k)
+    return n
 
 
 def mark_timeouts_due(w: StoreWriter, convs: Iterable[str]) -> None:
@@ -333,15 +353,23 @@ def mark_timeouts_due(w: StoreWriter, convs: Iterable[str]) -> None:
 
 def timeouts_due(store: ArchiveStore) -> int:
     with store.app_read() as app:
-        return sum(1 for _ in app.scan(_TIMEOUTS_DUE, values=False))
+        due = sum(1 for _ in app.scan(_TIMEOUTS_DUE, values=False))
+        moved = app.get(_PASS, b"stream") != store.stream_time()
+        return due + (sum(1 for _ in app.scan(_WAITING, values=False)) if moved else 0)
 
 
 def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: int = 2_000) -> int:
-    """The A-6 pass over every conversation recorded as due (by this run or by one that
-    was killed before its pass), ``chunk`` conversations per transaction; returns the
-    alerts those conversations now have."""
+    """The A-6 pass: every conversation recorded as due (by this run or by one killed
+    before its pass) and, when the stream's time moved on since the last pass, every one
+    whose customer still waits; ``chunk`` conversations per transaction. Afterwards the
+    stored alerts are those of the complete stream. Returns the alerts those conversations
+    now have."""
     thresholds = reply_thresholds(store)
     stream_now = store.stream_time()
+    with store.app_write() as app:
+        if app.get(_PASS, b"stream") != stream_now:
+            app.put_many(_TIMEOUTS_DUE, list(app.scan(_WAITING)))
+            app.put(_PASS, b"stream", stream_now)
     n = 0
     while True:
         with store.app_read() as app:
@@ -349,13 +377,5 @@ def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: i
         if not due:
             return n
         convs = [str(c) for _, c in due]
-        alerts = _timeout_alerts(store, directory, store.timelines(convs), thresholds, stream_now)
-
-        keys = [k for k, _ in due]
-
-        def done(w: StoreWriter) -> None:
-            app = w.app()
-            for k in keys:  # noqa: B023 - called before the next iteration rebinds it
-                app.delete(_TIMEOUTS_DUE, k)
-        store.replace_timeout_alerts(alerts, convs, also=done)
-        n += len(alerts)
+        n += _timeout_pass(store, directory, convs, store.timelines(convs), thresholds, stream_now,
+                           [k for k, _ in due])

@@ -147,6 +147,9 @@ def index_writer(store: ArchiveStore, index: ArchiveIndex | None = None, threads
     except SearchIndexError as e:
         raise InputError(str(e)) from None
     try:
+        # another process may have committed since this reader opened (a server's other
+        # worker caught up at start): compare with the index as it is now
+        index.reload()
         catch_up(store, index)
         yield index
     finally:

@@ -948,7 +948,13 @@ class ArchiveStore:
 
     def alerts(self) -> list[dict]:
         with self.env.begin() as txn:
-            return [msgpack.unpackb(v) for _, v in self._items(txn, b"alerts")]
+            rows = [msgpack.unpackb(v) for _, v in self._items(txn, b"alerts")]
+            cur = txn.get(b"stream_time", db=self._db[b"meta"])
+        now = key_seq(cur) if cur is not None else 0
+        for r in rows:  # an unanswered customer has waited until the stream's newest message
+            if r.get("kind") == "timeout_reply" and r.get("answered_at") is None:
+                r["delay_ms"] = max(0, now - r["msgtime"])
+        return rows
 
     def replace_timeout_alerts(self, alerts: list[tuple[bytes, bytes]], convs: Iterable[str],
                                also: Callable[[StoreWriter], None] | None = None) -> None:

@@ -301,7 +301,8 @@ fn normalize_text(text: &str) -> String {
 type TimeoutTuple = (String, u64, usize, i64, i64, Option<i64>, i64);
 
 /// Timeout-reply alerts (rule A-6) from `conv` table entries: (conv, seq of the waiting
-/// customer message, level, threshold ms, since, answered at, delay ms). `touched` limits
+/// customer message, level, threshold ms, since, answered at, delay ms), and the
+/// conversations whose customer still waits short of the last threshold. `touched` limits
 /// the conversations recomputed; `stream_now` is the newest message time.
 #[pyfunction]
 #[pyo3(signature = (conv_entries, thresholds_ms, stream_now, touched = None))]
@@ -311,7 +312,7 @@ fn reply_timeouts(
     thresholds_ms: Vec<i64>,
     stream_now: i64,
     touched: Option<HashSet<String>>,
-) -> PyResult<Vec<TimeoutTuple>> {
+) -> PyResult<(Vec<TimeoutTuple>, Vec<String>)> {
     let mut timeline = Vec::with_capacity(conv_entries.len());
     for (k, v) in &conv_entries {
         let (k, v) = (k.as_bytes(), v.as_bytes());
@@ -323,9 +324,10 @@ fn reply_timeouts(
         let t = i64::from_be_bytes(v[..8].try_into().unwrap_or_default());
         timeline.push((conv, seq, t, crate::alerts::Role::from_byte(v[8])));
     }
-    let alerts =
-        py.detach(move || crate::alerts::reply_timeouts(&timeline, touched.as_ref(), &thresholds_ms, stream_now));
-    Ok(alerts
+    let (alerts, waiting) = py.detach(move || {
+        crate::alerts::reply_timeouts_waiting(&timeline, touched.as_ref(), &thresholds_ms, stream_now)
+    });
+    let alerts = alerts
         .into_iter()
         .map(|a| {
             (
@@ -338,7 +340,8 @@ fn reply_timeouts(
                 a.delay_ms,
             )
         })
-        .collect())
+        .collect();
+    Ok((alerts, waiting))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
