@@ -324,9 +324,8 @@ fn reply_timeouts(
         let t = i64::from_be_bytes(v[..8].try_into().unwrap_or_default());
         timeline.push((conv, seq, t, crate::alerts::Role::from_byte(v[8])));
     }
-    let (alerts, waiting) = py.detach(move || {
-        crate::alerts::reply_timeouts_waiting(&timeline, touched.as_ref(), &thresholds_ms, stream_now)
-    });
+    let (alerts, waiting) = py
+        .detach(move || crate::alerts::reply_timeouts_waiting(&timeline, touched.as_ref(), &thresholds_ms, stream_now));
     let alerts = alerts
         .into_iter()
         .map(|a| {
