@@ -3,7 +3,12 @@ arrival give the alerts of the complete stream."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scrm_fast import _core
 from tests.conftest import run_scrm
@@ -66,3 +71,79 @@ def test_timeouts_across_batches_and_late_arrival(tmp_path):
     assert orjson.loads(run_scrm("alerts", "rescan", "--data", data, check=True).stdout)["timeout_alerts"] == 1
     bad = run_scrm("alerts", "thresholds", "--data", data, "--set", "1h,5m")
     assert bad.returncode == 1 and b"increasing" in bad.stderr
+
+
+def _brute_timeouts(msgs: list[tuple[int, str, str, int]], thresholds: list[int]) -> set[tuple]:
+    """Rule A-6 by hand, written apart from the engine: per one-to-one conversation in
+    (time, seq) order, the first customer message after the employee's last reply waits
+    until the employee's next message (or the newest message of the whole stream)."""
+    now = max(t for _, _, _, t in msgs)
+    by_conv: dict[str, list[tuple[int, int, bool]]] = {}
+    for seq, sender, to, t in msgs:
+        customer = sender if sender.startswith("wm") else to
+        by_conv.setdefault(customer, []).append((t, seq, sender == customer))
+    out = set()
+    for customer, ms in by_conv.items():
+        wait = None
+        ends = []
+        for t, seq, from_customer in sorted(ms):
+            if from_customer and wait is None:
+                wait = (seq, t)
+            elif not from_customer and wait is not None:
+                ends.append((*wait, t, True))
+                wait = None
+        if wait is not None:
+            ends.append((*wait, now, False))
+        for seq, since, until, answered in ends:
+            for level, th in enumerate(thresholds, 1):
+                if until - since > th:
+                    out.add((customer, seq, level, until if answered else None, until - since))
+    return out
+
+
+_runs = iter(range(10**6))
+
+
+def _keys() -> tuple[Path, dict]:
+    pem = _core.generate_private_key(2048)
+    d = Path(tempfile.mkdtemp(prefix="a6-keys-"))
+    (d / "1.pem").write_bytes(pem)
+    return d, {1: _core.public_key_of(pem)}
+
+
+_KEYS = _keys()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_timeouts_of_any_split_into_runs_equal_the_whole_stream(tmp_path, data):
+    """However the stream is cut into ingest runs and in whatever order the pieces arrive,
+    the stored alerts equal rule A-6 applied to the complete stream (a customer left
+    waiting in one run escalates when a later run moves the stream's time on)."""
+    from scrm_fast import KeyRing
+    from scrm_fast.audit import DEFAULT_REPLY_THRESHOLDS_MS
+    from scrm_fast.tenant import Tenant
+
+    n = data.draw(st.integers(2, 18))
+    minutes, msgs = 0, []
+    for seq in range(1, n + 1):
+        minutes += data.draw(st.sampled_from([0, 1, 3, 8, 20, 45, 70]))
+        customer = data.draw(st.sampled_from(["wmA", "wmB", "wmC"]))
+        sender, to = (customer, "emp") if data.draw(st.booleans()) else ("emp", customer)
+        msgs.append((seq, sender, to, T0 + minutes * MIN))
+    order = data.draw(st.permutations(msgs))
+    cuts = sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=3)))
+    runs = [order[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
+    root = tmp_path / str(next(_runs))
+    root.mkdir()
+    keys, pub = _KEYS
+    with Tenant(root / "d") as tenant:
+        tenant.import_directory(DIRECTORY)
+        for i, run in enumerate(runs):
+            f = root / f"{i}.jsonl"
+            f.write_bytes(_core.seal_response(pub, sorted(text(s, a, b, (t - T0) // MIN) for s, a, b, t in run))
+                          + b"\n")
+            tenant.ingest([f], KeyRing.load_dir(keys))
+        got = {(r["customer"], r["seq"], r["level"], r["answered_at"], r["delay_ms"])
+               for r in tenant.store.alerts() if r["kind"] == "timeout_reply"}
+    assert got == _brute_timeouts(msgs, list(DEFAULT_REPLY_THRESHOLDS_MS)), runs
