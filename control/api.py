@@ -125,3 +125,57 @@ async def decide(request: web.Request, fn):
         raise ApiError(404, "not_found", str(e)) from None
     except ConflictError as e:
         raise ApiError(409, "conflict", str(e)) from None
+
+
+# an undeclared query value, or a string one without maxLength: at most this long
+QUERY_MAX = 2000
+PATH_MAX = 200
+
+
+def check_params(request: web.Request, m: Endpoint) -> None:
+    """Every path segment and query value of a request, by the schema its endpoint declares
+    (the OpenAPI document's), with the one strict parser of its type (``scrm_fast.strict``):
+    integers in canonical decimal form and in range, enums exact, strings without control
+    characters and within their length and pattern; undeclared query values as strings.
+    Nothing out of form reaches a handler, Rust or LMDB: 400 for a number not written as
+    one, 422 for a value out of range or a string that cannot be an id."""
+    for name, raw in request.match_info.items():
+        _check(raw, m.path.get(name) or {"type": "string"}, f"path segment '{name}'", PATH_MAX)
+    for name, raw in request.query.items():
+        t = m.query.get(name)
+        if raw == "" and t is not None:
+            continue  # an empty optional value is the default
+        schema = (t if isinstance(t, dict) else {"type": t}) if t is not None else {"type": "string"}
+        _check(raw, schema, f"query parameter '{name}'", QUERY_MAX)
+
+
+def _check(raw: str, schema: dict, what: str, max_len: int) -> None:
+    import re
+
+    from control.errors import ApiError
+    from scrm_fast.errors import InputError
+    from scrm_fast.strict import I64_MAX, RangeError, ident, sint, uint
+
+    try:
+        if "enum" in schema:
+            if raw not in [str(v) for v in schema["enum"]]:
+                raise ApiError(422, "invalid", f"{what} must be one of {', '.join(map(str, schema['enum']))}")
+            return
+        if schema.get("type") == "integer":
+            lo, hi = int(schema.get("minimum", -I64_MAX - 1)), int(schema.get("maximum", I64_MAX))
+            (uint if lo >= 0 else sint)(raw, what, lo=lo, hi=hi)  # no sign where none can be
+            return
+        if schema.get("type") == "boolean":
+            if raw not in ("true", "false", "1", "0"):
+                raise ApiError(400, "bad_request", f"{what} must be true or false")
+            return
+        try:
+            ident(raw, what, int(schema.get("maxLength", max_len)))
+        except InputError as e:
+            raise ApiError(422, "invalid", str(e)) from None
+        if "pattern" in schema and not re.search(schema["pattern"], raw):
+            raise ApiError(422, "invalid", f"{what} is not of the expected form")
+    except RangeError as e:
+        raise ApiError(422, "invalid", str(e)) from None
+    except InputError as e:
+        raise ApiError(400, "bad_request", str(e)) from None

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from control.accounts import AccountService
-from control.api import ReadCosts, meta
+from control.api import ReadCosts, check_params, meta
 from control.archive import ArchiveViews
 from control.config import ControlConfig
 from control.customers import routes as customer_routes
@@ -63,6 +63,7 @@ async def auth_middleware(request: web.Request, handler):
         return await handler(request)  # static console files
     if len(set(request.query.keys())) != len(request.query):
         raise ApiError(400, "bad_request", "a query parameter is given more than once")
+    check_params(request, m)
     if m.public:
         return await handler(request)
     if m.device:
