@@ -170,7 +170,7 @@ async def departments(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/roles")
 @endpoint("Roles: function permissions and data scope of each (R-1, R-2; seed 004's levels), built-in and "
-          "custom, with how many accounts hold each", tag="admin")
+          "custom, with how many accounts hold each", perm="admin.users", tag="admin")
 async def roles(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(request.app[ACCOUNTS].list_roles))
 
