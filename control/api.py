@@ -25,6 +25,7 @@ class Endpoint:
     trailed: bool = False
     # called by a dialer device with its own token (``Authorization: Device …``), not an operator
     device: bool = False
+    upload: str | None = None  # the media type of a raw request body (an upload), not JSON
 
 
 def endpoint(summary: str, **kw):

@@ -48,11 +48,29 @@ from scrm_fast import clock as clocks
 from scrm_fast.storage import ArchiveStore, GroupCommit
 from scrm_fast.trail import AccessTrail
 
+_STATIC = web.AppKey("static_methods", dict)
+
+
+def _static_table(app: web.Application) -> dict[str, frozenset[str]]:
+    """Each fixed API path and the methods its routes take (HEAD with GET)."""
+    found: dict[str, set[str]] = {}
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        if "path" in info and info["path"].startswith(("/api/", "/wecom/")):
+            found.setdefault(info["path"], set()).add(route.method)
+    return {k: frozenset(v | ({"HEAD"} if "GET" in v else set())) for k, v in found.items()}
+
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     """Every route requires a valid bearer token unless its endpoint is marked public, and
     the permission its endpoint names. No security by URL pattern."""
+    allowed = request.app[_STATIC].get(request.path)
+    if allowed is not None and request.method not in allowed:
+        # a fixed path (…/pools/import-template.xlsx) is not also the id of a route beside it
+        # (…/pools/{pool_id}): its own methods, or 405 naming them
+        raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here",
+                       headers={"Allow": ",".join(sorted(allowed))})
     m = meta(handler)
     if m is None:
         if request.match_info.http_exception is not None:
@@ -231,6 +249,7 @@ def create_app(config: ControlConfig) -> web.Application:
     for mod in (meta_routes, auth, archive, review, admin, dialer_routes, customer_routes, messaging_routes,
                 wecom_routes):
         app.add_routes(mod.routes)
+    app[_STATIC] = _static_table(app)
     app.router.add_get("/", _index)
     app.router.add_get("/vendor/chart.min.js", _chart_js)
     if config.web_dir.is_dir():

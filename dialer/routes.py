@@ -172,7 +172,9 @@ async def add_campaign(request: web.Request) -> web.Response:
 @routes.post("/api/v1/dialer/campaigns/import")
 @endpoint("Add a campaign from a CSV file (UTF-8; columns number[,customer]; a header row is recognised); "
           "answers the campaign and a per-row report of what was not taken", perm="dialer.admin", tag="dialer",
-          query={"name": "string", "priority": "integer", "retries": "integer", "retry_spacing_s": "integer"})
+          upload="text/csv",
+          query={"name": "string", **{k: {"type": "integer", "minimum": 0, "maximum": 30 * 86400}
+                                      for k in ("priority", "retries", "retry_spacing_s")}})
 async def import_campaign(request: web.Request) -> web.Response:
     import csv
     import io
@@ -383,8 +385,10 @@ def _scope(request: web.Request) -> set[str] | None:
 @routes.get("/api/v1/dialer/calls")
 @endpoint("Call records in your scope, newest first (D-7)", perm="dialer.read", tag="dialer", trailed=True,
           query={"number": "string", "from": "integer", "to": "integer", "direction": {"enum": ["in", "out"]},
-                 "connected": "boolean", "min_talk": "integer", "max_talk": "integer", "limit": "integer",
-                 "cursor": "string", "employee": "string", "department": "integer"})
+                 "connected": "boolean", "min_talk": "integer", "max_talk": "integer",
+                 "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                 "cursor": {"type": "string", "pattern": "^[0-9a-f]{50}$"}, "employee": "string",
+                 "department": "integer"})
 async def search_calls(request: web.Request) -> web.Response:
     q = request.query
     unknown = set(q) - {"number", "from", "to", "direction", "connected", "min_talk", "max_talk", "limit", "cursor",

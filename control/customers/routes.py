@@ -68,7 +68,7 @@ async def put_settings(request: web.Request) -> web.Response:
 @routes.get("/api/v1/customers")
 @endpoint("Customers in your scope (R-2), filtered", perm="customers.read", tag="customers", trailed=True,
           query={"owner": "string", "pool": "string", "status": "string", "tag": "string", "q": "string",
-                 "limit": "integer", "after": "string"})
+                 "limit": {"type": "integer", "minimum": 1, "maximum": 1000}, "after": "string"})
 async def list_customers(request: web.Request) -> web.Response:
     q = request.query
     if set(q) - {"owner", "pool", "status", "tag", "q", "limit", "after"}:
@@ -277,7 +277,7 @@ async def _pool_for(request: web.Request, admin: bool = False) -> dict:
 
 @routes.get("/api/v1/pools/{pool_id}/customers")
 @endpoint("The pool's unclaimed customers (phones masked)", perm="customers.read", tag="pools",
-          path={"pool_id": _ID}, query={"limit": "integer", "after": "string"})
+          path={"pool_id": _ID}, query={"limit": {"type": "integer", "minimum": 1, "maximum": 1000}, "after": "string"})
 async def pool_customers(request: web.Request) -> web.Response:
     await _pool_for(request)
     q = request.query

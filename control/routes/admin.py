@@ -80,7 +80,7 @@ def run_ingest(app: web.Application, path: Path, job_id: str) -> dict:
 @routes.post("/api/v1/ingest")
 @endpoint("Upload GetChatData responses (JSONL); returns a job to poll. The upload is durable and "
           "journaled before the 202: a job a crash interrupts runs again when the server starts",
-          perm="ingest.write", tag="admin")
+          perm="ingest.write", tag="admin", upload="application/octet-stream")
 async def ingest(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     if cfg.keys_dir is None:
