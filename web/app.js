@@ -279,28 +279,194 @@ async function catalogView() {
   await paint();
 }
 
+const BEHAVIOURS = { push_card: "推送名片", red_packet: "发红包", delete_customer: "删除好友" };
+const VERDICTS = { abnormal: "异常", normal: "正常", ignore: "忽略" };
+const contextLink = (r) => (r.conv ? `<a class="ctx" href="#/archive?conv=${encodeURIComponent(r.conv)}&seq=${r.seq}">查看上下文</a>` : "");
+const party = (r) => (r.group_name ? `群：${esc(r.group_name)}` : esc(r.customer_name || r.customer || ""));
+
 async function auditsView() {
-  let status = "pending";
-  const paint = async () => {
-    const rows = await api(`/api/v1/audits?status=${status}`);
-    const canHandle = me.permissions.includes("audit.handle");
-    main.innerHTML = `<div class="tabs"><button data-s="pending" class="${status === "pending" ? "on" : ""}">待处理</button>
-      <button data-s="handled" class="${status === "handled" ? "on" : ""}">已处理</button></div>
-      <table><tr><th>类型</th><th>员工</th><th>内容</th><th>时间</th><th>${status === "pending" ? "处理" : "结论"}</th></tr>
-      ${rows.map((a) => `<tr data-id="${esc(a.id)}"><td>${a.kind === "content" ? "敏感词：" + esc(a.words.join("、")) : { push_card: "推送名片", red_packet: "发红包", delete_customer: "删除好友" }[a.behaviour] || esc(a.behaviour)}</td>
-        <td>${esc(a.employee)}</td><td>${esc(a.text).slice(0, 200)}</td><td>${time(a.msgtime)}</td>
-        <td>${status === "pending" ? (canHandle ? `<select><option value="abnormal">异常</option><option value="normal">正常</option><option value="ignore">忽略</option></select>
-          <input placeholder="备注"><button class="handle">提交</button>` : "<span class='muted'>无权限</span>") : `${{ abnormal: "异常", normal: "正常", ignore: "忽略" }[a.verdict]} · ${esc(a.handled_by)} ${esc(a.remark || "")}`}</td></tr>`).join("")}</table>`;
-    main.querySelector(".tabs").onclick = (e) => { if (e.target.dataset.s) { status = e.target.dataset.s; paint().catch((err) => showError(err.message)); } };
-    main.querySelectorAll("button.handle").forEach((b) => b.onclick = async () => {
-      const tr = b.closest("tr");
-      try {
-        await api(`/api/v1/audits/${encodeURIComponent(tr.dataset.id)}/handle`, { method: "POST", json: { verdict: tr.querySelector("select").value, remark: tr.querySelector("input").value } });
-        tr.remove();
-      } catch (err) { showError(err.message); }
-    });
+  const q = hashParams();
+  const status = q.get("status") || "pending";
+  const kind = q.get("kind") || "";
+  const qs = new URLSearchParams({ status });
+  if (kind) qs.set("kind", kind);
+  const rows = await api(`/api/v1/audits?${qs}`);
+  const canHandle = me.permissions.includes("audit.handle");
+  const go = (k, v) => { const n = new URLSearchParams({ status, kind }); n.set(k, v); location.hash = `#/audits?${n}`; };
+  main.innerHTML = `<div class="tabs" id="astatus"><button data-s="pending" class="${status === "pending" ? "on" : ""}">待处理</button>
+    <button data-s="handled" class="${status === "handled" ? "on" : ""}">已处理</button>
+    <span class="sep"></span>${[["", "全部"], ["content", "敏感词"], ["behaviour", "敏感行为"]].map(([k, v]) => `<button data-k="${k}" class="${k === kind ? "on" : ""}">${v}</button>`).join("")}</div>
+    <p class="muted">共 ${rows.length} 条</p>
+    <table id="audits"><tr><th>类型</th><th>员工</th><th>客户 / 群</th><th>内容</th><th>时间</th><th></th><th>${status === "pending" ? "处理" : "结论"}</th></tr>
+    ${rows.map((a) => `<tr data-id="${esc(a.id)}"><td>${a.kind === "content" ? "敏感词：" + esc(a.words.join("、")) : esc(BEHAVIOURS[a.behaviour] || a.behaviour)}</td>
+      <td>${esc(a.employee_name || a.employee)}</td><td>${party(a)}</td><td>${esc(String(a.text || "").slice(0, 200))}</td><td>${time(a.msgtime)}</td><td>${contextLink(a)}</td>
+      <td>${status === "pending" ? (canHandle ? `<select class="verdict"><option value="" selected disabled>请选择结论</option>${Object.entries(VERDICTS).map(([k, v]) => `<option value="${k}">${v}</option>`).join("")}</select>
+        <input class="remark" placeholder="备注"><button class="handle" disabled>提交</button>` : "<span class='muted'>无权限</span>") : `${esc(VERDICTS[a.verdict] || a.verdict)} · ${esc(a.handled_by)} ${esc(a.remark || "")}`}</td></tr>`).join("") || `<tr><td colspan=7 class="muted">无记录</td></tr>`}</table>`;
+  $("#astatus").onclick = (e) => {
+    if (e.target.dataset.s) go("status", e.target.dataset.s);
+    else if (e.target.dataset.k !== undefined) go("kind", e.target.dataset.k);
   };
-  await paint();
+  main.querySelectorAll("select.verdict").forEach((sel) => sel.onchange = () => { sel.closest("tr").querySelector("button.handle").disabled = !sel.value; });
+  main.querySelectorAll("button.handle").forEach((b) => b.onclick = async () => {
+    const tr = b.closest("tr");
+    try {
+      await api(`/api/v1/audits/${encodeURIComponent(tr.dataset.id)}/handle`, { method: "POST", json: { verdict: tr.querySelector("select").value, remark: tr.querySelector("input").value } });
+      tr.remove();
+    } catch (err) { showError(err.message); }
+  });
+}
+
+async function alertsView() {
+  const kind = hashParams().get("kind") || "";
+  const rows = (await api("/api/v1/alerts")).filter((r) => !kind || r.kind === kind).reverse();
+  const minutes = (ms) => `${Math.round((ms || 0) / 60000)} 分钟`;
+  main.innerHTML = `<div class="tabs" id="alkind">${[["", "全部"], ["sensitive_word", "敏感词告警"], ["timeout_reply", "超时未回复"]].map(([k, v]) => `<button data-k="${k}" class="${k === kind ? "on" : ""}">${v}</button>`).join("")}</div>
+    <p class="muted">共 ${rows.length} 条告警（最新在前）</p>
+    <table id="alerts"><tr><th>告警</th><th>员工</th><th>客户 / 群</th><th>消息时间</th><th>详情</th><th>通知（逐级上报）</th><th></th></tr>
+    ${rows.map((r) => `<tr data-id="${esc(r.id)}"><td>${r.kind === "sensitive_word" ? `敏感词：${esc((r.words || []).join("、"))}` : `超时未回复 · ${r.level} 级（超过 ${minutes(r.threshold_ms)}）`}</td>
+      <td>${esc(r.employee_name || r.employee)}</td><td>${party(r)}</td><td>${time(r.msgtime)}</td>
+      <td>${r.kind === "timeout_reply" ? (r.answered_at ? `${minutes(r.delay_ms)}后回复` : `<span class="warn">已等待 ${minutes(r.delay_ms)}，未回复</span>`) : `级别 ${esc(r.severity ?? "")}`}</td>
+      <td class="chain">${esc((r.notify_names || r.notify || []).join(" → "))}</td><td>${contextLink(r)}</td></tr>`).join("") || `<tr><td colspan=7 class="muted">无告警</td></tr>`}</table>`;
+  $("#alkind").onclick = (e) => { if (e.target.dataset.k !== undefined) location.hash = `#/alerts?kind=${e.target.dataset.k}`; };
+}
+
+const SCOPES = { self: "仅本人", department: "本部门及下级", all: "全部" };
+const PERM_NAMES = { "archive.read": "查看存档", "audit.read": "查看审计", "audit.handle": "处理审计", "words.read": "查看敏感词", "words.write": "设置敏感词与规则",
+  "consent.read": "查看同意状态", "alerts.read": "查看告警", "admin.users": "管理用户", "ingest.write": "导入存档", "trail.read": "查看访问记录",
+  "dialer.admin": "外呼管理", "dialer.call": "外呼拨打", "dialer.read": "外呼记录", "dialer.popup": "来电弹屏", "customers.read": "查看客户", "customers.write": "编辑客户",
+  "customers.admin": "客户管理", "pools.claim": "公海领取", "messaging.send": "群发", "messaging.admin": "群发管理", "metrics.read": "监控指标" };
+
+async function usersView() {
+  const [users, roles] = await Promise.all([api("/api/v1/users"), api("/api/v1/roles")]);
+  const allPerms = [...new Set(roles.flatMap((r) => r.permissions))].sort();
+  const roleOptions = (cur) => roles.map((r) => `<option value="${esc(r.role)}" ${r.role === cur ? "selected" : ""}>${esc(r.role)}</option>`).join("");
+  main.innerHTML = `<h3>用户</h3>
+    <div class="search"><button id="bulkoff">停用所选</button><button id="bulkon">启用所选</button></div>
+    <table id="users"><tr><th><input type="checkbox" id="allusers"></th><th>用户名</th><th>角色</th><th>员工</th><th>部门</th><th>状态</th><th>重置密码</th></tr>
+    ${users.map((u) => `<tr data-u="${esc(u.username)}"><td><input type="checkbox" class="pick"></td><td>${esc(u.username)}</td>
+      <td><select class="role">${roleOptions(u.role)}</select></td><td>${esc(u.employee || "")}</td><td>${esc(u.department ?? "")}</td>
+      <td>${u.disabled ? "<span class='warn'>已停用</span>" : "正常"}</td><td><input type="password" class="newpw" placeholder="新密码（至少8位）" autocomplete="new-password"><button class="reset">重置</button></td></tr>`).join("")}</table>
+    <form id="uform" class="search"><input name="username" placeholder="用户名" required><input name="password" type="password" placeholder="初始密码（至少8位）" autocomplete="new-password" required>
+      <select name="role">${roleOptions("regular")}</select><input name="employee" placeholder="对应员工 userid"><input name="department" placeholder="部门 id" inputmode="numeric"><button type="submit">新建用户</button></form>
+    <h3>角色</h3>
+    <table id="roles"><tr><th>角色</th><th>功能权限</th><th>数据范围</th><th>账号数</th><th></th></tr>
+    ${roles.map((r) => `<tr data-r="${esc(r.role)}"><td>${esc(r.role)}${r.builtin ? " <span class='muted'>（内置）</span>" : ""}</td><td>${r.permissions.map((p) => esc(PERM_NAMES[p] || p)).join("、")}</td>
+      <td>${esc(SCOPES[r.scope] || r.scope)}</td><td>${r.users ?? ""}</td><td>${r.builtin ? "" : `<button class="delrole">删除</button>`}</td></tr>`).join("")}</table>
+    <form id="rform"><h4>新建角色</h4><p><input name="role" placeholder="角色名（字母、数字、-、_）" required>
+      <select name="scope">${Object.entries(SCOPES).map(([k, v]) => `<option value="${k}">数据范围：${v}</option>`).join("")}</select></p>
+      <p class="perms">${allPerms.map((p) => `<label><input type="checkbox" name="perm" value="${esc(p)}"> ${esc(PERM_NAMES[p] || p)}</label>`).join(" ")}</p>
+      <button type="submit">创建角色</button></form>`;
+  const done = (text) => { showError(""); return usersView().then(() => { if (text) $("#main").insertAdjacentHTML("afterbegin", `<p class="ok" id="notice">${esc(text)}</p>`); }); };
+  const fail = (err) => showError(err.message);
+  $("#allusers").onchange = (e) => main.querySelectorAll("input.pick").forEach((c) => { c.checked = e.target.checked; });
+  const picked = () => [...main.querySelectorAll("input.pick:checked")].map((c) => c.closest("tr").dataset.u);
+  const bulk = (disabled) => async () => {
+    const names = picked();
+    if (!names.length) return showError("请先勾选用户");
+    try { const r = await api("/api/v1/users/disable", { method: "POST", json: { usernames: names, disabled } }); await done(`${disabled ? "已停用" : "已启用"} ${r.changed} 个用户`); } catch (err) { fail(err); }
+  };
+  $("#bulkoff").onclick = bulk(true);
+  $("#bulkon").onclick = bulk(false);
+  main.querySelectorAll("select.role").forEach((sel) => sel.onchange = async () => {
+    try { await api(`/api/v1/users/${encodeURIComponent(sel.closest("tr").dataset.u)}`, { method: "PATCH", json: { role: sel.value } }); await done("角色已更改"); } catch (err) { fail(err); }
+  });
+  main.querySelectorAll("button.reset").forEach((b) => b.onclick = async () => {
+    const tr = b.closest("tr");
+    try { const r = await api(`/api/v1/users/${encodeURIComponent(tr.dataset.u)}/password`, { method: "POST", json: { new: tr.querySelector("input.newpw").value } }); await done(`密码已重置，已吊销 ${r.tokens_revoked} 个令牌`); } catch (err) { fail(err); }
+  });
+  $("#uform").onsubmit = async (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(e.target));
+    const doc = { username: f.username, password: f.password, role: f.role };
+    if (f.employee) doc.employee = f.employee;
+    if (f.department) doc.department = Number(f.department);
+    try { await api("/api/v1/users", { method: "POST", json: doc }); await done(`已创建用户 ${f.username}`); } catch (err) { fail(err); }
+  };
+  $("#rform").onsubmit = async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    try { await api("/api/v1/roles", { method: "POST", json: { role: f.get("role"), scope: f.get("scope"), permissions: f.getAll("perm") } }); await done(`已创建角色 ${f.get("role")}`); } catch (err) { fail(err); }
+  };
+  main.querySelectorAll("button.delrole").forEach((b) => b.onclick = async () => {
+    try { await api(`/api/v1/roles/${encodeURIComponent(b.closest("tr").dataset.r)}`, { method: "DELETE" }); await done("角色已删除"); } catch (err) { fail(err); }
+  });
+}
+
+async function accountView() {
+  const tokens = await api("/api/v1/tokens");
+  const mine = tokens.filter((t) => t.username === me.username);
+  main.innerHTML = `<h3>我的账户</h3><p>${esc(me.username)} · 角色 ${esc(me.role)} · 数据范围 ${esc(SCOPES[me.scope] || me.scope)}</p>
+    <h4>修改密码</h4><form id="pwform" class="search"><input type="password" name="old" placeholder="当前密码" autocomplete="current-password" required>
+      <input type="password" name="new" placeholder="新密码（至少8位）" autocomplete="new-password" required minlength="8"><button type="submit">修改密码</button></form>
+    <h4>API 令牌</h4><div id="newtoken"></div>
+    <form id="tform" class="search"><input name="name" placeholder="令牌名称" required maxlength="64"><label>有效期（天） <input name="ttl_days" type="number" min="1" max="3650" value="90"></label><button type="submit">创建令牌</button></form>
+    <table id="tokens"><tr><th>名称</th><th>创建时间</th><th>到期</th><th>状态</th><th></th></tr>
+    ${mine.map((t) => `<tr data-id="${esc(t.id)}"><td>${esc(t.name)}</td><td>${time(t.created_at * 1000)}</td><td>${time(t.expires_at * 1000)}</td>
+      <td>${t.revoked ? "已吊销" : "有效"}</td><td>${t.revoked ? "" : `<button class="revoke">吊销</button>`}</td></tr>`).join("") || `<tr><td colspan=5 class="muted">无令牌</td></tr>`}</table>
+    ${tokens.length > mine.length ? `<p class="muted">其他用户的令牌 ${tokens.length - mine.length} 个（管理员可在此吊销）</p>
+      <table id="othertokens"><tr><th>用户</th><th>名称</th><th>到期</th><th>状态</th><th></th></tr>${tokens.filter((t) => t.username !== me.username).map((t) => `<tr data-id="${esc(t.id)}"><td>${esc(t.username)}</td><td>${esc(t.name)}</td><td>${time(t.expires_at * 1000)}</td><td>${t.revoked ? "已吊销" : "有效"}</td><td>${t.revoked ? "" : `<button class="revoke">吊销</button>`}</td></tr>`).join("")}</table>` : ""}`;
+  $("#pwform").onsubmit = async (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(e.target));
+    try {
+      const r = await api("/api/v1/me/password", { method: "POST", json: { old: f.old, new: f.new } });
+      sessionStorage.setItem("token", r.token);
+      await accountView();
+      main.insertAdjacentHTML("afterbegin", `<p class="ok" id="notice">密码已修改，其他 ${r.tokens_revoked} 个令牌已吊销</p>`);
+    } catch (err) { showError(err.message); }
+  };
+  $("#tform").onsubmit = async (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(e.target));
+    try {
+      const r = await api("/api/v1/tokens", { method: "POST", json: { name: f.name, ttl_days: Number(f.ttl_days) } });
+      await accountView();
+      $("#newtoken").innerHTML = `<p class="ok">新令牌（只显示这一次，请妥善保存）：<code id="tokenvalue">${esc(r.token)}</code></p>`;
+    } catch (err) { showError(err.message); }
+  };
+  main.querySelectorAll("button.revoke").forEach((b) => b.onclick = async () => {
+    try { await api(`/api/v1/tokens/${encodeURIComponent(b.closest("tr").dataset.id)}`, { method: "DELETE" }); await accountView(); } catch (err) { showError(err.message); }
+  });
+}
+
+async function settingsView() {
+  const [sw, th] = await Promise.all([api("/api/v1/behaviours"), api("/api/v1/alerts/thresholds")]);
+  const canWrite = me.permissions.includes("words.write");
+  main.innerHTML = `<h3>敏感行为</h3><form id="bform">${Object.entries(sw).map(([k, v]) => `<label><input type="checkbox" name="${k}" ${v ? "checked" : ""} ${canWrite ? "" : "disabled"}> ${esc(BEHAVIOURS[k] || k)}</label> `).join("")}</form>
+    <h3>超时未回复告警级别</h3><p class="muted">客户消息超过下列时长未回复即告警，逐级通知员工、上级、再上级</p>
+    <form id="thform" class="search">${th.reply_thresholds_ms.map((ms, i) => `<label>${i + 1} 级（分钟） <input type="number" name="t" min="1" step="1" value="${ms / 60000}" ${canWrite ? "" : "disabled"}></label>`).join("")}
+      ${canWrite ? `<button type="button" id="addlevel">增加一级</button><button type="submit">保存</button>` : ""}</form><div id="thnote"></div>`;
+  if (!canWrite) return;
+  $("#bform").onchange = async (e) => {
+    try { await api("/api/v1/behaviours", { method: "PUT", json: { [e.target.name]: e.target.checked } }); showError(""); } catch (err) { showError(err.message); }
+  };
+  $("#addlevel").onclick = () => { $("#addlevel").insertAdjacentHTML("beforebegin", `<label>新级别（分钟） <input type="number" name="t" min="1" step="1"></label>`); };
+  $("#thform").onsubmit = async (e) => {
+    e.preventDefault();
+    const values = [...new FormData(e.target).getAll("t")].filter((v) => v !== "").map((v) => Math.round(Number(v) * 60000));
+    try {
+      const r = await api("/api/v1/alerts/thresholds", { method: "PUT", json: { reply_thresholds_ms: values } });
+      showError("");
+      $("#thnote").innerHTML = `<p class="ok" id="notice">已保存：${r.reply_thresholds_ms.map((ms) => `${ms / 60000} 分钟`).join("、")}；告警正在按新级别重新计算</p>`;
+    } catch (err) { showError(err.message); }
+  };
+}
+
+async function trailView() {
+  const before = hashParams().get("before");
+  const page = await api(`/api/v1/trail?limit=100${before ? `&before=${before}` : ""}`);
+  main.innerHTML = `<div class="search"><button id="verify">校验完整性</button><span id="verdict"></span></div>
+    <table id="trail"><tr><th>#</th><th>时间</th><th>用户</th><th>操作</th><th>对象</th><th>详情</th></tr>
+    ${page.entries.map((e) => `<tr><td>${e.index}</td><td>${time(e.at)}</td><td>${esc(e.user)}</td><td>${esc(e.action)}</td><td>${esc(e.target)}</td><td class="detail">${esc(JSON.stringify(e.detail ?? {})).slice(0, 300)}</td></tr>`).join("") || `<tr><td colspan=6 class="muted">无记录</td></tr>`}</table>
+    ${page.next_cursor !== null ? `<p><a id="older" href="#/trail?before=${page.next_cursor}">更早的记录</a></p>` : ""}`;
+  $("#verify").onclick = async () => {
+    $("#verdict").textContent = "校验中…";
+    try {
+      const r = await api("/api/v1/trail?limit=1&verify=1");
+      const v = r.verify;
+      $("#verdict").innerHTML = v.ok ? `<span class="ok">完整：${v.entries} 条记录，链与锚点一致</span>` : `<span class="warn">不完整：${esc(v.why || "")}</span>`;
+    } catch (err) { showError(err.message); }
+  };
 }
 
 async function wordsView() {
@@ -771,7 +937,7 @@ async function messagingView() {
   };
 }
 
-const views = { "#/messaging": messagingView, "#/customers": customersView, "#/dialer": dialerView, "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
+const views = { "#/alerts": alertsView, "#/users": usersView, "#/account": accountView, "#/settings": settingsView, "#/trail": trailView, "#/messaging": messagingView, "#/customers": customersView, "#/dialer": dialerView, "#/archive": archiveView, "#/search": searchView, "#/catalog": catalogView, "#/audits": auditsView, "#/words": wordsView, "#/consent": consentView };
 async function route() {
   if (!sessionStorage.getItem("token")) return loginView();
   try {
@@ -779,7 +945,7 @@ async function route() {
   } catch { return loginView(); }
   $("#nav").hidden = false;
   document.querySelectorAll("#nav a").forEach((a) => { a.hidden = !me.permissions.includes(a.dataset.perm); a.classList.toggle("active", a.getAttribute("href") === location.hash.split("?")[0]); });
-  $("#who").innerHTML = `${esc(me.username)} <button id="logout">退出</button>`;
+  $("#who").innerHTML = `<a href="#/account" id="account">${esc(me.username)}</a> <button id="logout">退出</button>`;
   $("#logout").onclick = async () => { await api("/api/v1/auth/logout", { method: "POST" }).catch(() => {}); sessionStorage.removeItem("token"); me = null; if (popupStream) popupStream.abort(); location.hash = ""; loginView(); };
   listenPopups();
   const view = views[location.hash.split("?")[0]] || archiveView;

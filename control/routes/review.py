@@ -23,6 +23,20 @@ def _in_scope(request: web.Request, rows: list[dict], key: str = "employee") -> 
     return rows if allowed is None else [r for r in rows if r.get(key) in allowed]
 
 
+def _named(request: web.Request, rows: list[dict]) -> list[dict]:
+    """Adds the directory's names to audit and alert records (A-2: the employee, and the
+    customer or the group the message was said in; A-5: who is notified)."""
+    d = request.app[VIEWS].directory()
+    for r in rows:
+        r["employee_name"] = d.name(r["employee"]) if r.get("employee") else None
+        r["customer_name"] = d.name(r["customer"]) if r.get("customer") else None
+        room = r.get("roomid") or ""
+        r["group_name"] = d.groups.get(room, {}).get("name") or room if room else None
+        if "notify" in r:
+            r["notify_names"] = [d.name(u) for u in r["notify"]]
+    return rows
+
+
 @routes.get("/api/v1/audits")
 @endpoint("Audit records in your scope (A-2, A-4)", perm="audit.read", tag="audit", trailed=True,
           query={"kind": {"enum": ["content", "behaviour"]}, "status": {"enum": ["pending", "handled"]},
@@ -36,6 +50,7 @@ async def list_audits(request: web.Request) -> web.Response:
     context = request.query.get("context")
     if context not in (None, "1", "0", "true", "false"):
         raise ApiError(400, "bad_request", "context must be true or false")
+    _named(request, rows)
     ids = [r["id"] for r in rows]
     if context in ("1", "true"):
         for r in rows:
@@ -154,11 +169,59 @@ async def put_behaviours(request: web.Request) -> web.Response:
 @endpoint("Alerts in your scope (A-5 sensitive words, A-6 timeout replies)", perm="alerts.read", tag="audit",
           trailed=True)
 async def alerts(request: web.Request) -> web.Response:
-    rows = await asyncio.to_thread(request.app[STORE].alerts)
+    store = request.app[STORE]
+
+    def read() -> list[dict]:
+        rows = store.alerts()
+        for r in rows:  # a word alert is linked to its message through its audit record
+            if r["kind"] == "sensitive_word" and "conv" not in r:
+                a = audit.get_audit(store, r["audit_id"])
+                if a is not None:
+                    r.update(conv=a["conv"], seq=a["seq"], customer=a.get("customer"), roomid=a.get("roomid"))
+        return rows
+    rows = await asyncio.to_thread(read)
     rows.sort(key=lambda r: (r["msgtime"], r["id"]))
-    rows = _in_scope(request, rows)
+    rows = _named(request, _in_scope(request, rows))
     await record(request, "read_alerts", "alerts", {"ids": [r["id"] for r in rows][:1000], "count": len(rows)})
     return json_response(rows)
+
+
+@routes.get("/api/v1/alerts/thresholds")
+@endpoint("Timeout-reply levels (A-6): how long a customer waits before each level's alert", perm="alerts.read",
+          tag="audit")
+async def get_thresholds(request: web.Request) -> web.Response:
+    return json_response({"reply_thresholds_ms": audit.reply_thresholds(request.app[STORE])})
+
+
+@routes.put("/api/v1/alerts/thresholds")
+@endpoint("Set the timeout-reply levels (A-6, increasing, 1–5 of them); every conversation's timeout alerts are "
+          "recomputed with them in the background", perm="words.write", tag="audit",
+          body={"type": "object", "required": ["reply_thresholds_ms"], "additionalProperties": False,
+                "properties": {"reply_thresholds_ms": {"type": "array", "minItems": 1, "maxItems": 5,
+                                                       "items": {"type": "integer", "minimum": 1000,
+                                                                 "maximum": 30 * 86400 * 1000}}}})
+async def put_thresholds(request: web.Request) -> web.Response:
+    from scrm_fast.errors import InputError
+    from scrm_fast.tenant import Tenant
+
+    doc = fields(await json_body(request, request.app[CONFIG].max_json_bytes), {"reply_thresholds_ms": (list, True)})
+    values = doc["reply_thresholds_ms"]
+    if not 1 <= len(values) <= 5 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                            and 1000 <= v <= 30 * 86400 * 1000 for v in values):
+        raise ApiError(422, "invalid", "reply_thresholds_ms: 1 to 5 durations in ms (1 s … 30 days)")
+    store = request.app[STORE]
+    try:
+        out = audit.set_reply_thresholds(store, values)
+    except InputError as e:
+        raise ApiError(422, "invalid", str(e)) from None
+    await record(request, "thresholds_changed", "reply_thresholds", {"reply_thresholds_ms": out})
+    tenant = Tenant(request.app[CONFIG].data_dir, store=store)
+
+    def recompute() -> None:
+        with store.lease("ingest", "timeout-reply recompute", wait=True):
+            audit.recompute_timeouts(store, tenant.directory())
+    asyncio.get_running_loop().run_in_executor(None, recompute)
+    return json_response({"reply_thresholds_ms": out, "recomputing": True})
 
 
 @routes.get("/api/v1/consent/events")
