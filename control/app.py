@@ -29,6 +29,7 @@ from control.keys import (
     METRICS,
     READ_COSTS,
     READS,
+    RECEIPT,
     STORE,
     TOKEN,
     TRAIL,
@@ -99,7 +100,19 @@ async def auth_middleware(request: web.Request, handler):
         raise ApiError(403, "forbidden", f"your role lacks the permission {m.perm}")
     check_params(request, m)  # who may not call it learns nothing of its parameters
     request[USER], request[TOKEN] = user, token
-    return await handler(request)
+    resp = await handler(request)
+    receipt = request.get(RECEIPT)
+    if m.trailed and resp.status < 300 and receipt is None:
+        # archived content without its trail entry is never sent (rule R-4): a bug, refused
+        import logging
+
+        logging.getLogger("scrm.control").error("%s %s answered content without a trail entry", request.method,
+                                                request.path)
+        if not resp.prepared:
+            return problem(500, "internal", "internal error (logged)")
+    if receipt is not None and not resp.prepared:
+        resp.headers["X-Trail-Entry"] = str(receipt.index)
+    return resp
 
 
 @web.middleware

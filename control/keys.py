@@ -12,6 +12,7 @@ from control.archive import ArchiveViews
 from control.config import ControlConfig
 from control.jobs import IngestJobs
 from dialer.service import Dialer
+from scrm_fast.reads import Receipt
 from scrm_fast.storage import ArchiveStore, GroupCommit
 from scrm_fast.trail import AccessTrail
 
@@ -36,3 +37,4 @@ COMMITS = web.AppKey("commits", GroupCommit)
 USER = web.RequestKey("user", User)
 TOKEN = web.RequestKey("token", dict)
 DEVICE = web.RequestKey("device", str)  # the dialer device calling (its id)
+RECEIPT = web.RequestKey("receipt", Receipt)  # the trail entry this request wrote

@@ -744,3 +744,34 @@ async def test_each_role_walks_every_route_and_gets_exactly_its_permissions(clie
             else:
                 assert "lacks the permission" not in text, (role, method, path, r.status, text)
     assert walked > 80 and (refused == 0) == (role == "admin")
+
+
+async def test_content_answers_carry_their_trail_receipt_and_none_leaves_without(aiohttp_client, client):
+    """A content route answers with the index of the trail entry it wrote (X-Trail-Entry);
+    a route marked as returning content that wrote none is refused by the server itself."""
+    from control.api import endpoint, json_response
+    from control.app import create_app
+    from control.config import ControlConfig
+    from control.keys import TRAIL
+
+    admin = await login(client, "admin")
+    r = await client.get("/api/v1/alerts", headers=admin)
+    assert r.status == 200
+    newest = client.app[TRAIL].entries(1, None, True)[0]
+    assert r.headers["X-Trail-Entry"] == str(newest["index"]) and newest["action"] == "read_alerts"
+    r = await client.get("/api/v1/audits", params={"status": "pending"}, headers=admin)
+    newest = client.app[TRAIL].entries(1, None, True)[0]
+    assert r.headers["X-Trail-Entry"] == str(newest["index"]) and newest["action"] == "read_audits"
+    assert newest["detail"]["count"] == len(await r.json())
+
+    @endpoint("leaks", perm="archive.read", trailed=True)
+    async def forgetful(request):
+        return json_response({"text": "archived words"})
+
+    app = create_app(ControlConfig(data_dir=client.data_dir, keys_dir=None))
+    app.router.add_get("/api/v1/forgetful", forgetful)
+    await client.close()  # one server on the data directory at a time
+    other = await aiohttp_client(app)
+    h = await login(other, "admin")
+    r = await other.get("/api/v1/forgetful", headers=h)
+    assert r.status == 500 and b"archived words" not in await r.read()

@@ -253,6 +253,7 @@ def _str(request: web.Request, name: str, max_len: int = 200) -> str | None:
                  "until": {"type": "integer", "minimum": 0, "maximum": 2**62},
                  "cursor": "string", "limit": {"type": "integer", "minimum": 1, "maximum": _SEARCH_LIMIT}})
 async def search(request: web.Request) -> web.Response:
+    from scrm_fast import reads
     from scrm_fast.errors import InputError, QuerySyntaxError
 
     views = request.app[VIEWS]
@@ -279,8 +280,7 @@ async def search(request: web.Request) -> web.Response:
     except InputError as e:
         raise ApiError(422, "invalid", str(e)) from None
     lag = views.search.lag()
-    await record(request, "search", q, {"filters": {k: v for k, v in filters.items() if v not in (None, "all")},
-                                         "seqs": seqs})
+    await record(request, *reads.search_entry(q, filters, seqs))
     # the items come as JSON from Rust (see ArchiveSearch.page); the page is put around them
     body = b'{"total":%d,"items":%b,"next_cursor":%b,"index_lag":%d}' % (total, items, orjson.dumps(nxt), lag)
     return web.Response(body=body, content_type="application/json", charset="utf-8")

@@ -12,15 +12,20 @@ from control.api import endpoint, json_response
 from control.archive import allowed_employees
 from control.errors import ApiError, fields, json_body
 from control.keys import CONFIG, STORE, USER, VIEWS
-from control.trail import record
+from control.trail import record, released
 from scrm_fast import audit
 
 routes = web.RouteTableDef()
 
 
 def _in_scope(request: web.Request, rows: list[dict], key: str = "employee") -> list[dict]:
+    return _scope(request, key)(rows)
+
+
+def _scope(request: web.Request, key: str = "employee"):
+    """The caller's data scope (R-2) as a filter of records (run anywhere: decided here)."""
     allowed = allowed_employees(request[USER], request.app[VIEWS].directory())
-    return rows if allowed is None else [r for r in rows if r.get(key) in allowed]
+    return lambda rows: rows if allowed is None else [r for r in rows if r.get(key) in allowed]
 
 
 def _named(request: web.Request, rows: list[dict]) -> list[dict]:
@@ -42,23 +47,17 @@ def _named(request: web.Request, rows: list[dict]) -> list[dict]:
           query={"kind": {"enum": ["content", "behaviour"]}, "status": {"enum": ["pending", "handled"]},
                  "context": "boolean"})
 async def list_audits(request: web.Request) -> web.Response:
+    from scrm_fast import reads
+
     kind, status = request.query.get("kind"), request.query.get("status")
     if kind not in (None, "content", "behaviour") or status not in (None, "pending", "handled"):
         raise ApiError(422, "invalid", "kind: content|behaviour, status: pending|handled")
-    store = request.app[STORE]
-    rows = _in_scope(request, await asyncio.to_thread(audit.list_audits, store, kind, status))
     context = request.query.get("context")
     if context not in (None, "1", "0", "true", "false"):
         raise ApiError(400, "bad_request", "context must be true or false")
-    _named(request, rows)
-    ids = [r["id"] for r in rows]
-    if context in ("1", "true"):
-        for r in rows:
-            r["context"] = audit.context(store, r)
-        await record(request, "read_audit_context", "audits", {"ids": ids[:1000], "count": len(ids)})
-    else:  # the records carry the audited text: a read of content too
-        await record(request, "read_audits", "audits", {"ids": ids[:1000], "count": len(ids)})
-    return json_response(rows)
+    rows, entry = await asyncio.to_thread(reads.audit_rows, request.app[STORE], kind, status,
+                                          context in ("1", "true"), _scope(request))
+    return json_response(await released(request, _named(request, rows), entry))
 
 
 @routes.post("/api/v1/audits/{audit_id}/handle")
@@ -169,21 +168,10 @@ async def put_behaviours(request: web.Request) -> web.Response:
 @endpoint("Alerts in your scope (A-5 sensitive words, A-6 timeout replies)", perm="alerts.read", tag="audit",
           trailed=True)
 async def alerts(request: web.Request) -> web.Response:
-    store = request.app[STORE]
+    from scrm_fast import reads
 
-    def read() -> list[dict]:
-        rows = store.alerts()
-        for r in rows:  # a word alert is linked to its message through its audit record
-            if r["kind"] == "sensitive_word" and "conv" not in r:
-                a = audit.get_audit(store, r["audit_id"])
-                if a is not None:
-                    r.update(conv=a["conv"], seq=a["seq"], customer=a.get("customer"), roomid=a.get("roomid"))
-        return rows
-    rows = await asyncio.to_thread(read)
-    rows.sort(key=lambda r: (r["msgtime"], r["id"]))
-    rows = _named(request, _in_scope(request, rows))
-    await record(request, "read_alerts", "alerts", {"ids": [r["id"] for r in rows][:1000], "count": len(rows)})
-    return json_response(rows)
+    rows, entry = await asyncio.to_thread(reads.alert_rows, request.app[STORE], _scope(request))
+    return json_response(await released(request, _named(request, rows), entry))
 
 
 @routes.get("/api/v1/alerts/thresholds")

@@ -58,20 +58,6 @@ def _closing(cipher) -> None:
         close()
 
 
-def _trailed(store, action: str, target: str, detail: dict | None = None) -> None:
-    """Writes the access trail entry of a command's content read (rule R-4), durable before
-    any of the content is printed. The user is the operating-system account."""
-    import getpass
-
-    from scrm_fast.trail import AccessTrail
-
-    trail = AccessTrail(store)
-    try:
-        trail.append(f"cli:{getpass.getuser()}", action, target, detail)
-    finally:
-        trail.close()
-
-
 def _print_json(obj: object) -> None:
     sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
 
@@ -222,15 +208,15 @@ def cmd_media(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from scrm_fast import records_to_jsonl
+    from scrm_fast import reads
     from scrm_fast.storage import ArchiveStore
 
     out = open(a.out, "wb") if a.out else sys.stdout.buffer  # noqa: SIM115
     try:
         with ArchiveStore(a.data, readonly=True) as store:
-            _trailed(store, "export", str(a.out or "stdout"), {"records": store.record_count()})
-            for chunk in store.record_value_chunks():
-                out.write(records_to_jsonl(chunk))
+            chunks, _ = reads.export(store, reads.cli_trail(store), str(a.out or "stdout"))
+            for chunk in chunks:
+                out.write(chunk)
     finally:
         if a.out:
             out.close()
@@ -290,17 +276,15 @@ def _time_arg(v: str | None, end: bool = False) -> int | None:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
+    from scrm_fast import reads
     from scrm_fast.search import TIME_RANGES
     from scrm_fast.tenant import Tenant
 
     with Tenant(a.data, readonly=True) as tenant:
-        search = tenant.search()
-        page = search.search(a.query, employee=a.employee, customer=a.customer, group=a.group, conv=a.conv,
-                             type_group=a.type, days=TIME_RANGES[a.days] if a.days else None,
-                             since=_time_arg(a.since), until=_time_arg(a.until, end=True),
-                             cursor=a.cursor, limit=a.limit)
-        lag = search.lag()
-        _trailed(tenant.store, "search", a.query, {"seqs": [it["seq"] for it in page["items"]], "via": "cli"})
+        page, _, lag = reads.search(tenant, reads.cli_trail(tenant.store), a.query, employee=a.employee,
+                                    customer=a.customer, group=a.group, conv=a.conv, type_group=a.type,
+                                    days=TIME_RANGES[a.days] if a.days else None, since=_time_arg(a.since),
+                                    until=_time_arg(a.until, end=True), cursor=a.cursor, limit=a.limit)
     if lag:
         print(f"scrm search: warning: the index lacks {lag:,} stored messages (an ingest is running, or run "
               f"`scrm reindex --data {a.data}`)", file=sys.stderr)
@@ -540,13 +524,10 @@ def cmd_audit(a: argparse.Namespace) -> int:
     from scrm_fast.storage import ArchiveStore
 
     if a.audit_cmd == "list":
+        from scrm_fast import reads
+
         with ArchiveStore(a.data, readonly=True) as store:
-            rows = audit.list_audits(store, a.kind, a.status)
-            if a.context:
-                for r in rows:
-                    r["context"] = audit.context(store, r)
-            _trailed(store, "read_audit_context" if a.context else "read_audits", "audits",
-                     {"ids": [r["id"] for r in rows][:1000], "count": len(rows), "via": "cli"})
+            rows, _ = reads.audits(store, reads.cli_trail(store), a.kind, a.status, a.context)
         if a.json:
             _print_json(rows)
         else:
@@ -589,10 +570,10 @@ def cmd_alerts(a: argparse.Namespace) -> int:
         _print_json({"timeout_alerts": n})
         return 0
 
+    from scrm_fast import reads
+
     with ArchiveStore(a.data, readonly=True) as store:
-        rows = store.alerts()
-        _trailed(store, "read_alerts", "alerts", {"count": len(rows), "via": "cli"})
-    rows.sort(key=lambda r: (r["msgtime"], r["id"]))
+        rows, _ = reads.alerts(store, reads.cli_trail(store))
     if a.json:
         _print_json(rows)
     else:
