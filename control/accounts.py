@@ -1,4 +1,7 @@
-"""Accounts, roles and tokens (rules R-1 … R-3), kept in the tenant's ``control.lmdb``.
+"""Accounts, roles and tokens (rules R-1 … R-3), kept in the tenant's store: SCRM tables of
+the store API (``acc.users``, ``acc.tokens``, ``acc.roles``, ``acc.fails``), sealed like every
+other value. A data directory of the earlier layout (its own ``control.lmdb``) is moved into
+them the first time it is opened, and the old file removed.
 
 Roles carry function permissions and a data scope (self / department subtree / all);
 seed 004's operator levels map onto them: super → ``admin`` (all), group leader →
@@ -11,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import lmdb
 import orjson
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -84,22 +87,53 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+_USERS, _TOKENS, _ROLES, _FAILS = "acc.users", "acc.tokens", "acc.roles", "acc.fails"
+
+
+def _name_key(name: str) -> bytes | None:
+    b = name.encode() if isinstance(name, str) else b""
+    return b if 0 < len(b) <= 64 and b"\0" not in b else None
+
+
 class AccountService:
+    """``store``: the server's open :class:`ArchiveStore` (else one is opened on
+    ``data_dir`` and closed with the service)."""
+
     def __init__(self, data_dir: Path, session_ttl_s: int = 43200, api_token_max_s: int = 365 * 86400,
-                 clock=time.time) -> None:
-        path = data_dir / "control.lmdb"
-        path.mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(str(path), map_size=1 << 32, max_dbs=4, sync=True)
-        self.users = self.env.open_db(b"users")
-        self.tokens = self.env.open_db(b"tokens")
-        self.roles = self.env.open_db(b"roles")  # custom roles; the built-in ones are ROLES
-        self.failures = self.env.open_db(b"failures")  # failed logins, shared by every server worker
+                 clock=time.time, *, store=None) -> None:
+        from scrm_fast.storage import ArchiveStore
+
+        self._owns = store is None
+        self.store = store if store is not None else ArchiveStore(Path(data_dir))
         self.session_ttl_s = session_ttl_s
         self.api_token_max_s = api_token_max_s
         self._now = clock  # seconds; tests inject theirs
+        self._migrate(Path(data_dir))
+
+    def _migrate(self, data_dir: Path) -> None:
+        """Moves a ``control.lmdb`` of the earlier layout into the store (one transaction),
+        then removes it (a crash between the two leaves a copy that is moved again, the same)."""
+        old = data_dir / "control.lmdb"
+        if not (old / "data.mdb").exists():
+            return
+        import lmdb
+
+        env = lmdb.open(str(old), max_dbs=4, readonly=True, lock=False)
+        try:
+            with env.begin() as txn, self.store.app_write() as app:
+                for name, table in ((b"users", _USERS), (b"tokens", _TOKENS), (b"roles", _ROLES)):
+                    try:
+                        db = env.open_db(name, txn=txn, create=False)
+                    except lmdb.NotFoundError:
+                        continue
+                    app.put_many(table, [(bytes(k), orjson.loads(v)) for k, v in txn.cursor(db=db)])
+        finally:
+            env.close()
+        shutil.rmtree(old)
 
     def close(self) -> None:
-        self.env.close()
+        if self._owns:
+            self.store.close()
 
     # -- users ----------------------------------------------------------------------------
     def create_user(self, username: str, password: str, role: str, employee: str | None = None,
@@ -113,17 +147,19 @@ class AccountService:
         user = self._user({"username": username, "role": role, "employee": employee, "department": department,
                            "sharing": sharing, "disabled": False})
         rec = {**user.public_record(), "password": _hasher.hash(password)}
-        with self.env.begin(write=True, db=self.users) as txn:
-            if not txn.put(username.encode(), orjson.dumps(rec), overwrite=False):
+        with self.store.app_write() as app:
+            if app.has(_USERS, username.encode()):
                 raise ApiError(409, "conflict", f"user {username} exists")
+            app.put(_USERS, username.encode(), rec)
         return user
 
     def _record(self, username: str) -> dict | None:
-        if not username or len(username.encode()) > 64:
+        key = _name_key(username)
+        if key is None:
             return None
-        with self.env.begin(db=self.users) as txn:
-            raw = txn.get(username.encode())
-        return orjson.loads(raw) if raw else None
+        with self.store.app_read() as app:
+            rec = app.get(_USERS, key)
+        return rec if isinstance(rec, dict) else None
 
     def _user(self, rec: dict) -> User:
         fields = {k: rec[k] for k in ("username", "role", "employee", "department", "sharing", "disabled") if k in rec}
@@ -135,8 +171,8 @@ class AccountService:
         return None if rec is None else self._user(rec)
 
     def list_users(self) -> list[User]:
-        with self.env.begin(db=self.users) as txn:
-            recs = [orjson.loads(v) for _, v in txn.cursor()]
+        with self.store.app_read() as app:
+            recs = [v for _, v in app.scan(_USERS)]
         return [self._user(r) for r in recs]
 
     def update_user(self, username: str, changes: dict) -> User:
@@ -144,31 +180,31 @@ class AccountService:
         effect on the account's next request (tokens stay, their rights follow the account)."""
         if "role" in changes and self.role(changes["role"]) is None:
             raise ApiError(422, "invalid", f"no role {changes['role']!r} (see GET /api/v1/roles)")
-        with self.env.begin(write=True, db=self.users) as txn:
-            raw = txn.get(username.encode()) if 0 < len(username.encode()) <= 64 else None
-            if raw is None:
+        key = _name_key(username)
+        with self.store.app_write() as app:
+            rec = app.get(_USERS, key) if key is not None else None
+            if not isinstance(rec, dict):
                 raise ApiError(404, "not_found", f"no user {username}")
-            rec = orjson.loads(raw)
             rec.update(changes)
-            txn.put(username.encode(), orjson.dumps(rec))
+            app.put(_USERS, key, rec)
         return self._user(rec)
 
     # -- roles (R-1): function permissions and a data scope ------------------------------------
     def role(self, name: str) -> tuple[frozenset[str], str] | None:
         if name in ROLES:
             return ROLES[name]
-        if not name or len(name.encode()) > 64:
+        key = _name_key(name)
+        if key is None:
             return None
-        with self.env.begin(db=self.roles) as txn:
-            raw = txn.get(name.encode())
-        if raw is None:
+        with self.store.app_read() as app:
+            d = app.get(_ROLES, key)
+        if not isinstance(d, dict):
             return None
-        d = orjson.loads(raw)
         return frozenset(d["permissions"]), d["scope"]
 
     def list_roles(self) -> list[dict]:
-        with self.env.begin(db=self.roles) as txn:
-            custom = {k.decode(): orjson.loads(v) for k, v in txn.cursor()}
+        with self.store.app_read() as app:
+            custom = {k.decode(): v for k, v in app.scan(_ROLES)}
         in_use: dict[str, int] = {}
         for u in self.list_users():
             in_use[u.role] = in_use.get(u.role, 0) + 1
@@ -198,13 +234,13 @@ class AccountService:
         if name in ROLES:
             raise ApiError(409, "conflict", f"{name} is a built-in role and cannot be changed")
         doc = {"permissions": sorted(set(permissions)), "scope": scope}
-        with self.env.begin(write=True, db=self.roles) as txn:
-            exists = txn.get(name.encode()) is not None
+        with self.store.app_write() as app:
+            exists = app.has(_ROLES, name.encode())
             if create and exists:
                 raise ApiError(409, "conflict", f"role {name} exists")
             if not create and not exists:
                 raise ApiError(404, "not_found", f"no custom role {name}")
-            txn.put(name.encode(), orjson.dumps(doc))
+            app.put(_ROLES, name.encode(), doc)
         return {"role": name, **doc, "builtin": False}
 
     def delete_role(self, name: str) -> None:
@@ -213,32 +249,37 @@ class AccountService:
         users = [u.username for u in self.list_users() if u.role == name]
         if not 0 < len(name.encode()) <= 64:
             raise ApiError(404, "not_found", f"no custom role {name}")
-        with self.env.begin(write=True, db=self.roles) as txn:
-            if txn.get(name.encode()) is None:
+        with self.store.app_write() as app:
+            if not app.has(_ROLES, name.encode()):
                 raise ApiError(404, "not_found", f"no custom role {name}")
             if users:
                 raise ApiError(409, "conflict", f"role {name} is held by {', '.join(sorted(users)[:10])}")
-            txn.delete(name.encode())
+            app.delete(_ROLES, name.encode())
 
     def set_disabled(self, usernames: list[str], disabled: bool) -> int:
         """Bulk enable/disable (rule R-3); disabling revokes the users' tokens at once."""
         n = 0
-        with self.env.begin(write=True) as txn:
+        with self.store.app_write() as app:
             for name in usernames:
-                raw = txn.get(name.encode(), db=self.users)
-                if raw is None:
+                key = _name_key(name)
+                rec = app.get(_USERS, key) if key is not None else None
+                if not isinstance(rec, dict):
                     raise ApiError(404, "not_found", f"no user {name}")
-                rec = orjson.loads(raw)
                 rec["disabled"] = disabled
-                txn.put(name.encode(), orjson.dumps(rec), db=self.users)
+                app.put(_USERS, key, rec)
                 n += 1
             if disabled:
-                cur = txn.cursor(db=self.tokens)
-                for k, v in list(cur):
-                    t = orjson.loads(v)
-                    if t["username"] in usernames and not t["revoked"]:
-                        t["revoked"] = True
-                        txn.put(k, orjson.dumps(t), db=self.tokens)
+                self._revoke_where(app, lambda t: t["username"] in usernames)
+        return n
+
+    @staticmethod
+    def _revoke_where(app, which) -> int:
+        n = 0
+        for k, t in list(app.scan(_TOKENS)):
+            if which(t) and not t["revoked"]:
+                t["revoked"] = True
+                app.put(_TOKENS, k, t)
+                n += 1
         return n
 
     # -- login and tokens -------------------------------------------------------------------
@@ -253,15 +294,12 @@ class AccountService:
         failure past the first few and stops at a minute: attackers slow down, the real user
         is never locked out. Old entries are dropped and the table stays bounded."""
         now = self._now()
-        with self.env.begin(write=True, db=self.failures) as txn:
+        with self.store.app_write() as app:
             wait = 0.0
             states = {}
             for k in keys:
-                raw = txn.get(k.encode())
-                st = orjson.loads(raw) if raw else {"n": 0, "next": 0.0, "last": 0.0}
-                if isinstance(st, list):  # the earlier format: a list of failure times
-                    st = {"n": len(st), "next": 0.0, "last": max(st) if st else 0.0}
-                if now - st["last"] > FAILURE_WINDOW_S:
+                st = app.get(_FAILS, self._fail_key(k))
+                if not isinstance(st, dict) or now - st["last"] > FAILURE_WINDOW_S:
                     st = {"n": 0, "next": 0.0, "last": 0.0}
                 states[k] = st
                 wait = max(wait, st["next"] - now)
@@ -270,34 +308,38 @@ class AccountService:
                                headers={"Retry-After": str(int(wait) + 1)})
             for k, st in states.items():  # this attempt holds the door until it is judged
                 st["next"] = now + self._delay(st["n"] + 1)
-                txn.put(k.encode(), orjson.dumps(st))
-            if txn.stat(self.failures)["entries"] > MAX_THROTTLE_KEYS:
-                for k, v in list(txn.cursor()):
-                    if now - orjson.loads(v).get("last", 0) > FAILURE_WINDOW_S:
-                        txn.delete(k)
+                st.setdefault("last", now)
+                app.put(_FAILS, self._fail_key(k), st)
+            # bounded: now and then (not on every attempt: it walks the table) old entries go
+            if secrets.randbelow(64) == 0 and sum(1 for _ in app.scan(_FAILS, values=False)) > MAX_THROTTLE_KEYS:
+                for k, v in list(app.scan(_FAILS)):
+                    if now - v.get("last", 0) > FAILURE_WINDOW_S:
+                        app.delete(_FAILS, k)
+
+    def _fail_key(self, k: str) -> bytes:
+        return self.store.app_digest("signin", k)  # peers' addresses are not kept in keys
 
     def _judge(self, keys: list[str], ok: bool) -> None:
         now = self._now()
-        with self.env.begin(write=True, db=self.failures) as txn:
+        with self.store.app_write() as app:
             for k in keys:
+                fk = self._fail_key(k)
                 if ok:
                     if k.startswith("user:"):
-                        txn.delete(k.encode())  # the account signed in: its count starts again
+                        app.delete(_FAILS, fk)  # the account signed in: its count starts again
                     else:
-                        raw = txn.get(k.encode())
-                        if raw:
-                            st = orjson.loads(raw)
+                        st = app.get(_FAILS, fk)
+                        if isinstance(st, dict):
                             st["next"] = now + self._delay(st["n"]) if st["n"] >= FREE_FAILURES else 0.0
-                            txn.put(k.encode(), orjson.dumps(st))
+                            app.put(_FAILS, fk, st)
                     continue
-                raw = txn.get(k.encode())
-                st = orjson.loads(raw) if raw else {"n": 0, "next": 0.0, "last": 0.0}
-                if isinstance(st, list):
-                    st = {"n": len(st), "next": 0.0, "last": 0.0}
+                st = app.get(_FAILS, fk)
+                if not isinstance(st, dict):
+                    st = {"n": 0, "next": 0.0, "last": 0.0}
                 st["n"] += 1
                 st["last"] = now
                 st["next"] = now + self._delay(st["n"])
-                txn.put(k.encode(), orjson.dumps(st))
+                app.put(_FAILS, fk, st)
 
     def login(self, username: str, password: str, peer: str, resigned: set[str] = frozenset()) -> tuple[str, dict]:
         """Checks the password (argon2, slow on purpose: call off the event loop). Throttled
@@ -339,19 +381,11 @@ class AccountService:
             if not ok:
                 raise ApiError(403, "forbidden", "the current password is not right")
         new_hash = _hasher.hash(new)
-        n = 0
-        with self.env.begin(write=True) as txn:
-            raw = txn.get(username.encode(), db=self.users)
-            cur = orjson.loads(raw)
+        with self.store.app_write() as app:
+            cur = app.get(_USERS, username.encode())
             cur["password"] = new_hash
-            txn.put(username.encode(), orjson.dumps(cur), db=self.users)
-            for k, v in list(txn.cursor(db=self.tokens)):
-                t = orjson.loads(v)
-                if t["username"] == username and not t["revoked"]:
-                    t["revoked"] = True
-                    txn.put(k, orjson.dumps(t), db=self.tokens)
-                    n += 1
-        return n
+            app.put(_USERS, username.encode(), cur)
+            return self._revoke_where(app, lambda t: t["username"] == username)
 
     def issue_token(self, username: str, name: str, ttl_s: int | None = None) -> tuple[str, dict]:
         """Every token expires: API tokens after 90 days unless asked otherwise, never later
@@ -363,16 +397,15 @@ class AccountService:
         now = int(self._now())
         meta = {"id": secrets.token_hex(8), "username": username, "name": name, "created_at": now,
                 "expires_at": now + ttl_s, "revoked": False}
-        with self.env.begin(write=True, db=self.tokens) as txn:
-            txn.put(_digest(token), orjson.dumps(meta))
+        with self.store.app_write() as app:
+            app.put(_TOKENS, _digest(token), meta)
         return token, meta
 
     def authenticate(self, token: str, resigned: set[str] = frozenset()) -> tuple[User, dict]:
-        with self.env.begin(db=self.tokens) as txn:
-            raw = txn.get(_digest(token))
-        if raw is None:
+        with self.store.app_read() as app:
+            meta = app.get(_TOKENS, _digest(token))
+        if not isinstance(meta, dict):
             raise ApiError(401, "unauthorized", "unknown token")
-        meta = orjson.loads(raw)
         if meta["revoked"]:
             raise ApiError(401, "unauthorized", "token revoked")
         if meta["expires_at"] is not None and meta["expires_at"] < self._now():
@@ -383,18 +416,17 @@ class AccountService:
         return user, meta
 
     def list_tokens(self, username: str | None) -> list[dict]:
-        with self.env.begin(db=self.tokens) as txn:
-            metas = [orjson.loads(v) for _, v in txn.cursor()]
+        with self.store.app_read() as app:
+            metas = [v for _, v in app.scan(_TOKENS)]
         return [m for m in metas if username is None or m["username"] == username]
 
     def revoke(self, token_id: str, by: User) -> dict:
-        with self.env.begin(write=True, db=self.tokens) as txn:
-            for k, v in txn.cursor():
-                meta = orjson.loads(v)
+        with self.store.app_write() as app:
+            for k, meta in list(app.scan(_TOKENS)):
                 if meta["id"] == token_id:
                     if meta["username"] != by.username and "admin.users" not in by.perms:
                         raise ApiError(403, "forbidden", "not your token")
                     meta["revoked"] = True
-                    txn.put(k, orjson.dumps(meta))
+                    app.put(_TOKENS, k, meta)
                     return meta
         raise ApiError(404, "not_found", f"no token {token_id}")

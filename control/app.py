@@ -138,7 +138,7 @@ async def _resources(app: web.Application):
     store = ArchiveStore(cfg.data_dir)
     app[STORE] = store
     app[VIEWS] = ArchiveViews(store, cfg.data_dir)
-    app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.api_token_max_days * 86400)
+    app[ACCOUNTS] = AccountService(cfg.data_dir, cfg.session_ttl_s, cfg.api_token_max_days * 86400, store=store)
     app[TRAIL] = AccessTrail(store)
     app[COMMITS] = GroupCommit(store)
     clock = clocks.from_env()

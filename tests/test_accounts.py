@@ -167,3 +167,56 @@ async def test_security_headers_on_the_console_and_the_api(client):  # noqa: F81
         assert r.headers["Referrer-Policy"] == "no-referrer"
     html = await (await client.get("/")).text()
     assert " on" + "error=" not in html and "<script>" not in html  # nothing inline for the CSP to block
+
+
+def test_throttle_records_stay_bounded(acc, monkeypatch):
+    import control.accounts as mod
+
+    monkeypatch.setattr(mod, "MAX_THROTTLE_KEYS", 20)
+    monkeypatch.setattr(mod.secrets, "randbelow", lambda n: 0)  # prune on every attempt
+    for round_ in range(4):  # invented usernames from invented addresses, a window apart
+        for i in range(15):
+            attempt(acc, f"nobody{round_}-{i}", "x", peer=f"10.9.{round_}.{i}")
+        acc.clock.t += mod.FAILURE_WINDOW_S + 1
+    with acc.store.app_read() as app:
+        kept = sum(1 for _ in app.scan("acc.fails", values=False))
+    assert kept <= 20 + 2 * 15  # the old rounds went; at most the last two are kept
+
+
+def test_accounts_of_the_earlier_layout_move_into_the_store(tmp_path):
+    """A data directory whose accounts live in their own control.lmdb (the earlier layout,
+    written here with lmdb directly): opened once, everything is in the sealed store, the
+    password and the token still work, the old file is gone."""
+    import hashlib
+
+    import lmdb
+    import orjson
+    from argon2 import PasswordHasher
+
+    from scrm_fast.storage import ArchiveStore
+
+    ArchiveStore(tmp_path).close()
+    env = lmdb.open(str(tmp_path / "control.lmdb"), map_size=1 << 24, max_dbs=4)
+    users, tokens, roles = (env.open_db(n) for n in (b"users", b"tokens", b"roles"))
+    with env.begin(write=True) as txn:
+        txn.put(b"olduser", orjson.dumps({"username": "olduser", "role": "old-role", "employee": None,
+                                          "department": None, "sharing": False, "disabled": False,
+                                          "password": PasswordHasher().hash(PASSWORD)}), db=users)
+        txn.put(hashlib.sha256(b"scrm_oldtoken").digest(), orjson.dumps(
+            {"id": "00aa11bb22cc33dd", "username": "olduser", "name": "api", "created_at": 1_800_000_000,
+             "expires_at": 1_900_000_000, "revoked": False}), db=tokens)
+        txn.put(b"old-role", orjson.dumps({"permissions": ["archive.read"], "scope": "self"}), db=roles)
+    env.close()
+    clock = Clock()
+    a = AccountService(tmp_path, clock=clock)
+    try:
+        assert not (tmp_path / "control.lmdb").exists()
+        user, meta = a.authenticate("scrm_oldtoken")
+        assert user.username == "olduser" and user.perms == frozenset({"archive.read"}) and meta["name"] == "api"
+        token, _ = a.login("olduser", PASSWORD, "10.0.0.1")
+        assert a.authenticate(token)[0].username == "olduser"
+    finally:
+        a.close()
+    # the hash is sealed now: no file of the directory holds it
+    blob = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert b"$argon2" not in blob
