@@ -65,6 +65,9 @@ def cmd_users(a: argparse.Namespace) -> int:
                 user = accounts.create_user(a.username, password, a.role, a.employee, a.department, a.sharing)
             except ApiError as e:
                 raise InputError(e.detail) from e
+            from scrm_fast.reads import cli_trail
+
+            cli_trail(accounts.store)("user_created", user.username, {"role": user.role})
             _print_json(user.public())
         else:
             _print_json([u.public() for u in accounts.list_users()])

@@ -239,3 +239,26 @@ def test_every_cli_command_that_prints_content_is_trailed(small_corpus, tmp_path
         store.close()
         assert last and last[0]["action"] == action and last[0]["user"].startswith("cli:"), (action, last)
     assert orjson.loads(run_scrm("trail", "verify", "--data", str(data), check=True).stdout)["entries"] == 5
+
+
+def test_settings_changed_from_the_cli_are_on_the_trail(tmp_path):
+    """Rule R-4 for settings: the word list, the behaviour switches, the timeout levels and a
+    new account, changed from the command line, each leave an entry naming what changed."""
+    data = tmp_path / "d"
+    ArchiveStore(data).close()
+    words = tmp_path / "w.txt"
+    words.write_text("保本,稳赚\n", encoding="utf-8")
+    run_scrm("words", "import", "--data", str(data), str(words), check=True)
+    run_scrm("audit", "behaviours", "--data", str(data), "--set", "red_packet=off", check=True)
+    run_scrm("alerts", "thresholds", "--data", str(data), "--set", "10m,1h", check=True)
+    run_scrm("users", "add", "--data", str(data), "--role", "auditor", "--password", "long-enough-1",
+             "--username", "eve", check=True)
+    with ArchiveStore(data, readonly=True) as store:
+        t = AccessTrail(store, readonly=True)
+        entries = {e["action"]: e for e in t.entries()}
+        t.close()
+    assert entries["words_replaced"]["detail"]["entries"] == 1
+    assert entries["behaviours_changed"]["detail"]["red_packet"] is False
+    assert entries["thresholds_changed"]["detail"]["reply_thresholds_ms"] == [600_000, 3_600_000]
+    assert entries["user_created"]["target"] == "eve" and entries["user_created"]["detail"]["role"] == "auditor"
+    assert all(e["user"].startswith("cli:") for e in entries.values())

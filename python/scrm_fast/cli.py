@@ -497,8 +497,11 @@ def cmd_words(a: argparse.Namespace) -> int:
 
     if a.words_cmd == "import":
         entries, allow = parse_word_file(a.file)
+        from scrm_fast.reads import cli_trail
+
         with ArchiveStore(a.data) as store:
             n = import_words(store, entries, allow)
+            cli_trail(store)("words_replaced", "words", {"entries": n, "allow": len(allow)})
         print(f"word list: {n} entries, {len(allow)} allowed phrases (run `scrm audit rescan` to apply it "
               f"to messages already stored)")
         return 0
@@ -550,6 +553,10 @@ def cmd_audit(a: argparse.Namespace) -> int:
                 if val not in ("on", "off"):
                     raise InputError(f"--set {item}: expected NAME=on or NAME=off")
                 cur = audit.set_behaviour(store, name, val == "on")
+            if a.set:
+                from scrm_fast.reads import cli_trail
+
+                cli_trail(store)("behaviours_changed", "behaviours", dict(cur))
             _print_json(cur)
     return 0
 
@@ -561,7 +568,10 @@ def cmd_alerts(a: argparse.Namespace) -> int:
     if a.alerts_cmd == "thresholds":
         with ArchiveStore(a.data) as store:
             if a.set:
-                audit.set_reply_thresholds(store, [audit.parse_duration_ms(x) for x in a.set.split(",")])
+                from scrm_fast.reads import cli_trail
+
+                out = audit.set_reply_thresholds(store, [audit.parse_duration_ms(x) for x in a.set.split(",")])
+                cli_trail(store)("thresholds_changed", "reply_thresholds", {"reply_thresholds_ms": out})
             _print_json({"reply_thresholds_ms": audit.reply_thresholds(store)})
         return 0
     if a.alerts_cmd == "rescan":
