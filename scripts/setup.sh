@@ -29,7 +29,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "pytest>=8" "pytest-benchmark>=4" "hypothesis>=6" "cryptography>=42" "ruff>=0.5" \
     "pywecomarchive==0.1.0" "ahocorasick-rs>=0.22" "pyahocorasick>=2.0" "tantivy>=0.22" \
     "aiohttp>=3.9" "uvloop>=0.19" "argon2-cffi>=23" "pytest-aiohttp>=1.0" "playwright>=1.40" "openpyxl>=3.1" \
-    "schemathesis>=4.0"
+    "schemathesis>=4.0" "hyperscan>=0.7" "jieba>=0.42"
   echo "$want" > "$stamp"
 fi
 

@@ -630,7 +630,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
         return _report(a, bench_sync(a.messages, a.rounds, a.corpus), format_sync_report)
     if a.bench == "words":
-        return _report(a, bench_words(a.messages, a.entries, a.rounds), format_words_report)
+        return _report(a, bench_words(a.messages, a.entries, a.rounds, a.corpus), format_words_report)
     return _report(a, bench_ingest(messages=a.messages, corpus=a.corpus, seconds=a.rsa_seconds,
                                    ref_messages=a.ref_messages, threads=a.threads, rounds=a.rounds), format_report)
 
@@ -878,7 +878,11 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     b.add_argument("--corpus", help="reuse a simulated corpus directory (simulated if missing)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
-    b = bsub.add_parser("words", help="sensitive-word matching vs ahocorasick_rs and pyahocorasick (one core)")
+    b = bsub.add_parser("words", help="sensitive-word matching vs ahocorasick_rs, pyahocorasick and Hyperscan "
+                                      "(one core)")
+    b.add_argument("--corpus", choices=["simulated", "hit-heavy"], default="simulated",
+                   help="the simulator's phrases, or text from a real word-frequency list (jieba's) with a "
+                        "list of ordinary words: frequent hits")
     b.add_argument("--messages", type=int, default=50_000)
     b.add_argument("--entries", type=int, default=10_000)
     b.add_argument("--rounds", type=int, default=3)
