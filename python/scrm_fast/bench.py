@@ -319,7 +319,8 @@ def format_words_report(r: dict) -> str:
         f"  pyahocorasick, per message    {m['pyahocorasick']:>8.1f} MB/s   hits {r['hits']['pyahocorasick']:,}",
         f"  ratio vs ahocorasick_rs       {r['ratio_vs_ahocorasick_rs']:>8.2f}   (target ≥ 2)",
         f"  ratio vs pyahocorasick        {r['ratio_vs_pyahocorasick']:>8.2f}",
-        *([f"  hyperscan, one buffer         {m['hyperscan_joined']:>8.1f} MB/s   hits {r['hits']['hyperscan_joined']:,}",
+        *([f"  hyperscan, one buffer         {m['hyperscan_joined']:>8.1f} MB/s   "
+           f"hits {r['hits']['hyperscan_joined']:,}",
            f"  ratio vs hyperscan            {r['ratio_vs_hyperscan']:>8.2f}   (target ≥ 1)"]
           if r.get("ratio_vs_hyperscan") is not None else []),
     ])
