@@ -358,7 +358,12 @@ def timeouts_due(store: ArchiveStore) -> int:
         return due + (sum(1 for _ in app.scan(_WAITING, values=False)) if moved else 0)
 
 
-def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: int = 2_000) -> int:
+# one A-6 pass transaction reads at most about this many timeline entries
+TIMEOUT_PASS_ENTRIES = 50_000
+
+
+def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: int = 2_000,
+                           max_entries: int | None = None) -> int:
     """The A-6 pass: every conversation recorded as due (by this run or by one killed
     before its pass) and, when the stream's time moved on since the last pass, every one
     whose customer still waits; ``chunk`` conversations per transaction. Afterwards the
@@ -376,6 +381,7 @@ def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: i
             due = list(app.scan(_TIMEOUTS_DUE, limit=chunk))
         if not due:
             return n
-        convs = [str(c) for _, c in due]
-        n += _timeout_pass(store, directory, convs, store.timelines(convs), thresholds, stream_now,
-                           [k for k, _ in due])
+        # bounded by entries too: a chunk of long conversations is cut (memory stays flat)
+        convs, entries = store.timelines([str(c) for _, c in due], max_entries=max_entries or TIMEOUT_PASS_ENTRIES)
+        n += _timeout_pass(store, directory, convs, entries, thresholds, stream_now,
+                           [k for k, _ in due[:len(convs)]])

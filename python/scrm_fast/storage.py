@@ -827,18 +827,25 @@ class ArchiveStore:
                 ok = cur.next()
         return out
 
-    def timelines(self, convs: Iterable[str]) -> list[tuple[bytes, bytes]]:
-        """The ``conv`` table entries of ``convs`` (for the timeout-reply pass, rule A-6)."""
+    def timelines(self, convs: Iterable[str], max_entries: int | None = None
+                  ) -> tuple[list[str], list[tuple[bytes, bytes]]]:
+        """The ``conv`` table entries of ``convs`` (for the timeout-reply pass, rule A-6):
+        ``(the conversations read, their entries)``; with ``max_entries``, it stops after the
+        conversation that reached it (at least one is read whole)."""
         out: list[tuple[bytes, bytes]] = []
+        done: list[str] = []
         with self.env.begin(db=self._db[b"conv"]) as txn:
             cur = txn.cursor()
             for conv in convs:
+                if max_entries is not None and done and len(out) >= max_entries:
+                    break
                 prefix = conv.encode() + b"\0"
                 ok = cur.set_range(prefix)
                 while ok and cur.key().startswith(prefix):
                     out.append((cur.key(), cur.value()))
                     ok = cur.next()
-        return out
+                done.append(conv)
+        return done, out
 
     def one_to_one_timelines(self, chunk: int = 100_000) -> Iterator[tuple[list[str], list[tuple[bytes, bytes]]]]:
         """Every one-to-one conversation's ``conv`` entries, in chunks of about ``chunk``
