@@ -68,6 +68,7 @@ def test_timeouts_across_batches_and_late_arrival(tmp_path):
     # thresholds are configurable; a rescan recomputes with them
     out = orjson.loads(run_scrm("alerts", "thresholds", "--data", data, "--set", "10m,2h", check=True).stdout)
     assert out["reply_thresholds_ms"] == [10 * MIN, 120 * MIN]
+    assert len(alerts()) == 1  # applied at once: every conversation was due with the new levels
     assert orjson.loads(run_scrm("alerts", "rescan", "--data", data, check=True).stdout)["timeout_alerts"] == 1
     bad = run_scrm("alerts", "thresholds", "--data", data, "--set", "1h,5m")
     assert bad.returncode == 1 and b"increasing" in bad.stderr

@@ -199,16 +199,14 @@ async def put_thresholds(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "reply_thresholds_ms: 1 to 5 durations in ms (1 s … 30 days)")
     store = request.app[STORE]
     try:
-        out = audit.set_reply_thresholds(store, values)
+        out = await asyncio.to_thread(audit.set_reply_thresholds, store, values)
     except InputError as e:
         raise ApiError(422, "invalid", str(e)) from None
     await record(request, "thresholds_changed", "reply_thresholds", {"reply_thresholds_ms": out})
+    # every conversation is due now (durably): the pass runs here in the background, or in the
+    # ingest that holds the lease, or when a server starts after a crash
     tenant = Tenant(request.app[CONFIG].data_dir, store=store)
-
-    def recompute() -> None:
-        with store.lease("ingest", "timeout-reply recompute", wait=True):
-            audit.recompute_timeouts(store, tenant.directory())
-    asyncio.get_running_loop().run_in_executor(None, recompute)
+    asyncio.get_running_loop().run_in_executor(None, tenant.finish_due_timeouts)
     return json_response({"reply_thresholds_ms": out, "recomputing": True})
 
 

@@ -265,8 +265,15 @@ def reply_thresholds(store: ArchiveStore) -> list[int]:
 
 
 def set_reply_thresholds(store: ArchiveStore, thresholds_ms: list[int]) -> list[int]:
+    """New timeout-reply levels. Every one-to-one conversation is recorded as due first (so
+    a crash before the pass loses nothing: the next pass, or a server starting, does them),
+    then the levels are written; :func:`recompute_due_timeouts` applies them."""
     if not thresholds_ms or any(t <= 0 for t in thresholds_ms) or sorted(thresholds_ms) != thresholds_ms:
         raise InputError("thresholds must be positive and increasing, e.g. 5m,30m,1h")
+    convs = [c.conv for c in store.conversation_summaries() if c.conv.startswith("p:")]
+    for i in range(0, len(convs), 10_000):
+        with store.write() as w:
+            mark_timeouts_due(w, convs[i:i + 10_000])
     store.put_document("reply_thresholds", thresholds_ms)
     return thresholds_ms
 

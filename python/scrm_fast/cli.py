@@ -572,6 +572,8 @@ def cmd_alerts(a: argparse.Namespace) -> int:
 
                 out = audit.set_reply_thresholds(store, [audit.parse_duration_ms(x) for x in a.set.split(",")])
                 cli_trail(store)("thresholds_changed", "reply_thresholds", {"reply_thresholds_ms": out})
+                with store.lease("ingest", "scrm alerts thresholds", wait=True):
+                    audit.recompute_due_timeouts(store, store.directory())
             _print_json({"reply_thresholds_ms": audit.reply_thresholds(store)})
         return 0
     if a.alerts_cmd == "rescan":
