@@ -113,22 +113,16 @@ class AccountService:
     def _migrate(self, data_dir: Path) -> None:
         """Moves a ``control.lmdb`` of the earlier layout into the store (one transaction),
         then removes it (a crash between the two leaves a copy that is moved again, the same)."""
+        from scrm_fast.storage import read_legacy_tables
+
         old = data_dir / "control.lmdb"
         if not (old / "data.mdb").exists():
             return
-        import lmdb
-
-        env = lmdb.open(str(old), max_dbs=4, readonly=True, lock=False)
-        try:
-            with env.begin() as txn, self.store.app_write() as app:
-                for name, table in ((b"users", _USERS), (b"tokens", _TOKENS), (b"roles", _ROLES)):
-                    try:
-                        db = env.open_db(name, txn=txn, create=False)
-                    except lmdb.NotFoundError:
-                        continue
-                    app.put_many(table, [(bytes(k), orjson.loads(v)) for k, v in txn.cursor(db=db)])
-        finally:
-            env.close()
+        tables = {b"users": _USERS, b"tokens": _TOKENS, b"roles": _ROLES}
+        found = read_legacy_tables(old, list(tables))
+        with self.store.app_write() as app:
+            for name, pairs in found.items():
+                app.put_many(tables[name], [(k, orjson.loads(v)) for k, v in pairs])
         shutil.rmtree(old)
 
     def close(self) -> None:

@@ -1274,6 +1274,24 @@ def _recover_one(path: Path) -> None:
         os.replace(old, path)
 
 
+def read_legacy_tables(path: Path, names: list[bytes]) -> dict[bytes, list[tuple[bytes, bytes]]]:
+    """Every entry of the named tables of an LMDB environment of an earlier layout (a
+    data directory's own ``control.lmdb`` of accounts), read-only, for moving it in."""
+    env = lmdb.open(str(path), max_dbs=len(names) + 1, readonly=True, lock=False)
+    out: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    try:
+        with env.begin() as txn:
+            for name in names:
+                try:
+                    db = env.open_db(name, txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    continue
+                out[name] = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db)]
+    finally:
+        env.close()
+    return out
+
+
 def reject_record(data: bytes, reason: str, detail: str, source: str) -> tuple[bytes, bytes]:
     """A ``rejects`` entry for a whole document that could not be used (kept verbatim)."""
     try:
