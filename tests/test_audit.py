@@ -100,6 +100,17 @@ def test_matches_equal_brute_force(texts):
     got = wl.find_batch(texts)
     for text, hits in zip(texts, got, strict=True):
         assert {(h[0], h[1]) for h in hits} == reference(text, WORDS, ALLOW), text
+    # the columnar shape: the same hits, against the same brute force
+    import struct
+
+    cols = wl.scan_columns(texts, parallel=False)
+    words = wl.words()
+    per: dict[int, set] = {}
+    for i, entry, w, start, end in struct.iter_unpack("<5I", cols):
+        per.setdefault(i, set()).add((entry, words[w]))
+        assert 0 <= start < end <= len(texts[i])
+    for i, text in enumerate(texts):
+        assert per.get(i, set()) == reference(text, WORDS, ALLOW), text
 
 
 # -- through the pipeline and the CLI ------------------------------------------------------

@@ -188,6 +188,10 @@ class WordList:
         self, texts: list[str], customers: list[bool] | None = None, parallel: bool = True
     ) -> list[tuple[int, int, str, int, int]]:
         """Flat: (text index, entry id, listed word, start, end)."""
+    def scan_columns(self, texts: list[str], customers: list[bool] | None = None, parallel: bool = True) -> bytes:
+        """``scan``'s hits as little-endian u32 ×5 each: text index, entry id, word index
+        (into ``words()``), start, end."""
+    def words(self) -> list[str]: ...
 
 class AuditBatch:
     def audits(self) -> list[tuple[bytes, bytes]]: ...

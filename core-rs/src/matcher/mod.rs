@@ -98,11 +98,24 @@ pub struct RawHit {
     pub end: usize,
 }
 
+/// One entry word a pattern stands for, with what a hit needs to know of its entry: kept
+/// flat and small (every hit reads it; reading the entry and a per-pattern `Vec` instead
+/// cost two cache misses a hit on text of common words).
+#[derive(Clone, Copy)]
+struct PatternWord {
+    entry: u32,
+    word: u32,
+    applies_to: AppliesTo,
+}
+
 pub struct WordList {
     entries: Vec<Entry>,
     /// every listed word (main or related) of every entry, as written
     words: Vec<String>,
-    patterns: Vec<Pattern>,
+    /// per pattern: its range in `pattern_words`; an allow-list phrase has none
+    pattern_ranges: Vec<(u32, u32)>,
+    pattern_allow: Vec<bool>,
+    pattern_words: Vec<PatternWord>,
     search: scan::Patterns,
 }
 
@@ -153,10 +166,27 @@ impl WordList {
                 patterns[pi] = Pattern::Allow;
             }
         }
+        let mut pattern_ranges = Vec::with_capacity(patterns.len());
+        let mut pattern_allow = Vec::with_capacity(patterns.len());
+        let mut pattern_words = Vec::new();
+        for p in &patterns {
+            let start = pattern_words.len() as u32;
+            if let Pattern::Words(ws) = p {
+                pattern_words.extend(ws.iter().map(|&(ei, w)| PatternWord {
+                    entry: ei as u32,
+                    word: w,
+                    applies_to: entries[ei].applies_to,
+                }));
+            }
+            pattern_ranges.push((start, pattern_words.len() as u32));
+            pattern_allow.push(matches!(p, Pattern::Allow));
+        }
         Ok(WordList {
             entries,
             words,
-            patterns,
+            pattern_ranges,
+            pattern_allow,
+            pattern_words,
             search: scan::Patterns::new(&texts),
         })
     }
@@ -202,7 +232,7 @@ impl WordList {
     /// Appends the hits in `text` to `out` (in text order, as [`WordList::find`]), words by
     /// index: the allocation-free form for batch scans.
     pub fn find_raw(&self, text: &str, sender_is_customer: bool, buf: &mut FindBuffer, out: &mut Vec<RawHit>) {
-        if self.patterns.is_empty() {
+        if self.pattern_ranges.is_empty() {
             return;
         }
         let FindBuffer { norm, ostart, raw } = buf;
@@ -227,23 +257,21 @@ impl WordList {
         // allow-list phrases found (usually none: no allocation)
         let allows: Vec<(usize, usize)> = raw
             .iter()
-            .filter(|r| matches!(self.patterns[r.pattern], Pattern::Allow))
+            .filter(|r| self.pattern_allow[r.pattern])
             .map(|r| r.norm)
             .collect();
         let allowed = |s: usize, e: usize| allows.iter().any(|&(a, b)| a <= s && e <= b);
         let first = out.len();
         for r in raw.iter() {
-            let Pattern::Words(ws) = &self.patterns[r.pattern] else {
-                continue;
-            };
-            if allowed(r.norm.0, r.norm.1) {
+            let (a, b) = self.pattern_ranges[r.pattern];
+            if a == b || (!allows.is_empty() && allowed(r.norm.0, r.norm.1)) {
                 continue;
             }
-            for &(ei, w) in ws {
-                if self.entries[ei].applies_to.applies(sender_is_customer) {
+            for pw in &self.pattern_words[a as usize..b as usize] {
+                if pw.applies_to.applies(sender_is_customer) {
                     out.push(RawHit {
-                        entry: ei as u32,
-                        word: w,
+                        entry: pw.entry,
+                        word: pw.word,
                         start: r.orig.0,
                         end: r.orig.1,
                     });

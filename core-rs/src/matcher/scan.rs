@@ -50,12 +50,60 @@ fn pair_bit(key: u64) -> usize {
     (key.wrapping_mul(MIX) >> (64 - FILTER_BITS)) as usize
 }
 
+/// The patterns of each first pair, as one flat open-addressing table: a lookup is one
+/// probe into `slots` (usually) and a slice of `ids`, no pointer to chase (a `HashMap` of
+/// `Vec`s cost two cache misses a candidate, and on text of common words candidates are
+/// at a third of all positions).
+struct PairTable {
+    /// (pair, first index into `ids`, count); count 0: an empty slot
+    slots: Vec<(u64, u32, u32)>,
+    ids: Vec<u32>,
+    mask: usize,
+}
+
+impl PairTable {
+    fn new(by_pair: Map<u64>) -> PairTable {
+        let cap = (by_pair.len() * 2).next_power_of_two().max(16);
+        let mut t = PairTable {
+            slots: vec![(0, 0, 0); cap],
+            ids: Vec::new(),
+            mask: cap - 1,
+        };
+        let mut keys: Vec<_> = by_pair.into_iter().collect();
+        keys.sort_unstable_by_key(|(k, _)| *k);
+        for (key, ps) in keys {
+            let mut i = pair_bit(key) & t.mask;
+            while t.slots[i].2 != 0 {
+                i = (i + 1) & t.mask;
+            }
+            t.slots[i] = (key, t.ids.len() as u32, ps.len() as u32);
+            t.ids.extend(ps);
+        }
+        t
+    }
+
+    #[inline(always)]
+    fn get(&self, key: u64, bit: usize) -> &[u32] {
+        let mut i = bit & self.mask;
+        loop {
+            let (k, start, n) = self.slots[i];
+            if n == 0 {
+                return &[];
+            }
+            if k == key {
+                return &self.ids[start as usize..(start + n) as usize];
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+}
+
 pub(crate) struct Patterns {
     /// Every pattern's characters (code points), end to end; `spans[p]` is pattern `p`'s range.
     chars: Vec<u32>,
     spans: Vec<(u32, u32)>,
     pair_filter: Vec<u64>,
-    by_pair: Map<u64>,
+    by_pair: PairTable,
     single_filter: Vec<u64>,
     singles: Map<u32>,
 }
@@ -63,11 +111,12 @@ pub(crate) struct Patterns {
 impl Patterns {
     /// `texts[p]` is pattern `p` (normalized, not empty).
     pub(crate) fn new(texts: &[String]) -> Patterns {
+        let mut by_pair: Map<u64> = Map::default();
         let mut me = Patterns {
             chars: Vec::new(),
             spans: Vec::with_capacity(texts.len()),
             pair_filter: vec![0; (1 << FILTER_BITS) / 64],
-            by_pair: Map::default(),
+            by_pair: PairTable::new(Map::default()),
             single_filter: vec![0; (1 << 16) / 64],
             singles: Map::default(),
         };
@@ -86,11 +135,12 @@ impl Patterns {
                     let key = pair(*a, *b);
                     let bit = pair_bit(key);
                     me.pair_filter[bit >> 6] |= 1 << (bit & 63);
-                    me.by_pair.entry(key).or_default().push(p as u32);
+                    by_pair.entry(key).or_default().push(p as u32);
                 }
             }
             me.spans.push((start as u32, me.chars.len() as u32));
         }
+        me.by_pair = PairTable::new(by_pair);
         me
     }
 
@@ -117,8 +167,7 @@ impl Patterns {
             if self.pair_filter[bit >> 6] & (1 << (bit & 63)) == 0 {
                 continue;
             }
-            let Some(ps) = self.by_pair.get(&key) else { continue };
-            for &p in ps {
+            for &p in self.by_pair.get(key, bit) {
                 let (s, e) = self.spans[p as usize];
                 let len = (e - s) as usize;
                 if text.get(i..i + len) == Some(&self.chars[s as usize..e as usize]) {

@@ -122,6 +122,55 @@ impl PyWordList {
         customers: Option<Vec<bool>>,
         parallel: bool,
     ) -> PyResult<Bound<'py, PyList>> {
+        let hits = self.collect(py, texts, customers, parallel)?;
+        let items: Vec<Bound<'py, PyTuple>> = hits
+            .into_iter()
+            .map(|(i, id, w, start, end)| (i, id, self.words[w as usize].clone_ref(py), start, end).into_pyobject(py))
+            .collect::<Result<_, _>>()?;
+        PyList::new(py, items)
+    }
+
+    /// `scan`'s hits as columns in one buffer, no Python object per hit: five
+    /// little-endian u32 per hit — text index, entry id, word index (into `words()`), start,
+    /// end (character offsets). For hit-heavy text, where a tuple per hit cost more than
+    /// finding it.
+    #[pyo3(signature = (texts, customers = None, parallel = true))]
+    fn scan_columns<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        customers: Option<Vec<bool>>,
+        parallel: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let hits = self.collect(py, texts, customers, parallel)?;
+        let to_u32 = |v: usize| u32::try_from(v).map_err(|_| PyValueError::new_err("a batch over 2^32 characters"));
+        let mut buf = Vec::with_capacity(hits.len() * 20);
+        for (i, id, w, start, end) in hits {
+            for v in [to_u32(i)?, id, w, to_u32(start)?, to_u32(end)?] {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Ok(PyBytes::new(py, &buf))
+    }
+
+    /// The listed words by word index (what `scan_columns`' third column points into).
+    fn words<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.words.iter().map(|w| w.clone_ref(py)))
+    }
+}
+
+/// (text index, entry id, word index, start, end) of one hit of a batch scan.
+type ScanHit = (usize, u32, u32, usize, usize);
+
+impl PyWordList {
+    /// Every hit of `texts`, as [`ScanHit`]s.
+    fn collect<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        customers: Option<Vec<bool>>,
+        parallel: bool,
+    ) -> PyResult<Vec<ScanHit>> {
         const CHUNK: usize = 1024;
         if texts.is_instance_of::<PyString>() {
             return Err(PyTypeError::new_err("texts must be a sequence of str, not one str"));
@@ -135,7 +184,7 @@ impl PyWordList {
         }
         let wl = &*self.inner;
         // (text index, entry id, word index, start, end)
-        let mut hits: Vec<(usize, u32, u32, usize, usize)> = Vec::new();
+        let mut hits: Vec<ScanHit> = Vec::new();
         let mut buf = (FindBuffer::default(), Vec::new());
         for first in (0..n).step_by(CHUNK) {
             let items: Vec<Bound<'py, PyString>> = (first..n.min(first + CHUNK))
@@ -175,11 +224,7 @@ impl PyWordList {
                 }
             });
         }
-        let items: Vec<Bound<'py, PyTuple>> = hits
-            .into_iter()
-            .map(|(i, id, w, start, end)| (i, id, self.words[w as usize].clone_ref(py), start, end).into_pyobject(py))
-            .collect::<Result<_, _>>()?;
-        PyList::new(py, items)
+        Ok(hits)
     }
 }
 
