@@ -270,10 +270,7 @@ def set_reply_thresholds(store: ArchiveStore, thresholds_ms: list[int]) -> list[
     then the levels are written; :func:`recompute_due_timeouts` applies them."""
     if not thresholds_ms or any(t <= 0 for t in thresholds_ms) or sorted(thresholds_ms) != thresholds_ms:
         raise InputError("thresholds must be positive and increasing, e.g. 5m,30m,1h")
-    convs = [c.conv for c in store.conversation_summaries() if c.conv.startswith("p:")]
-    for i in range(0, len(convs), 10_000):
-        with store.write() as w:
-            mark_timeouts_due(w, convs[i:i + 10_000])
+    _mark_all_due(store)
     store.put_document("reply_thresholds", thresholds_ms)
     return thresholds_ms
 
@@ -335,20 +332,18 @@ def _timeout_pass(store: ArchiveStore, directory: dict | None, convs: list[str],
     return len(alerts)
 
 
-def recompute_timeouts(store: ArchiveStore, directory: dict | None, chunk: int = 100_000) -> int:
+def recompute_timeouts(store: ArchiveStore, directory: dict | None) -> int:
     """Recomputes the timeout-reply alerts of every one-to-one conversation from its whole
-    stored timeline (after the thresholds changed): the alerts of the complete stream.
-    Works through bounded chunks of conversations (memory does not grow with the archive)."""
-    thresholds = reply_thresholds(store)
-    stream_now = store.stream_time()
-    n = 0
-    for convs, entries in store.one_to_one_timelines(chunk):
-        n += _timeout_pass(store, directory, convs, entries, thresholds, stream_now)
-    with store.app_write() as app:
-        app.put(_PASS, b"stream", stream_now)
-        for k, _ in list(app.scan(_TIMEOUTS_DUE, values=False)):
-            app.delete(_TIMEOUTS_DUE, k)
-    return n
+    stored timeline: every one is marked due, then the (bounded, crash-safe) due pass."""
+    _mark_all_due(store)
+    return recompute_due_timeouts(store, directory)
+
+
+def _mark_all_due(store: ArchiveStore) -> None:
+    convs = [c.conv for c in store.conversation_summaries() if c.conv.startswith("p:")]
+    for i in range(0, len(convs), 10_000):
+        with store.write() as w:
+            mark_timeouts_due(w, convs[i:i + 10_000])
 
 
 def mark_timeouts_due(w: StoreWriter, convs: Iterable[str]) -> None:

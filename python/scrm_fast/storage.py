@@ -847,35 +847,6 @@ class ArchiveStore:
                 done.append(conv)
         return done, out
 
-    def one_to_one_timelines(self, chunk: int = 100_000) -> Iterator[tuple[list[str], list[tuple[bytes, bytes]]]]:
-        """Every one-to-one conversation's ``conv`` entries, in chunks of about ``chunk``
-        entries that end at a conversation's end: ``(conversations, entries)``."""
-        start = b"p:"
-        while True:
-            convs: list[str] = []
-            out: list[tuple[bytes, bytes]] = []
-            with self.env.begin(db=self._db[b"conv"]) as txn:
-                cur = txn.cursor()
-                ok = cur.set_range(start)
-                last = None
-                while ok and cur.key().startswith(b"p:"):
-                    k = cur.key()
-                    conv = k[:-9]
-                    if conv != last:
-                        if len(out) >= chunk:
-                            start = conv + b"\0"
-                            break
-                        convs.append(conv.decode())
-                        last = conv
-                    out.append((k, cur.value()))
-                    ok = cur.next()
-                else:
-                    ok = False
-            if out:
-                yield convs, out
-            if not ok:
-                return
-
     def has_conversation(self, conv: str) -> bool:
         prefix = conv.encode() + b"\0"
         with self.env.begin(db=self._db[b"conv"]) as txn:
