@@ -86,9 +86,10 @@ def test_corrupted_items_are_quarantined_with_reasons(small_corpus, tmp_path):
     assert s["ingested"] == 14
     reasons = s["quarantined_by_reason"]
     assert reasons["bad_base64_key"] == 1 and reasons["unknown_key_version"] == 1
-    assert reasons["bad_base64_msg"] == 1 and reasons["bad_json"] == 1
-    # the flipped AES byte breaks the padding; the flipped RSA byte breaks PKCS#1
-    assert reasons["aes_failed"] + reasons.get("bad_json", 0) >= 2 and reasons["rsa_failed"] == 1
+    assert reasons["bad_base64_msg"] == 1 and reasons["bad_json"] >= 1  # the sealed non-JSON plaintext
+    # the flipped AES byte breaks the padding — or, when the random key makes the garbled last
+    # block's padding valid by chance, the JSON (CI saw that once); the flipped RSA byte breaks PKCS#1
+    assert reasons.get("aes_failed", 0) + reasons["bad_json"] == 2 and reasons["rsa_failed"] == 1
     assert reasons["bad_item"] == 2 and reasons["bad_document"] == 2
 
     q = run_scrm("quarantine", "--data", str(data), "--with-items", check=True).stdout.splitlines()
