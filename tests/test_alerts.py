@@ -141,6 +141,7 @@ def test_timeouts_of_any_split_into_runs_equal_the_whole_stream(tmp_path, data):
     from scrm_fast import audit
 
     # the pass in transactions of a few entries each (its bound, cut small) gives the same
+    bound = audit.TIMEOUT_PASS_ENTRIES
     audit.TIMEOUT_PASS_ENTRIES = data.draw(st.sampled_from([1, 3, 50_000]))
     try:
         with Tenant(root / "d") as tenant:
@@ -153,5 +154,5 @@ def test_timeouts_of_any_split_into_runs_equal_the_whole_stream(tmp_path, data):
             got = {(r["customer"], r["seq"], r["level"], r["answered_at"], r["delay_ms"])
                    for r in tenant.store.alerts() if r["kind"] == "timeout_reply"}
     finally:
-        audit.TIMEOUT_PASS_ENTRIES = 50_000
+        audit.TIMEOUT_PASS_ENTRIES = bound
     assert got == _brute_timeouts(msgs, list(DEFAULT_REPLY_THRESHOLDS_MS)), runs

@@ -84,3 +84,38 @@ def test_bench_ingest_json_keys(tmp_path):
                 "ratio_vs_python_ref", "cpu_efficiency_vs_rsa", "peak_rss_mib"):
         assert r[key] > 0, key
     assert r["correct"] is True and r["messages"] == 1500
+
+
+def test_memory_sampler_sees_what_a_child_holds():
+    """The sampler of `scrm bench memory` against a child that holds a known amount of
+    private memory (written, so resident) for a while, and one that holds almost none."""
+    import os
+    import sys
+
+    from scrm_fast.bench_memory import peak_anon_of
+
+    hold = ("import time; b = bytearray(96 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+            "time.sleep(0.3); print('ok')")
+    env = dict(os.environ)
+    big, _, _, out = peak_anon_of([sys.executable, "-c", hold], env)
+    small, _, _, _ = peak_anon_of([sys.executable, "-c", "import time; time.sleep(0.3)"], env)
+    assert out.strip() == b"ok"
+    assert big >= 96 << 10  # KiB
+    assert small < 48 << 10 and big - small >= 90 << 10
+    with pytest.raises(RuntimeError, match="boom"):
+        peak_anon_of([sys.executable, "-c", "import sys; sys.exit('boom')"], env)
+
+
+def test_bench_memory_json_keys(tmp_path):
+    import orjson
+
+    proc = run_scrm("bench", "memory", "--sizes", "600,300", "--rounds", "1", "--corpus-dir", str(tmp_path / "c"),
+                    "--json", check=True)
+    r = orjson.loads(proc.stdout)
+    assert [s["messages"] for s in r["sizes"]] == [300, 600]
+    for s in r["sizes"]:
+        (row,) = s["per_round"]
+        assert row["peak_rss_anon_mib"] > 10 and row["decrypted"] == s["messages"]
+    assert r["ratio_largest_to_smallest"] > 0
+    assert "memory" in run_scrm("bench", "--help").stdout.decode()
+    assert "--sizes" in one_line_error(run_scrm("bench", "memory", "--sizes", "x"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import msgpack
 import orjson
 
+from scrm_fast import heap
 from scrm_fast._core import AuditBatch, WordList, audit_records, reply_timeouts
 from scrm_fast.errors import InputError
 from scrm_fast.storage import (
@@ -361,7 +362,7 @@ def timeouts_due(store: ArchiveStore) -> int:
 
 
 # one A-6 pass transaction reads at most about this many timeline entries
-TIMEOUT_PASS_ENTRIES = 50_000
+TIMEOUT_PASS_ENTRIES = 20_000
 
 
 def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: int = 2_000,
@@ -375,7 +376,15 @@ def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: i
     stream_now = store.stream_time()
     with store.app_write() as app:
         if app.get(_PASS, b"stream") != stream_now:
-            app.put_many(_TIMEOUTS_DUE, list(app.scan(_WAITING)))
+            # every waiting conversation becomes due, a bounded piece at a time (memory
+            # stays flat however many customers wait)
+            piece: list[tuple[bytes, object]] = []
+            for kv in app.scan(_WAITING):
+                piece.append(kv)
+                if len(piece) >= chunk:
+                    app.put_many(_TIMEOUTS_DUE, piece)
+                    piece = []
+            app.put_many(_TIMEOUTS_DUE, piece)
             app.put(_PASS, b"stream", stream_now)
     n = 0
     while True:
@@ -387,3 +396,5 @@ def recompute_due_timeouts(store: ArchiveStore, directory: dict | None, chunk: i
         convs, entries = store.timelines([str(c) for _, c in due], max_entries=max_entries or TIMEOUT_PASS_ENTRIES)
         n += _timeout_pass(store, directory, convs, entries, thresholds, stream_now,
                            [k for k, _ in due[:len(convs)]])
+        del convs, entries
+        heap.release()

@@ -633,6 +633,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
         return _report(a, bench_sync(a.messages, a.rounds, a.corpus), format_sync_report)
     if a.bench == "words":
         return _report(a, bench_words(a.messages, a.entries, a.rounds, a.corpus), format_words_report)
+    if a.bench == "memory":
+        from scrm_fast.bench_memory import bench_memory, format_memory_report
+
+        try:
+            sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
+        except ValueError:
+            raise InputError(f"--sizes: comma-separated message counts, not {a.sizes!r}") from None
+        if not sizes or min(sizes) <= 0 or a.rounds <= 0:
+            raise InputError("--sizes needs positive message counts and --rounds a positive number")
+        return _report(a, bench_memory(sizes, a.rounds, a.corpus_dir), format_memory_report)
     return _report(a, bench_ingest(messages=a.messages, corpus=a.corpus, seconds=a.rsa_seconds,
                                    ref_messages=a.ref_messages, threads=a.threads, rounds=a.rounds), format_report)
 
@@ -888,6 +898,13 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     b.add_argument("--messages", type=int, default=50_000)
     b.add_argument("--entries", type=int, default=10_000)
     b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("memory", help="peak anonymous memory of scrm ingest at several corpus sizes (flat in N?)")
+    b.add_argument("--sizes", default="100000,1000000", help="comma list of corpus sizes (default 100000,1000000)")
+    b.add_argument("--rounds", type=int, default=5, help="rounds per size, interleaved (default 5)")
+    b.add_argument("--corpus-dir", help="keep the simulated corpora here (n<SIZE>/), reused when present")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 

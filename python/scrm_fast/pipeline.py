@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scrm_fast import heap
 from scrm_fast._core import (
     ArchiveIndex,
     AuditBatch,
@@ -228,6 +229,7 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
             nonlocal last_index_commit
             if time.perf_counter() - last_index_commit >= index_commit_s:
                 index.commit(store.checkpoint())
+                heap.release()  # the segment's buffers are free now: memory stays flat in N
                 last_index_commit = time.perf_counter()
         _account(summary, decoded)
         if on_commit is not None:
@@ -278,6 +280,7 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
     if index is not None:
         index.commit(store.checkpoint())
     summary.elapsed_s = time.perf_counter() - t0
+    heap.release()
     if auditing is not None:
         summary.timeout_alerts = recompute_due_timeouts(store, auditing.directory)
     summary.checkpoint = store.checkpoint()
