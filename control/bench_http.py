@@ -72,8 +72,40 @@ def login(base: str, username: str, password: str) -> str:
     return orjson.loads(urllib.request.urlopen(req, timeout=30).read())["token"]
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and every live
+    descendant of it (a server's worker processes), from ``/proc``."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                st = f.read()
+        except OSError:
+            continue
+        rest = st[st.rindex(b")") + 2:].split()  # the name may hold spaces and parentheses
+        parent[int(d)] = int(rest[1])
+        ticks[int(d)] = int(rest[11]) + int(rest[12])
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in ticks and p not in tree:
+            tree.add(p)
+            todo += [c for c, pp in parent.items() if pp == p]
+    return sum(ticks[p] for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _run(host: str, port: int, token: str, clients: int, seconds: float, max_requests: int,
-         targets: list[str], what: str) -> dict:
+         targets: list[str], what: str, server_pid: int | None = None) -> dict:
     """The load comes from the Rust generator (``_core.http_load``: blocking keep-alive
     clients, the GIL released, a few microseconds of CPU a request); a health probe every
     50 ms runs beside it in a Python thread."""
@@ -96,6 +128,8 @@ def _run(host: str, port: int, token: str, clients: int, seconds: float, max_req
         conn.close()
 
     th = threading.Thread(target=prober, daemon=True)
+    server0 = tree_cpu_s(server_pid) if server_pid is not None else 0.0
+    own0 = _self_cpu_s()
     th.start()
     try:
         res = http_load(host, port, targets, [("Authorization", f"Bearer {token}")], clients=clients,
@@ -103,6 +137,9 @@ def _run(host: str, port: int, token: str, clients: int, seconds: float, max_req
     finally:
         stop.set()
         th.join()
+    # the load generator's CPU (and the probe's) counted apart from the server's
+    own_cpu = _self_cpu_s() - own0
+    server_cpu = tree_cpu_s(server_pid) - server0 if server_pid is not None else None
     lat = res["latencies_ms"]
     ok = res["statuses"].get(200, 0)
     elapsed = res["elapsed_s"]
@@ -118,14 +155,33 @@ def _run(host: str, port: int, token: str, clients: int, seconds: float, max_req
             "second_half": {"requests_per_s": round(len(late) / (elapsed / 2), 1) if elapsed else 0.0,
                             "p50_ms": round(_pct(late, 50), 2), "p99_ms": round(_pct(late, 99), 2)},
             "probe_p50_ms": round(_pct(probe, 50) * 1000, 2), "probe_p99_ms": round(_pct(probe, 99) * 1000, 2),
-            "probe_max_ms": round(max(probe) * 1000, 2) if probe else 0.0}
+            "probe_max_ms": round(max(probe) * 1000, 2) if probe else 0.0,
+            "server_cpu_ms_per_request": round(1000 * server_cpu / len(lat), 3) if server_cpu is not None and lat
+            else None,
+            "loadgen_cpu_ms_per_request": round(1000 * own_cpu / len(lat), 3) if lat else None,
+            "server_cpu_cores": round(server_cpu / elapsed, 2) if server_cpu is not None and elapsed else None}
 
 
 def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 18765,
-               max_requests: int = 1_000_000, what: str = "messages", pool: int = 400) -> dict:
-    """Starts ``scrm serve`` on loopback for ``data``, loads it, stops it. ``what``:
-    ``messages`` (pages of 20 of random conversations) or ``search`` (``pool`` random 1–4
-    character queries, each a page of 20 with the total, round robin)."""
+               max_requests: int = 1_000_000, what: str = "messages", pool: int = 400, rounds: int = 1) -> dict:
+    """Starts ``scrm serve`` on loopback for ``data``, loads it, stops it; ``rounds`` times,
+    each a fresh server (cold caches: the first seconds count). ``what``: ``messages``
+    (pages of 20 of random conversations) or ``search`` (``pool`` random 1–4 character
+    queries, each a page of 20 with the total, round robin). One round: that round's
+    figures; several: each round's and the medians."""
+    runs = [_bench_http_once(data, clients, seconds, port, max_requests, what, pool) for _ in range(rounds)]
+    if rounds == 1:
+        return runs[0]
+    keys = ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "loadgen_cpu_ms_per_request")
+    med = {k: round(statistics.median(r[k] for r in runs), 3) for k in keys if all(r[k] is not None for r in runs)}
+    med["second_half_p99_ms"] = round(statistics.median(r["second_half"]["p99_ms"] for r in runs), 2)
+    return {"what": what, "clients": clients, "rounds": rounds, "median": med,
+            "p99_ms_per_round": [r["p99_ms"] for r in runs],
+            "second_half_p99_ms_per_round": [r["second_half"]["p99_ms"] for r in runs], "per_round": runs}
+
+
+def _bench_http_once(data: str, clients: int, seconds: float, port: int, max_requests: int, what: str,
+                     pool: int) -> dict:
     queries = _sample_queries(data, pool) if what == "search" else None
     import secrets
 
@@ -156,7 +212,7 @@ def bench_http(data: str, clients: int = 50, seconds: float = 30.0, port: int = 
             rng = random.Random(1)
             targets = [f"/api/v1/conversations/{urllib.parse.quote(rng.choice(convs), safe='')}/messages?limit=20"
                        for _ in range(2000)]
-        return _run("127.0.0.1", port, token, clients, seconds, max_requests, targets, what)
+        return _run("127.0.0.1", port, token, clients, seconds, max_requests, targets, what, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -104,7 +104,9 @@ def serve_demo(a: argparse.Namespace, data: Path, keys_dir: Path) -> int:
 def cmd_bench_http(a: argparse.Namespace) -> int:
     from control.bench_http import bench_http
 
-    _print_json(bench_http(a.data, a.clients, a.seconds, a.port, what=a.what, pool=a.pool))
+    if a.rounds < 1:
+        raise InputError("--rounds must be ≥ 1")
+    _print_json(bench_http(a.data, a.clients, a.seconds, a.port, what=a.what, pool=a.pool, rounds=a.rounds))
     return 0
 
 
@@ -204,6 +206,8 @@ def add_commands(sub, bench_sub) -> None:
     b.add_argument("--pool", type=int, default=400,
                    help="distinct search queries sent round robin (default 400; the index keeps per-segment "
                         "counts, so a larger pool measures more first-time queries)")
+    b.add_argument("--rounds", type=int, default=1,
+                   help="runs, each against a fresh server; with more than one, the medians too (default 1)")
     b.set_defaults(func=cmd_bench_http)
 
     b = bench_sub.add_parser("dialer", help="dialer decisions per second under concurrent devices, against "

@@ -127,3 +127,30 @@ def test_sigterm_stops_every_worker(served):
         os.kill(h["worker"], 0)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{served['base']}/api/v1/health", timeout=2).read()
+
+
+def test_tree_cpu_counts_a_process_and_its_descendants():
+    """The server CPU of `scrm bench http`: a child that starts a grandchild burning CPU;
+    the grandchild's seconds (measured by itself) are counted in the child's tree."""
+    import subprocess
+    import sys
+    import time
+
+    from control.bench_http import tree_cpu_s
+
+    burn = ("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+            "print(time.process_time(), flush=True)\ntime.sleep(30)")
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+                               f"subprocess.run([sys.executable, '-c', {burn!r}])"], stdout=subprocess.PIPE)
+    try:
+        burnt = float(parent.stdout.readline())  # the grandchild's own CPU seconds, now asleep
+        time.sleep(0.05)
+        got = tree_cpu_s(parent.pid)
+        assert burnt >= 0.6
+        assert burnt - 0.05 <= got <= burnt + 1.0, (got, burnt)
+        assert tree_cpu_s(2 ** 22 + 7) == 0.0  # no such process: nothing
+    finally:
+        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()

@@ -55,18 +55,28 @@ fn pair_bit(key: u64) -> usize {
 /// `Vec`s cost two cache misses a candidate, and on text of common words candidates are
 /// at a third of all positions).
 struct PairTable {
-    /// (pair, first index into `ids`, count); count 0: an empty slot
+    /// (pair, first index into `cands`, count); count 0: an empty slot
     slots: Vec<(u64, u32, u32)>,
-    ids: Vec<u32>,
+    /// the patterns of every pair, each with what comparing it needs (no second lookup)
+    cands: Vec<Cand>,
     mask: usize,
 }
 
+/// A pattern that starts with a given pair: where the rest of its characters are in
+/// `Patterns::chars` and how long it is (a two-character pattern is a hit at once).
+#[derive(Clone, Copy)]
+struct Cand {
+    rest: u32,
+    len: u32,
+    pattern: u32,
+}
+
 impl PairTable {
-    fn new(by_pair: Map<u64>) -> PairTable {
+    fn new(by_pair: Map<u64>, spans: &[(u32, u32)]) -> PairTable {
         let cap = (by_pair.len() * 2).next_power_of_two().max(16);
         let mut t = PairTable {
             slots: vec![(0, 0, 0); cap],
-            ids: Vec::new(),
+            cands: Vec::new(),
             mask: cap - 1,
         };
         let mut keys: Vec<_> = by_pair.into_iter().collect();
@@ -76,14 +86,21 @@ impl PairTable {
             while t.slots[i].2 != 0 {
                 i = (i + 1) & t.mask;
             }
-            t.slots[i] = (key, t.ids.len() as u32, ps.len() as u32);
-            t.ids.extend(ps);
+            t.slots[i] = (key, t.cands.len() as u32, ps.len() as u32);
+            t.cands.extend(ps.iter().map(|&p| {
+                let (s, e) = spans[p as usize];
+                Cand {
+                    rest: s + 2,
+                    len: e - s,
+                    pattern: p,
+                }
+            }));
         }
         t
     }
 
     #[inline(always)]
-    fn get(&self, key: u64, bit: usize) -> &[u32] {
+    fn get(&self, key: u64, bit: usize) -> &[Cand] {
         let mut i = bit & self.mask;
         loop {
             let (k, start, n) = self.slots[i];
@@ -91,7 +108,7 @@ impl PairTable {
                 return &[];
             }
             if k == key {
-                return &self.ids[start as usize..(start + n) as usize];
+                return &self.cands[start as usize..(start + n) as usize];
             }
             i = (i + 1) & self.mask;
         }
@@ -116,7 +133,7 @@ impl Patterns {
             chars: Vec::new(),
             spans: Vec::with_capacity(texts.len()),
             pair_filter: vec![0; (1 << FILTER_BITS) / 64],
-            by_pair: PairTable::new(Map::default()),
+            by_pair: PairTable::new(Map::default(), &[]),
             single_filter: vec![0; (1 << 16) / 64],
             singles: Map::default(),
         };
@@ -140,7 +157,7 @@ impl Patterns {
             }
             me.spans.push((start as u32, me.chars.len() as u32));
         }
-        me.by_pair = PairTable::new(by_pair);
+        me.by_pair = PairTable::new(by_pair, &me.spans);
         me
     }
 
@@ -167,11 +184,17 @@ impl Patterns {
             if self.pair_filter[bit >> 6] & (1 << (bit & 63)) == 0 {
                 continue;
             }
-            for &p in self.by_pair.get(key, bit) {
-                let (s, e) = self.spans[p as usize];
-                let len = (e - s) as usize;
-                if text.get(i..i + len) == Some(&self.chars[s as usize..e as usize]) {
-                    hit(i, i + len, p);
+            // the pair itself is equal (the key is exact): compare the rest only
+            for c in self.by_pair.get(key, bit) {
+                let len = c.len as usize;
+                if len == 2 {
+                    hit(i, i + 2, c.pattern);
+                } else if i + len <= text.len() {
+                    // a few characters: compared inline (a call to memcmp cost more)
+                    let rest = &self.chars[c.rest as usize..c.rest as usize + len - 2];
+                    if text[i + 2..i + len].iter().zip(rest).all(|(a, b)| a == b) {
+                        hit(i, i + len, c.pattern);
+                    }
                 }
             }
         }

@@ -24,21 +24,18 @@ type EntryTuple = (u32, String, Vec<String>, String, u8, String);
 /// Turns the byte offsets of `hits` (all in `text`) into str (character) offsets: one pass
 /// over the text for all its hits (a long text with many hits stays linear).
 fn to_char_offsets(text: &str, hits: &mut [RawHit]) {
-    let mut at: Vec<usize> = hits.iter().flat_map(|h| [h.start, h.end]).collect();
-    at.sort_unstable();
-    at.dedup();
+    // characters are the bytes that do not continue one (no allocation: hits are few, texts
+    // short; starts come in order, so one walk counts them)
+    let b = text.as_bytes();
+    let count = |from: usize, to: usize| b[from..to].iter().filter(|&&x| (x as i8) >= -0x40).count();
     let (mut byte, mut chars) = (0, 0);
-    let counted: Vec<usize> = at
-        .iter()
-        .map(|&b| {
-            chars += text[byte..b].chars().count();
-            byte = b;
-            chars
-        })
-        .collect();
-    let char_of = |b: usize| at.binary_search(&b).map_or(0, |i| counted[i]);
     for h in hits {
-        (h.start, h.end) = (char_of(h.start), char_of(h.end));
+        if h.start < byte {
+            (byte, chars) = (0, 0);
+        }
+        chars += count(byte, h.start);
+        byte = h.start;
+        (h.start, h.end) = (chars, chars + count(h.start, h.end));
     }
 }
 
