@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from tests.conftest import run_scrm
@@ -119,3 +121,25 @@ def test_bench_memory_json_keys(tmp_path):
     assert r["ratio_largest_to_smallest"] > 0
     assert "memory" in run_scrm("bench", "--help").stdout.decode()
     assert "--sizes" in one_line_error(run_scrm("bench", "memory", "--sizes", "x"))
+
+
+def test_a_reader_of_a_directory_whose_tables_are_not_created_yet_gets_a_clear_error(tmp_path):
+    """A reader that opens a data directory while its first writer is creating it (the
+    archive file exists, its tables are not committed yet — they come in one transaction)
+    is told so, not handed LMDB's NotFoundError."""
+    import lmdb
+
+    from scrm_fast.errors import InputError
+    from scrm_fast.storage import ArchiveStore
+
+    d = tmp_path / "d"
+    ArchiveStore(d).close()  # the key file, as a first writer leaves it
+    shutil.rmtree(d / "archive.lmdb")
+    lmdb.open(str(d / "archive.lmdb"), max_dbs=20).close()  # the file, no table yet
+    with pytest.raises(InputError, match="no archive here yet"):
+        ArchiveStore(d, readonly=True)
+    assert "no archive here yet" in one_line_error(run_scrm("export", "--data", str(d)))
+    with ArchiveStore(d) as store:  # the writer creates them all
+        assert store.checkpoint() == 0
+    with ArchiveStore(d, readonly=True) as store:
+        assert store.checkpoint() == 0

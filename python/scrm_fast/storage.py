@@ -474,13 +474,20 @@ class ArchiveStore:
             for name in _TABLES:
                 try:
                     self._db[name] = self.env.open_db(name, create=False)
-                except lmdb.NotFoundError:  # a table added after this copy was written
+                except lmdb.NotFoundError:  # "app": a table added after this copy was written
                     if name != b"app":
-                        raise
+                        # its first writer has not committed its tables yet (they come in
+                        # one transaction): nothing to read, said as for an empty directory
+                        self.env.close()
+                        if self._lock_fd is not None:
+                            os.close(self._lock_fd)
+                        raise InputError(f"{self.data_dir}: no archive here yet (it is being created)") from None
         else:
-            for name in _TABLES:
-                self._db[name] = self.env.open_db(name)
+            # every table and the schema in one transaction: a reader opening the directory
+            # meanwhile sees all of them or none
             with self.env.begin(write=True) as txn:
+                for name in _TABLES:
+                    self._db[name] = self.env.open_db(name, txn=txn)
                 if txn.get(b"schema", db=self._db[b"meta"]) is None:
                     txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=self._db[b"meta"])
         self._sealed_tables = tuple(t for t in SEALED_TABLES if t in self._db)
