@@ -143,3 +143,14 @@ def test_a_reader_of_a_directory_whose_tables_are_not_created_yet_gets_a_clear_e
         assert store.checkpoint() == 0
     with ArchiveStore(d, readonly=True) as store:
         assert store.checkpoint() == 0
+    # a directory of an earlier layout, lacking a later table, is named as such
+    env = lmdb.open(str(d / "archive.lmdb"), max_dbs=20)
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"wordstats", txn=txn), delete=True)
+    env.close()
+    with pytest.raises(InputError, match="earlier version .*no wordstats table"):
+        ArchiveStore(d, readonly=True)
+    with ArchiveStore(d) as store:  # opened for writing once: added
+        assert store.checkpoint() == 0
+    with ArchiveStore(d, readonly=True) as store:
+        assert store.checkpoint() == 0

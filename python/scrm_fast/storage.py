@@ -471,17 +471,23 @@ class ArchiveStore:
             raise InputError(f"{path}: cannot open archive: {e}") from e
         self._db = {}
         if readonly:
+            missing = []
             for name in _TABLES:
                 try:
                     self._db[name] = self.env.open_db(name, create=False)
                 except lmdb.NotFoundError:  # "app": a table added after this copy was written
                     if name != b"app":
-                        # its first writer has not committed its tables yet (they come in
-                        # one transaction): nothing to read, said as for an empty directory
-                        self.env.close()
-                        if self._lock_fd is not None:
-                            os.close(self._lock_fd)
-                        raise InputError(f"{self.data_dir}: no archive here yet (it is being created)") from None
+                        missing.append(name.decode())
+            if missing:
+                self.env.close()
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                if b"meta" not in self._db:
+                    # its first writer has not committed its tables yet (they come in one
+                    # transaction): nothing to read, said as for an empty directory
+                    raise InputError(f"{self.data_dir}: no archive here yet (it is being created)")
+                raise InputError(f"{self.data_dir}: written by an earlier version (no {', '.join(missing)} "
+                                 f"table); open it once for writing (e.g. `scrm ingest`) to add them")
         else:
             # every table and the schema in one transaction: a reader opening the directory
             # meanwhile sees all of them or none
