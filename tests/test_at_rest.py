@@ -193,3 +193,23 @@ def test_rotation_reencryption_and_rewrap(small_corpus, tmp_path):
     page = orjson.loads(run_scrm("search", "--data", str(data), "--master-key", str(new), "--json", "的",
                                  check=True).stdout)
     assert page["total"] > 0
+
+
+def test_batch_digests_and_digested_puts_equal_the_per_value_path(tmp_path):
+    """``app_digests`` / ``put_digested`` (one Rust call a batch, used by the ingest's A-6 marks
+    and media queue) write exactly the keys and values of the per-value Python path:
+    ``hashlib``'s keyed BLAKE2b and ``put_many`` of msgpack strings."""
+    from scrm_fast.storage import ArchiveStore
+
+    values = ["p:wm0001|zhang", "p:wo_x|李雷", "", "x" * 300, "😀" * 40]
+    with ArchiveStore(tmp_path / "d") as store:
+        want = [hashlib.blake2b(b"conv\0" + v.encode(), key=store.token_key, digest_size=16,
+                                person=b"scrm-app-keys").digest() for v in values]
+        assert store.app_digests("conv", values) == want == [store.app_digest("conv", v) for v in values]
+        assert store.app_digests("media", values[:1]) != want[:1]
+        with store.app_write() as app:
+            app.put_digested("fast", "conv", values)
+            app.put_many("slow", [(d, v) for d, v in zip(want, values, strict=True)])
+        with store.app_read() as app:
+            fast, slow = list(app.scan("fast")), list(app.scan("slow"))
+    assert fast == slow and sorted(v for _, v in fast) == sorted(values) and len(fast) == len(values)

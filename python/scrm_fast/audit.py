@@ -321,14 +321,10 @@ def _timeout_pass(store: ArchiveStore, directory: dict | None, convs: list[str],
         app = w.app()
         for k in due_keys:
             app.delete(_TIMEOUTS_DUE, k)
-        waits = []
-        for c in convs:
-            d = store.app_digest("conv", c)
-            if c in still:
-                waits.append((d, c))
-            else:
-                app.delete(_WAITING, d)
-        app.put_many(_WAITING, waits)
+        answered = [c for c in convs if c not in still]
+        for d in store.app_digests("conv", answered):
+            app.delete(_WAITING, d)
+        app.put_digested(_WAITING, "conv", [c for c in convs if c in still])
     store.replace_timeout_alerts(alerts, convs, also=marks)
     return len(alerts)
 
@@ -350,8 +346,7 @@ def _mark_all_due(store: ArchiveStore) -> None:
 def mark_timeouts_due(w: StoreWriter, convs: Iterable[str]) -> None:
     """Records, in the batch's transaction ``w``, that ``convs`` need their A-6 alerts
     recomputed (a crash before the pass leaves the record; the next pass does them)."""
-    app = w.app()
-    app.put_many(_TIMEOUTS_DUE, [(w.store.app_digest("conv", c), c) for c in convs if c.startswith("p:")])
+    w.app().put_digested(_TIMEOUTS_DUE, "conv", [c for c in convs if c.startswith("p:")])
 
 
 def timeouts_due(store: ArchiveStore) -> int:

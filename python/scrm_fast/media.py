@@ -36,8 +36,8 @@ def todo_entries(store: ArchiveStore, media: list[tuple]) -> tuple[list[tuple[by
     """The ``md.todo`` and ``md.seq`` entries of one decoded batch's media (its
     ``DecodedBatch.media()`` tuples), written in the batch's transaction."""
     todo, by_seq = {}, {}
-    for seq, msgid, sdkfileid, md5, size, kind, filename in media:
-        fid = fid_of(store, sdkfileid)
+    fids = store.app_digests("media", [m[2] for m in media])  # fid_of each, in one call
+    for (seq, msgid, sdkfileid, md5, size, kind, filename), fid in zip(media, fids, strict=True):
         todo.setdefault(fid, {"sdkfileid": sdkfileid, "md5": md5, "size": size, "kind": kind,
                               "filename": filename, "seq": seq, "msgid": msgid})
         by_seq.setdefault(seq, []).append({"fid": fid, "kind": kind, "filename": filename, "size": size})

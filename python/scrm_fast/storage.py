@@ -51,7 +51,7 @@ import lmdb
 import msgpack
 import orjson
 
-from scrm_fast._core import DecodedBatch, SealError, Vault
+from scrm_fast._core import DecodedBatch, SealError, Vault, app_digests
 from scrm_fast.errors import InputError, LeaseHeld
 from scrm_fast.sealing import fsync_dir
 
@@ -63,6 +63,7 @@ SEALED_TABLES = (b"records", b"quarantine", b"rejects", b"consent", b"events", b
                  b"app")
 _SEALED_META = (b"directory", b"wordlist", b"behaviours", b"reply_thresholds")
 _CHECKPOINT = b"checkpoint"
+_APP_PERSON = b"scrm-app-keys"  # the personalisation of app_digest
 _DIRECTORY_STAMP = b"directory_stamp"
 # Virtual address space only: LMDB files grow with the data, not to this size.
 DEFAULT_MAP_SIZE = 1 << 40
@@ -231,6 +232,16 @@ class AppTxn:
         head = table.encode() + b"\0"
         sealed = self._vault.seal_pairs(b"app", [(head + k, msgpack.packb(v)) for k, v in items])
         if sealed:
+            self._txn.cursor(db=self._db).putmulti(sealed)
+
+    def put_digested(self, table: str, kind: str, values: list[str]) -> None:
+        """Writes each of the personal ``values`` (strings) under the key
+        ``ArchiveStore.app_digest(kind, value)``, sealed, in one batch call: what
+        ``put_many(table, [(app_digest(kind, v), v) ...])`` writes."""
+        assert self.write, "a read transaction"
+        if values:
+            sealed = self._vault.seal_digested(b"app", table.encode() + b"\0", self._s.token_key, _APP_PERSON,
+                                               kind, values)
             self._txn.cursor(db=self._db).putmulti(sealed)
 
     def has(self, table: str, key: bytes) -> bool:
@@ -497,7 +508,7 @@ class ArchiveStore:
                 if txn.get(b"schema", db=self._db[b"meta"]) is None:
                     txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=self._db[b"meta"])
         self._sealed_tables = tuple(t for t in SEALED_TABLES if t in self._db)
-        self._app_mac = hashlib.blake2b(key=self.token_key, digest_size=16, person=b"scrm-app-keys")
+        self._app_mac = hashlib.blake2b(key=self.token_key, digest_size=16, person=_APP_PERSON)
 
     def close(self) -> None:
         self.env.close()
@@ -588,6 +599,10 @@ class ArchiveStore:
         h.update(kind.encode() + b"\0" + value.encode())
         return h.digest()
 
+    def app_digests(self, kind: str, values: list[str]) -> list[bytes]:
+        """:meth:`app_digest` of each of ``values``, in one call (Rust, the same digest)."""
+        return app_digests(self.token_key, _APP_PERSON, kind, values)
+
     # -- leases ---------------------------------------------------------------------------
     @contextmanager
     def lease(self, name: str, what: str, *, wait: bool = False) -> Iterator[None]:
@@ -660,10 +675,10 @@ class ArchiveStore:
         """Makes one decoded batch durable (one synced transaction) and advances the
         checkpoint to the batch's highest seq. ``also`` writes more in the same
         transaction (the batch's audit records)."""
-        records = decoded.records()
+        records = decoded.stored
         quarantine = decoded.quarantine()
         rejects = decoded.rejects() + list(extra_rejects)
-        sealed_records = self._seal(b"records", records) if records else []
+        sealed_records = decoded.sealed_records(self.vault) if records else []
         sealed_quarantine = self._seal(b"quarantine", quarantine) if quarantine else []
         with self.env.begin(write=True) as txn:
             if records:
@@ -683,7 +698,7 @@ class ArchiveStore:
                 self._advance(txn, b"stream_time", decoded.max_msgtime)
             if decoded.max_seq is not None:
                 self._advance_checkpoint(txn, decoded.max_seq)
-        return CommitResult(len(records), len(quarantine), len(rejects), decoded.dropped)
+        return CommitResult(records, len(quarantine), len(rejects), decoded.dropped)
 
     def _advance(self, txn: lmdb.Transaction, key: bytes, value: int) -> None:
         meta = self._db[b"meta"]

@@ -18,6 +18,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use blake2::digest::consts::U16;
+use blake2::digest::Mac;
+use blake2::Blake2bMac;
 use openssl::cipher::Cipher;
 use openssl::cipher_ctx::CipherCtx;
 use openssl::rand::rand_bytes;
@@ -206,6 +209,22 @@ impl Vault {
     }
 }
 
+/// The keyed 16-byte digest the store puts in the keys of its SCRM tables in place of a
+/// personal value (`ArchiveStore.app_digest`): BLAKE2b-128 keyed with `mac_key`,
+/// personalised with `person` (≤ 16 bytes, zero-padded as Python's `hashlib` does), over
+/// `kind \0 value`.
+pub fn app_digest(mac_key: &[u8], person: &[u8], kind: &str, value: &str) -> Result<[u8; 16]> {
+    if person.len() > 16 || mac_key.len() > 64 {
+        return Err(Error::Crypto("digest key or personalisation too long".into()));
+    }
+    let mut h = Blake2bMac::<U16>::new_with_salt_and_personal(mac_key, &[], person)
+        .map_err(|e| Error::Crypto(format!("digest key: {e}")))?;
+    h.update(kind.as_bytes());
+    h.update(&[0]);
+    h.update(value.as_bytes());
+    Ok(h.finalize().into_bytes().into())
+}
+
 fn aad(table: &[u8], key: &[u8]) -> Vec<u8> {
     let mut a = Vec::with_capacity(table.len() + 1 + key.len());
     a.extend_from_slice(table);
@@ -390,5 +409,17 @@ mod tests {
         assert_ne!(a.token(b'b', "保本"), b.token(b'b', "保本"));
         assert_ne!(a.token(b'b', "保本"), a.token(b'u', "保本"));
         assert_eq!(a.token(b'u', "x").len(), TOKEN_CHARS);
+    }
+
+    #[test]
+    fn app_digest_is_python_hashlib_blake2b() {
+        // hashlib.blake2b(key=bytes(range(32)), digest_size=16, person=b"scrm-app-keys"),
+        // .update(b"conv\0p:wm1|zhang"): computed by CPython's hashlib, not by this code
+        let key: Vec<u8> = (0u8..32).collect();
+        let d = app_digest(&key, b"scrm-app-keys", "conv", "p:wm1|zhang").unwrap();
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "ad4a026d3bb141b0217f61f140e7d347");
+        assert_ne!(app_digest(&key, b"scrm-app-keys", "conv", "p:wm2|zhang").unwrap(), d);
+        assert!(app_digest(&key, &[0u8; 17], "conv", "x").is_err());
     }
 }

@@ -14,7 +14,7 @@ use crate::crypto::vault::{self, Vault};
 
 #[pyclass(name = "Vault", module = "scrm_fast._core", frozen)]
 pub struct PyVault {
-    inner: Arc<Vault>,
+    pub(crate) inner: Arc<Vault>,
 }
 
 fn owned(pairs: &[(Bound<'_, PyBytes>, Bound<'_, PyBytes>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -78,6 +78,42 @@ impl PyVault {
         PyList::new(py, out)
     }
 
+    /// `[(head + digest, sealed value)]` of personal `values` (conversation ids, file ids):
+    /// each keyed by its [`vault::app_digest`] (`kind`, `mac_key`, `person`), its value the
+    /// msgpack string, sealed for `table` and that key. What `AppTxn.put_digested` writes;
+    /// on the calling thread, GIL released (as `seal_pairs`).
+    #[allow(clippy::too_many_arguments)] // the parts of one table's key, from Python
+    fn seal_digested<'py>(
+        &self,
+        py: Python<'py>,
+        table: Vec<u8>,
+        head: Vec<u8>,
+        mac_key: Vec<u8>,
+        person: Vec<u8>,
+        kind: String,
+        values: Vec<String>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let v = self.inner.clone();
+        let out: Vec<(Vec<u8>, Vec<u8>)> = detached(py, move || {
+            values
+                .iter()
+                .map(|value| {
+                    let mut full = head.clone();
+                    full.extend_from_slice(&vault::app_digest(&mac_key, &person, &kind, value)?);
+                    let packed =
+                        rmp_serde::to_vec(value.as_str()).map_err(|e| crate::error::Error::Record(e.to_string()))?;
+                    let sealed = v.seal(&table, &full, &packed)?;
+                    Ok((full, sealed))
+                })
+                .collect::<crate::error::Result<_>>()
+        })?;
+        let items: Vec<Bound<'py, PyTuple>> = out
+            .iter()
+            .map(|(k, s)| PyTuple::new(py, [PyBytes::new(py, k), PyBytes::new(py, s)]))
+            .collect::<PyResult<_>>()?;
+        PyList::new(py, items)
+    }
+
     /// The opened values of `[(key, sealed value)]` (on all cores for large batches).
     fn open_pairs<'py>(
         &self,
@@ -124,6 +160,24 @@ fn unwrap_key<'py>(py: Python<'py>, master: &[u8], id: u32, wrapped: &[u8]) -> P
     ))
 }
 
+/// [`vault::app_digest`] of each of `values` (`ArchiveStore.app_digests`), GIL released.
+#[pyfunction]
+fn app_digests<'py>(
+    py: Python<'py>,
+    mac_key: Vec<u8>,
+    person: Vec<u8>,
+    kind: String,
+    values: Vec<String>,
+) -> PyResult<Bound<'py, PyList>> {
+    let out: Vec<[u8; 16]> = detached(py, move || {
+        values
+            .iter()
+            .map(|v| vault::app_digest(&mac_key, &person, &kind, v))
+            .collect()
+    })?;
+    PyList::new(py, out.iter().map(|d| PyBytes::new(py, d)))
+}
+
 /// `n` random bytes (OpenSSL's DRBG): new master, data and token keys.
 #[pyfunction]
 fn random_key<'py>(py: Python<'py>, n: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
@@ -138,6 +192,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wrap_key, m)?)?;
     m.add_function(wrap_pyfunction!(unwrap_key, m)?)?;
     m.add_function(wrap_pyfunction!(random_key, m)?)?;
+    m.add_function(wrap_pyfunction!(app_digests, m)?)?;
     m.add("SEALED_OVERHEAD", vault::OVERHEAD)?;
     Ok(())
 }
