@@ -131,6 +131,37 @@ def test_consent_change_in_stream_is_judged_at_msgtime():
     assert kept2 == {"m6": "C-1"}
 
 
+def test_batches_decrypted_out_of_order_and_judged_in_order_equal_decode_batch():
+    """The ingest decrypts batches ahead (``decrypt_batch``, any order) and judges them in
+    arrival order (``judge_batch``): the verdicts are those of ``decode_batch`` one batch
+    after another, even when a consent change in the first decides the second."""
+    first = [msg(1, "emp", ["wmA"], t=10), msg(2, "wmA", ["emp"], t=20, msgtype="disagree"),
+             msg(3, "emp", ["wmA"], t=30)]
+    second = [msg(4, "emp", ["wmA"], t=40), msg(5, "wmA", ["emp"], t=45, msgtype="agree"),
+              msg(6, "emp", ["wmA"], t=50)]
+
+    def batch(messages, start):
+        items = [(start + i, m["msgid"], 1, orjson.dumps(m)) for i, m in enumerate(messages)]
+        return ChatBatch.parse(_core.seal_response({1: PUB}, items))
+
+    def shapes(d):
+        return (d.records(), d.quarantine(), d.seen(), d.consent_entries(), d.events(), d.kept_by_rule,
+                d.dropped_by_rule, d.audit_batch().audits())
+
+    b1, b2 = batch(first, 1), batch(second, 10)
+    p = policy_for(False)
+    want = [shapes(decode_batch(b, KEYS, Cipher.open(), now_ms=7, policy=p, audit=True)) for b in (b1, b2)]
+    assert want[1][5] == {"C-consent": 1, "C-1": 1}, "the first batch's disagree decides the second's m4"
+
+    q = policy_for(False)
+    d2 = _core.decrypt_batch(b2, KEYS, Cipher.open(), now_ms=7)  # the later batch first
+    d1 = _core.decrypt_batch(b1, KEYS, Cipher.open(), now_ms=7)
+    got = [shapes(_core.judge_batch(d, q, True)) for d in (d1, d2)]
+    assert got == want
+    with pytest.raises(ValueError, match="judged already"):
+        _core.judge_batch(d1, q)
+
+
 # -- property test ---------------------------------------------------------------------
 PEOPLE = ["emp", "boss", "plain", "wmA", "wmNo", "wmB", "woC"]
 ROOMS = ["", "", "wrOwner", "wrMember", "wrTransfer", "wrNone", "wrUnknown"]

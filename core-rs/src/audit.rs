@@ -173,4 +173,14 @@ impl AuditBatch {
             .collect();
         AuditBatch { audits }
     }
+
+    /// [`AuditBatch::run`] on the calling thread: the ingest audits batch *n* while the pool
+    /// decrypts batch *n + 1*, and a job queued behind that work would wait for all of it.
+    pub fn run_here(records: &[Record], words: Option<&WordList>, b: Behaviours, now_ms: i64) -> AuditBatch {
+        let audits = records
+            .iter()
+            .flat_map(|r| audit_message(r, words, b, now_ms))
+            .collect();
+        AuditBatch { audits }
+    }
 }

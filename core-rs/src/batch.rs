@@ -185,7 +185,7 @@ pub(crate) fn unwrap_key(f: &ItemFields, keys: &KeyRing) -> Result<(Vec<u8>, Vec
 
 /// Decrypts and parses every item of `batch` whose seq is not in `seen`, in parallel, then
 /// (when a policy is given) judges the messages in seq order and keeps only what consent
-/// allows.
+/// allows: [`decrypt_batch`] then [`judge_batch`].
 pub fn decode_batch(
     batch: &ChatBatch,
     keys: &KeyRing,
@@ -193,6 +193,23 @@ pub fn decode_batch(
     seen: &HashSet<u64>,
     now_ms: i64,
     policy: Option<&ConsentPolicy>,
+) -> Decoded {
+    let mut d = decrypt_batch(batch, keys, cipher, seen, now_ms);
+    if let Some(policy) = policy {
+        judge_batch(&mut d, policy);
+    }
+    d
+}
+
+/// The order-free part of [`decode_batch`]: decrypts and parses (in parallel) every item
+/// whose seq is not in `seen`. Batches may be decrypted in any order, several at once; the
+/// consent policy then judges them one after another, in seq order ([`judge_batch`]).
+pub fn decrypt_batch(
+    batch: &ChatBatch,
+    keys: &KeyRing,
+    cipher: &MessageCipher,
+    seen: &HashSet<u64>,
+    now_ms: i64,
 ) -> Decoded {
     let outcomes: Vec<(usize, Outcome)> = batch
         .items
@@ -259,13 +276,13 @@ pub fn decode_batch(
             }
         }
     }
-    if let Some(policy) = policy {
-        apply_policy(&mut d, policy);
-    }
     d
 }
 
-fn apply_policy(d: &mut Decoded, policy: &ConsentPolicy) {
+/// Judges a decrypted batch under `policy` (rules C-0 … C-12), keeping only what consent
+/// allows and updating the policy's state: batches must be judged in the order they
+/// arrived.
+pub fn judge_batch(d: &mut Decoded, policy: &ConsentPolicy) {
     d.records.sort_by_key(|r| r.seq);
     let (verdicts, delta) = policy.judge_batch(&d.records);
     d.delta = delta;

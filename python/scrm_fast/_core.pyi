@@ -99,6 +99,8 @@ class DecodedBatch:
     def media(self) -> list[tuple[int, str, str, str, int, str, str]]:
         """``(seq, msgid, sdkfileid, md5sum, size, kind, filename)`` of the stored messages'
         media (the spec's media types and the media items of mixed messages)."""
+    def sealed_records(self, vault: Vault) -> list[tuple[bytes, bytes]]:
+        """``records()`` sealed under ``vault`` for the ``records`` table."""
     @property
     def stored(self) -> int: ...
     @property
@@ -144,6 +146,30 @@ def decode_batch(
 ) -> DecodedBatch:
     """Decrypts and parses every item whose seq is not in ``seen``, in parallel, with the
     GIL released. One bad item never fails the batch: it becomes a quarantine record."""
+
+class DecryptedBatch:
+    """A batch ``decrypt_batch`` decrypted and parsed, not yet judged (``judge_batch``)."""
+
+def decrypt_batch(
+    batch: ChatBatch,
+    keys: KeyRing,
+    cipher: Cipher,
+    seen: Iterable[bytes | tuple[bytes, bytes]] | None = None,
+    now_ms: int = 0,
+) -> DecryptedBatch:
+    """The order-free part of ``decode_batch`` (all cores, GIL released): batches may be
+    decrypted in any order, several at once."""
+
+def judge_batch(
+    decrypted: DecryptedBatch,
+    policy: ConsentPolicy | None = None,
+    audit: bool = False,
+    words: WordList | None = None,
+    push_card: bool = True,
+    red_packet: bool = True,
+) -> DecodedBatch:
+    """The rest of ``decode_batch``: consent verdicts (judge batches in arrival order), the
+    audit, the store's shapes; on the calling thread. ``ValueError`` when judged before."""
 
 def records_to_jsonl(values: list[bytes]) -> bytes:
     """Stored record values → JSONL (decrypted JSON with ``seq`` first), one line each."""
@@ -270,6 +296,10 @@ class Vault:
     def open(self, table: bytes, key: bytes, value: bytes) -> bytes: ...
     def seal_pairs(self, table: bytes, pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]: ...
     def open_pairs(self, table: bytes, pairs: list[tuple[bytes, bytes]]) -> list[bytes]: ...
+    def seal_digested(self, table: bytes, head: bytes, mac_key: bytes, person: bytes, kind: str,
+                      values: list[str]) -> list[tuple[bytes, bytes]]:
+        """``[(head + app_digest(kind, value), sealed msgpack(value))]``: personal values keyed by
+        their keyed digest (``AppTxn.put_digested``)."""
     @staticmethod
     def key_id_of(value: bytes) -> int | None: ...
 
@@ -279,5 +309,8 @@ def wrap_key(master: bytes, id: int, key: bytes) -> bytes:
 def unwrap_key(master: bytes, id: int, wrapped: bytes) -> bytes:
     """Data key ``id`` unwrapped; ``SealError`` when ``master`` is not the one it was wrapped with."""
 
+def app_digests(mac_key: bytes, person: bytes, kind: str, values: list[str]) -> list[bytes]:
+    """BLAKE2b-128 keyed with ``mac_key``, personalised with ``person``, of ``kind \\0 value``
+    for each value (``ArchiveStore.app_digest`` of many)."""
 def random_key(n: int | None = None) -> bytes:
     """``n`` (default 32) random bytes from OpenSSL's DRBG."""

@@ -1,8 +1,11 @@
-"""The ingest pipeline: documents → Rust batch decode → LMDB, with one batch of lookahead.
+"""The ingest pipeline: documents → Rust batch decrypt → judge → LMDB, two batches ahead.
 
 Python handles one GetChatData document (≤ 1000 messages) at a time; everything per
-message happens in Rust with the GIL released. While batch *n* is committed (LMDB write
-and fsync on this thread), batch *n + 1* is decrypted on all cores by the worker.
+message happens in Rust with the GIL released. A batch is decrypted (RSA, AES, parsing:
+order-free) on all cores by the worker, then judged (consent, in arrival order), audited
+and committed (LMDB write and fsync) on this thread: while batch *n* is judged and
+committed, batches *n + 1* and *n + 2* are decrypting, so the cores never wait for the
+ordered part.
 Idempotent: seqs already seen are skipped before any RSA work; a crash at any point
 leaves whole committed batches, and a re-run resumes where it stopped.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,9 +28,12 @@ from scrm_fast._core import (
     Cipher,
     ConsentPolicy,
     DecodedBatch,
+    DecryptedBatch,
     KeyRing,
     WordList,
     decode_batch,
+    decrypt_batch,
+    judge_batch,
 )
 from scrm_fast.errors import BatchFormatError, InputError
 from scrm_fast.sources import Document, iter_documents
@@ -172,6 +178,21 @@ def _decode(batch: ChatBatch, keys: KeyRing, cipher, seen, policy: ConsentPolicy
     return decoded, decoded.audit_batch()
 
 
+def _decrypt(batch: ChatBatch, keys: KeyRing, cipher, seen) -> DecryptedBatch:
+    """The pool's part of a batch: RSA, AES and parsing on all cores (any order)."""
+    return decrypt_batch(batch, keys, _batch_cipher(cipher, batch, keys, seen), seen, now_ms())
+
+
+def _judge(decrypted: DecryptedBatch, policy: ConsentPolicy | None,
+           auditing: Auditing | None) -> tuple[DecodedBatch, AuditBatch | None]:
+    """The ordered part, on the committing thread (GIL released): consent verdicts, audit."""
+    if auditing is None:
+        return judge_batch(decrypted, policy), None
+    decoded = judge_batch(decrypted, policy, True, auditing.words, auditing.switches["push_card"],
+                          auditing.switches["red_packet"])
+    return decoded, decoded.audit_batch()
+
+
 def _with_batch(store: ArchiveStore, decoded: DecodedBatch, audit: AuditBatch | None, auditing: Auditing | None,
                 summary: IngestSummary):
     """What goes into a batch's own transaction besides its records: its audit records,
@@ -193,6 +214,10 @@ def _with_batch(store: ArchiveStore, decoded: DecodedBatch, audit: AuditBatch | 
 
 # rejected documents are kept in the next batch's transaction, or at most this many at once
 REJECTS_PER_COMMIT = 500
+# batches being decrypted ahead of the one committing: the pool always has the next one
+# queued when a decrypt ends, and judging, auditing and committing batch n (this thread)
+# overlap the decrypting of n + 1 and n + 2
+LOOKAHEAD = 2
 
 
 def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Cipher, store: ArchiveStore,
@@ -214,12 +239,13 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
 
     summary = IngestSummary(consent_applied=policy is not None)
     t0 = time.perf_counter()
-    pending: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]] | None = None
+    # batches in flight, oldest first: (decrypting, their seq keys)
+    pending: deque[tuple[Future[DecryptedBatch], list[bytes]]] = deque()
     last_index_commit = time.perf_counter()
     rejects: list[tuple[bytes, bytes]] = []
 
-    def finish(p: tuple[Future[tuple[DecodedBatch, AuditBatch | None]], list[bytes]]) -> None:
-        decoded, audit = p[0].result()
+    def finish(p: tuple[Future[DecryptedBatch], list[bytes]]) -> None:
+        decoded, audit = _judge(p[0].result(), policy, auditing)
         store.commit_batch(decoded, extra_rejects=rejects,
                            also=_with_batch(store, decoded, audit, auditing, summary))
         rejects.clear()
@@ -237,11 +263,16 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
         if progress is not None:
             progress.update(summary)
 
+    def finish_all() -> None:
+        while pending:
+            finish(pending.popleft())
+
     def flush_rejects() -> None:
         if rejects:
             store.commit_rejects(rejects)
             rejects.clear()
 
+    depth = LOOKAHEAD if lookahead else 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrm-decode") as pool:
         leading: dict[str, int] = {}  # file → documents at its start that were not responses
         for doc in documents:
@@ -253,8 +284,7 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
                 summary.reasons["bad_document"] += 1
                 rejects.append(reject_record(doc.data, "bad_document", str(e), doc.source))
                 if sniff and (path := _not_responses(leading, doc.source)) is not None:
-                    if pending is not None:
-                        finish(pending)  # what came before is kept
+                    finish_all()  # what came before is kept
                     flush_rejects()
                     raise InputError(f"{path}: not GetChatData responses (none of its first {SNIFF_DOCUMENTS} "
                                      f"documents is one: {e}); nothing more read from it") from None
@@ -264,18 +294,13 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
             summary.items += len(batch)
             keys_ = batch.seq_keys()
             seen = store.seen_among(keys_)
-            if pending is not None:
-                # The in-flight batch is not committed yet: its seqs count as seen too.
-                seen = seen + pending[1]
-            fut = pool.submit(_decode, batch, keys, cipher, seen, policy, auditing)
-            if pending is not None:
-                finish(pending)
-            pending = (fut, keys_)
-            if not lookahead:
-                finish(pending)
-                pending = None
-        if pending is not None:
-            finish(pending)
+            for _, in_flight in pending:
+                # batches in flight are not committed yet: their seqs count as seen too
+                seen = seen + in_flight
+            pending.append((pool.submit(_decrypt, batch, keys, cipher, seen), keys_))
+            while len(pending) > depth:
+                finish(pending.popleft())
+        finish_all()
         flush_rejects()
         # the index's last commit (GIL released) runs beside the A-6 pass: they are
         # independent (records and alerts), and one core would idle otherwise

@@ -234,8 +234,19 @@ pub struct PyAuditBatch {
 }
 
 /// Audits `records` and encodes the result for Python (called with the GIL released).
-pub(crate) fn run_audit(records: &[Record], words: Option<&WordList>, b: Behaviours, now_ms: i64) -> Vec<EncodedAudit> {
-    AuditBatch::run(records, words, b, now_ms)
+pub(crate) fn run_audit(
+    records: &[Record],
+    words: Option<&WordList>,
+    b: Behaviours,
+    now_ms: i64,
+    parallel: bool,
+) -> Vec<EncodedAudit> {
+    let batch = if parallel {
+        AuditBatch::run(records, words, b, now_ms)
+    } else {
+        AuditBatch::run_here(records, words, b, now_ms)
+    };
+    batch
         .audits
         .into_iter()
         .map(|(k, a)| {
@@ -327,7 +338,7 @@ fn audit_records(
             .iter()
             .map(|v| rmp_serde::from_slice::<Record>(v).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
-        Ok(run_audit(&recs, wl.as_deref(), b, now_ms))
+        Ok(run_audit(&recs, wl.as_deref(), b, now_ms, true))
     });
     let audits = out.map_err(|e| super::errors::RecordError::new_err(format!("stored record: {e}")))?;
     Ok(PyAuditBatch { audits })

@@ -12,8 +12,11 @@ use super::audit::{run_audit, EncodedAudit, PyAuditBatch, PyWordList};
 use super::detached;
 use super::keys::{PyCipher, PyKeyRing};
 use super::policy::PyConsentPolicy;
+use super::vault::PyVault;
 use crate::alerts::Role;
-use crate::batch::{decode_batch as engine_decode, ChatBatch};
+use crate::batch::{
+    decode_batch as engine_decode, decrypt_batch as engine_decrypt, judge_batch as engine_judge, ChatBatch, Decoded,
+};
 use crate::crypto::seal::{seal_response as engine_seal, PlainItem, Sealer};
 use crate::error::Error;
 use crate::export::record_line;
@@ -109,6 +112,23 @@ impl PyDecoded {
     /// `(seq_key, record_msgpack)` for the `records` table.
     fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         pairs(py, self.records.iter().map(|(s, _, v)| (seq_key(*s), v)))
+    }
+
+    /// `records()` sealed under `vault` for the `records` table, without the plaintext
+    /// pairs crossing into Python first (what the commit writes).
+    fn sealed_records<'py>(&self, py: Python<'py>, vault: &Bound<'py, PyVault>) -> PyResult<Bound<'py, PyList>> {
+        let v = vault.get().inner.clone();
+        let records = &self.records;
+        let sealed: Vec<Vec<u8>> = detached(py, || {
+            records
+                .iter()
+                .map(|(s, _, r)| v.seal(b"records", &seq_key(*s), r))
+                .collect::<crate::error::Result<_>>()
+        })?;
+        pairs(
+            py,
+            self.records.iter().zip(&sealed).map(|((s, _, _), x)| (seq_key(*s), x)),
+        )
     }
 
     /// `(conv \0 seq_key, msgtime(8 bytes) role)` for the `conv` table: messages by
@@ -249,7 +269,8 @@ pub(crate) fn seen_set(seen: Option<Bound<'_, PyAny>>) -> PyResult<HashSet<u64>>
 
 /// Decrypts and parses a whole batch in parallel with the GIL released. `seen` holds the
 /// seqs already in storage (keys, or `(key, value)` pairs as LMDB's `getmulti` returns
-/// them): those items are skipped before any RSA work.
+/// them): those items are skipped before any RSA work. `decrypt_batch` then `judge_batch`
+/// in one call.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)] // keyword arguments of one Python call
 #[pyo3(signature = (batch, keys, cipher, seen = None, now_ms = 0, policy = None, audit = false, words = None,
@@ -276,91 +297,173 @@ fn decode_batch(
     let policy = policy.map(|p| p.get().inner.clone());
     detached(py, move || {
         let d = engine_decode(&b.inner, &ring, &cipher, &seen, now_ms, policy.as_deref());
-        let audits = audit.then(|| run_audit(&d.records, wl.as_deref(), behaviours, now_ms));
-        let consent = d
-            .delta
-            .consent
-            .iter()
-            .map(|(c, t, s, msgid)| {
-                let v = rmp_serde::to_vec_named(&ConsentValue {
-                    status: s.as_str(),
-                    source: "stream",
-                    msgid,
-                });
-                (consent_key(c, *t, *s), v.unwrap_or_default())
-            })
-            .collect();
-        let spoken = d
-            .delta
-            .spoken
-            .iter()
-            .map(|(r, u, t)| (spoken_key(r, u), (*t as u64).to_be_bytes()))
-            .collect();
-        let events = d
-            .delta
-            .events
-            .iter()
-            .map(|e| (e.key(), rmp_serde::to_vec_named(e).unwrap_or_default()))
-            .collect();
-        let mut msgtypes: HashMap<String, u64> = HashMap::new();
-        for r in &d.records {
-            *msgtypes.entry(r.msgtype.clone()).or_default() += 1;
-        }
-        Ok(PyDecoded {
-            records: d
-                .records
-                .iter()
-                .map(|r| (r.seq, r.msgid.clone(), r.to_msgpack()))
-                .collect(),
-            quarantined: d.quarantined.iter().map(|(s, q)| (*s, q.to_msgpack())).collect(),
-            rejected: d
-                .rejected
-                .iter()
-                .map(|q| (sha256(q.item.as_bytes()), q.to_msgpack()))
-                .collect(),
-            skipped: d.skipped,
-            unknown_msgtypes: d.unknown_msgtypes,
-            max_seq: d.max_seq,
-            reasons: d.reasons,
-            msgtypes,
-            dropped: d.dropped.iter().map(|(s, _)| *s).collect(),
-            convs: d
-                .records
-                .iter()
-                .map(|r| {
-                    let role = if is_customer(&r.from) {
-                        Role::Customer
-                    } else {
-                        Role::Employee
-                    };
-                    (r.conv.clone(), r.seq, r.msgtime, role.as_byte())
-                })
-                .collect(),
-            kept_by_rule: d.kept_by_rule,
-            dropped_by_rule: d.dropped_by_rule,
-            consent,
-            spoken,
-            events,
-            audits,
-            media: d
-                .records
-                .iter()
-                .flat_map(|r| {
-                    media_refs(&r.msgtype, &r.raw).into_iter().map(move |m| {
-                        (
-                            r.seq,
-                            r.msgid.clone(),
-                            m.sdkfileid,
-                            m.md5sum,
-                            m.size,
-                            m.kind,
-                            m.filename,
-                        )
-                    })
-                })
-                .collect(),
-        })
+        let audit = audit.then_some(Audit {
+            words: wl.as_deref(),
+            behaviours,
+            parallel: true,
+        });
+        Ok(shape(d, audit, now_ms))
     })
+}
+
+/// A batch decrypted (`decrypt_batch`) but not yet judged: batches may be decrypted in any
+/// order and several at once; `judge_batch` then takes them one after another.
+#[pyclass(name = "DecryptedBatch", module = "scrm_fast._core", frozen)]
+pub struct PyDecrypted {
+    inner: std::sync::Mutex<Option<Decoded>>,
+    now_ms: i64,
+}
+
+/// The order-free part of `decode_batch` (RSA, AES, parsing on all cores, GIL released).
+#[pyfunction]
+#[pyo3(signature = (batch, keys, cipher, seen = None, now_ms = 0))]
+fn decrypt_batch(
+    py: Python<'_>,
+    batch: &Bound<'_, PyChatBatch>,
+    keys: &Bound<'_, PyKeyRing>,
+    cipher: &Bound<'_, PyCipher>,
+    seen: Option<Bound<'_, PyAny>>,
+    now_ms: i64,
+) -> PyResult<PyDecrypted> {
+    let seen = seen_set(seen)?;
+    let b = batch.get();
+    let ring = keys.get().inner.clone();
+    let cipher = cipher.get().inner.clone();
+    let d = detached(py, move || Ok(engine_decrypt(&b.inner, &ring, &cipher, &seen, now_ms)))?;
+    Ok(PyDecrypted {
+        inner: std::sync::Mutex::new(Some(d)),
+        now_ms,
+    })
+}
+
+/// The rest of `decode_batch` for a `decrypt_batch` result: the consent policy's verdicts
+/// (batches judged in the order they arrived), the audit, the shapes for the store. On the
+/// calling thread (GIL released), never the pool: the pool is decrypting the next batches.
+/// A batch is judged once (`ValueError` the second time).
+#[pyfunction]
+#[pyo3(signature = (decrypted, policy = None, audit = false, words = None, push_card = true, red_packet = true))]
+fn judge_batch(
+    py: Python<'_>,
+    decrypted: &Bound<'_, PyDecrypted>,
+    policy: Option<&Bound<'_, PyConsentPolicy>>,
+    audit: bool,
+    words: Option<&Bound<'_, PyWordList>>,
+    push_card: bool,
+    red_packet: bool,
+) -> PyResult<PyDecoded> {
+    let taken = decrypted.get().inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(mut d) = taken else {
+        return Err(pyo3::exceptions::PyValueError::new_err("this batch was judged already"));
+    };
+    let now_ms = decrypted.get().now_ms;
+    let wl = words.map(|w| w.get().inner.clone());
+    let behaviours = crate::audit::Behaviours { push_card, red_packet };
+    let policy = policy.map(|p| p.get().inner.clone());
+    detached(py, move || {
+        if let Some(p) = policy.as_deref() {
+            engine_judge(&mut d, p);
+        }
+        let audit = audit.then_some(Audit {
+            words: wl.as_deref(),
+            behaviours,
+            parallel: false,
+        });
+        Ok(shape(d, audit, now_ms))
+    })
+}
+
+struct Audit<'a> {
+    words: Option<&'a crate::matcher::WordList>,
+    behaviours: crate::audit::Behaviours,
+    parallel: bool,
+}
+
+/// A decoded (decrypted and judged) batch in the shapes the store writes.
+fn shape(d: Decoded, audit: Option<Audit<'_>>, now_ms: i64) -> PyDecoded {
+    let audits = audit.map(|a| run_audit(&d.records, a.words, a.behaviours, now_ms, a.parallel));
+    let consent = d
+        .delta
+        .consent
+        .iter()
+        .map(|(c, t, s, msgid)| {
+            let v = rmp_serde::to_vec_named(&ConsentValue {
+                status: s.as_str(),
+                source: "stream",
+                msgid,
+            });
+            (consent_key(c, *t, *s), v.unwrap_or_default())
+        })
+        .collect();
+    let spoken = d
+        .delta
+        .spoken
+        .iter()
+        .map(|(r, u, t)| (spoken_key(r, u), (*t as u64).to_be_bytes()))
+        .collect();
+    let events = d
+        .delta
+        .events
+        .iter()
+        .map(|e| (e.key(), rmp_serde::to_vec_named(e).unwrap_or_default()))
+        .collect();
+    let mut msgtypes: HashMap<String, u64> = HashMap::new();
+    for r in &d.records {
+        *msgtypes.entry(r.msgtype.clone()).or_default() += 1;
+    }
+    PyDecoded {
+        records: d
+            .records
+            .iter()
+            .map(|r| (r.seq, r.msgid.clone(), r.to_msgpack()))
+            .collect(),
+        quarantined: d.quarantined.iter().map(|(s, q)| (*s, q.to_msgpack())).collect(),
+        rejected: d
+            .rejected
+            .iter()
+            .map(|q| (sha256(q.item.as_bytes()), q.to_msgpack()))
+            .collect(),
+        skipped: d.skipped,
+        unknown_msgtypes: d.unknown_msgtypes,
+        max_seq: d.max_seq,
+        reasons: d.reasons,
+        msgtypes,
+        dropped: d.dropped.iter().map(|(s, _)| *s).collect(),
+        convs: d
+            .records
+            .iter()
+            .map(|r| {
+                let role = if is_customer(&r.from) {
+                    Role::Customer
+                } else {
+                    Role::Employee
+                };
+                (r.conv.clone(), r.seq, r.msgtime, role.as_byte())
+            })
+            .collect(),
+        kept_by_rule: d.kept_by_rule,
+        dropped_by_rule: d.dropped_by_rule,
+        consent,
+        spoken,
+        events,
+        audits,
+        media: d
+            .records
+            .iter()
+            .flat_map(|r| {
+                media_refs(&r.msgtype, &r.raw).into_iter().map(move |m| {
+                    (
+                        r.seq,
+                        r.msgid.clone(),
+                        m.sdkfileid,
+                        m.md5sum,
+                        m.size,
+                        m.kind,
+                        m.filename,
+                    )
+                })
+            })
+            .collect(),
+    }
 }
 
 /// Stored record values (msgpack) → JSONL bytes, one message a line with `seq` first.
@@ -413,7 +516,10 @@ fn seal_response<'py>(
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyChatBatch>()?;
     m.add_class::<PyDecoded>()?;
+    m.add_class::<PyDecrypted>()?;
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(decrypt_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(judge_batch, m)?)?;
     m.add_function(wrap_pyfunction!(records_to_jsonl, m)?)?;
     m.add_function(wrap_pyfunction!(seal_response, m)?)?;
     Ok(())
