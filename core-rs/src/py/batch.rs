@@ -14,9 +14,7 @@ use super::keys::{PyCipher, PyKeyRing};
 use super::policy::PyConsentPolicy;
 use super::vault::PyVault;
 use crate::alerts::Role;
-use crate::batch::{
-    decode_batch as engine_decode, decrypt_batch as engine_decrypt, judge_batch as engine_judge, ChatBatch, Decoded,
-};
+use crate::batch::{decrypt_batch as engine_decrypt, judge_batch as engine_judge, ChatBatch, Decoded};
 use crate::crypto::seal::{seal_response as engine_seal, PlainItem, Sealer};
 use crate::error::Error;
 use crate::export::record_line;
@@ -288,22 +286,8 @@ fn decode_batch(
     push_card: bool,
     red_packet: bool,
 ) -> PyResult<PyDecoded> {
-    let wl = words.map(|w| w.get().inner.clone());
-    let behaviours = crate::audit::Behaviours { push_card, red_packet };
-    let seen = seen_set(seen)?;
-    let b = batch.get();
-    let ring = keys.get().inner.clone();
-    let cipher = cipher.get().inner.clone();
-    let policy = policy.map(|p| p.get().inner.clone());
-    detached(py, move || {
-        let d = engine_decode(&b.inner, &ring, &cipher, &seen, now_ms, policy.as_deref());
-        let audit = audit.then_some(Audit {
-            words: wl.as_deref(),
-            behaviours,
-            parallel: true,
-        });
-        Ok(shape(d, audit, now_ms))
-    })
+    let decrypted = Bound::new(py, decrypt_batch(py, batch, keys, cipher, seen, now_ms)?)?;
+    judge_batch(py, &decrypted, policy, audit, words, push_card, red_packet)
 }
 
 /// A batch decrypted (`decrypt_batch`) but not yet judged: batches may be decrypted in any
@@ -366,7 +350,6 @@ fn judge_batch(
         let audit = audit.then_some(Audit {
             words: wl.as_deref(),
             behaviours,
-            parallel: false,
         });
         Ok(shape(d, audit, now_ms))
     })
@@ -375,12 +358,11 @@ fn judge_batch(
 struct Audit<'a> {
     words: Option<&'a crate::matcher::WordList>,
     behaviours: crate::audit::Behaviours,
-    parallel: bool,
 }
 
 /// A decoded (decrypted and judged) batch in the shapes the store writes.
 fn shape(d: Decoded, audit: Option<Audit<'_>>, now_ms: i64) -> PyDecoded {
-    let audits = audit.map(|a| run_audit(&d.records, a.words, a.behaviours, now_ms, a.parallel));
+    let audits = audit.map(|a| run_audit(&d.records, a.words, a.behaviours, now_ms, false));
     let consent = d
         .delta
         .consent
