@@ -17,6 +17,7 @@ pub(crate) use errors::detached;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    crate::heap::return_freed_memory();
     errors::register(m)?;
     keys::register(m)?;
     batch::register(m)?;
