@@ -92,9 +92,13 @@ impl ChatBatch {
 
 impl Item {
     pub fn parse(raw: &str) -> Item {
-        let seq = serde_json::from_str::<SeqOnly>(raw).ok().map(|s| s.seq);
         let fields = serde_json::from_str::<ItemFields>(raw)
             .map_err(|e| ItemError::new(Reason::BadItem, format!("chatdata item: {e}")));
+        // a broken item may still name its seq (it is then quarantined under it)
+        let seq = match &fields {
+            Ok(f) => Some(f.seq),
+            Err(_) => serde_json::from_str::<SeqOnly>(raw).ok().map(|s| s.seq),
+        };
         Item {
             raw: raw.to_string(),
             seq,
