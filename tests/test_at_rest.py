@@ -213,3 +213,32 @@ def test_batch_digests_and_digested_puts_equal_the_per_value_path(tmp_path):
         with store.app_read() as app:
             fast, slow = list(app.scan("fast")), list(app.scan("slow"))
     assert fast == slow and sorted(v for _, v in fast) == sorted(values) and len(fast) == len(values)
+
+
+def test_a_forked_process_never_reuses_its_parents_nonces():
+    """GCM nonces come from a per-thread counter (a random start): a forked child, which
+    inherits the parent's memory, must draw its own (``scrm serve`` forks its workers).
+    Oracle: the nonce bytes of the sealed values themselves (offset 5, 12 bytes)."""
+    from scrm_fast._core import Vault
+
+    v = Vault({1: bytes(range(32))}, 1)
+    first = v.seal(b"t", b"k", b"x")  # the parent's sequence exists before the fork
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: 1,000 nonces to the pipe, then exit without cleanup
+        try:
+            os.write(w, b"".join(v.seal(b"t", b"k", b"x")[5:17] for _ in range(1000)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    child = b""
+    while chunk := os.read(r, 1 << 16):
+        child += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    parent = [v.seal(b"t", b"k", b"x")[5:17] for _ in range(1000)]
+    kids = {child[i:i + 12] for i in range(0, len(child), 12)}
+    assert len(kids) == 1000 and len(set(parent)) == 1000
+    assert not kids & (set(parent) | {first[5:17]})
+    # and every value still opens
+    assert v.open(b"t", b"k", first) == b"x"
