@@ -319,11 +319,8 @@ def _timeout_pass(store: ArchiveStore, directory: dict | None, convs: list[str],
 
     def marks(w: StoreWriter) -> None:
         app = w.app()
-        for k in due_keys:
-            app.delete(_TIMEOUTS_DUE, k)
-        answered = [c for c in convs if c not in still]
-        for d in store.app_digests("conv", answered):
-            app.delete(_WAITING, d)
+        app.delete_many(_TIMEOUTS_DUE, due_keys)
+        app.delete_many(_WAITING, store.app_digests("conv", [c for c in convs if c not in still]))
         app.put_digested(_WAITING, "conv", [c for c in convs if c in still])
     store.replace_timeout_alerts(alerts, convs, also=marks)
     return len(alerts)

@@ -257,6 +257,12 @@ class AppTxn:
         assert self.write, "a read transaction"
         return self._txn.delete(table.encode() + b"\0" + key, db=self._db)
 
+    def delete_many(self, table: str, keys: Iterable[bytes]) -> int:
+        """Deletes every one of ``keys`` from ``table``; returns how many were there."""
+        assert self.write, "a read transaction"
+        head, delete, db = table.encode() + b"\0", self._txn.delete, self._db
+        return sum(1 for k in keys if delete(head + k, db=db))
+
     def incr(self, table: str, key: bytes, by: int = 1) -> int:
         """Adds ``by`` to an integer value (absent: 0) and returns the new value; a value that
         reaches 0 is removed."""
@@ -864,14 +870,17 @@ class ArchiveStore:
         done: list[str] = []
         with self.env.begin(db=self._db[b"conv"]) as txn:
             cur = txn.cursor()
+            append = out.append
             for conv in convs:
                 if max_entries is not None and done and len(out) >= max_entries:
                     break
                 prefix = conv.encode() + b"\0"
-                ok = cur.set_range(prefix)
-                while ok and cur.key().startswith(prefix):
-                    out.append((cur.key(), cur.value()))
-                    ok = cur.next()
+                if cur.set_range(prefix):
+                    # the cursor's own iteration (one C call an entry) from where it stands
+                    for kv in cur:
+                        if not kv[0].startswith(prefix):
+                            break
+                        append(kv)
                 done.append(conv)
         return done, out
 
@@ -971,12 +980,14 @@ class ArchiveStore:
             stale = []
             for conv in convs:
                 prefix = b"t" + conv.encode() + b"\0"
-                ok = cur.set_range(prefix)
-                while ok and cur.key().startswith(prefix):
-                    stale.append(cur.key())
-                    ok = cur.next()
+                if cur.set_range(prefix):
+                    for k in cur.iternext(values=False):
+                        if not k.startswith(prefix):
+                            break
+                        stale.append(k)
+            db = self._db[b"alerts"]
             for k in stale:
-                txn.delete(k, db=self._db[b"alerts"])
+                txn.delete(k, db=db)
             if alerts:
                 txn.cursor(db=self._db[b"alerts"]).putmulti(self._seal(b"alerts", alerts))
             if also is not None:
