@@ -47,15 +47,12 @@ pub mod heap {
     /// Sets the allocator to purge freed memory soon (50 ms) and to commit arena memory
     /// only as it is used (call once, early: before the threads start). Returns the two
     /// option values as the allocator reads them back.
-    pub fn return_freed_memory() -> (i64, i64) {
+    pub fn return_freed_memory() -> (c_long, c_long) {
         // SAFETY: plain setters and getters of mimalloc's global options, valid indices.
         unsafe {
             mi_option_set(PURGE_DELAY, PURGE_MS);
             mi_option_set(ARENA_EAGER_COMMIT, 0);
-            (
-                mi_option_get(PURGE_DELAY) as i64,
-                mi_option_get(ARENA_EAGER_COMMIT) as i64,
-            )
+            (mi_option_get(PURGE_DELAY), mi_option_get(ARENA_EAGER_COMMIT))
         }
     }
 
@@ -74,7 +71,7 @@ pub mod heap {
             // SAFETY: getters of mimalloc's global options, valid indices.
             let defaults = unsafe { (mi_option_get(PURGE_DELAY), mi_option_get(ARENA_EAGER_COMMIT)) };
             assert_eq!(defaults, (1000, 2));
-            assert_eq!(return_freed_memory(), (PURGE_MS as i64, 0));
+            assert_eq!(return_freed_memory(), (PURGE_MS, 0));
         }
     }
 }
