@@ -154,3 +154,33 @@ def test_a_reader_of_a_directory_whose_tables_are_not_created_yet_gets_a_clear_e
         assert store.checkpoint() == 0
     with ArchiveStore(d, readonly=True) as store:
         assert store.checkpoint() == 0
+
+
+def test_the_library_never_imports_the_server_and_a_file_ingest_loads_no_http_stack(tmp_path, small_corpus):
+    """Layers one way: no module of `scrm_fast` imports `control`; and `scrm ingest` of files
+    (through the library's CLI, as the benchmark runs it) loads neither the server nor aiohttp,
+    whose client the WeCom package imports only when a command talks to WeCom."""
+    import subprocess
+    import sys
+
+    code = (
+        "import pkgutil, importlib, sys, scrm_fast\n"
+        "for m in pkgutil.walk_packages(scrm_fast.__path__, 'scrm_fast.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'control'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert proc.stdout.decode().strip() == "[]"
+
+    code = (
+        "import sys\n"
+        "from scrm_fast.cli import main\n"
+        f"rc = main(['ingest', '--keys', {str(small_corpus / 'keys')!r}, '--data', {str(tmp_path / 'd')!r},\n"
+        f"           '--directory', {str(small_corpus / 'directory.json')!r}, '--json', '--no-progress',\n"
+        f"           {str(small_corpus / 'batches')!r}])\n"
+        "loaded = sorted(n for n in sys.modules if n.split('.')[0] in ('control', 'aiohttp'))\n"
+        "print(rc, loaded, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert proc.stderr.decode().strip().splitlines()[-1] == "0 []", proc.stderr.decode()
+    assert b'"ingested": ' in proc.stdout

@@ -10,12 +10,11 @@ wave (an index commit, a chunk of the A-6 pass) so its resident memory stays fla
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 _trim = None
-try:  # glibc only; elsewhere there is nothing to do
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    _trim = _libc.malloc_trim
+try:  # glibc only; elsewhere there is nothing to do. The process's own symbols: no
+    # `ctypes.util.find_library`, which runs `ldconfig -p` in a subprocess at every start-up
+    _trim = ctypes.CDLL(None).malloc_trim
     _trim.argtypes = [ctypes.c_size_t]
     _trim.restype = ctypes.c_int
 except (OSError, AttributeError):
