@@ -54,14 +54,27 @@ pub fn random_bytes(len: usize) -> Result<Vec<u8>> {
 type KeyedAead = RefCell<Option<([u8; KEY_LEN], Box<Aes256Gcm>)>>;
 
 thread_local! {
-    // The AES key schedule and the GHASH key of the last key used: re-keying per value cost
-    // half of a 1.5 KB value's open; a new nonce does not need it.
-    static AEAD: KeyedAead = const { RefCell::new(None) };
+    // The AES key schedule and the GHASH key of the last key used, one for each direction:
+    // re-keying per value cost half of a 1.5 KB value's open (a new nonce does not need it),
+    // and a re-encryption (`scrm keys rotate`, `rewrap`) opens under one key and seals under
+    // another, value after value.
+    //
+    // The `Box` is required: an inline `Aes256Gcm` (~1 KB of round keys and GHASH tables)
+    // in a `const` thread-local lives in glibc's static TLS surplus, which a dlopen'd
+    // extension shares with every other library, and the module then fails to load with
+    // "cannot allocate memory in static TLS block".
+    static SEAL_AEAD: KeyedAead = const { RefCell::new(None) };
+    static OPEN_AEAD: KeyedAead = const { RefCell::new(None) };
 }
 
-/// Runs `f` with this thread's AEAD for `key` (keyed again when the key differs from the last).
-fn with_aead<T>(key: &[u8; KEY_LEN], f: impl FnOnce(&Aes256Gcm) -> T) -> T {
-    AEAD.with(|c| {
+/// Runs `f` with this thread's AEAD in `slot` for `key` (keyed again when the key differs
+/// from the one it holds).
+fn with_aead<T>(
+    slot: &'static std::thread::LocalKey<KeyedAead>,
+    key: &[u8; KEY_LEN],
+    f: impl FnOnce(&Aes256Gcm) -> T,
+) -> T {
+    slot.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(k, _)| k != key) {
             *c = Some((*key, Box::new(Aes256Gcm::new(key.into()))));
@@ -122,7 +135,7 @@ fn seal_with(key: &[u8; KEY_LEN], id: u32, aad: &[u8], plain: &[u8]) -> Result<V
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plain);
-    let tag = with_aead(key, |a| {
+    let tag = with_aead(&SEAL_AEAD, key, |a| {
         a.encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[5 + NONCE..])
     })
     .map_err(|_| {
@@ -147,7 +160,7 @@ fn open_with(key: &[u8; KEY_LEN], aad: &[u8], value: &[u8]) -> Option<Vec<u8>> {
     let nonce = &value[5..5 + NONCE];
     let (ct, tag) = value[5 + NONCE..].split_at(value.len() - OVERHEAD);
     let mut out = ct.to_vec();
-    with_aead(key, |a| {
+    with_aead(&OPEN_AEAD, key, |a| {
         a.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut out, Tag::from_slice(tag))
     })
     .ok()?;
