@@ -2,7 +2,7 @@
 //! voice call, voip doc share, and the items of mixed messages): what the media fetcher
 //! asks `GetMediaData` for, with the `md5sum` and size the message states.
 
-use serde_json::{Map, Value};
+use super::json::Json;
 
 /// One piece of media of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +26,9 @@ const MEDIA_TYPES: [&str; 7] = [
     "voip_doc_share",
 ];
 
-fn from_payload(kind: &str, p: &Map<String, Value>, out: &mut Vec<MediaRef>) {
-    let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+fn from_payload(kind: &str, p: &Json, out: &mut Vec<MediaRef>) {
+    let s = |k: &str| p.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    let n = |k: &str| p.get(k).and_then(Json::as_u64).unwrap_or(0);
     let id = s("sdkfileid");
     if id.is_empty() {
         return;
@@ -52,21 +52,21 @@ pub fn media_refs(msgtype: &str, raw: &[u8]) -> Vec<MediaRef> {
     if !MEDIA_TYPES.contains(&msgtype) && msgtype != "mixed" {
         return out;
     }
-    let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(raw) else {
+    let Ok(msg) = Json::parse(raw) else {
         return out;
     };
-    let payload = |name: &str| msg.get(name).and_then(Value::as_object);
+    let payload = |name: &str| msg.get(name).filter(|p| p.is_object());
     match msgtype {
         "mixed" => {
-            let items = payload("mixed").and_then(|m| m.get("item")).and_then(Value::as_array);
+            let items = payload("mixed").and_then(|m| m.get("item")).and_then(Json::as_array);
             for it in items.into_iter().flatten() {
-                let kind = it.get("type").and_then(Value::as_str).unwrap_or("");
+                let kind = it.get("type").and_then(Json::as_str).unwrap_or("");
                 if !MEDIA_TYPES.contains(&kind) {
                     continue;
                 }
                 // the item's content is a JSON string of that type's payload
-                let content = it.get("content").and_then(Value::as_str).unwrap_or("");
-                if let Ok(Value::Object(p)) = serde_json::from_str::<Value>(content) {
+                let content = it.get("content").and_then(Json::as_str).unwrap_or("");
+                if let Ok(p @ Json::Obj(_)) = Json::parse(content.as_bytes()) {
                     from_payload(kind, &p, &mut out);
                 }
             }

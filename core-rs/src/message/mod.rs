@@ -1,14 +1,17 @@
 //! Decrypted message JSON → one normalized [`Record`] plus its searchable text (spec §4).
 //!
-//! Cost: one `serde_json::Value` parse per message (a few µs for chat-sized JSON) and a
-//! walk of the payload fields that carry text. Unknown fields are kept because the raw
+//! Cost: one parse per message into a tree that borrows from the plaintext ([`json::Json`]:
+//! an allocation per object, none per string) and a walk of the payload fields that carry
+//! text. Unknown fields are kept because the raw
 //! plaintext is kept whole; an unknown `msgtype` is a record with `known = false`.
 
+pub mod json;
 pub mod media;
 mod text;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use json::Json;
 
 use crate::error::{ItemError, Reason};
 pub use text::{is_known_msgtype, payload_key, searchable_text, KNOWN_MSGTYPES};
@@ -57,31 +60,32 @@ pub fn conversation_id(from: &str, tolist: &[String], roomid: &str, msgtype: &st
     format!("p:{}", ids.join("|"))
 }
 
-fn str_field(obj: &serde_json::Map<String, Value>, key: &str) -> String {
-    match obj.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        _ => String::new(),
-    }
+fn str_field(obj: &Json, key: &str) -> String {
+    obj.get(key).and_then(Json::as_str).unwrap_or_default().to_string()
 }
 
-fn int_field(obj: &serde_json::Map<String, Value>, key: &str) -> i64 {
+fn int_field(obj: &Json, key: &str) -> i64 {
     match obj.get(key) {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-        Some(Value::String(s)) => s.parse().unwrap_or(0),
-        _ => 0,
+        Some(Json::Str(s)) => s.parse().unwrap_or(0),
+        Some(n) => n.as_i64().unwrap_or(0),
+        None => 0,
     }
 }
 
 /// Parses one decrypted plaintext. `envelope_msgid` is the msgid of the chatdata item; a
 /// message that names a different one is refused (it would be evidence of tampering).
 pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Vec<u8>) -> Result<Record, ItemError> {
-    let value: Value = serde_json::from_slice(&raw)
+    let obj = Json::parse(&raw)
         .map_err(|e| ItemError::new(Reason::BadJson, format!("seq {seq}: plaintext is not JSON: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ItemError::new(Reason::BadJson, format!("seq {seq}: plaintext is not a JSON object")))?;
+    if !obj.is_object() {
+        return Err(ItemError::new(
+            Reason::BadJson,
+            format!("seq {seq}: plaintext is not a JSON object"),
+        ));
+    }
+    let obj = &obj;
     let msgid = match obj.get("msgid") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Json::Str(s)) if !s.is_empty() => s.to_string(),
         _ => {
             return Err(ItemError::new(
                 Reason::BadMessage,
@@ -100,7 +104,7 @@ pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Ve
         ("switch".to_string(), str_field(obj, "user"), int_field(obj, "time"))
     } else {
         let msgtype = match obj.get("msgtype") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Json::Str(s)) if !s.is_empty() => s.to_string(),
             _ => {
                 return Err(ItemError::new(
                     Reason::BadMessage,
@@ -111,7 +115,7 @@ pub fn parse_message(seq: u64, publickey_ver: u32, envelope_msgid: &str, raw: Ve
         (msgtype, str_field(obj, "from"), int_field(obj, "msgtime"))
     };
     let tolist = match obj.get("tolist") {
-        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(Json::Arr(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         _ => Vec::new(),
     };
     let roomid = str_field(obj, "roomid");
@@ -160,12 +164,7 @@ pub const MAX_ID_BYTES: usize = 128;
 /// The longest conversation id (it is a key part with a seq after it).
 pub const MAX_CONV_BYTES: usize = 400;
 
-fn check_ids<'a>(
-    seq: u64,
-    msgtype: &str,
-    obj: &serde_json::Map<String, Value>,
-    ids: impl Iterator<Item = &'a String>,
-) -> Result<(), ItemError> {
+fn check_ids<'a>(seq: u64, msgtype: &str, obj: &Json, ids: impl Iterator<Item = &'a String>) -> Result<(), ItemError> {
     let bad = |what: &str, id: &str| {
         let shown: String = id.chars().take(24).collect();
         ItemError::new(
@@ -187,7 +186,7 @@ fn check_ids<'a>(
     }
     // a consent event's customer id keys the consent table
     if msgtype == "agree" || msgtype == "disagree" {
-        if let Some(u) = obj.get(msgtype).and_then(|p| p.get("userid")).and_then(Value::as_str) {
+        if let Some(u) = obj.get(msgtype).and_then(|p| p.get("userid")).and_then(Json::as_str) {
             if u.len() > MAX_ID_BYTES || u.contains('\0') {
                 return Err(bad("the consent event's userid", u));
             }

@@ -2,7 +2,7 @@
 //! carry their items' payloads as JSON strings; those are parsed and walked too, to a
 //! bounded depth so a hostile message cannot recurse without end.
 
-use serde_json::{Map, Value};
+use super::json::Json;
 
 /// Every msgtype of spec §4, plus `switch` (which has no msgtype of its own).
 pub const KNOWN_MSGTYPES: &[&str] = &[
@@ -54,8 +54,8 @@ pub fn payload_key(msgtype: &str) -> &str {
 
 const MAX_DEPTH: u32 = 6;
 
-/// The searchable text of a whole message object.
-pub fn searchable_text(msgtype: &str, msg: &Map<String, Value>) -> String {
+/// The searchable text of a whole message object: its non-empty parts joined by `\n`.
+pub fn searchable_text(msgtype: &str, msg: &Json) -> String {
     let payload = msg.get(payload_key(msgtype)).or_else(|| msg.get(msgtype)).or_else(|| {
         if msgtype == "external_redpacket" {
             msg.get("redpacket")
@@ -63,22 +63,32 @@ pub fn searchable_text(msgtype: &str, msg: &Map<String, Value>) -> String {
             None
         }
     });
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(Value::Object(p)) = payload {
-        payload_text(msgtype, p, 0, &mut parts);
+    let mut out = String::new();
+    if let Some(p) = payload.filter(|p| p.is_object()) {
+        payload_text(msgtype, p, 0, &mut out);
     }
-    parts.retain(|s| !s.is_empty());
-    parts.join("\n")
+    out
 }
 
-fn push_str(p: &Map<String, Value>, key: &str, out: &mut Vec<String>) {
-    if let Some(Value::String(s)) = p.get(key) {
-        out.push(s.clone());
+/// Appends one part (an empty one is no part).
+fn push_part(s: &str, out: &mut String) {
+    if s.is_empty() {
+        return;
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(s);
+}
+
+fn push_str(p: &Json, key: &str, out: &mut String) {
+    if let Some(s) = p.get(key).and_then(Json::as_str) {
+        push_part(s, out);
     }
 }
 
-fn items<'a>(p: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Value> {
-    p.get(key).and_then(Value::as_array).into_iter().flatten()
+fn items<'j, 'a>(p: &'j Json<'a>, key: &str) -> impl Iterator<Item = &'j Json<'a>> {
+    p.get(key).and_then(Json::as_array).into_iter().flatten()
 }
 
 /// Nested item type names: `ChatRecordText` → `text`, `text` → `text`.
@@ -86,27 +96,30 @@ fn nested_kind(t: &str) -> String {
     t.strip_prefix("ChatRecord").unwrap_or(t).to_ascii_lowercase()
 }
 
-fn nested_text(item: &Value, depth: u32, out: &mut Vec<String>) {
-    if depth >= MAX_DEPTH {
+fn nested_text(item: &Json, depth: u32, out: &mut String) {
+    if depth >= MAX_DEPTH || !item.is_object() {
         return;
     }
-    let Some(obj) = item.as_object() else { return };
-    let kind = obj
+    let kind = item
         .get("type")
-        .and_then(Value::as_str)
+        .and_then(Json::as_str)
         .map(nested_kind)
         .unwrap_or_default();
-    let content = match obj.get("content") {
-        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
-        Some(v @ Value::Object(_)) => Some(v.clone()),
-        _ => None,
-    };
-    if let Some(Value::Object(p)) = content {
-        payload_text(&kind, &p, depth + 1, out);
+    match item.get("content") {
+        // the item's payload, as a JSON string of its own
+        Some(Json::Str(s)) => {
+            if let Ok(p) = Json::parse(s.as_bytes()) {
+                if p.is_object() {
+                    payload_text(&kind, &p, depth + 1, out);
+                }
+            }
+        }
+        Some(p @ Json::Obj(_)) => payload_text(&kind, p, depth + 1, out),
+        _ => {}
     }
 }
 
-fn payload_text(msgtype: &str, p: &Map<String, Value>, depth: u32, out: &mut Vec<String>) {
+fn payload_text(msgtype: &str, p: &Json, depth: u32, out: &mut String) {
     match msgtype {
         "text" | "markdown" => push_str(p, "content", out),
         "card" => push_str(p, "corpname", out),
@@ -133,15 +146,15 @@ fn payload_text(msgtype: &str, p: &Map<String, Value>, depth: u32, out: &mut Vec
             push_str(p, "votetitle", out);
             for it in items(p, "voteitem") {
                 if let Some(s) = it.as_str() {
-                    out.push(s.to_string());
+                    push_part(s, out);
                 }
             }
         }
         "collect" => {
             push_str(p, "title", out);
             for it in items(p, "details") {
-                if let Some(q) = it.get("ques").and_then(Value::as_str) {
-                    out.push(q.to_string());
+                if let Some(q) = it.get("ques").and_then(Json::as_str) {
+                    push_part(q, out);
                 }
             }
         }
@@ -153,9 +166,9 @@ fn payload_text(msgtype: &str, p: &Map<String, Value>, depth: u32, out: &mut Vec
         "docmsg" | "doc" => push_str(p, "title", out),
         "news" => {
             for it in items(p, "item") {
-                if let Some(o) = it.as_object() {
-                    push_str(o, "title", out);
-                    push_str(o, "description", out);
+                if it.is_object() {
+                    push_str(it, "title", out);
+                    push_str(it, "description", out);
                 }
             }
         }
@@ -188,8 +201,7 @@ mod tests {
     use super::*;
 
     fn text_of(msgtype: &str, json: &str) -> String {
-        let v: Value = serde_json::from_str(json).unwrap();
-        searchable_text(msgtype, v.as_object().unwrap())
+        searchable_text(msgtype, &Json::parse(json.as_bytes()).unwrap())
     }
 
     #[test]
