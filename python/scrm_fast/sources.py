@@ -62,13 +62,18 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
+READ_BUFFER = 4 << 20
+
+
 def iter_documents(files: Iterable[Path]) -> Iterator[Document]:
     for path in files:
         try:
             if _is_one_document(path):
                 yield Document(f"{path}:1", path.read_bytes())
                 continue
-            with path.open("rb") as f:
+            # a GetChatData line is ~1 MB: a buffer of a few lines reads each in a few
+            # system calls instead of hundreds of 8 KB ones (half the CPU of reading)
+            with path.open("rb", buffering=READ_BUFFER) as f:
                 for lineno, line in enumerate(f, 1):
                     if line.strip():
                         yield Document(f"{path}:{lineno}", line)
