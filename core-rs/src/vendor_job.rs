@@ -110,7 +110,7 @@ pub fn prepare(batch: &ChatBatch, keys: &KeyRing, seen: &HashSet<u64>) -> Vendor
             if seen.contains(&f.seq) {
                 return (i, None);
             }
-            let r = unwrap_key(f, keys).and_then(|(key, em)| {
+            let r = unwrap_key(f, keys, |key, em| {
                 precheck(&key, em.len())?;
                 Ok(Entry {
                     item: i,
