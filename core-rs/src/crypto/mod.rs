@@ -11,7 +11,7 @@ pub mod vault;
 pub mod vendor;
 
 pub use keyring::KeyRing;
-pub use vault::{TokenKey, Vault};
+pub use vault::{TokenCache, TokenKey, Vault};
 pub use vendor::VendorSdk;
 
 /// The symmetric layer chosen for a pipeline (spec §3).

@@ -287,11 +287,22 @@ pub const TOKEN_CHARS: usize = 16;
 const TOKEN_CACHE_BITS: u32 = 14;
 const TOKEN_CACHE_SLOTS: usize = 1 << TOKEN_CACHE_BITS;
 
-/// The per-thread token cache (512 KiB): packed n-gram (never 0: its kind byte is set) →
-/// its token, for one token key at a time.
-struct TokenCache {
+/// A token cache of one token key (512 KiB once used): packed n-gram (never 0: its kind
+/// byte is set) → its token, direct-mapped. n-grams repeat heavily (a few thousand
+/// characters, their common pairs), so most tokens are answered without hashing. An
+/// indexing tokenizer owns one (no thread-local look-up per token); other callers share
+/// one per thread.
+#[derive(Default)]
+pub struct TokenCache {
     owner: [u8; 16],
     slots: Vec<(u128, [u8; TOKEN_CHARS])>,
+}
+
+impl Clone for TokenCache {
+    /// A new, empty cache: a copy would cost 512 KiB for entries that are cheap to redo.
+    fn clone(&self) -> Self {
+        TokenCache::default()
+    }
 }
 
 thread_local! {
@@ -311,39 +322,37 @@ impl TokenKey {
         Ok(TokenKey(out))
     }
 
-    /// The token of `text` in the domain `kind` (one byte per field kind), appended to `out`.
-    /// Hot: two per indexed character. One hash call over one buffer (the common n-gram fits
-    /// 16 bytes on the stack) and a table base64 of the 12 bytes kept.
+    /// The token of `text` in the domain `kind` (one byte per field kind), appended to `out`
+    /// (through this thread's cache).
     pub fn token_into(&self, kind: u8, text: &[u8], out: &mut String) {
+        TOKEN_CACHE.with(|c| self.token_cached(&mut c.borrow_mut(), kind, text, out))
+    }
+
+    /// [`TokenKey::token_into`] through a given cache. Hot: two per indexed character. One
+    /// hash call over one buffer (the common n-gram fits 16 bytes on the stack) and a table
+    /// base64 of the 12 bytes kept, unless the cache has it.
+    pub fn token_cached(&self, c: &mut TokenCache, kind: u8, text: &[u8], out: &mut String) {
         if text.len() > 14 {
             let enc = self.encode(kind, text);
             out.push_str(std::str::from_utf8(&enc).unwrap_or_default());
             return;
         }
-        // n-grams repeat heavily (a few thousand characters, their common pairs): a small
-        // direct-mapped cache per thread answers most of them without hashing
         let mut packed = [0u8; 16];
         packed[0] = kind;
         packed[1] = text.len() as u8;
         packed[2..2 + text.len()].copy_from_slice(text);
         let packed = u128::from_le_bytes(packed);
-        let enc = TOKEN_CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.slots.is_empty() || c.owner != self.0 {
-                c.owner = self.0;
-                c.slots.clear();
-                c.slots.resize(TOKEN_CACHE_SLOTS, (0, [0; TOKEN_CHARS]));
-            }
-            let at =
-                (packed.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) >> (128 - TOKEN_CACHE_BITS)) as usize;
-            if c.slots[at].0 == packed {
-                return c.slots[at].1;
-            }
-            let enc = self.encode(kind, text);
-            c.slots[at] = (packed, enc);
-            enc
-        });
-        out.push_str(std::str::from_utf8(&enc).unwrap_or_default());
+        if c.slots.is_empty() || c.owner != self.0 {
+            c.owner = self.0;
+            c.slots.clear();
+            c.slots.resize(TOKEN_CACHE_SLOTS, (0, [0; TOKEN_CHARS]));
+        }
+        let at = (packed.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) >> (128 - TOKEN_CACHE_BITS)) as usize;
+        let slot = &mut c.slots[at];
+        if slot.0 != packed {
+            *slot = (packed, self.encode(kind, text));
+        }
+        out.push_str(std::str::from_utf8(&slot.1).unwrap_or_default());
     }
 
     fn encode(&self, kind: u8, text: &[u8]) -> [u8; TOKEN_CHARS] {
@@ -515,6 +524,42 @@ mod tests {
             let want = URL_SAFE_NO_PAD.encode(&h.finish128().as_bytes()[..12]);
             assert_eq!(k.token(b'b', text), want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_shared_cache_answers_what_hashing_does_across_keys_and_evictions() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use std::hash::Hasher;
+        let reference = |k: &TokenKey, kind: u8, text: &str| {
+            let mut h = SipHasher24::new_with_key(&k.0);
+            h.write_u8(kind);
+            h.write(text.as_bytes());
+            URL_SAFE_NO_PAD.encode(&h.finish128().as_bytes()[..12])
+        };
+        let keys = [TokenKey::new(&[7u8; 32]).unwrap(), TokenKey::new(&[8u8; 32]).unwrap()];
+        // more distinct n-grams than the cache has slots: entries are evicted and redone
+        let grams: Vec<String> = (0..(TOKEN_CACHE_SLOTS as u32 * 2))
+            .map(|i| {
+                let a = char::from_u32(0x4e00 + i % 2000).unwrap();
+                let b = char::from_u32(0x4e00 + i / 2000).unwrap();
+                format!("{a}{b}")
+            })
+            .collect();
+        let mut cache = TokenCache::default();
+        for round in 0..3 {
+            // key 0, then key 1 (the cache is another key's: emptied), then key 0 again
+            let k = &keys[round % 2];
+            for g in &grams {
+                let mut out = String::new();
+                k.token_cached(&mut cache, b'b', g.as_bytes(), &mut out);
+                assert_eq!(out, reference(k, b'b', g), "round {round}: {g}");
+            }
+        }
+        // a clone starts empty and answers the same
+        let mut out = String::new();
+        keys[0].token_cached(&mut cache.clone(), b'u', "保".as_bytes(), &mut out);
+        assert_eq!(out, reference(&keys[0], b'u', "保"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod writer;
 
 use collect::*;
 use counts::*;
+pub use schema::StoredView;
 use schema::*;
 
 use std::borrow::Cow;

@@ -34,7 +34,7 @@ pub(super) fn schema() -> (Schema, Fields) {
 /// The fields of a stored record (msgpack, see `message::Record`) the index and a result
 /// page need; the rest (notably `raw`) is skipped without copying.
 #[derive(Deserialize)]
-pub(crate) struct StoredView<'a> {
+pub struct StoredView<'a> {
     pub(crate) seq: u64,
     #[serde(borrow, default)]
     pub(crate) msgid: Cow<'a, str>,
@@ -51,4 +51,23 @@ pub(crate) struct StoredView<'a> {
     pub(crate) text: Cow<'a, str>,
     #[serde(borrow, default)]
     pub(crate) conv: Cow<'a, str>,
+}
+
+impl StoredView<'static> {
+    /// The view of a record in hand, taking its fields (what the index needs, without a
+    /// msgpack round trip); `msgid` is left empty (the index does not keep it).
+    pub fn of(r: &mut crate::message::Record) -> StoredView<'static> {
+        use std::mem::take;
+        StoredView {
+            seq: r.seq,
+            msgid: Cow::Borrowed(""),
+            from: Cow::Owned(take(&mut r.from)),
+            tolist: take(&mut r.tolist).into_iter().map(Cow::Owned).collect(),
+            roomid: Cow::Owned(take(&mut r.roomid)),
+            msgtime: r.msgtime,
+            msgtype: Cow::Owned(take(&mut r.msgtype)),
+            text: Cow::Owned(take(&mut r.text)),
+            conv: Cow::Owned(take(&mut r.conv)),
+        }
+    }
 }

@@ -82,7 +82,14 @@ fn build(values: &[Vec<u8>], batches: usize) -> (tempfile::TempDir, ArchiveIndex
     ix.open_writer(1, 32 << 20).unwrap();
     let per = values.len().div_ceil(batches);
     for (i, chunk) in values.chunks(per).enumerate() {
-        ix.add_stored(chunk).unwrap();
+        if i % 2 == 0 {
+            ix.add_stored(chunk).unwrap();
+        } else {
+            // every other batch as the ingest indexes one: views taken from its records
+            let mut records: Vec<Record> = chunk.iter().map(|v| rmp_serde::from_slice(v).unwrap()).collect();
+            let views: Vec<StoredView> = records.iter_mut().map(StoredView::of).collect();
+            assert_eq!(ix.add_views(&views).unwrap(), chunk.len());
+        }
         ix.commit(((i + 1) * per) as u64).unwrap();
     }
     (dir, ix)

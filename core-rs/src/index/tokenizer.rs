@@ -9,12 +9,13 @@
 //! message; a query's terms are keyed the same way ([`ngram_token`]).
 //!
 //! Cost: two postings per character; the unigram field keeps doc ids only, the bigram
-//! field keeps positions (for phrases); one SipHash of ≤ 8 bytes per token.
+//! field keeps positions (for phrases); one SipHash of ≤ 8 bytes per token not in the
+//! tokenizer's cache.
 
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 
 use super::fold::fold_char;
-use crate::crypto::TokenKey;
+use crate::crypto::{TokenCache, TokenKey};
 
 /// Token domain of the unigram field.
 pub const UNI: u8 = b'u';
@@ -34,19 +35,30 @@ pub const UNIGRAM: &str = "scrm_unigram";
 pub const BIGRAM: &str = "scrm_bigram";
 
 /// Emits folded single characters (`width` = 1) or folded character pairs (`width` = 2).
-#[derive(Clone, Copy)]
+/// Each tokenizer (tantivy clones one per field and segment writer) has its own token
+/// cache: no thread-local look-up per token.
+#[derive(Clone)]
 pub struct NgramTokenizer {
     width: usize,
     key: TokenKey,
+    cache: TokenCache,
 }
 
 impl NgramTokenizer {
     pub fn unigrams(key: TokenKey) -> Self {
-        NgramTokenizer { width: 1, key }
+        NgramTokenizer {
+            width: 1,
+            key,
+            cache: TokenCache::default(),
+        }
     }
 
     pub fn bigrams(key: TokenKey) -> Self {
-        NgramTokenizer { width: 2, key }
+        NgramTokenizer {
+            width: 2,
+            key,
+            cache: TokenCache::default(),
+        }
     }
 }
 
@@ -54,6 +66,7 @@ pub struct NgramStream<'a> {
     chars: std::str::CharIndices<'a>,
     width: usize,
     key: TokenKey,
+    cache: &'a mut TokenCache,
     prev: Option<(usize, char)>,
     position: usize,
     plain: [u8; 8],
@@ -64,7 +77,8 @@ impl NgramStream<'_> {
     fn emit(&mut self, len: usize) {
         self.token.text.clear();
         let kind = if self.width == 1 { UNI } else { BI };
-        self.key.token_into(kind, &self.plain[..len], &mut self.token.text);
+        self.key
+            .token_cached(&mut *self.cache, kind, &self.plain[..len], &mut self.token.text);
     }
 }
 
@@ -76,6 +90,7 @@ impl Tokenizer for NgramTokenizer {
             chars: text.char_indices(),
             width: self.width,
             key: self.key,
+            cache: &mut self.cache,
             prev: None,
             position: 0,
             plain: [0; 8],

@@ -86,30 +86,24 @@ impl ArchiveIndex {
     /// Adds stored records (msgpack values of the `records` table); returns how many.
     /// Parsing runs on all cores; tokenizing on the writer's threads.
     pub fn add_stored<B: AsRef<[u8]> + Sync>(&self, values: &[B]) -> Result<usize> {
-        let f = self.fields;
         let docs: Vec<TantivyDocument> = values
             .par_iter()
             .map(|v| {
                 let r: StoredView = rmp_serde::from_slice(v.as_ref()).map_err(|e| Error::Record(e.to_string()))?;
-                let mut doc = TantivyDocument::new();
-                doc.add_text(f.uni, &r.text);
-                doc.add_text(f.bi, &r.text);
-                doc.add_u64(f.seq, r.seq);
-                doc.add_i64(f.msgtime, r.msgtime);
-                doc.add_text(f.party, self.key.token(PARTY, &r.from));
-                for t in &r.tolist {
-                    if t.as_ref() != r.from.as_ref() {
-                        doc.add_text(f.party, self.key.token(PARTY, t));
-                    }
-                }
-                if !r.roomid.is_empty() {
-                    doc.add_text(f.room, self.key.token(ROOM, &r.roomid));
-                }
-                doc.add_text(f.conv, self.key.token(CONV, &r.conv));
-                doc.add_text(f.msgtype, &r.msgtype);
-                Ok(doc)
+                Ok(self.document(&r))
             })
             .collect::<Result<_>>()?;
+        self.add_documents(docs)
+    }
+
+    /// Adds records already in hand (a batch just committed: [`StoredView::of`]), with no
+    /// msgpack to read back; returns how many.
+    pub fn add_views(&self, views: &[StoredView<'_>]) -> Result<usize> {
+        let docs: Vec<TantivyDocument> = views.par_iter().map(|r| self.document(r)).collect();
+        self.add_documents(docs)
+    }
+
+    fn add_documents(&self, docs: Vec<TantivyDocument>) -> Result<usize> {
         let n = docs.len();
         self.with_writer(|w| {
             for d in docs {
@@ -117,6 +111,36 @@ impl ArchiveIndex {
             }
             Ok(n)
         })
+    }
+
+    /// The index document of a record: its text twice (unigram and bigram fields), its
+    /// parties, room and conversation as keyed tokens.
+    fn document(&self, r: &StoredView<'_>) -> TantivyDocument {
+        let f = self.fields;
+        // the text twice, the tokens, the fast values: one buffer, no growing
+        let mut doc = TantivyDocument::with_capacity(2 * r.text.len() + 24 * (r.tolist.len() + 4) + 64);
+        doc.add_text(f.uni, &r.text);
+        doc.add_text(f.bi, &r.text);
+        doc.add_u64(f.seq, r.seq);
+        doc.add_i64(f.msgtime, r.msgtime);
+        let mut token = String::with_capacity(crate::crypto::vault::TOKEN_CHARS);
+        let mut keyed = |field, kind, text: &str| {
+            token.clear();
+            self.key.token_into(kind, text.as_bytes(), &mut token);
+            doc.add_text(field, &token);
+        };
+        keyed(f.party, PARTY, &r.from);
+        for t in &r.tolist {
+            if t.as_ref() != r.from.as_ref() {
+                keyed(f.party, PARTY, t);
+            }
+        }
+        if !r.roomid.is_empty() {
+            keyed(f.room, ROOM, &r.roomid);
+        }
+        keyed(f.conv, CONV, &r.conv);
+        doc.add_text(f.msgtype, &r.msgtype);
+        doc
     }
 
     /// Drops every document (before a rebuild); takes effect at the next commit.

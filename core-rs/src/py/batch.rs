@@ -18,6 +18,7 @@ use crate::batch::{decrypt_batch as engine_decrypt, judge_batch as engine_judge,
 use crate::crypto::seal::{seal_response as engine_seal, PlainItem, Sealer};
 use crate::error::Error;
 use crate::export::record_line;
+use crate::index::StoredView;
 use crate::message::media::media_refs;
 use crate::policy::{consent_key, is_customer, spoken_key};
 
@@ -90,6 +91,9 @@ pub struct PyDecoded {
     events: Vec<(Vec<u8>, Vec<u8>)>,
     audits: Option<Vec<EncodedAudit>>,
     media: Vec<(u64, String, String, String, u64, String, String)>,
+    /// What the index needs of each stored record, taken from the records (no msgpack
+    /// read back when the batch is indexed).
+    pub(crate) index_views: Vec<StoredView<'static>>,
 }
 
 fn pairs<'py, K: AsRef<[u8]>, V: AsRef<[u8]>>(
@@ -362,7 +366,7 @@ struct Audit<'a> {
 }
 
 /// A decoded (decrypted and judged) batch in the shapes the store writes.
-fn shape(d: Decoded, audit: Option<Audit<'_>>, now_ms: i64) -> PyDecoded {
+fn shape(mut d: Decoded, audit: Option<Audit<'_>>, now_ms: i64) -> PyDecoded {
     let audits = audit.map(|a| run_audit(&d.records, a.words, a.behaviours, now_ms, false));
     let consent = d
         .delta
@@ -393,12 +397,44 @@ fn shape(d: Decoded, audit: Option<Audit<'_>>, now_ms: i64) -> PyDecoded {
     for r in &d.records {
         *msgtypes.entry(r.msgtype.clone()).or_default() += 1;
     }
+    let records = d
+        .records
+        .iter()
+        .map(|r| (r.seq, r.msgid.clone(), r.to_msgpack()))
+        .collect();
+    let convs = d
+        .records
+        .iter()
+        .map(|r| {
+            let role = if is_customer(&r.from) {
+                Role::Customer
+            } else {
+                Role::Employee
+            };
+            (r.conv.clone(), r.seq, r.msgtime, role.as_byte())
+        })
+        .collect();
+    let media = d
+        .records
+        .iter()
+        .flat_map(|r| {
+            media_refs(&r.msgtype, &r.raw).into_iter().map(move |m| {
+                (
+                    r.seq,
+                    r.msgid.clone(),
+                    m.sdkfileid,
+                    m.md5sum,
+                    m.size,
+                    m.kind,
+                    m.filename,
+                )
+            })
+        })
+        .collect();
+    // last: takes the records' fields
+    let index_views = d.records.iter_mut().map(StoredView::of).collect();
     PyDecoded {
-        records: d
-            .records
-            .iter()
-            .map(|r| (r.seq, r.msgid.clone(), r.to_msgpack()))
-            .collect(),
+        records,
         quarantined: d.quarantined.iter().map(|(s, q)| (*s, q.to_msgpack())).collect(),
         rejected: d
             .rejected
@@ -411,41 +447,15 @@ fn shape(d: Decoded, audit: Option<Audit<'_>>, now_ms: i64) -> PyDecoded {
         reasons: d.reasons,
         msgtypes,
         dropped: d.dropped.iter().map(|(s, _)| *s).collect(),
-        convs: d
-            .records
-            .iter()
-            .map(|r| {
-                let role = if is_customer(&r.from) {
-                    Role::Customer
-                } else {
-                    Role::Employee
-                };
-                (r.conv.clone(), r.seq, r.msgtime, role.as_byte())
-            })
-            .collect(),
+        convs,
         kept_by_rule: d.kept_by_rule,
         dropped_by_rule: d.dropped_by_rule,
         consent,
         spoken,
         events,
         audits,
-        media: d
-            .records
-            .iter()
-            .flat_map(|r| {
-                media_refs(&r.msgtype, &r.raw).into_iter().map(move |m| {
-                    (
-                        r.seq,
-                        r.msgid.clone(),
-                        m.sdkfileid,
-                        m.md5sum,
-                        m.size,
-                        m.kind,
-                        m.filename,
-                    )
-                })
-            })
-            .collect(),
+        media,
+        index_views,
     }
 }
 

@@ -48,10 +48,7 @@ impl PyArchiveIndex {
     fn add_decoded(&self, py: Python<'_>, batch: &Bound<'_, PyDecoded>) -> PyResult<usize> {
         let ix = self.inner.clone();
         let d = batch.get();
-        detached(py, move || {
-            let values: Vec<&[u8]> = d.records.iter().map(|r| r.2.as_slice()).collect();
-            ix.add_stored(&values)
-        })
+        detached(py, move || ix.add_views(&d.index_views))
     }
 
     /// Drops every document at the next commit (before a rebuild).
