@@ -184,6 +184,18 @@ def test_ingest_review_queue_rescan_alerts(small_corpus, tmp_path):
               if a["kind"] == "sensitive_word"]
     assert len(alerts) == sum(1 for a in after if a["kind"] == "content")
     assert all(al["notify"] for al in alerts if al["employee"] != "zhangsan")
+    # each alert notifies its employee's leader, that leader's leader, … (rule A-5, at most 5)
+    leader = {e["userid"]: e.get("leader")
+              for e in orjson.loads((small_corpus / "directory.json").read_bytes())["employees"]}
+
+    def chain(u: str) -> list[str]:
+        out, cur = [], leader.get(u)
+        while cur and cur != u and cur not in out and len(out) < 5:
+            out, cur = [*out, cur], leader.get(cur)
+        return out
+
+    assert all(al["notify"] == chain(al["employee"]) for al in alerts)
+    assert len({al["employee"] for al in alerts}) > 1
 
 
 def test_behaviour_switches_and_delete_events(small_corpus, tmp_path):

@@ -120,11 +120,19 @@ def run_audit(records: list, words: WordList | None, switches: dict[str, bool]) 
 
 
 # -- committing ------------------------------------------------------------------------
-def leader_chain(directory: dict | None, userid: str, limit: int = 5) -> list[str]:
-    """employee → supervisor → … (rule A-5), from the directory's ``leader`` fields."""
+def leader_map(directory: dict | None) -> dict[str, str | None]:
+    """userid → their ``leader`` in the directory."""
+    return {e["userid"]: e.get("leader") for e in (directory or {}).get("employees", [])}
+
+
+def leader_chain(directory: dict | None, userid: str, limit: int = 5,
+                 leaders: dict[str, str | None] | None = None) -> list[str]:
+    """employee → supervisor → … (rule A-5), from the directory's ``leader`` fields
+    (``leaders``: its :func:`leader_map`, when the caller has it)."""
     if not directory:
         return []
-    leaders = {e["userid"]: e.get("leader") for e in directory.get("employees", [])}
+    if leaders is None:
+        leaders = leader_map(directory)
     chain, cur = [], leaders.get(userid)
     while cur and cur not in chain and cur != userid and len(chain) < limit:
         chain.append(cur)
@@ -145,14 +153,18 @@ def commit_audits(w: StoreWriter, batch: AuditBatch, words: list[tuple], directo
         if word is not None:
             w.bump_word(word, count, last)
     alerts = []
+    leaders = leader_map(directory)
+    chains: dict[str, list[str]] = {}  # one chain per employee of the batch, not per alert
     for key, value in audits:
         if not content_audit_key(key):
             continue
         a = msgpack.unpackb(value)
+        if a["employee"] not in chains:
+            chains[a["employee"]] = leader_chain(directory, a["employee"], leaders=leaders)
         alerts.append((key, msgpack.packb({
             "id": f"alert-{a['id']}", "kind": "sensitive_word", "audit_id": a["id"], "employee": a["employee"],
             "word": a["word"], "words": a["words"], "msgtime": a["msgtime"], "severity": a["severity"],
-            "notify": leader_chain(directory, a["employee"]), "raised_at": now_ms()})))
+            "notify": list(chains[a["employee"]]), "raised_at": now_ms()})))
     w.add_alerts(alerts)
     return added
 
@@ -287,10 +299,11 @@ def parse_duration_ms(text: str) -> int:
 
 def _alert_records(found: list[tuple], directory: dict | None) -> list[tuple[bytes, bytes]]:
     alerts = []
+    leaders = leader_map(directory)
     for conv, seq, level, threshold, since, answered_at, delay in found:
         a, _, b = conv[2:].partition("|")
         customer, employee = (a, b) if a.startswith(("wm", "wo")) else (b, a)
-        chain = [employee, *leader_chain(directory, employee)]
+        chain = [employee, *leader_chain(directory, employee, leaders=leaders)]
         alerts.append((timeout_alert_key(conv, seq, level), msgpack.packb({
             "id": f"timeout-{seq}-{level}", "kind": "timeout_reply", "level": level, "threshold_ms": threshold,
             "conv": conv, "seq": seq, "employee": employee, "customer": customer, "msgtime": since,
