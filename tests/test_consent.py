@@ -326,7 +326,7 @@ def test_batches_finishing_out_of_order_in_a_real_ingest_keep_the_truth(tmp_path
 
     sim = tmp_path / "sim"
     simulate(sim, 4000, seed=32, doc_items=250, docs_per_file=4, service_requires_consent=True)
-    finished: list[int] = []  # first seq of each batch, in the order its decrypt ended
+    finished: list[bytes] = []  # each batch's lowest seq key, in the order its decrypt ended
     lock = threading.Lock()
     real = pipeline.decrypt_batch
 

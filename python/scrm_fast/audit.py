@@ -121,18 +121,12 @@ def run_audit(records: list, words: WordList | None, switches: dict[str, bool]) 
 
 # -- committing ------------------------------------------------------------------------
 def leader_map(directory: dict | None) -> dict[str, str | None]:
-    """userid → their ``leader`` in the directory."""
+    """userid → their ``leader`` in the directory (empty without one)."""
     return {e["userid"]: e.get("leader") for e in (directory or {}).get("employees", [])}
 
 
-def leader_chain(directory: dict | None, userid: str, limit: int = 5,
-                 leaders: dict[str, str | None] | None = None) -> list[str]:
-    """employee → supervisor → … (rule A-5), from the directory's ``leader`` fields
-    (``leaders``: its :func:`leader_map`, when the caller has it)."""
-    if not directory:
-        return []
-    if leaders is None:
-        leaders = leader_map(directory)
+def leader_chain(leaders: dict[str, str | None], userid: str, limit: int = 5) -> list[str]:
+    """employee → supervisor → … (rule A-5), from a directory's :func:`leader_map`."""
     chain, cur = [], leaders.get(userid)
     while cur and cur not in chain and cur != userid and len(chain) < limit:
         chain.append(cur)
@@ -153,18 +147,15 @@ def commit_audits(w: StoreWriter, batch: AuditBatch, words: list[tuple], directo
         if word is not None:
             w.bump_word(word, count, last)
     alerts = []
-    leaders = leader_map(directory)
-    chains: dict[str, list[str]] = {}  # one chain per employee of the batch, not per alert
+    leaders = leader_map(directory)  # once a batch, not once an alert
     for key, value in audits:
         if not content_audit_key(key):
             continue
         a = msgpack.unpackb(value)
-        if a["employee"] not in chains:
-            chains[a["employee"]] = leader_chain(directory, a["employee"], leaders=leaders)
         alerts.append((key, msgpack.packb({
             "id": f"alert-{a['id']}", "kind": "sensitive_word", "audit_id": a["id"], "employee": a["employee"],
             "word": a["word"], "words": a["words"], "msgtime": a["msgtime"], "severity": a["severity"],
-            "notify": list(chains[a["employee"]]), "raised_at": now_ms()})))
+            "notify": leader_chain(leaders, a["employee"]), "raised_at": now_ms()})))
     w.add_alerts(alerts)
     return added
 
@@ -303,7 +294,7 @@ def _alert_records(found: list[tuple], directory: dict | None) -> list[tuple[byt
     for conv, seq, level, threshold, since, answered_at, delay in found:
         a, _, b = conv[2:].partition("|")
         customer, employee = (a, b) if a.startswith(("wm", "wo")) else (b, a)
-        chain = [employee, *leader_chain(directory, employee, leaders=leaders)]
+        chain = [employee, *leader_chain(leaders, employee)]
         alerts.append((timeout_alert_key(conv, seq, level), msgpack.packb({
             "id": f"timeout-{seq}-{level}", "kind": "timeout_reply", "level": level, "threshold_ms": threshold,
             "conv": conv, "seq": seq, "employee": employee, "customer": customer, "msgtime": since,
