@@ -206,3 +206,42 @@ async def test_media_over_http_in_scope_and_on_the_trail(synced, feed, aiohttp_c
     # outside an operator's scope: as if it did not exist
     h2 = await login("op", "a-long-password-2")
     assert (await c.get(f"/api/v1/messages/{img['seq']}/media/0", headers=h2)).status == 404
+
+
+def test_queued_entries_are_those_built_from_each_batchs_media(small_corpus, tmp_path):
+    """The ingest queues each batch's media with entries built and packed in Rust
+    (``media_entries``). The oracle builds them here in Python from every batch's
+    ``media()`` tuples (what the queue held before): ``md.todo`` fid → what to fetch (the
+    first message in a batch naming a file; a later batch writes it again), ``md.seq``
+    20-digit seq → the message's media in order. Both tables must hold exactly those."""
+    from scrm_fast import ChatBatch, Cipher, KeyRing, _core
+    from scrm_fast.media import SEQ
+    from scrm_fast.sources import iter_documents
+    from scrm_fast.storage import app_key
+    from scrm_fast.tenant import Tenant
+
+    files = sorted((small_corpus / "batches").glob("*.jsonl"))
+    keys = KeyRing.load_dir(small_corpus / "keys")
+    data = tmp_path / "d"
+    with Tenant(data) as t:
+        t.ingest(files, keys, Cipher.open())
+    want_todo: dict[bytes, dict] = {}
+    want_seq: dict[bytes, list] = {}
+    with ArchiveStore(data, readonly=True) as store:
+        for doc in iter_documents(files):
+            decoded = _core.judge_batch(_core.decrypt_batch(ChatBatch.parse(doc.data), keys, Cipher.open(), now_ms=0),
+                                        None)
+            batch_todo: dict[bytes, dict] = {}
+            for seq, msgid, sdkfileid, md5, size, kind, filename in decoded.media():
+                fid = store.app_digest("media", sdkfileid)
+                batch_todo.setdefault(fid, {"sdkfileid": sdkfileid, "md5": md5, "size": size, "kind": kind,
+                                            "filename": filename, "seq": seq, "msgid": msgid})
+                want_seq.setdefault(app_key(f"{seq:020d}"), []).append(
+                    {"fid": fid, "kind": kind, "filename": filename, "size": size})
+            want_todo.update(batch_todo)
+        with store.app_read() as t:
+            got_todo = dict(t.scan(TODO))
+            got_seq = dict(t.scan(SEQ))
+    assert len(want_todo) > 50 and len(want_seq) >= len(want_todo)
+    assert got_todo == want_todo
+    assert got_seq == want_seq

@@ -99,6 +99,12 @@ class DecodedBatch:
     def media(self) -> list[tuple[int, str, str, str, int, str, str]]:
         """``(seq, msgid, sdkfileid, md5sum, size, kind, filename)`` of the stored messages'
         media (the spec's media types and the media items of mixed messages)."""
+    @property
+    def has_media(self) -> bool: ...
+    def media_entries(self, mac_key: bytes, person: bytes
+                      ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+        """``(md.todo, md.seq)`` entries of the batch's media, values msgpack: ``fid`` → what
+        to fetch (first message naming the file wins), 20-digit seq → its media in order."""
     def sealed_records(self, vault: Vault) -> list[tuple[bytes, bytes]]:
         """``records()`` sealed under ``vault`` for the ``records`` table."""
     @property

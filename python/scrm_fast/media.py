@@ -32,27 +32,15 @@ def fid_of(store: ArchiveStore, sdkfileid: str) -> bytes:
     return store.app_digest("media", sdkfileid)
 
 
-def todo_entries(store: ArchiveStore, media: list[tuple]) -> tuple[list[tuple[bytes, dict]], list[tuple[bytes, list]]]:
-    """The ``md.todo`` and ``md.seq`` entries of one decoded batch's media (its
-    ``DecodedBatch.media()`` tuples), written in the batch's transaction."""
-    todo, by_seq = {}, {}
-    fids = store.app_digests("media", [m[2] for m in media])  # fid_of each, in one call
-    for (seq, msgid, sdkfileid, md5, size, kind, filename), fid in zip(media, fids, strict=True):
-        todo.setdefault(fid, {"sdkfileid": sdkfileid, "md5": md5, "size": size, "kind": kind,
-                              "filename": filename, "seq": seq, "msgid": msgid})
-        by_seq.setdefault(seq, []).append({"fid": fid, "kind": kind, "filename": filename, "size": size})
-    return list(todo.items()), [(app_key(f"{seq:020d}"), v) for seq, v in by_seq.items()]
-
-
-def queue_media(store: ArchiveStore, t, media: list[tuple]) -> int:
-    """Queues a batch's media for fetching inside the batch's transaction (``t``: its SCRM
-    tables); media already fetched (a forwarded image) is not queued again."""
-    todo, by_seq = todo_entries(store, media)
+def queue_media(store: ArchiveStore, t, decoded) -> int:
+    """Queues a decoded batch's media for fetching inside the batch's transaction (``t``: its
+    SCRM tables); media already fetched (a forwarded image) is not queued again. The entries
+    are built and packed in Rust (``DecodedBatch.media_entries``), a batch at a time."""
+    todo, by_seq = decoded.media_entries(*store.app_digest_key)
     done = t.get_many(ITEM, [fid for fid, _ in todo])
-    todo = [e for e, d in zip(todo, done, strict=True) if d is None]
-    t.put_many(TODO, todo)
-    t.put_many(SEQ, by_seq)
-    return len(todo)
+    t.put_packed(TODO, [e for e, d in zip(todo, done, strict=True) if d is None])
+    t.put_packed(SEQ, by_seq)
+    return len(todo) - sum(d is not None for d in done)
 
 
 @dataclass

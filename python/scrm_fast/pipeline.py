@@ -200,13 +200,11 @@ def _with_batch(store: ArchiveStore, decoded: DecodedBatch, audit: AuditBatch | 
     from scrm_fast.audit import commit_audits, mark_timeouts_due
     from scrm_fast.media import queue_media
 
-    media = decoded.media()
-
     def also(w) -> None:
         if audit is not None and len(audit):
             summary.audits += commit_audits(w, audit, auditing.entries, auditing.directory)
-        if media:
-            summary.media += queue_media(store, w.app(), media)
+        if decoded.has_media:
+            summary.media += queue_media(store, w.app(), decoded)
         if auditing is not None and decoded.stored:
             mark_timeouts_due(w, decoded.conv_ids())
     return also

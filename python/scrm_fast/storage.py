@@ -228,9 +228,13 @@ class AppTxn:
 
     def put_many(self, table: str, items: list[tuple[bytes, object]]) -> None:
         """Writes many values, sealed in one batch call."""
+        self.put_packed(table, [(k, msgpack.packb(v)) for k, v in items])
+
+    def put_packed(self, table: str, items: list[tuple[bytes, bytes]]) -> None:
+        """:meth:`put_many` of values already msgpack (built in Rust for a whole batch)."""
         assert self.write, "a read transaction"
         head = table.encode() + b"\0"
-        sealed = self._vault.seal_pairs(b"app", [(head + k, msgpack.packb(v)) for k, v in items])
+        sealed = self._vault.seal_pairs(b"app", [(head + k, v) for k, v in items])
         if sealed:
             self._txn.cursor(db=self._db).putmulti(sealed)
 
@@ -608,6 +612,12 @@ class ArchiveStore:
     def app_digests(self, kind: str, values: list[str]) -> list[bytes]:
         """:meth:`app_digest` of each of ``values``, in one call (Rust, the same digest)."""
         return app_digests(self.token_key, _APP_PERSON, kind, values)
+
+    @property
+    def app_digest_key(self) -> tuple[bytes, bytes]:
+        """``(key, personalisation)`` of :meth:`app_digest`, for Rust that computes the same
+        digests over a whole batch (``DecodedBatch.media_entries``)."""
+        return self.token_key, _APP_PERSON
 
     # -- leases ---------------------------------------------------------------------------
     @contextmanager

@@ -16,10 +16,11 @@ use super::vault::PyVault;
 use crate::alerts::Role;
 use crate::batch::{decrypt_batch as engine_decrypt, judge_batch as engine_judge, ChatBatch, Decoded};
 use crate::crypto::seal::{seal_response as engine_seal, PlainItem, Sealer};
+use crate::crypto::vault::app_digest;
 use crate::error::Error;
 use crate::export::record_line;
 use crate::index::StoredView;
-use crate::message::media::media_refs;
+use crate::message::media::{media_refs, queue_entries, QueuedMedia};
 use crate::policy::{consent_key, is_customer, spoken_key};
 
 /// Status bytes of the `seen` table: every seq that ever arrived has exactly one.
@@ -90,7 +91,7 @@ pub struct PyDecoded {
     spoken: Vec<(Vec<u8>, [u8; 8])>,
     events: Vec<(Vec<u8>, Vec<u8>)>,
     audits: Option<Vec<EncodedAudit>>,
-    media: Vec<(u64, String, String, String, u64, String, String)>,
+    media: Vec<QueuedMedia>,
     /// What the index needs of each stored record, taken from the records (no msgpack
     /// read back when the batch is indexed).
     pub(crate) index_views: Vec<StoredView<'static>>,
@@ -162,7 +163,44 @@ impl PyDecoded {
     /// The media of the stored messages: ``(seq, msgid, sdkfileid, md5sum, size, kind,
     /// filename)`` (spec §4 media types and the items of mixed messages).
     fn media(&self) -> Vec<(u64, String, String, String, u64, String, String)> {
-        self.media.clone()
+        self.media
+            .iter()
+            .map(|q| {
+                let m = &q.media;
+                (
+                    q.seq,
+                    q.msgid.clone(),
+                    m.sdkfileid.clone(),
+                    m.md5sum.clone(),
+                    m.size,
+                    m.kind.clone(),
+                    m.filename.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether any stored message has media.
+    #[getter]
+    fn has_media(&self) -> bool {
+        !self.media.is_empty()
+    }
+
+    /// ``(md.todo entries, md.seq entries)`` of the batch's media, ``(key, msgpack)`` each:
+    /// ``fid`` (the ``app_digest`` of the ``sdkfileid`` under ``mac_key`` and ``person``,
+    /// kind ``media``) → what to fetch (the first message naming a file), and the 20-digit
+    /// seq → its media in order. GIL released.
+    fn media_entries<'py>(
+        &self,
+        py: Python<'py>,
+        mac_key: Vec<u8>,
+        person: Vec<u8>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let media = &self.media;
+        let (todo, seq) = detached(py, move || {
+            queue_entries(media, |id| app_digest(&mac_key, &person, "media", id))
+        })?;
+        Ok((pairs(py, todo.into_iter())?, pairs(py, seq.into_iter())?))
     }
 
     fn conv_ids(&self) -> Vec<String> {
@@ -418,17 +456,13 @@ fn shape(mut d: Decoded, audit: Option<Audit<'_>>, now_ms: i64) -> PyDecoded {
         .records
         .iter()
         .flat_map(|r| {
-            media_refs(&r.msgtype, &r.raw).into_iter().map(move |m| {
-                (
-                    r.seq,
-                    r.msgid.clone(),
-                    m.sdkfileid,
-                    m.md5sum,
-                    m.size,
-                    m.kind,
-                    m.filename,
-                )
-            })
+            media_refs(&r.msgtype, &r.raw)
+                .into_iter()
+                .map(move |media| QueuedMedia {
+                    seq: r.seq,
+                    msgid: r.msgid.clone(),
+                    media,
+                })
         })
         .collect();
     // last: takes the records' fields
