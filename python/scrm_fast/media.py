@@ -38,9 +38,10 @@ def queue_media(store: ArchiveStore, t, decoded) -> int:
     are built and packed in Rust (``DecodedBatch.media_entries``), a batch at a time."""
     todo, by_seq = decoded.media_entries(*store.app_digest_key)
     done = t.get_many(ITEM, [fid for fid, _ in todo])
-    t.put_packed(TODO, [e for e, d in zip(todo, done, strict=True) if d is None])
+    fresh = [e for e, d in zip(todo, done, strict=True) if d is None]
+    t.put_packed(TODO, fresh)
     t.put_packed(SEQ, by_seq)
-    return len(todo) - sum(d is not None for d in done)
+    return len(fresh)
 
 
 @dataclass
