@@ -155,7 +155,13 @@ pub struct Decoded {
     pub delta: PolicyDelta,
 }
 
-fn decrypt_item(i: usize, f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher) -> Result<Record, ItemError> {
+fn decrypt_item(
+    i: usize,
+    f: &ItemFields,
+    keys: &KeyRing,
+    cipher: &MessageCipher,
+    random_key: Option<RandomKey>,
+) -> Result<Record, ItemError> {
     let plain = match cipher {
         MessageCipher::Supplied(plains) => match plains.get(i) {
             Some(Some(answer)) => answer.clone(),
@@ -164,13 +170,67 @@ fn decrypt_item(i: usize, f: &ItemFields, keys: &KeyRing, cipher: &MessageCipher
                 "no plaintext came back from the SDK worker",
             )),
         },
-        MessageCipher::Open | MessageCipher::Vendor(_) => unwrap_key(f, keys, |random_key, em| match cipher {
-            MessageCipher::Vendor(sdk) => sdk.decrypt(&random_key, f.encrypt_chat_msg.trim(), em.len()),
-            _ => open_decrypt(&random_key, em),
-        }),
+        MessageCipher::Open | MessageCipher::Vendor(_) => {
+            let random_key = random_key.unwrap_or_else(|| rsa_step(f, keys));
+            with_decoded_msg(f, random_key, |random_key, em| match cipher {
+                MessageCipher::Vendor(sdk) => sdk.decrypt(&random_key, f.encrypt_chat_msg.trim(), em.len()),
+                _ => open_decrypt(&random_key, em),
+            })
+        }
     }
     .map_err(|e| ItemError::new(e.reason, format!("seq {}: {}", f.seq, e.detail)))?;
     parse_message(f.seq, f.publickey_ver, &f.msgid, plain)
+}
+
+/// An item's RSA step done ahead: its random key, or why not. A bad `encrypt_random_key`
+/// (base64) is told apart from a failed decryption, which ranks after a bad
+/// `encrypt_chat_msg` (the order [`unwrap_key`] reports them in).
+pub(crate) enum RandomKey {
+    BadBase64(ItemError),
+    Decrypted(Result<Vec<u8>, ItemError>),
+}
+
+/// The RSA step of one item alone: `encrypt_random_key` decoded and decrypted.
+pub(crate) fn rsa_step(f: &ItemFields, keys: &KeyRing) -> RandomKey {
+    let bad_key = |e: base64::DecodeError| ItemError::new(Reason::BadBase64Key, format!("encrypt_random_key: {e}"));
+    let ek_text = f.encrypt_random_key.trim();
+    // RSA keys up to 8192 bits fit on the stack; anything longer is decoded all the same
+    // (and refused by the RSA step, as before)
+    let mut stack = [0u8; 1024];
+    let heap;
+    let ek: &[u8] = match STANDARD.decode_slice(ek_text, &mut stack) {
+        Ok(n) => &stack[..n],
+        Err(DecodeSliceError::DecodeError(e)) => return RandomKey::BadBase64(bad_key(e)),
+        Err(DecodeSliceError::OutputSliceTooSmall) => match STANDARD.decode(ek_text) {
+            Ok(v) => {
+                heap = v;
+                &heap
+            }
+            Err(e) => return RandomKey::BadBase64(bad_key(e)),
+        },
+    };
+    RandomKey::Decrypted(keys.decrypt_key(f.publickey_ver, ek))
+}
+
+/// `then(random_key, encrypt_chat_msg decoded)` after an item's [`rsa_step`]; errors in
+/// [`unwrap_key`]'s order (bad key base64, bad message base64, failed RSA).
+fn with_decoded_msg<T>(
+    f: &ItemFields,
+    random_key: RandomKey,
+    then: impl FnOnce(Vec<u8>, &[u8]) -> Result<T, ItemError>,
+) -> Result<T, ItemError> {
+    let random_key = match random_key {
+        RandomKey::BadBase64(e) => return Err(e),
+        RandomKey::Decrypted(k) => k,
+    };
+    DECODED_MSG.with(|buf| {
+        let mut em = buf.borrow_mut();
+        em.clear();
+        STANDARD
+            .decode_vec(f.encrypt_chat_msg.trim(), &mut em)
+            .map_err(|e| ItemError::new(Reason::BadBase64Msg, format!("encrypt_chat_msg: {e}")))?;
+        then(random_key?, &em)
+    })
 }
 
 thread_local! {
@@ -186,29 +246,7 @@ pub(crate) fn unwrap_key<T>(
     keys: &KeyRing,
     then: impl FnOnce(Vec<u8>, &[u8]) -> Result<T, ItemError>,
 ) -> Result<T, ItemError> {
-    let bad_key = |e: base64::DecodeError| ItemError::new(Reason::BadBase64Key, format!("encrypt_random_key: {e}"));
-    let ek_text = f.encrypt_random_key.trim();
-    // RSA keys up to 8192 bits fit on the stack; anything longer is decoded all the same
-    // (and refused by the RSA step, as before)
-    let mut stack = [0u8; 1024];
-    let heap;
-    let ek: &[u8] = match STANDARD.decode_slice(ek_text, &mut stack) {
-        Ok(n) => &stack[..n],
-        Err(DecodeSliceError::DecodeError(e)) => return Err(bad_key(e)),
-        Err(DecodeSliceError::OutputSliceTooSmall) => {
-            heap = STANDARD.decode(ek_text).map_err(bad_key)?;
-            &heap
-        }
-    };
-    DECODED_MSG.with(|buf| {
-        let mut em = buf.borrow_mut();
-        em.clear();
-        STANDARD
-            .decode_vec(f.encrypt_chat_msg.trim(), &mut em)
-            .map_err(|e| ItemError::new(Reason::BadBase64Msg, format!("encrypt_chat_msg: {e}")))?;
-        let random_key = keys.decrypt_key(f.publickey_ver, ek)?;
-        then(random_key, &em)
-    })
+    with_decoded_msg(f, rsa_step(f, keys), then)
 }
 
 /// Decrypts and parses every item of `batch` whose seq is not in `seen`, in parallel, then
@@ -239,18 +277,32 @@ pub fn decrypt_batch(
     seen: &HashSet<u64>,
     now_ms: i64,
 ) -> Decoded {
+    let unseen = |item: &Item| item.seq.is_none_or(|seq| !seen.contains(&seq));
+    // every RSA step first, then the rest: a thread runs the RSA code item after item
+    // with its caches warm, not interleaved with base64, AES and JSON
+    let mut random_keys: Vec<Option<RandomKey>> = match cipher {
+        MessageCipher::Supplied(_) => Vec::new(),
+        _ => batch
+            .items
+            .par_iter()
+            .map(|item| match &item.fields {
+                Ok(f) if unseen(item) => Some(rsa_step(f, keys)),
+                _ => None,
+            })
+            .collect(),
+    };
+    random_keys.resize_with(batch.items.len(), || None);
     let outcomes: Vec<(usize, Outcome)> = batch
         .items
         .par_iter()
+        .zip(random_keys.into_par_iter())
         .enumerate()
-        .map(|(i, item)| {
-            if let Some(seq) = item.seq {
-                if seen.contains(&seq) {
-                    return (i, Outcome::Skipped);
-                }
+        .map(|(i, (item, random_key))| {
+            if !unseen(item) {
+                return (i, Outcome::Skipped);
             }
             let out = match (&item.fields, item.seq) {
-                (Ok(f), _) => match decrypt_item(i, f, keys, cipher) {
+                (Ok(f), _) => match decrypt_item(i, f, keys, cipher, random_key) {
                     Ok(r) => Outcome::Stored(Box::new(r)),
                     Err(error) => Outcome::Quarantined { seq: f.seq, error },
                 },
