@@ -8,9 +8,10 @@
 //! ([`TokenKey::token_into`], 16 characters), so the index files hold no character of any
 //! message; a query's terms are keyed the same way ([`ngram_token`]).
 //!
-//! Cost: two postings per character; the unigram field keeps doc ids only, the bigram
-//! field keeps positions (for phrases); one SipHash of ≤ 8 bytes per token not in the
-//! tokenizer's cache.
+//! Cost: a posting per distinct character and one per character pair; the unigram field
+//! keeps doc ids only (so a character already seen in the text is not emitted again: it
+//! could add nothing), the bigram field keeps positions (for phrases); one SipHash of
+//! ≤ 8 bytes per token not in the tokenizer's cache.
 
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 
@@ -42,6 +43,55 @@ pub struct NgramTokenizer {
     width: usize,
     key: TokenKey,
     cache: TokenCache,
+    seen: SeenChars,
+}
+
+/// The characters a unigram stream has emitted for the current text: a bit per BMP
+/// character (8 KiB once used, cleared by the bits set, not wholesale), a list for the
+/// rest (emoji and other supplementary-plane characters are few per text).
+#[derive(Default)]
+struct SeenChars {
+    bmp: Vec<u64>,
+    set: Vec<u32>,
+    astral: Vec<char>,
+}
+
+impl Clone for SeenChars {
+    /// Empty: a stream's state, not the tokenizer's.
+    fn clone(&self) -> Self {
+        SeenChars::default()
+    }
+}
+
+impl SeenChars {
+    /// Whether `c` is new to the current text (and now recorded).
+    fn first(&mut self, c: char) -> bool {
+        let u = c as u32;
+        if u >= 0x1_0000 {
+            if self.astral.contains(&c) {
+                return false;
+            }
+            self.astral.push(c);
+            return true;
+        }
+        if self.bmp.is_empty() {
+            self.bmp.resize(0x1_0000 / 64, 0);
+        }
+        let (word, bit) = ((u >> 6) as usize, 1u64 << (u & 63));
+        if self.bmp[word] & bit != 0 {
+            return false;
+        }
+        self.bmp[word] |= bit;
+        self.set.push(u);
+        true
+    }
+
+    fn clear(&mut self) {
+        for u in self.set.drain(..) {
+            self.bmp[(u >> 6) as usize] = 0;
+        }
+        self.astral.clear();
+    }
 }
 
 impl NgramTokenizer {
@@ -50,6 +100,7 @@ impl NgramTokenizer {
             width: 1,
             key,
             cache: TokenCache::default(),
+            seen: SeenChars::default(),
         }
     }
 
@@ -58,6 +109,7 @@ impl NgramTokenizer {
             width: 2,
             key,
             cache: TokenCache::default(),
+            seen: SeenChars::default(),
         }
     }
 }
@@ -67,6 +119,7 @@ pub struct NgramStream<'a> {
     width: usize,
     key: TokenKey,
     cache: &'a mut TokenCache,
+    seen: &'a mut SeenChars,
     prev: Option<(usize, char)>,
     position: usize,
     plain: [u8; 8],
@@ -86,11 +139,13 @@ impl Tokenizer for NgramTokenizer {
     type TokenStream<'a> = NgramStream<'a>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> NgramStream<'a> {
+        self.seen.clear();
         NgramStream {
             chars: text.char_indices(),
             width: self.width,
             key: self.key,
             cache: &mut self.cache,
+            seen: &mut self.seen,
             prev: None,
             position: 0,
             plain: [0; 8],
@@ -107,6 +162,9 @@ impl TokenStream for NgramStream<'_> {
             };
             let c = fold_char(c);
             if self.width == 1 {
+                if !self.seen.first(c) {
+                    continue;
+                }
                 let n = c.encode_utf8(&mut self.plain).len();
                 self.emit(n);
                 self.token.offset_from = at;
@@ -164,9 +222,42 @@ mod tests {
             vec![(t("保本"), 0), (t("本 "), 1), (t(" x"), 2)]
         );
         assert!(tokens(NgramTokenizer::bigrams(key), "保").is_empty());
+        // bigrams keep every occurrence (their positions make phrases)
+        assert_eq!(
+            tokens(NgramTokenizer::bigrams(key), "保本保本"),
+            vec![(t("保本"), 0), (t("本保"), 1), (t("保本"), 2)]
+        );
         // no character shows in a token
         for (tok, _) in tokens(NgramTokenizer::unigrams(key), "保本") {
             assert!(!tok.contains('保') && !tok.contains('本'));
+        }
+    }
+
+    #[test]
+    fn unigrams_emit_each_distinct_character_of_a_text_once() {
+        let key = TokenKey::new(&[3u8; 32]).unwrap();
+        let t = |s: &str| ngram_token(&key, &s.chars().collect::<Vec<_>>());
+        let texts: Vec<(String, usize)> = tokens(NgramTokenizer::unigrams(key), "保本保Aa本😀x😀");
+        let got: Vec<String> = texts.into_iter().map(|(s, _)| s).collect();
+        // first occurrences in order; "A" and "a" fold to one; the emoji twice is once
+        assert_eq!(got, vec![t("保"), t("本"), t("a"), t("😀"), t("x")]);
+        // oracle: every distinct folded character, whatever the text
+        let mut tok = NgramTokenizer::unigrams(key);
+        for text in ["", "aaaa", "保本保本保本", "😀🙂😀🙂", "一二三一二三四", "ＡaＢb"] {
+            let mut want: Vec<String> = Vec::new();
+            for c in text.chars().map(super::fold_char) {
+                let s = t(&c.to_string());
+                if !want.contains(&s) {
+                    want.push(s);
+                }
+            }
+            // the same tokenizer text after text: what one text saw does not hide another's
+            let mut st = tok.token_stream(text);
+            let mut got = Vec::new();
+            while st.advance() {
+                got.push(st.token().text.clone());
+            }
+            assert_eq!(got, want, "{text}");
         }
     }
 }
