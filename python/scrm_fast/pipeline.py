@@ -35,7 +35,9 @@ from scrm_fast._core import (
     decrypt_batch,
     judge_batch,
 )
+from scrm_fast.audit import commit_audits, mark_timeouts_due
 from scrm_fast.errors import BatchFormatError, InputError
+from scrm_fast.media import queue_media
 from scrm_fast.sources import Document, iter_documents
 from scrm_fast.storage import ArchiveStore, now_ms, reject_record
 
@@ -197,9 +199,6 @@ def _with_batch(store: ArchiveStore, decoded: DecodedBatch, audit: AuditBatch | 
                 summary: IngestSummary):
     """What goes into a batch's own transaction besides its records: its audit records,
     its media to fetch, and the conversations whose A-6 alerts are now due."""
-    from scrm_fast.audit import commit_audits, mark_timeouts_due
-    from scrm_fast.media import queue_media
-
     def also(w) -> None:
         if audit is not None and len(audit):
             summary.audits += commit_audits(w, audit, auditing.entries, auditing.directory)
@@ -237,7 +236,7 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
     Rule A-6: each batch records the conversations it added to in its own transaction; the
     pass at the end recomputes those (and any a killed run left), so a crash between the
     last commit and the pass loses no alert."""
-    from scrm_fast.audit import recompute_due_timeouts
+    from scrm_fast.audit import recompute_due_timeouts  # looked up per run (a test replaces it)
 
     summary = IngestSummary(consent_applied=policy is not None)
     t0 = time.perf_counter()
