@@ -211,10 +211,12 @@ def _with_batch(store: ArchiveStore, decoded: DecodedBatch, audit: AuditBatch | 
 
 # rejected documents are kept in the next batch's transaction, or at most this many at once
 REJECTS_PER_COMMIT = 500
-# batches being decrypted ahead of the one committing: the pool always has the next one
-# queued when a decrypt ends, and judging, auditing and committing batch n (this thread)
-# overlap the decrypting of n + 1 and n + 2
-LOOKAHEAD = 2
+# batches read and decrypting (or queued to) ahead of the one committing: judging, auditing
+# and committing batch n (this thread) overlap the decrypting of the next ones. More than
+# DECRYPTING: the pool does not finish concurrent batches in the order they came (a later
+# one often ends first), and with only two ahead this thread, waiting on batch n, had
+# queued nothing more: when n ended every core idled until it read the next document
+LOOKAHEAD = 4
 # batches decrypted at once (each on the whole pool): the next batch's items keep every core
 # busy while one batch's results are gathered and handed back through Python, where one at
 # a time left the pool idle at every batch boundary (about 1 % of an ingest's CPU)
