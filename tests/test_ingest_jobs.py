@@ -238,3 +238,26 @@ def _call_after_restart(data: Path, corpus: Path, port: int, job_id: str) -> dic
     with ArchiveStore(data, readonly=True) as store:
         assert open_index(store).seqs() == list(store.record_seqs())
     return job
+
+
+@pytest.mark.parametrize("remembered", [None, 3])
+def test_an_ingest_marks_every_conversation_it_adds_to_due(small_corpus, tmp_path, monkeypatch, remembered):
+    """Rule A-6's crash safety: before the run's pass, the due marks name every one-to-one
+    conversation the committed batches added to (a conversation marked by an earlier batch
+    is not marked again; with a memory of 3, marks are written again past it). Oracle: the
+    store's own list of conversations."""
+    from scrm_fast import KeyRing, audit, pipeline
+    from scrm_fast.directory import load_directory
+    from scrm_fast.tenant import Tenant
+
+    if remembered is not None:
+        monkeypatch.setattr(pipeline, "MARKED_AT_MOST", remembered)
+    monkeypatch.setattr(audit, "recompute_due_timeouts", lambda *a, **k: 0)  # the run's pass: not run
+    with Tenant(tmp_path / "data") as t:
+        t.import_directory(load_directory(small_corpus / "directory.json"))
+        files = sorted((small_corpus / "batches").glob("*.jsonl"))
+        s = t.ingest(files, KeyRing.load_dir(small_corpus / "keys"))
+        assert s.ingested > 0 and s.documents > 3  # several batches: later ones add to earlier convs
+        want = {c.conv for c in t.store.conversation_summaries() if c.conv.startswith("p:")}
+        assert len(want) > 10
+        assert audit.timeouts_due(t.store) == len(want)

@@ -196,17 +196,24 @@ def _judge(decrypted: DecryptedBatch, policy: ConsentPolicy | None,
 
 
 def _with_batch(store: ArchiveStore, decoded: DecodedBatch, audit: AuditBatch | None, auditing: Auditing | None,
-                summary: IngestSummary):
+                summary: IngestSummary, due: list[str]):
     """What goes into a batch's own transaction besides its records: its audit records,
-    its media to fetch, and the conversations whose A-6 alerts are now due."""
+    its media to fetch, and the conversations whose A-6 alerts are now due (``due``)."""
     def also(w) -> None:
         if audit is not None and len(audit):
             summary.audits += commit_audits(w, audit, auditing.entries, auditing.directory)
         if decoded.has_media:
             summary.media += queue_media(store, w.app(), decoded)
-        if auditing is not None and decoded.stored:
-            mark_timeouts_due(w, decoded.conv_ids())
+        if due:
+            mark_timeouts_due(w, due)
     return also
+
+
+# conversations an ingest remembers having marked due (rule A-6) in its earlier batches, at
+# most: a later batch adding to one writes no second mark (the mark stays until the run's
+# pass, which no other run can start while this one holds the ingest lease); beyond this
+# many the memory is dropped and marks may be written again (memory stays flat in N)
+MARKED_AT_MOST = 200_000
 
 
 # rejected documents are kept in the next batch's transaction, or at most this many at once
@@ -246,12 +253,18 @@ def ingest_documents(documents: Iterable[Document], keys: KeyRing, cipher: Ciphe
     pending: deque[tuple[Future[DecryptedBatch], list[bytes]]] = deque()
     last_index_commit = time.perf_counter()
     rejects: list[tuple[bytes, bytes]] = []
+    marked: set[str] = set()  # conversations this run marked due in a committed batch
 
     def finish(p: tuple[Future[DecryptedBatch], list[bytes]]) -> None:
         decoded, audit = _judge(p[0].result(), policy, auditing)
+        due = [c for c in decoded.conv_ids() if c not in marked] if auditing is not None and decoded.stored else []
         store.commit_batch(decoded, extra_rejects=rejects,
-                           also=_with_batch(store, decoded, audit, auditing, summary))
+                           also=_with_batch(store, decoded, audit, auditing, summary, due))
         rejects.clear()
+        if due:  # durable now
+            if len(marked) + len(due) > MARKED_AT_MOST:
+                marked.clear()
+            marked.update(due)
         if index is not None and decoded.stored:
             # after the store commit: the index never holds what the store lacks
             summary.indexed += index.add_decoded(decoded)
@@ -339,7 +352,8 @@ def retry_quarantine(keys: KeyRing, cipher: Cipher, store: ArchiveStore,
     batch = ChatBatch.from_items(items)
     decoded, audit = _decode(batch, keys, cipher, None, policy, auditing)
     summary = IngestSummary()
-    res = store.release_quarantine(decoded, also=_with_batch(store, decoded, audit, auditing, summary))
+    due = decoded.conv_ids() if auditing is not None and decoded.stored else []
+    res = store.release_quarantine(decoded, also=_with_batch(store, decoded, audit, auditing, summary, due))
     if index is not None and res.stored:
         index.add_decoded(decoded)
         index.commit(store.checkpoint())
