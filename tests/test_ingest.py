@@ -178,3 +178,17 @@ def test_a_file_that_is_not_getchatdata_is_refused_at_once(small_corpus, tmp_pat
     assert sum(1 for e in q if e.get("reason") == "bad_document") == 3  # not 3,000
     stored = run_scrm("export", "--data", str(data), check=True).stdout.splitlines()
     assert len(stored) == sum(len(orjson.loads(line)["chatdata"]) for line in good.read_bytes().splitlines())
+
+
+def test_blank_and_whitespace_lines_of_a_jsonl_file_are_no_documents(tmp_path):
+    from scrm_fast.sources import iter_documents
+
+    lines = [b'{"errcode":0,"chatdata":[]}\n', b"\n", b" \t\r\n", b"\x0b\x0c\n", b'  {"a":1}  \n', b"", b'{"b":2}']
+    f = tmp_path / "docs.jsonl"
+    f.write_bytes(b"".join(lines))
+    got = [(d.source, d.data) for d in iter_documents([f])]
+    # oracle: the file's lines as Python splits them, kept when anything but ASCII whitespace
+    want = [(f"{f}:{i}", line) for i, line in enumerate(f.read_bytes().splitlines(keepends=True), 1)
+            if any(c not in b" \t\r\n\x0b\x0c" for c in line)]
+    assert [w[1] for w in want] == [lines[0], lines[4], lines[6]]
+    assert got == want
