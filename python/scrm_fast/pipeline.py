@@ -213,7 +213,7 @@ def _with_batch(store: ArchiveStore, decoded: DecodedBatch, audit: AuditBatch | 
 # most: a later batch adding to one writes no second mark (the mark stays until the run's
 # pass, which no other run can start while this one holds the ingest lease); beyond this
 # many the memory is dropped and marks may be written again (memory stays flat in N)
-MARKED_AT_MOST = 200_000
+MARKED_AT_MOST = 20_000
 
 
 # rejected documents are kept in the next batch's transaction, or at most this many at once
