@@ -47,8 +47,10 @@ pub struct NgramTokenizer {
 }
 
 /// The characters a unigram stream has emitted for the current text: a bit per BMP
-/// character (8 KiB once used, cleared by the bits set, not wholesale), a list for the
-/// rest (emoji and other supplementary-plane characters are few per text).
+/// character (8 KiB once used, cleared by the bits set, not wholesale), a short list for
+/// the rest (emoji and other supplementary-plane characters are few per text; past
+/// [`ASTRAL_REMEMBERED`] of them a repeat is emitted again, which changes nothing: a text
+/// of many distinct ones costs no quadratic scan).
 #[derive(Default)]
 struct SeenChars {
     bmp: Vec<u64>,
@@ -63,15 +65,21 @@ impl Clone for SeenChars {
     }
 }
 
+/// Supplementary-plane characters a unigram stream remembers per text.
+const ASTRAL_REMEMBERED: usize = 64;
+
 impl SeenChars {
-    /// Whether `c` is new to the current text (and now recorded).
+    /// Whether `c` is to be emitted: new to the current text (and now recorded), or past
+    /// what the stream remembers.
     fn first(&mut self, c: char) -> bool {
         let u = c as u32;
         if u >= 0x1_0000 {
             if self.astral.contains(&c) {
                 return false;
             }
-            self.astral.push(c);
+            if self.astral.len() < ASTRAL_REMEMBERED {
+                self.astral.push(c);
+            }
             return true;
         }
         if self.bmp.is_empty() {
@@ -243,6 +251,19 @@ mod tests {
         assert_eq!(got, vec![t("保"), t("本"), t("a"), t("😀"), t("x")]);
         // oracle: every distinct folded character, whatever the text
         let mut tok = NgramTokenizer::unigrams(key);
+        // past 64 distinct emoji in a text, repeats come again: each distinct one at least once
+        let many: String = (0..100u32)
+            .chain(0..100)
+            .filter_map(|i| char::from_u32(0x1F300 + i))
+            .collect();
+        let mut st = tok.token_stream(&many);
+        let mut got = Vec::new();
+        while st.advance() {
+            got.push(st.token().text.clone());
+        }
+        let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), 100);
+        assert_eq!(got.len(), 100 + 36); // the first 64 are remembered, the other 36 come twice
         for text in ["", "aaaa", "保本保本保本", "😀🙂😀🙂", "一二三一二三四", "ＡaＢb"] {
             let mut want: Vec<String> = Vec::new();
             for c in text.chars().map(super::fold_char) {
