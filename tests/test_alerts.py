@@ -115,6 +115,39 @@ def _keys() -> tuple[Path, dict]:
 _KEYS = _keys()
 
 
+def test_a_timeline_holds_its_conversation_only(tmp_path):
+    """``timelines`` reads each conversation's own entries up to their end: a customer whose
+    id extends another's (``wmA``, ``wmA2``, ``wmAB``) is read apart from it, and a
+    conversation with no entries reads as none."""
+    from scrm_fast import KeyRing
+    from scrm_fast.storage import key_seq
+    from scrm_fast.tenant import Tenant
+
+    keys, pub = _KEYS
+    customers = ["wmA", "wmA2", "wmAB", "wmB"]
+    msgs = [text(seq, *((c, "emp") if seq % 3 else ("emp", c)), seq) for seq, c in
+            ((seq, customers[seq * 7 % len(customers)]) for seq in range(1, 41))]
+    expected = {c: sorted(seq for seq, (_, _, _, m) in zip(range(1, 41), msgs, strict=True)
+                          if c in orjson.loads(m)["tolist"] + [orjson.loads(m)["from"]]) for c in customers}
+    f = tmp_path / "all.jsonl"
+    f.write_bytes(_core.seal_response(pub, msgs) + b"\n")
+    with Tenant(tmp_path / "d") as tenant:
+        tenant.import_directory(DIRECTORY)
+        tenant.ingest([f], KeyRing.load_dir(keys))
+        store = tenant.store
+        for c in customers:
+            done, entries = store.timelines([f"p:emp|{c}"])
+            assert done == [f"p:emp|{c}"]
+            assert [key_seq(k[-8:]) for k, _ in entries] == expected[c], c
+        convs = [f"p:emp|{c}" for c in customers]
+        done, entries = store.timelines(["p:emp|wm", *convs, "p:emp|wmC"])
+        assert done == ["p:emp|wm", *convs, "p:emp|wmC"]
+        assert [key_seq(k[-8:]) for k, _ in entries] == [s for c in customers for s in expected[c]]
+        # bounded: stops after the conversation that reached the bound
+        done, entries = store.timelines(convs, max_entries=1)
+        assert done == convs[:1] and len(entries) == len(expected["wmA"])
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_timeouts_of_any_split_into_runs_equal_the_whole_stream(tmp_path, data):
@@ -129,7 +162,9 @@ def test_timeouts_of_any_split_into_runs_equal_the_whole_stream(tmp_path, data):
     minutes, msgs = 0, []
     for seq in range(1, n + 1):
         minutes += data.draw(st.sampled_from([0, 1, 3, 8, 20, 45, 70]))
-        customer = data.draw(st.sampled_from(["wmA", "wmB", "wmC"]))
+        # one customer's id a prefix of another's: a conversation's timeline and alerts are
+        # read and replaced up to its own keys' end, never into its neighbour's
+        customer = data.draw(st.sampled_from(["wmA", "wmA2", "wmB"]))
         sender, to = (customer, "emp") if data.draw(st.booleans()) else ("emp", customer)
         msgs.append((seq, sender, to, T0 + minutes * MIN))
     order = data.draw(st.permutations(msgs))
