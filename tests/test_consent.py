@@ -131,6 +131,20 @@ def test_consent_change_in_stream_is_judged_at_msgtime():
     assert kept2 == {"m6": "C-1"}
 
 
+def test_seen_names_every_item_in_seq_order():
+    """A batch's ``seen`` entries (stored ``S``, dropped by consent ``D``, quarantined ``Q``)
+    come in seq order, whatever their fates: the store appends them past the stored seqs."""
+    from scrm_fast.storage import seq_key
+
+    fates = {1: b"S", 2: b"D", 0: b"Q"}  # by seq % 3: C-1 kept, C-2 dropped, no key for its version
+    items = [(i, f"m{i}", 9 if i % 3 == 0 else 1,
+              orjson.dumps(msg(i, "emp", ["wmNo" if i % 3 == 2 else "wmA"], t=1000 + i))) for i in range(1, 13)]
+    d = decode_batch(ChatBatch.parse(_core.seal_response({1: PUB, 9: PUB}, items)), KEYS, Cipher.open(),
+                     policy=policy_for(False))
+    assert (d.stored, d.dropped, d.quarantined) == (4, 4, 4)
+    assert d.seen() == [(seq_key(i), fates[i % 3]) for i in range(1, 13)]
+
+
 def test_batches_decrypted_out_of_order_and_judged_in_order_equal_decode_batch():
     """The ingest decrypts batches ahead (``decrypt_batch``, any order) and judges them in
     arrival order (``judge_batch``): the verdicts are those of ``decode_batch`` one batch

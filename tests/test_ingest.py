@@ -7,6 +7,8 @@ import shutil
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scrm_fast import Cipher, KeyRing, _core
 from scrm_fast.pipeline import ingest_files
@@ -192,3 +194,63 @@ def test_blank_and_whitespace_lines_of_a_jsonl_file_are_no_documents(tmp_path):
             if any(c not in b" \t\r\n\x0b\x0c" for c in line)]
     assert [w[1] for w in want] == [lines[0], lines[4], lines[6]]
     assert got == want
+
+
+def _lmdb_table(tmp_path):
+    import lmdb
+
+    env = lmdb.open(str(tmp_path / "t.lmdb"), max_dbs=2, map_size=1 << 30)
+    return env, env.open_db(b"t")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_appending_puts_equal_ordinary_puts(tmp_path, data):
+    """``put_appending`` leaves a table as ordinary puts would (later items of one key win),
+    whether the items follow every stored key in order (appended), come out of order, repeat
+    a key or fall among the stored ones (put the ordinary way)."""
+    from scrm_fast.storage import put_appending, seq_key
+
+    stored = data.draw(st.dictionaries(st.integers(0, 60), st.binary(max_size=40), max_size=20))
+    batches = data.draw(st.lists(st.lists(st.tuples(st.integers(0, 90), st.binary(max_size=40)), max_size=12),
+                                 max_size=4))
+    if data.draw(st.booleans()):  # often: a new batch's seqs, in order past every stored one
+        top = max(stored, default=-1)
+        batches.append([(top + 1 + i, b"v%d" % i) for i in range(data.draw(st.integers(1, 30)))])
+    root = tmp_path / str(next(_appends))
+    root.mkdir()
+    env, db = _lmdb_table(root)
+    expected = dict(stored)
+    with env.begin(write=True) as txn:
+        txn.cursor(db=db).putmulti([(seq_key(k), v) for k, v in sorted(stored.items())])
+    for batch in batches:
+        with env.begin(write=True) as txn:
+            put_appending(txn.cursor(db=db), [(seq_key(k), v) for k, v in batch])
+        expected.update(batch)
+    with env.begin(db=db) as txn:
+        got = {int.from_bytes(k, "big"): v for k, v in txn.cursor()}
+    env.close()
+    assert got == expected
+
+
+_appends = iter(range(10**6))
+
+
+def test_appended_seqs_fill_their_pages(tmp_path):
+    """Records put in seq order past every stored one fill LMDB's pages: as many leaf pages
+    as the page layout needs (16-byte page header; per entry an 8-byte node header, the key,
+    the value and a 2-byte pointer), where halving splits would leave them half empty."""
+    from scrm_fast.storage import put_appending, seq_key
+
+    env, db = _lmdb_table(tmp_path)
+    value = b"x" * 700
+    per_page = (env.stat()["psize"] - 16) // (8 + 8 + len(value) + 2)
+    n = 0
+    for _ in range(10):  # ten batches of 200, as ten ingest commits
+        with env.begin(write=True) as txn:
+            put_appending(txn.cursor(db=db), [(seq_key(n + i), value) for i in range(200)])
+        n += 200
+    with env.begin() as txn:
+        leaves = txn.stat(db)["leaf_pages"]
+    env.close()
+    assert leaves <= -(-n // per_page) + 10, (leaves, n, per_page)

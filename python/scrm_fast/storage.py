@@ -69,6 +69,19 @@ _DIRECTORY_STAMP = b"directory_stamp"
 DEFAULT_MAP_SIZE = 1 << 40
 
 
+def put_appending(cur: lmdb.Cursor, items: list[tuple[bytes, bytes]]) -> None:
+    """Puts ``items`` (overwriting) through ``cur``. Items in key order, all after every key
+    stored (a new batch's seqs), go as appends: LMDB then leaves a full page full and starts
+    the next, where an ordinary put splits it in half, so tables keyed by seq would stay
+    half empty (the records table about 72 % full, the seen table 50 %). Any item that
+    cannot be appended (out of order, or not past the last key) is refused by LMDB, not
+    written, and counted; then every item is put the ordinary way."""
+    if items:
+        _, added = cur.putmulti(items, append=True)
+        if added != len(items):
+            cur.putmulti(items)
+
+
 def seq_key(seq: int) -> bytes:
     return struct.pack(">Q", seq)
 
@@ -698,7 +711,7 @@ class ArchiveStore:
         sealed_quarantine = self._seal(b"quarantine", quarantine) if quarantine else []
         with self.env.begin(write=True) as txn:
             if records:
-                txn.cursor(db=self._db[b"records"]).putmulti(sealed_records)
+                put_appending(txn.cursor(db=self._db[b"records"]), sealed_records)
                 txn.cursor(db=self._db[b"msgids"]).putmulti(decoded.msgids())
                 txn.cursor(db=self._db[b"conv"]).putmulti(decoded.conv_entries())
             if quarantine:
@@ -706,7 +719,7 @@ class ArchiveStore:
             if also is not None:
                 also(StoreWriter(self, txn))
             if records or quarantine or decoded.dropped:
-                txn.cursor(db=self._db[b"seen"]).putmulti(decoded.seen())
+                put_appending(txn.cursor(db=self._db[b"seen"]), decoded.seen())
             if rejects:
                 txn.cursor(db=self._db[b"rejects"]).putmulti(self._seal(b"rejects", rejects))
             self._commit_policy_delta(txn, decoded)

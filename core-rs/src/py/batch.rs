@@ -222,12 +222,15 @@ impl PyDecoded {
     }
 
     /// `(seq_key, status)` for the `seen` table: `S` stored, `Q` quarantined, `D` dropped
-    /// by the consent policy (so that a re-ingest skips it before any RSA work).
+    /// by the consent policy (so that a re-ingest skips it before any RSA work); in seq order.
     fn seen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let stored = self.records.iter().map(|(s, _, _)| (seq_key(*s), SEEN_STORED));
-        let quarantined = self.quarantined.iter().map(|(s, _)| (seq_key(*s), SEEN_QUARANTINED));
-        let dropped = self.dropped.iter().map(|s| (seq_key(*s), SEEN_DROPPED));
-        pairs(py, stored.chain(quarantined).chain(dropped))
+        let stored = self.records.iter().map(|(s, _, _)| (*s, SEEN_STORED));
+        let quarantined = self.quarantined.iter().map(|(s, _)| (*s, SEEN_QUARANTINED));
+        let dropped = self.dropped.iter().map(|s| (*s, SEEN_DROPPED));
+        // in key order: the store appends them (full pages) when they follow every stored seq
+        let mut all: Vec<(u64, &[u8])> = stored.chain(quarantined).chain(dropped).collect();
+        all.sort_by_key(|(s, _)| *s);
+        pairs(py, all.into_iter().map(|(s, v)| (seq_key(s), v)))
     }
 
     /// `(key, msgpack)` for the `consent` table: consent changes from agree/disagree messages.
