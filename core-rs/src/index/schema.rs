@@ -2,7 +2,19 @@
 
 use super::*;
 
+/// The schema of a new index. `seq` is a fast field only: it is read per hit (the page's
+/// cursor, the order), never searched, so it adds no term per document.
 pub(super) fn schema() -> (Schema, Fields) {
+    schema_with(FAST.into())
+}
+
+/// The schema of indexes made before `seq` lost its terms (it was `FAST | INDEXED`): the
+/// same fields in the same order, so they open and take documents as they are.
+pub(super) fn earlier_schema() -> Schema {
+    schema_with((FAST | INDEXED).into()).0
+}
+
+fn schema_with(seq_options: tantivy::schema::NumericOptions) -> (Schema, Fields) {
     let mut b = Schema::builder();
     let text = |tok: &str, opt: IndexRecordOption| {
         TextOptions::default()
@@ -10,7 +22,7 @@ pub(super) fn schema() -> (Schema, Fields) {
     };
     let uni = b.add_text_field("uni", text(tokenizer::UNIGRAM, IndexRecordOption::Basic));
     let bi = b.add_text_field("bi", text(tokenizer::BIGRAM, IndexRecordOption::WithFreqsAndPositions));
-    let seq = b.add_u64_field("seq", FAST | INDEXED);
+    let seq = b.add_u64_field("seq", seq_options);
     let msgtime = b.add_i64_field("msgtime", FAST);
     let party = b.add_text_field("party", text("raw", IndexRecordOption::Basic));
     let room = b.add_text_field("room", text("raw", IndexRecordOption::Basic));

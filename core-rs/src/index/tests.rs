@@ -464,3 +464,60 @@ fn count_files_of_dead_processes_go_those_of_live_ones_stay() {
     let _third = ArchiveIndex::open(dir.path(), test_key()).unwrap();
     assert!(!live.exists());
 }
+
+#[test]
+fn an_index_of_the_earlier_schema_opens_and_finds_what_a_new_one_does() {
+    let (rows, values) = corpus(200, 11);
+    // an index made before `seq` lost its terms: its schema as that version wrote it
+    let earlier = tempfile::tempdir().unwrap();
+    Index::create_in_dir(earlier.path(), earlier_schema()).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    for dir in [&earlier, &fresh] {
+        let ix = ArchiveIndex::open(dir.path(), test_key()).unwrap();
+        ix.open_writer(1, 32 << 20).unwrap();
+        ix.add_stored(&values[..120]).unwrap();
+        ix.commit(120).unwrap();
+        ix.add_stored(&values[120..]).unwrap();
+        ix.commit(200).unwrap();
+    }
+    let (a, b) = (
+        ArchiveIndex::open(earlier.path(), test_key()).unwrap(),
+        ArchiveIndex::open(fresh.path(), test_key()).unwrap(),
+    );
+    let indexed = |ix: &ArchiveIndex| ix.index.schema().get_field_entry(ix.fields.seq).is_indexed();
+    assert!(indexed(&a), "the earlier index keeps its schema");
+    assert!(!indexed(&b), "a new index has no seq terms");
+    let mut g = Lcg(5);
+    for _ in 0..60 {
+        let r: Vec<char> = rows[g.below(rows.len())].2.chars().collect();
+        let len = 1 + g.below(3);
+        if r.len() < len {
+            continue;
+        }
+        let at = g.below(r.len() - len + 1);
+        let q = format!(
+            "\"{}\"",
+            r[at..at + len].iter().collect::<String>().replace('"', "\\\"")
+        );
+        let node = parse_query(&q).unwrap();
+        let mut want: Vec<(i64, u64)> = rows
+            .iter()
+            .filter(|r| node.matches(&fold_text(&r.2)))
+            .map(|r| (r.1, r.0))
+            .collect();
+        want.sort_unstable_by(|a, b| b.cmp(a));
+        for ix in [&a, &b] {
+            let (total, got) = all_hits(ix, SearchRequest::new(&q, 9));
+            assert_eq!((total as usize, &got), (want.len(), &want), "{q:?}");
+        }
+    }
+    // an index of any other schema is refused, naming the remedy
+    let other = tempfile::tempdir().unwrap();
+    let mut sb = Schema::builder();
+    sb.add_u64_field("seq", FAST);
+    Index::create_in_dir(other.path(), sb.build()).unwrap();
+    match ArchiveIndex::open(other.path(), test_key()) {
+        Ok(_) => panic!("an index of another schema opened"),
+        Err(e) => assert!(e.to_string().contains("scrm reindex"), "{e}"),
+    }
+}

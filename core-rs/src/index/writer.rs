@@ -10,8 +10,17 @@ impl ArchiveIndex {
         std::fs::create_dir_all(path).map_err(|e| index_err(path, e))?;
         let (schema, fields) = schema();
         let dir = MmapDirectory::open(path).map_err(|e| index_err(path, e))?;
-        let index = Index::open_or_create(dir, schema.clone())
-            .map_err(|e| index_err(path, format!("{e} (an index of another layout: run `scrm reindex`)")))?;
+        let another = |e: String| index_err(path, format!("{e} (an index of another layout: run `scrm reindex`)"));
+        let index = if Index::exists(&dir).map_err(|e| another(e.to_string()))? {
+            let index = Index::open(dir).map_err(|e| another(e.to_string()))?;
+            let found = index.schema();
+            if found != schema && found != earlier_schema() {
+                return Err(another("an index exists but its schema does not match".into()));
+            }
+            index
+        } else {
+            Index::create(dir, schema, IndexSettings::default()).map_err(|e| another(e.to_string()))?
+        };
         index.tokenizers().register(
             tokenizer::UNIGRAM,
             TextAnalyzer::from(tokenizer::NgramTokenizer::unigrams(key)),
