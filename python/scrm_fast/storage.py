@@ -72,8 +72,8 @@ DEFAULT_MAP_SIZE = 1 << 40
 def put_appending(cur: lmdb.Cursor, items: list[tuple[bytes, bytes]]) -> None:
     """Puts ``items`` (overwriting) through ``cur``. Items in key order, all after every key
     stored (a new batch's seqs), go as appends: LMDB then leaves a full page full and starts
-    the next, where an ordinary put splits it in half, so tables keyed by seq would stay
-    half empty (the records table about 72 % full, the seen table 50 %). Any item that
+    the next, where an ordinary put splits it in half, so tables keyed by seq stayed part
+    empty (the records table about 72 % full, the seen table about 64 %). Any item that
     cannot be appended (out of order, or not past the last key) is refused by LMDB, not
     written, and counted; then every item is put the ordinary way."""
     if items:
