@@ -114,6 +114,19 @@ fn all_hits(ix: &ArchiveIndex, mut req: SearchRequest) -> (u64, Vec<(i64, u64)>)
     (total.unwrap(), out)
 }
 
+/// `(msgtime, seq)` of the rows whose folded text the query matches, newest first: the
+/// brute force, by the query's own matcher over every row (no index).
+fn brute_hits(rows: &[Row], q: &str) -> Vec<(i64, u64)> {
+    let node = parse_query(q).unwrap();
+    let mut want: Vec<(i64, u64)> = rows
+        .iter()
+        .filter(|r| node.matches(&fold_text(&r.2)))
+        .map(|r| (r.1, r.0))
+        .collect();
+    want.sort_unstable_by(|a, b| b.cmp(a));
+    want
+}
+
 #[test]
 fn recall_equals_brute_force_for_random_substrings_and_boolean_queries() {
     let (rows, values) = corpus(600, 7);
@@ -149,13 +162,7 @@ fn recall_equals_brute_force_for_random_substrings_and_boolean_queries() {
         .map(String::from),
     );
     for q in &queries {
-        let node = parse_query(q).unwrap();
-        let mut want: Vec<(i64, u64)> = rows
-            .iter()
-            .filter(|r| node.matches(&fold_text(&r.2)))
-            .map(|r| (r.1, r.0))
-            .collect();
-        want.sort_unstable_by(|a, b| b.cmp(a));
+        let want = brute_hits(&rows, q);
         let (total, got) = all_hits(&ix, SearchRequest::new(q, 7));
         assert_eq!(total as usize, want.len(), "total for {q:?}");
         assert_eq!(got, want, "hits for {q:?}");
@@ -499,13 +506,7 @@ fn an_index_of_the_earlier_schema_opens_and_finds_what_a_new_one_does() {
             "\"{}\"",
             r[at..at + len].iter().collect::<String>().replace('"', "\\\"")
         );
-        let node = parse_query(&q).unwrap();
-        let mut want: Vec<(i64, u64)> = rows
-            .iter()
-            .filter(|r| node.matches(&fold_text(&r.2)))
-            .map(|r| (r.1, r.0))
-            .collect();
-        want.sort_unstable_by(|a, b| b.cmp(a));
+        let want = brute_hits(&rows, &q);
         for ix in [&a, &b] {
             let (total, got) = all_hits(ix, SearchRequest::new(&q, 9));
             assert_eq!((total as usize, &got), (want.len(), &want), "{q:?}");
