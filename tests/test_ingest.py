@@ -215,7 +215,7 @@ def test_appending_puts_equal_ordinary_puts(tmp_path, data):
     batches = data.draw(st.lists(st.lists(st.tuples(st.integers(0, 90), st.binary(max_size=40)), max_size=12),
                                  max_size=4))
     if data.draw(st.booleans()):  # often: a new batch's seqs, in order past every stored one
-        top = max(stored, default=-1)
+        top = max([*stored, *(k for b in batches for k, _ in b)], default=-1)
         batches.append([(top + 1 + i, b"v%d" % i) for i in range(data.draw(st.integers(1, 30)))])
     root = tmp_path / str(next(_appends))
     root.mkdir()
